@@ -1,0 +1,183 @@
+"""The protocol-audit command line: parse arguments, call the engine, render reports, exit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, NoReturn
+
+import click
+
+from engine import audit as audit_run
+from engine import report as report_builder
+from engine import reporters
+from engine.conditions import describe
+from engine.errors import AuditError, PackError, UsageError
+from engine.model import SEVERITIES
+from engine.packs import load_packs
+
+EXIT_SUCCESS = 0
+EXIT_FINDINGS = 1
+EXIT_ERROR = 2
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"protocol-audit: {message}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+def _guard(action: Callable[[], int]) -> None:
+    """Run a command; every AuditError becomes a clear message and exit 2, never a traceback."""
+    try:
+        code = action()
+    except PackError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        count = len(exc.problems)
+        _fail(f"{count} problem{'s' if count != 1 else ''} in the rule pack{'s' if count != 1 else ''}")
+    except AuditError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; no report was written")
+    except Exception as exc:  # a bug: say so plainly; the traceback is there when asked for
+        if os.environ.get("PROTOCOL_AUDIT_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set PROTOCOL_AUDIT_DEBUG=1 for details)")
+    sys.exit(code)
+
+
+def _as_of(text: str | None) -> dt.datetime:
+    if text is None:
+        return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f'"{text}" is not an ISO 8601 date or datetime') from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def _write(path: str, render: reporters.Renderer, report: dict[str, Any]) -> None:
+    """Write one report file whole or not at all (a temporary file renamed into place)."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"{path}: folder {folder} does not exist")
+    handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+            render(report, out)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+class _Progress:
+    """Records read so far, on a terminal only (quiet when piped)."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.shown = False
+
+    def __call__(self, count: int) -> None:
+        if self.enabled and count % 10000 == 0:
+            click.echo(f"\r{count:,} records read...", err=True, nl=False)
+            self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            click.echo("\r" + " " * 40 + "\r", err=True, nl=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version=report_builder.tool_version(), prog_name="protocol-audit")
+def main() -> None:
+    """Audit clinical protocol compliance: YAML rule packs judged against exported session records.
+
+    \b
+    Exit codes: 0 no finding at or above --fail-on; 1 such findings exist;
+    2 bad usage, a bad rule pack or an unreadable input.
+    """
+
+
+@main.command()
+@click.option("--pack", "-p", "packs", multiple=True, required=True, metavar="PACK",
+              help="A pack file, a folder of packs, or a shipped pack name (repeatable).")
+@click.argument("files", nargs=-1, required=True, metavar="[TYPE=]FILE...")
+@click.option("--output", "-o", "outputs", multiple=True, metavar="FILE",
+              help="Write a report; the format follows the extension (.json, .csv, .txt). Repeatable.")
+@click.option("--fail-on", type=click.Choice(SEVERITIES), default="major", show_default=True,
+              help="Exit 1 when an unwaived finding of this severity or worse exists.")
+@click.option("--as-of", "as_of", metavar="DATETIME",
+              help="The run's time (ISO 8601); fixes it so reruns are byte-identical. Default: now.")
+def audit(packs: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ...], fail_on: str,
+          as_of: str | None) -> None:
+    """Judge every rule of the packs on every record of the FILES.
+
+    A FILE binds to a record type as TYPE=FILE, by its name (sessions.csv -> session),
+    or by a record_type column. Without -o, a summary is printed.
+
+    \b
+    Example:
+      protocol-audit audit --pack ketamine-iv samples/sessions.csv -o report.json -o findings.csv
+    """
+    run_time = _as_of(as_of)
+
+    def action() -> int:
+        renderers = [(path, reporters.for_path(path)) for path in outputs]
+        loaded = load_packs(list(packs))
+        progress = _Progress()
+        try:
+            result, stats = audit_run.run(loaded, list(files), progress=progress)
+        finally:
+            progress.done()
+        report = report_builder.build(result, stats, loaded, run_time, fail_on)
+        for path, render in renderers:
+            _write(path, render, report)
+        if outputs:
+            summary = report["summary"]
+            click.echo(f"{summary['records_read']} records read, {summary['records_rejected']} rejected, "
+                       f"{summary['findings']} findings; wrote {', '.join(outputs)}", err=True)
+        else:
+            reporters.get("txt")(report, sys.stdout)
+        return EXIT_FINDINGS if report_builder.failing_findings(report, fail_on) else EXIT_SUCCESS
+
+    _guard(action)
+
+
+@main.command()
+@click.argument("packs", nargs=-1, required=True, metavar="PACK...")
+def validate(packs: tuple[str, ...]) -> None:
+    """Check rule packs; every problem is printed as path:line:column: message (exit 2)."""
+
+    def action() -> int:
+        for pack in load_packs(list(packs)):
+            count = len(pack.rules)
+            click.echo(f"{pack.path}: ok ({pack.id} {pack.version}, {count} rule{'s' if count != 1 else ''})")
+        return EXIT_SUCCESS
+
+    _guard(action)
+
+
+@main.command()
+@click.argument("packs", nargs=-1, required=True, metavar="PACK...")
+def rules(packs: tuple[str, ...]) -> None:
+    """List the rules of packs: id, severity, record type, title and when each applies."""
+
+    def action() -> int:
+        for pack in load_packs(list(packs)):
+            click.echo(f"{pack.id} {pack.version} - {pack.title} ({pack.path})")
+            width = max((len(r.id) for r in pack.rules), default=2)
+            for rule in pack.rules:
+                click.echo(f"  {rule.id:<{width}}  {rule.severity:<8}  {rule.for_type:<10}  {rule.title}")
+                click.echo(f"  {'':<{width}}  applies when: {describe(rule.when)}")
+        return EXIT_SUCCESS
+
+    _guard(action)
+
+
+if __name__ == "__main__":
+    main()

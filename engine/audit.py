@@ -1,0 +1,260 @@
+"""An audit run: records stream in, the rule engine judges them in batches, outcomes are tallied."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from . import conditions, expressions
+from .compiler import OUTCOME_CODES, compile_rules
+from .errors import EngineError, InputError
+from .evaluator import DEFAULT_TIMEOUT, DurableEvaluator
+from .facts import Layout
+from .model import Outcome, Pack, Record, RecordType, Rejected, Rule
+from .packs import merged_types
+from .records import InputStats, bind_inputs, read_input
+from .schema import PLACEHOLDER
+from .values import timezone
+
+BATCH_SIZE = 500
+_OUTCOMES = list(OUTCOME_CODES.values())
+OutcomeHook = Callable[[Rule, Record, Outcome], None]
+
+
+@dataclass
+class Tally:
+    passed: int = 0
+    failed: int = 0
+    waived: int = 0
+    not_evaluable: int = 0
+    not_applicable: int = 0
+
+
+@dataclass
+class Result:
+    """Everything an audit found, before it is rendered into the report dict."""
+
+    rules: list[Rule]
+    tallies: list[Tally]
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    not_evaluable: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Auditor:
+    """Judges every rule on every record of its type through durable_rules."""
+
+    def __init__(self, packs: list[Pack], on_outcome: OutcomeHook | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, batch_size: int = BATCH_SIZE) -> None:
+        self.packs = packs
+        self.types, zone = merged_types(packs)
+        self.tz = timezone(zone)
+        self.rules = [rule for pack in packs for rule in pack.rules]
+        self.layout = Layout(self.types, self.rules)
+        self.rules_by_type: dict[str, list[int]] = {}
+        for index, rule in enumerate(self.rules):
+            self.rules_by_type.setdefault(rule.for_type, []).append(index)
+        self.result = Result(self.rules, [Tally() for _ in self.rules])
+        self.on_outcome = on_outcome
+        self.timeout = timeout
+        self.batch_size = batch_size
+        self.batch: list[Record] = []
+        self.in_flight: dict[int, list[Record]] = {}
+        self.evaluator: DurableEvaluator | None = None
+
+    # -- feeding -----------------------------------------------------------------------------
+    def add(self, record: Record) -> None:
+        rtype = self.types[record.type]
+        derive(rtype, record.values)
+        if record.type not in self.rules_by_type:
+            return
+        self.batch.append(record)
+        if len(self.batch) >= self.batch_size:
+            self._flush()
+
+    def reject(self, item: Rejected) -> None:
+        self.result.rejected.append({"source": {"path": item.path, "line": item.line},
+                                     "record_type": item.type, "reason": item.reason})
+
+    def finish(self) -> Result:
+        self._flush()
+        while self.in_flight:
+            self._collect()
+        return self.result
+
+    def close(self) -> None:
+        if self.evaluator is not None:
+            self.evaluator.close()
+            self.evaluator = None
+
+    # -- engine ------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        if not self.batch:
+            return
+        if self.evaluator is None:
+            self.evaluator = DurableEvaluator(compile_rules(self.rules, self.layout), self.timeout)
+        facts = [self.layout.encode(r.type, r.values, i) for i, r in enumerate(self.batch)]
+        first, last = self.batch[0], self.batch[-1]
+        where = f"{first.path} line {first.line}" if first is last else \
+            f"{first.path} lines {first.line}-{last.line}" if first.path == last.path else \
+            f"{first.path} line {first.line} to {last.path} line {last.line}"
+        while self.evaluator.full:
+            self._collect()
+        batch_id = self.evaluator.submit(facts, f"{len(self.batch)} records ({where})")
+        self.in_flight[batch_id] = self.batch
+        self.batch = []
+
+    def _collect(self) -> None:
+        assert self.evaluator is not None
+        batch_id, matches = self.evaluator.receive()
+        records = self.in_flight.pop(batch_id)
+        outcomes: dict[tuple[int, int], Outcome] = {}
+        for rule_index, code, fact_id in matches:
+            if (fact_id, rule_index) in outcomes or fact_id >= len(records):
+                raise EngineError(f"the rule engine gave rule {self.rules[rule_index].id} two outcomes "
+                                  f"for one record ({records[min(fact_id, len(records) - 1)].key})")
+            outcomes[(fact_id, rule_index)] = _OUTCOMES[code]
+        for fact_id, record in enumerate(records):
+            for rule_index in self.rules_by_type[record.type]:
+                outcome = outcomes.get((fact_id, rule_index))
+                if outcome is None:
+                    raise EngineError(f"the rule engine gave no outcome for rule {self.rules[rule_index].id} "
+                                      f"on {record.type} {record.key} ({record.path}:{record.line})")
+                self._record_outcome(self.rules[rule_index], rule_index, record, outcome)
+
+    # -- outcomes ----------------------------------------------------------------------------
+    def _record_outcome(self, rule: Rule, index: int, record: Record, outcome: Outcome) -> None:
+        tally = self.result.tallies[index]
+        if outcome is Outcome.PASS:
+            tally.passed += 1
+        elif outcome is Outcome.NOT_APPLICABLE:
+            tally.not_applicable += 1
+        elif outcome is Outcome.NOT_EVALUABLE:
+            tally.not_evaluable += 1
+            self.result.not_evaluable.append(self._not_evaluable(rule, record))
+        else:
+            tally.failed += 1
+            self.result.findings.append(self._finding(rule, record))
+        if self.on_outcome is not None:
+            self.on_outcome(rule, record, outcome)
+
+    def _check(self, rule: Rule, record: Record, expected: Outcome) -> list[str]:
+        """Re-judge a non-pass outcome in plain Python; return the missing fields that decided it.
+
+        Findings are few, so this costs little, and a wrong answer from the C engine becomes an
+        error instead of a finding (or a missing one) in the report.
+        """
+        when, when_missing = (True, []) if rule.when is None else conditions.evaluate(rule.when, record.values)
+        if expected is Outcome.NOT_EVALUABLE:
+            if when is not None:
+                self._disagree(rule, record, expected)
+            return when_missing
+        require, require_missing = conditions.evaluate(rule.require, record.values)
+        if when is not True or require is True:
+            self._disagree(rule, record, expected)
+        return require_missing
+
+    def _disagree(self, rule: Rule, record: Record, outcome: Outcome) -> None:
+        raise EngineError(f"the rule engine judged rule {rule.id} {outcome.value} on {record.type} "
+                          f"{record.key} ({record.path}:{record.line}) but the plain check does not agree")
+
+    def _finding(self, rule: Rule, record: Record) -> dict[str, Any]:
+        missing = self._check(rule, record, Outcome.FAIL)
+        finding: dict[str, Any] = {
+            "rule": rule.id, "pack": rule.pack, "severity": rule.severity, "outcome": Outcome.FAIL.value,
+            "record_type": record.type, "record_key": record.key, "patient": record.patient,
+            "time": record.time.isoformat() if record.time else None,
+            "source": {"path": record.path, "line": record.line},
+            "message": render_message(rule.message, record.values),
+            "evidence": evidence(rule, record.values),
+        }
+        if missing:
+            finding["missing"] = missing
+        return finding
+
+    def _not_evaluable(self, rule: Rule, record: Record) -> dict[str, Any]:
+        return {"rule": rule.id, "pack": rule.pack, "record_type": record.type, "record_key": record.key,
+                "missing": self._check(rule, record, Outcome.NOT_EVALUABLE),
+                "source": {"path": record.path, "line": record.line}}
+
+
+def derive(rtype: RecordType, values: dict[str, Any]) -> None:
+    """Add the derived fields of ``rtype`` to ``values`` (a derived value is missing when an input is)."""
+    for name, spec in rtype.derived.items():
+        value = expressions.evaluate(spec.expr, values)
+        if value is not None:
+            values[name] = value
+
+
+def display(value: Any) -> Any:
+    """A value as JSON shows it: times in ISO 8601, durations as ``90m``, numbers rounded to 4 places."""
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        seconds = value.total_seconds()
+        for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+            if seconds and seconds % size == 0:
+                return f"{int(seconds // size)}{unit}"
+        return f"{seconds:g}s"
+    if isinstance(value, float):
+        return round(value, 4)
+    return value
+
+
+def render_message(template: str, values: dict[str, Any]) -> str:
+    """``{field}`` placeholders filled with the record's values; nothing else is interpreted."""
+    def fill(match: Any) -> str:
+        value = display(values.get(match.group(1)))
+        if value is None:
+            return "missing"
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+    return PLACEHOLDER.sub(fill, template)
+
+
+def evidence(rule: Rule, values: dict[str, Any]) -> dict[str, Any]:
+    names = conditions.fields_of(rule.when) + conditions.fields_of(rule.require)
+    return {name: display(values.get(name)) for name in dict.fromkeys(names)}
+
+
+def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = None,
+        progress: Callable[[int], None] | None = None,
+        timeout: float = DEFAULT_TIMEOUT) -> tuple[Result, list[InputStats]]:
+    """Read every input, judge every record, and return the result with per-input counts."""
+    auditor = Auditor(packs, on_outcome, timeout)
+    bindings = bind_inputs(files, auditor.types)
+    for _, path in bindings:
+        if not os.path.isfile(path):
+            raise InputError(f"{path}: no such file")
+    seen: dict[tuple[str, str], tuple[str, int]] = {}
+    stats_list: list[InputStats] = []
+    try:
+        for type_name, path in bindings:
+            stats = InputStats(path, type_name)
+            stats_list.append(stats)
+            for item in read_input(path, type_name, auditor.types, auditor.tz, seen, stats):
+                if isinstance(item, Rejected):
+                    auditor.reject(item)
+                else:
+                    auditor.add(item)
+                if progress is not None and stats.records_read % 1000 == 0:
+                    progress(stats.records_read)
+        result = auditor.finish()
+    finally:
+        auditor.close()
+    return result, stats_list
+
+
+def judge(packs: list[Pack], records: Iterable[Record], timeout: float = DEFAULT_TIMEOUT) -> Result:
+    """Judge records built in memory (rule examples, tests) exactly as an audit would."""
+    auditor = Auditor(packs, timeout=timeout)
+    try:
+        for record in records:
+            auditor.add(record)
+        return auditor.finish()
+    finally:
+        auditor.close()

@@ -1,0 +1,129 @@
+"""Three-valued evaluation of conditions in Python, for evidence and the missing-field lists."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from .model import AnyOf, Condition, Leaf, Not
+from .patterns import compile_pattern, full_match
+
+Truth = bool | None  # None is "unknown"
+
+
+def fields_of(cond: Condition | None) -> list[str]:
+    """Every field a condition reads, in order of first use."""
+    names: list[str] = []
+
+    def walk(c: Condition) -> None:
+        if isinstance(c, Leaf):
+            for name in (c.field, c.ref):
+                if name and name not in names:
+                    names.append(name)
+        elif isinstance(c, Not):
+            walk(c.part)
+        else:
+            for part in c.parts:
+                walk(part)
+
+    if cond is not None:
+        walk(cond)
+    return names
+
+
+def leaves_of(cond: Condition | None) -> list[Leaf]:
+    if cond is None:
+        return []
+    if isinstance(cond, Leaf):
+        return [cond]
+    if isinstance(cond, Not):
+        return leaves_of(cond.part)
+    return [leaf for part in cond.parts for leaf in leaves_of(part)]
+
+
+@lru_cache(maxsize=1024)
+def _pattern(text: str) -> Any:
+    return compile_pattern(text)
+
+
+def compare(op: str, value: Any, operand: Any) -> bool:
+    """A leaf operator on two present values of one kind."""
+    if op == "equals":
+        return bool(value == operand)
+    if op == "not_equals":
+        return bool(value != operand)
+    if op == "less_than":
+        return bool(value < operand)
+    if op == "at_most":
+        return bool(value <= operand)
+    if op == "greater_than":
+        return bool(value > operand)
+    if op == "at_least":
+        return bool(value >= operand)
+    if op == "between":
+        return bool(operand[0] <= value <= operand[1])
+    if op == "one_of":
+        return value in operand
+    if op == "none_of":
+        return value not in operand
+    if op == "matches":
+        return full_match(_pattern(operand), value)
+    raise ValueError(f"unknown operator {op}")
+
+
+def evaluate(cond: Condition, values: dict[str, Any]) -> tuple[Truth, list[str]]:
+    """The condition's truth on ``values`` and, when unknown, the missing fields that made it so."""
+    if isinstance(cond, Leaf):
+        value = values.get(cond.field)
+        if cond.op == "present":
+            return (value is not None) == cond.value, []
+        missing = [n for n in (cond.field, cond.ref) if n and values.get(n) is None]
+        if missing:
+            return None, missing
+        operand = values[cond.ref] if cond.ref else cond.value
+        return compare(cond.op, value, operand), []
+    if isinstance(cond, Not):
+        truth, missing = evaluate(cond.part, values)
+        return (None if truth is None else not truth), missing
+    results = [evaluate(part, values) for part in cond.parts]
+    decisive = isinstance(cond, AnyOf)  # any: one true decides; all: one false decides
+    if any(truth is decisive for truth, _ in results):
+        return decisive, []
+    unknown = [m for truth, missing in results if truth is None for m in missing]
+    if any(truth is None for truth, _ in results):
+        return None, list(dict.fromkeys(unknown))
+    return not decisive, []
+
+
+
+_SYMBOLS = {"equals": "=", "not_equals": "≠", "less_than": "<", "at_most": "≤", "greater_than": ">",
+            "at_least": "≥", "one_of": "in", "none_of": "not in", "matches": "matches"}
+
+
+def describe(cond: Condition | None) -> str:
+    """A one-line human reading of a condition, for ``rules`` listings."""
+    if cond is None:
+        return "always"
+    if isinstance(cond, Leaf):
+        if cond.op == "present":
+            return f"{cond.field} {'documented' if cond.value else 'not documented'}"
+        if cond.op == "between":
+            return f"{cond.field} in [{_show(cond.value[0])}, {_show(cond.value[1])}]"
+        operand = cond.ref if cond.ref else _show(cond.value)
+        return f"{cond.field} {_SYMBOLS[cond.op]} {operand}"
+    if isinstance(cond, Not):
+        return f"not ({describe(cond.part)})"
+    joiner = " and " if not isinstance(cond, AnyOf) else " or "
+    return joiner.join(describe(p) if isinstance(p, Leaf) else f"({describe(p)})" for p in cond.parts)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return str(value)

@@ -1,0 +1,91 @@
+"""Records -> slim, typed facts for the rule engine: every value numeric, every field with a status."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from .conditions import leaves_of
+from .model import Leaf, RecordType, Rule
+from .patterns import compile_pattern, full_match
+
+GUARD = "_a"   # every pattern tests _a == 1: durable's own state document never carries it
+TYPE = "_t"
+SENTINEL = "_s"
+
+
+class Layout:
+    """Which fact key carries which field, for the fields the rules read.
+
+    Each field read by a rule gets a value slot ``v<i>`` and a status slot ``s<i>`` (1 present,
+    0 missing); a missing value is sent as 0 so that no comparison ever meets an absent operand.
+    Strings and enums travel as interned integers and booleans as 0/1, so the engine only ever
+    compares numbers (durable compares mistyped values as strings). ``matches`` is evaluated here
+    with RE2 and sent as a 0/1 slot ``x<j>``, because durable's own regex dialect has false negatives.
+    """
+
+    def __init__(self, types: dict[str, RecordType], rules: list[Rule]) -> None:
+        self.types = types
+        self.type_codes = {name: code for code, name in enumerate(sorted({r.for_type for r in rules}))}
+        self.slots: dict[tuple[str, str], int] = {}
+        self.patterns: dict[Leaf, int] = {}
+        self.per_type: dict[str, list[tuple[str, int, str]]] = {name: [] for name in self.type_codes}
+        self.regex_per_type: dict[str, list[tuple[str, int, Any]]] = {name: [] for name in self.type_codes}
+        self.strings: dict[str, int] = {}
+        for rule in rules:
+            rtype = types[rule.for_type]
+            for leaf in leaves_of(rule.when) + leaves_of(rule.require):
+                for name in (leaf.field, leaf.ref):
+                    if name and (rule.for_type, name) not in self.slots:
+                        slot = len(self.slots)
+                        self.slots[(rule.for_type, name)] = slot
+                        kind = rtype.type_of(name)
+                        assert kind is not None
+                        self.per_type[rule.for_type].append((name, slot, kind))
+                if leaf.op == "matches" and leaf not in self.patterns:
+                    index = len(self.patterns)
+                    self.patterns[leaf] = index
+                    self.regex_per_type[rule.for_type].append((leaf.field, index, compile_pattern(leaf.value)))
+
+    def intern(self, text: str) -> int:
+        code = self.strings.get(text)
+        if code is None:
+            code = self.strings[text] = len(self.strings)
+        return code
+
+    def encode_value(self, kind: str, value: Any) -> Any:
+        if kind in ("string", "enum"):
+            return self.intern(value)
+        if kind == "boolean":
+            return 1 if value else 0
+        if kind == "datetime":
+            return value.timestamp()
+        if kind == "date":
+            return value.toordinal()
+        if kind == "duration":
+            return value.total_seconds()
+        return value
+
+    def encode(self, type_name: str, values: dict[str, Any], fact_id: int) -> dict[str, Any]:
+        fact: dict[str, Any] = {"id": str(fact_id), GUARD: 1, TYPE: self.type_codes[type_name]}
+        for name, slot, kind in self.per_type[type_name]:
+            value = values.get(name)
+            if value is None:
+                fact[f"s{slot}"] = 0
+                fact[f"v{slot}"] = 0
+            else:
+                fact[f"s{slot}"] = 1
+                fact[f"v{slot}"] = self.encode_value(kind, value)
+        for name, index, pattern in self.regex_per_type[type_name]:
+            value = values.get(name)
+            fact[f"x{index}"] = 1 if value is not None and full_match(pattern, value) else 0
+        return fact
+
+
+def sentinel(fact_id: str = "sentinel") -> dict[str, Any]:
+    """A fact only the sentinel rule matches, so an action always runs before delete_state."""
+    return {"id": fact_id, SENTINEL: 1}
+
+
+def as_datetime(value: Any) -> dt.datetime | None:
+    return value if isinstance(value, dt.datetime) else None

@@ -1,0 +1,154 @@
+"""YAML text -> a tree of Node objects that keep their line and column; loads safely."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .errors import PackError, Problem
+
+MAX_PACK_BYTES = 4 * 1024 * 1024
+MAX_NODES = 200_000  # bounds alias expansion ("billion laughs") as well as sheer size
+MAX_DEPTH = 64
+
+# Scalar tags a pack may use. Anything else (!!python/object, custom tags) is refused:
+# a pack is data, and no tag may build an object.
+_SCALAR_TAGS = {
+    "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:timestamp",
+}
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+
+
+@dataclass(slots=True)
+class Node:
+    """A loaded YAML value with its 1-based position; maps also keep their keys' positions."""
+
+    value: Any  # dict[str, Node] | list[Node] | str | int | float | bool | None
+    line: int
+    column: int
+    quoted: bool = False
+    keys: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def plain(self) -> Any:
+        """The value with all positions stripped."""
+        if isinstance(self.value, dict):
+            return {k: v.plain() for k, v in self.value.items()}
+        if isinstance(self.value, list):
+            return [v.plain() for v in self.value]
+        return self.value
+
+
+class _Builder:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.problems: list[Problem] = []
+        self.count = 0
+        self.constructor = yaml.SafeLoader("")
+
+    def problem(self, node: yaml.Node, message: str) -> None:
+        mark = node.start_mark
+        self.problems.append(Problem(self.path, mark.line + 1, mark.column + 1, message))
+
+    def build(self, node: yaml.Node, depth: int) -> Node:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _TooLarge(f"pack has more than {MAX_NODES} values (or too many aliases)")
+        line, column = node.start_mark.line + 1, node.start_mark.column + 1
+        if depth > MAX_DEPTH:
+            raise _TooLarge(f"pack is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, depth, line, column)
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != _SEQ_TAG:
+                self.problem(node, f'unsupported tag "{_short(node.tag)}"')
+            return Node([self.build(item, depth + 1) for item in node.value], line, column)
+        assert isinstance(node, yaml.ScalarNode)
+        if node.tag not in _SCALAR_TAGS:
+            self.problem(node, f'unsupported tag "{_short(node.tag)}"')
+            return Node(node.value, line, column)
+        quoted = node.style in ("'", '"')
+        if node.tag == "tag:yaml.org,2002:timestamp":
+            # Keep dates and times as written: the declared field type converts them.
+            return Node(node.value, line, column, quoted)
+        value = self.constructor.construct_object(node)
+        if isinstance(value, (dt.date, bytes)):
+            value = node.value
+        return Node(value, line, column, quoted)
+
+    def _mapping(self, node: yaml.MappingNode, depth: int, line: int, column: int) -> Node:
+        if node.tag != _MAP_TAG:
+            self.problem(node, f'unsupported tag "{_short(node.tag)}"')
+        result: dict[str, Node] = {}
+        keys: dict[str, tuple[int, int]] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                self.problem(key_node, 'merge keys ("<<") are not supported')
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problem(key_node, "a key must be a plain name")
+                continue
+            key = str(key_node.value)
+            position = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if key in keys:
+                first = keys[key][0]
+                self.problem(key_node, f'duplicate key "{key}" (first at line {first})')
+                continue
+            keys[key] = position
+            result[key] = self.build(value_node, depth + 1)
+        return Node(result, line, column, keys=keys)
+
+
+def _short(tag: str) -> str:
+    return tag.replace("tag:yaml.org,2002:", "!!")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def load_yaml(text: str, path: str) -> Node:
+    """Parse one pack file; raise PackError listing every syntax or structure problem."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_PACK_BYTES:
+        raise PackError([Problem(path, 1, 1, f"pack is larger than {MAX_PACK_BYTES // 1048576} MiB")])
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise PackError([Problem(path, line, 1, "NUL byte in pack")])
+    builder = _Builder(path)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = (exc.problem or exc.context or "invalid YAML").strip()
+        raise PackError([Problem(path, line, column, f"YAML syntax: {message}")]) from None
+    except yaml.YAMLError as exc:
+        raise PackError([Problem(path, 1, 1, f"YAML syntax: {exc}")]) from None
+    except RecursionError:
+        raise PackError([Problem(path, 1, 1, f"pack is nested more than {MAX_DEPTH} levels deep")]) from None
+    if root is None:
+        raise PackError([Problem(path, 1, 1, "empty pack")])
+    try:
+        tree = builder.build(root, 0)
+    except _TooLarge as exc:
+        raise PackError([Problem(path, 1, 1, str(exc))]) from None
+    if builder.problems:
+        raise PackError(builder.problems)
+    return tree
+
+
+def read_pack_text(path: str) -> tuple[str, bytes]:
+    """The pack's text and raw bytes; a file that is not UTF-8 is a pack problem."""
+    from pathlib import Path
+
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise PackError([Problem(path, line, 1, "pack is not UTF-8")]) from None
+    return text, data

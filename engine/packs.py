@@ -1,0 +1,103 @@
+"""Finding and loading packs: a YAML file, a folder of them, or the name of a shipped pack."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+
+from .errors import PackError, UsageError
+from .loader import load_yaml, read_pack_text
+from .model import Pack, RecordType
+from .schema import build_pack
+
+PACK_SUFFIXES = (".yaml", ".yml")
+
+
+def shipped_dirs() -> list[Path]:
+    """Where shipped packs live: the source tree's rules/, or the installed copy under sys.prefix."""
+    return [Path(__file__).resolve().parent.parent / "rules", Path(sys.prefix) / "share" / "protocol-audit" / "rules"]
+
+
+def shipped_packs() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for folder in shipped_dirs():
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                if path.suffix in PACK_SUFFIXES:
+                    found.setdefault(path.stem, path)
+    return found
+
+
+def resolve(ref: str) -> list[str]:
+    """The pack files ``ref`` names: a file, every YAML file of a folder, or a shipped pack's name."""
+    path = Path(ref)
+    if path.is_dir():
+        files = sorted(str(p) for p in path.iterdir() if p.suffix in PACK_SUFFIXES and p.is_file())
+        if not files:
+            raise UsageError(f"{ref}: folder holds no .yaml pack")
+        return files
+    if path.is_file():
+        return [ref]
+    shipped = shipped_packs()
+    if ref in shipped:
+        return [str(shipped[ref])]
+    close = difflib.get_close_matches(ref, list(shipped), n=1)
+    hint = f' (did you mean "{close[0]}"?)' if close else ""
+    names = ", ".join(shipped) or "none"
+    raise UsageError(f'{ref}: no such pack file, folder or shipped pack{hint}; shipped packs: {names}')
+
+
+def load_pack(path: str) -> Pack:
+    """Load and check one pack file; PackError lists every problem."""
+    try:
+        text, raw = read_pack_text(path)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read pack ({exc.strerror or exc})") from None
+    return build_pack(load_yaml(text, path), path, raw)
+
+
+def load_packs(refs: list[str]) -> list[Pack]:
+    """Load every pack the references name, collecting the problems of all of them."""
+    packs: list[Pack] = []
+    problems = []
+    for ref in refs:
+        for path in resolve(ref):
+            try:
+                packs.append(load_pack(path))
+            except PackError as exc:
+                problems.extend(exc.problems)
+    if problems:
+        raise PackError(problems)
+    ids: dict[str, str] = {}
+    for pack in packs:
+        if pack.id in ids:
+            raise UsageError(f'pack "{pack.id}" is given twice ({ids[pack.id]} and {pack.path})')
+        ids[pack.id] = pack.path
+    return packs
+
+
+def merged_types(packs: list[Pack]) -> tuple[dict[str, RecordType], str]:
+    """One set of record types for several packs (they read the same files) and their time zone."""
+    types: dict[str, RecordType] = {}
+    zones = {pack.timezone for pack in packs}
+    if len(zones) > 1:
+        raise UsageError(f"packs disagree on the time zone: {', '.join(sorted(zones))}")
+    for pack in packs:
+        for name, rtype in pack.records.items():
+            known = types.get(name)
+            if known is None:
+                types[name] = RecordType(name, rtype.key, rtype.patient, rtype.time,
+                                         dict(rtype.fields), dict(rtype.derived))
+                continue
+            if (known.key, known.patient, known.time) != (rtype.key, rtype.patient, rtype.time):
+                raise UsageError(f'packs declare record type "{name}" with different key, patient or time')
+            for fname, spec in rtype.fields.items():
+                if fname in known.fields and known.fields[fname] != spec:
+                    raise UsageError(f'packs declare field "{name}.{fname}" differently')
+                known.fields.setdefault(fname, spec)
+            for dname, derived in rtype.derived.items():
+                if dname in known.derived and known.derived[dname].source != derived.source:
+                    raise UsageError(f'packs derive "{name}.{dname}" differently')
+                known.derived.setdefault(dname, derived)
+    return types, zones.pop() if zones else "UTC"

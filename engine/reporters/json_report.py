@@ -1,0 +1,15 @@
+"""The JSON report: the canonical form of SPEC section 7, written as the engine built it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TextIO
+
+
+def render(report: dict[str, Any], out: TextIO) -> None:
+    """Write ``report`` as indented UTF-8 JSON, keys in the engine's (SPEC's readable) order."""
+    # Keys are not sorted: insertion order is the documented order and is already deterministic.
+    # allow_nan=False: NaN/Infinity are not JSON and other tools would choke on them; failing
+    # here is better. Serialising to a string first means a failure writes nothing partial.
+    text = json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False)
+    out.write(text + "\n")
