@@ -249,9 +249,10 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
     return result, stats_list
 
 
-def judge(packs: list[Pack], records: Iterable[Record], timeout: float = DEFAULT_TIMEOUT) -> Result:
+def judge(packs: list[Pack], records: Iterable[Record], timeout: float = DEFAULT_TIMEOUT,
+          batch_size: int = BATCH_SIZE, on_outcome: OutcomeHook | None = None) -> Result:
     """Judge records built in memory (rule examples, tests) exactly as an audit would."""
-    auditor = Auditor(packs, timeout=timeout)
+    auditor = Auditor(packs, on_outcome, timeout=timeout, batch_size=batch_size)
     try:
         for record in records:
             auditor.add(record)

@@ -137,6 +137,9 @@ def _records(check: _Checker, node: Node | None) -> dict[str, RecordType]:
 
 
 def _field(check: _Checker, name: str, spec: Node) -> Field | None:
+    if name in COMBINATORS or name in HISTORY_FORMS:
+        check.node(spec, f'"{name}" is a condition keyword and cannot name a field')
+        return None
     if isinstance(spec.value, str):
         if spec.value not in FIELD_TYPES:
             check.node(spec, f'unknown field type "{spec.value}"{_suggest(spec.value, FIELD_TYPES)}')

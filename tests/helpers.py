@@ -1,0 +1,64 @@
+"""Small builders shared by the tests: packs from YAML text, records from plain values."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from engine.loader import load_yaml
+from engine.model import Pack, Record
+from engine.schema import build_pack
+from engine.values import convert, is_missing, timezone
+
+SESSION_HEADER = """\
+pack: {pack}
+version: "1"
+title: test pack
+timezone: {timezone}
+records:
+  session:
+    key: session_id
+    patient: patient_id
+    time: session_start
+    fields:
+      session_id: string
+      patient_id: string
+      session_start: datetime
+      route: {{type: enum, values: [IV, IN, IM]}}
+      dose_mg: number
+      weight_kg: number
+      devices: integer
+      escort_present: boolean
+      clinician: string
+      note: string
+      dose_max: number
+      signed_on: date
+      session_date: date
+      wait: duration
+"""
+
+
+def pack_text(rules: str, derive: str = "", pack: str = "test", timezone: str = "UTC") -> str:
+    text = SESSION_HEADER.format(pack=pack, timezone=timezone)
+    if derive:
+        text += "derive:\n" + derive
+    return text + "rules:\n" + rules
+
+
+def make_pack(rules: str, derive: str = "", pack: str = "test", path: str = "pack.yaml",
+              timezone: str = "UTC") -> Pack:
+    text = pack_text(rules, derive, pack, timezone)
+    return build_pack(load_yaml(text, path), path, text.encode())
+
+
+def record(pack: Pack, values: dict[str, Any], line: int = 2, type_name: str = "session") -> Record:
+    """A Record of ``type_name`` from raw values, converted as a reader would convert them."""
+    rtype = pack.records[type_name]
+    tz = timezone(pack.timezone)
+    converted = {name: convert(rtype.fields[name], raw, tz)
+                 for name, raw in values.items() if not is_missing(raw)}
+    when = converted.get(rtype.time)
+    if isinstance(when, dt.date) and not isinstance(when, dt.datetime):
+        when = dt.datetime(when.year, when.month, when.day, tzinfo=tz)
+    return Record(type_name, str(converted.get(rtype.key, f"K{line}")), str(converted.get(rtype.patient, "P")),
+                  when, converted, "mem", line)
