@@ -1,76 +1,141 @@
 """Rules -> one durable_rules ruleset (JSON grammar); pure, never imports durable.
 
-Each pack rule becomes up to four engine rules, one per outcome, that partition the records of
-its type: pass = T(when) & T(require), fail = T(when) & ¬T(require), not_applicable = F(when),
+Each pack rule has four outcomes that partition the records of its type:
+pass = T(when) & T(require), fail = T(when) & ¬T(require), not_applicable = F(when) and
 not_evaluable = ¬T(when) & ¬F(when). Three-valued logic is carried by compiling every condition
-in four polarities (true, false, not-true, not-false) down to leaves that test the status slot
-explicitly. The evaluator then checks that every record got exactly one outcome per rule, so a
-match the engine loses is an error, never a silent pass.
+in four polarities (true, false, not-true, not-false) down to leaves that test a status slot
+explicitly. Every disjunction is made exclusive (a | ¬a&b | ¬a&¬b&c), and each outcome is
+expanded into its disjunctive normal form with one flat engine rule per term: so a record
+matches exactly one engine rule per pack rule, no pattern nests ``$and``/``$or`` (durable caps
+a pattern at 32 expression entries and mis-evaluates nested ones in joins), and a lost or
+doubled match is an engine fault the evaluator detects.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from itertools import product
+from typing import Any, Union
 
 from .errors import PackError, Problem
 from .facts import GUARD, SENTINEL, TYPE, Layout
-from .model import All, AnyOf, Condition, Leaf, Not, Outcome, Rule
+from .model import All, Condition, Leaf, Not, Outcome, Rule
 
-TRUE: dict[str, Any] = {"$true": 1}    # markers, simplified away before the JSON is built
-FALSE: dict[str, Any] = {"$false": 1}
 OUTCOME_CODES = {"p": Outcome.PASS, "f": Outcome.FAIL, "a": Outcome.NOT_APPLICABLE, "e": Outcome.NOT_EVALUABLE}
 SENTINEL_RULE = "zz_sentinel"
 CAP = 1000
-MAX_ALTERNATIVES = 512  # durable builds one network path per alternative
+MAX_TERMS = 256      # engine rules one outcome of one pack rule may expand into
+MAX_ENGINE_RULES = 4000  # durable allows 4096 actions per ruleset
 
-_NEGATE = {"equals": "not_equals", "not_equals": "equals", "less_than": "at_least", "at_least": "less_than",
-           "at_most": "greater_than", "greater_than": "at_most", "one_of": "none_of", "none_of": "one_of"}
-_DURABLE_OP = {"less_than": "$lt", "at_most": "$lte", "greater_than": "$gt", "at_least": "$gte",
-               "not_equals": "$neq"}
+# An atom is one engine test: (operator, key, operand); operand is a number or ("$m", key).
+Atom = tuple[str, str, Any]
+# A formula is an atom, ("and", parts), ("or", parts), or one of the two constants.
+Formula = Union[Atom, tuple[str, tuple[Any, ...]], str]
+TRUE = "true"
+FALSE = "false"
+
+_NEGATE = {"eq": "neq", "neq": "eq", "lt": "gte", "gte": "lt", "lte": "gt", "gt": "lte"}
+_LEAF_OP = {"equals": "eq", "not_equals": "neq", "less_than": "lt", "at_most": "lte",
+            "greater_than": "gt", "at_least": "gte"}
+_DURABLE = {"neq": "$neq", "lt": "$lt", "lte": "$lte", "gt": "$gt", "gte": "$gte"}
 
 
-def and_(*parts: dict[str, Any]) -> dict[str, Any]:
-    kept = [p for p in parts if p is not TRUE]
-    if any(p is FALSE for p in kept):
-        return FALSE
+def and_(*parts: Formula) -> Formula:
+    kept: list[Formula] = []
+    for part in parts:
+        if part == FALSE:
+            return FALSE
+        if part == TRUE:
+            continue
+        if isinstance(part, tuple) and part[0] == "and":
+            kept.extend(part[1])
+        else:
+            kept.append(part)
     if not kept:
         return TRUE
-    return kept[0] if len(kept) == 1 else {"$and": kept}
+    return kept[0] if len(kept) == 1 else ("and", tuple(kept))
 
 
-def or_(*parts: dict[str, Any]) -> dict[str, Any]:
-    kept = [p for p in parts if p is not FALSE]
-    if any(p is TRUE for p in kept):
-        return TRUE
+def or_(*parts: Formula) -> Formula:
+    kept: list[Formula] = []
+    for part in parts:
+        if part == TRUE:
+            return TRUE
+        if part == FALSE:
+            continue
+        if isinstance(part, tuple) and part[0] == "or":
+            kept.extend(part[1])
+        else:
+            kept.append(part)
     if not kept:
         return FALSE
-    return kept[0] if len(kept) == 1 else {"$or": kept}
+    return kept[0] if len(kept) == 1 else ("or", tuple(kept))
 
 
-def exclusive_or(branches: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+def exclusive_or(branches: list[tuple[Formula, Formula]]) -> Formula:
     """``yes_1 | (no_1 & yes_2) | ...`` from (yes, no) pairs, where no is the exact negation of yes."""
-    alternatives = []
-    before: list[dict[str, Any]] = []
+    alternatives: list[Formula] = []
+    before: list[Formula] = []
     for yes, no in branches:
         alternatives.append(and_(*before, yes))
         before.append(no)
     return or_(*alternatives)
 
 
-def alternatives(expr: dict[str, Any]) -> int:
-    """How many branches durable expands ``expr`` into (its disjunctive normal form)."""
-    if "$or" in expr:
-        return sum(alternatives(e) for e in expr["$or"])
-    if "$and" in expr:
-        count = 1
-        for part in expr["$and"]:
-            count *= alternatives(part)
-        return count
-    return 1
+class TooComplex(Exception):
+    pass
+
+
+def terms(formula: Formula, limit: int = MAX_TERMS) -> list[tuple[Atom, ...]]:
+    """The disjunctive normal form: a list of conjunctions, contradictory ones left out."""
+    if formula == FALSE:
+        return []
+    if formula == TRUE:
+        return [()]
+    if formula[0] == "or":
+        found = [t for part in formula[1] for t in terms(part, limit)]
+    elif formula[0] == "and":
+        found = [()]
+        for part in formula[1]:
+            found = [a + b for a, b in product(found, terms(part, limit)) if _consistent(a + b)]
+            if len(found) > limit:
+                raise TooComplex(len(found))
+    else:
+        return [(formula,)]  # type: ignore[list-item]
+    if len(found) > limit:
+        raise TooComplex(len(found))
+    return [tuple(dict.fromkeys(t)) for t in found]
+
+
+def _consistent(atoms: tuple[Atom, ...]) -> bool:
+    """False when two atoms of the conjunction cannot both hold (pruning only; may miss some)."""
+    seen: dict[tuple[str, Any], str] = {}
+    equal: dict[str, Any] = {}
+    for op, key, operand in atoms:
+        if op == "eq":
+            if key in equal and equal[key] != operand:
+                return False
+            equal[key] = operand
+        opposite = seen.get((key, _freeze(operand)))
+        if opposite is not None and _NEGATE.get(opposite) == op:
+            return False
+        seen[(key, _freeze(operand))] = op
+    return True
+
+
+def _freeze(operand: Any) -> Any:
+    return tuple(operand) if isinstance(operand, list) else operand
+
+
+def to_durable(atom: Atom) -> dict[str, Any]:
+    op, key, operand = atom
+    value = {"$m": operand[1]} if isinstance(operand, tuple) else operand
+    if op == "eq":
+        return {key: value}
+    return {_DURABLE[op]: {key: value}}
 
 
 class RuleCompiler:
-    """Compiles conditions of one record type against a Layout."""
+    """Compiles the conditions of one record type against a Layout."""
 
     def __init__(self, layout: Layout, type_name: str) -> None:
         self.layout = layout
@@ -80,72 +145,68 @@ class RuleCompiler:
     def _slot(self, name: str) -> int:
         return self.layout.slots[(self.type_name, name)]
 
-    def _status(self, name: str, present: bool) -> dict[str, Any]:
-        return {f"s{self._slot(name)}": 1 if present else 0}
+    def _status(self, name: str, present: bool) -> Formula:
+        return ("eq", f"s{self._slot(name)}", 1 if present else 0)
 
     def _operand(self, name: str, value: Any) -> Any:
         kind = self.rtype.type_of(name)
         assert kind is not None
         return self.layout.encode_value(kind, value)
 
-    def _compare(self, leaf: Leaf, op: str) -> dict[str, Any]:
-        """The comparison ``op`` of a leaf whose inputs are all present."""
+    def _compare(self, leaf: Leaf, negate: bool) -> Formula:
+        """The leaf's comparison (or its exact negation) on present values."""
         key = f"v{self._slot(leaf.field)}"
         if leaf.op == "matches":
-            return {f"x{self.layout.patterns[leaf]}": 1 if op == "matches" else 0}
-        if leaf.ref is not None:
-            operand: Any = {"$m": f"v{self._slot(leaf.ref)}"}
-        elif op in ("one_of", "none_of"):
-            # distinct items keep the branches of one_of exclusive
+            return ("eq", f"x{self.layout.patterns[leaf]}", 0 if negate else 1)
+        if leaf.op in ("one_of", "none_of"):
+            # distinct items keep the branches exclusive
             items = list(dict.fromkeys(self._operand(leaf.field, v) for v in leaf.value))
-            if op == "one_of":
-                return or_(*({key: item} for item in items))
-            return and_(*({"$neq": {key: item}} for item in items))
-        elif op in ("between", "outside"):
-            low, high = (self._operand(leaf.field, v) for v in leaf.value)
-            if op == "between":
-                return and_({"$gte": {key: low}}, {"$lte": {key: high}})
-            return or_({"$lt": {key: low}}, {"$gt": {key: high}})
-        else:
-            operand = self._operand(leaf.field, leaf.value)
-        if op == "equals":
-            return {key: operand}
-        return {_DURABLE_OP[op]: {key: operand}}
-
-    def _negated_op(self, leaf: Leaf) -> str:
+            if (leaf.op == "one_of") != negate:
+                return or_(*(("eq", key, item) for item in items))
+            return and_(*(("neq", key, item) for item in items))
         if leaf.op == "between":
-            return "outside"
-        if leaf.op == "matches":
-            return "not_matches"
-        return _NEGATE[leaf.op]
+            low, high = (self._operand(leaf.field, v) for v in leaf.value)
+            if negate:
+                return or_(("lt", key, low), ("gt", key, high))
+            return and_(("gte", key, low), ("lte", key, high))
+        op = _LEAF_OP[leaf.op]
+        op = _NEGATE[op] if negate else op
+        if leaf.ref is not None:
+            return (op, key, ("$m", f"v{self._slot(leaf.ref)}"))
+        return (op, key, self._operand(leaf.field, leaf.value))
 
-    # Each condition compiles in four polarities. Every disjunction is made exclusive
-    # (a | (¬a & b) | (¬a & ¬b & c)) because durable matches a fact once per satisfied branch:
-    # with exclusive branches each record gets exactly one match per rule, and a duplicate
-    # or a missing match is an engine fault the evaluator detects.
-    def true(self, cond: Condition) -> dict[str, Any]:
+    def _known(self, leaf: Leaf) -> Formula:
+        return and_(*(self._status(n, True) for n in (leaf.field, leaf.ref) if n))
+
+    def _unknown(self, leaf: Leaf) -> Formula:
+        if leaf.ref is None:
+            return self._status(leaf.field, False)
+        return or_(self._status(leaf.field, False),
+                   and_(self._status(leaf.field, True), self._status(leaf.ref, False)))
+
+    def true(self, cond: Condition) -> Formula:
         if isinstance(cond, Leaf):
             if cond.op == "present":
                 return self._status(cond.field, cond.value)
-            return and_(self._known(cond), self._compare(cond, cond.op))
+            return and_(self._known(cond), self._compare(cond, negate=False))
         if isinstance(cond, Not):
             return self.false(cond.part)
         if isinstance(cond, All):
             return and_(*(self.true(p) for p in cond.parts))
         return exclusive_or([(self.true(p), self.not_true(p)) for p in cond.parts])
 
-    def false(self, cond: Condition) -> dict[str, Any]:
+    def false(self, cond: Condition) -> Formula:
         if isinstance(cond, Leaf):
             if cond.op == "present":
                 return self._status(cond.field, not cond.value)
-            return and_(self._known(cond), self._compare(cond, self._negated_op(cond)))
+            return and_(self._known(cond), self._compare(cond, negate=True))
         if isinstance(cond, Not):
             return self.true(cond.part)
         if isinstance(cond, All):
             return exclusive_or([(self.false(p), self.not_false(p)) for p in cond.parts])
         return and_(*(self.false(p) for p in cond.parts))
 
-    def not_true(self, cond: Condition) -> dict[str, Any]:
+    def not_true(self, cond: Condition) -> Formula:
         """False or unknown."""
         if isinstance(cond, Leaf):
             if cond.op == "present":
@@ -157,7 +218,7 @@ class RuleCompiler:
             return exclusive_or([(self.not_true(p), self.true(p)) for p in cond.parts])
         return and_(*(self.not_true(p) for p in cond.parts))
 
-    def not_false(self, cond: Condition) -> dict[str, Any]:
+    def not_false(self, cond: Condition) -> Formula:
         """True or unknown."""
         if isinstance(cond, Leaf):
             if cond.op == "present":
@@ -169,18 +230,8 @@ class RuleCompiler:
             return and_(*(self.not_false(p) for p in cond.parts))
         return exclusive_or([(self.not_false(p), self.false(p)) for p in cond.parts])
 
-    def _known(self, leaf: Leaf) -> dict[str, Any]:
-        return and_(*(self._status(n, True) for n in (leaf.field, leaf.ref) if n))
-
-    def _unknown(self, leaf: Leaf) -> dict[str, Any]:
-        if leaf.ref is None:
-            return self._status(leaf.field, False)
-        # exclusive, like every disjunction here: the field missing, or present and the other missing
-        return or_(self._status(leaf.field, False),
-                   and_(self._status(leaf.field, True), self._status(leaf.ref, False)))
-
-    def outcomes(self, rule: Rule) -> dict[str, dict[str, Any]]:
-        """The engine condition of each outcome code; an impossible outcome is left out."""
+    def outcomes(self, rule: Rule) -> dict[str, Formula]:
+        """The formula of each outcome code; an impossible outcome is left out."""
         when_true = TRUE if rule.when is None else self.true(rule.when)
         result = {
             "p": and_(when_true, self.true(rule.require)),
@@ -189,34 +240,41 @@ class RuleCompiler:
         if rule.when is not None:
             result["a"] = self.false(rule.when)
             result["e"] = and_(self.not_true(rule.when), self.not_false(rule.when))
-        return {code: expr for code, expr in result.items() if expr is not FALSE}
+        return {code: formula for code, formula in result.items() if formula != FALSE}
 
 
-def engine_rule_name(index: int, code: str) -> str:
-    return f"r{index}{code}"
+def engine_rule_name(index: int, code: str, term: int) -> str:
+    return f"r{index}_{code}_{term}"
+
+
+def parse_rule_name(name: str) -> tuple[int, str]:
+    """(pack rule index, outcome code) of an engine rule name."""
+    index, code, _ = name.split("_")
+    return int(index[1:]), code
 
 
 def compile_rules(rules: list[Rule], layout: Layout) -> dict[str, Any]:
-    """The durable ruleset document for ``rules`` (rule ``i`` of the list is ``r<i><code>``)."""
+    """The durable ruleset document for ``rules``; rule ``i`` of the list is ``r<i>_<code>_<term>``."""
     ruleset: dict[str, Any] = {}
     problems: list[Problem] = []
     for index, rule in enumerate(rules):
         compiler = RuleCompiler(layout, rule.for_type)
-        guard = [{GUARD: 1}, {TYPE: layout.type_codes[rule.for_type]}]
-        for code, expr in compiler.outcomes(rule).items():
-            test = and_(*guard, expr)
-            size = alternatives(test)
-            if size > MAX_ALTERNATIVES:
-                problems.append(Problem(rule.mark.path, rule.mark.line, rule.mark.column,
-                                        f"rule {rule.id} is too complex for the rule engine ({size} alternatives "
-                                        f"for one outcome; at most {MAX_ALTERNATIVES}): split it into rules"))
-                break
-            ruleset[engine_rule_name(index, code)] = {"all": [{"m": test}], "cap": CAP}
+        guard: list[Atom] = [("eq", GUARD, 1), ("eq", TYPE, layout.type_codes[rule.for_type])]
+        try:
+            for code, formula in compiler.outcomes(rule).items():
+                for number, term in enumerate(terms(formula)):
+                    test = [to_durable(atom) for atom in (*guard, *term)]
+                    ruleset[engine_rule_name(index, code, number)] = {"all": [{"m": {"$and": test}}], "cap": CAP}
+        except TooComplex as exc:
+            problems.append(Problem(rule.mark.path, rule.mark.line, rule.mark.column,
+                                    f"rule {rule.id} is too complex for the rule engine (more than {MAX_TERMS} "
+                                    f"alternatives for one outcome, {exc.args[0]} found): split it into rules"))
+    if len(ruleset) > MAX_ENGINE_RULES:
+        first = rules[0].mark
+        problems.append(Problem(first.path, first.line, first.column,
+                                f"the packs compile to {len(ruleset)} engine rules; the engine allows "
+                                f"{MAX_ENGINE_RULES}: audit with fewer or simpler rules at a time"))
     if problems:
         raise PackError(problems)
     ruleset[SENTINEL_RULE] = {"all": [{"m": {SENTINEL: 1}}]}
     return ruleset
-
-
-def parse_rule_name(name: str) -> tuple[int, Outcome]:
-    return int(name[1:-1]), OUTCOME_CODES[name[-1]]

@@ -29,10 +29,14 @@ def worker_main(ruleset_json: str, tasks: Any, results: Any) -> None:
     """Judge batches of facts; reply with a flat int array: (rule index, outcome code, fact id)..."""
     import durable_rules_engine as dre
 
-    from .compiler import OUTCOME_CODES, SENTINEL_RULE
+    from .compiler import OUTCOME_CODES, SENTINEL_RULE, parse_rule_name
 
     codes = {code: n for n, code in enumerate(OUTCOME_CODES)}
-    handle = dre.create_ruleset("audit", ruleset_json)
+    try:
+        handle = dre.create_ruleset("audit", ruleset_json)
+    except Exception as exc:  # durable's compile errors are bare numeric codes
+        results.send((-1, b"", f"the engine refused the compiled rules ({exc})"))
+        return
     while True:
         task = tasks.get()
         if task is None:
@@ -49,7 +53,8 @@ def worker_main(ruleset_json: str, tasks: Any, results: Any) -> None:
                 for name, frames in matches.items():
                     if name == SENTINEL_RULE:
                         continue
-                    index, outcome = int(name[1:-1]), codes[name[-1]]
+                    index, code = parse_rule_name(name)
+                    outcome = codes[code]
                     for frame in frames if isinstance(frames, list) else [frames]:
                         out.extend((index, outcome, int(frame["m"]["id"])))
                 result = dre.complete_and_start_action(handle, offset)

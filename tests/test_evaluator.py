@@ -69,7 +69,7 @@ def test_a_post_event_reaches_one_rule_but_every_rule_judges_every_record() -> N
 def test_a_batch_with_unmatched_facts_is_not_an_error() -> None:
     # durable reports "no rule matched" for the whole batch (MessageNotHandledException in the Host);
     # the raw driver treats it as the normal, compliant case
-    ruleset = {"r0f": {"all": [{"m": {"$and": [{"_a": 1}, {"$gt": {"v0": 5}}]}}], "cap": 1000}}
+    ruleset = {"r0_f_0": {"all": [{"m": {"$and": [{"_a": 1}, {"$gt": {"v0": 5}}]}}], "cap": 1000}}
     with DurableEvaluator(ruleset) as evaluator:
         evaluator.submit([{"id": "0", "_a": 1, "v0": 1}, {"id": "1", "_a": 1, "v0": 9}], "two facts")
         _, matches = evaluator.receive()
