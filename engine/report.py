@@ -6,6 +6,7 @@ import datetime as dt
 import math
 from typing import Any
 
+from . import __version__
 from .audit import Result
 from .model import SEVERITIES, Pack
 from .records import InputStats
@@ -14,12 +15,7 @@ TOOL_NAME = "protocol-audit"
 
 
 def tool_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(TOOL_NAME)
-    except PackageNotFoundError:
-        return "0.0.0+source"
+    return __version__
 
 
 def _time_key(finding: dict[str, Any]) -> float:

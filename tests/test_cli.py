@@ -1,0 +1,155 @@
+"""The command line through click's CliRunner: exit codes, outputs, errors, golden reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "golden" / "audit"
+SAMPLES = ROOT / "samples"
+AS_OF = "2026-11-26T00:00:00+00:00"
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def in_golden(monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(GOLDEN)
+    return GOLDEN
+
+
+@pytest.mark.parametrize("name", ["report.json", "findings.csv", "summary.txt"])
+def test_golden_reports(in_golden: Path, tmp_path: Path, name: str, request: pytest.FixtureRequest) -> None:
+    out = tmp_path / name
+    code, _, _ = run("audit", "--pack", "pack.yaml", "sessions.csv", "--as-of", AS_OF, "-o", str(out))
+    assert code == 1
+    golden = in_golden / f"expected_{name}"
+    if request.config.getoption("--update-golden"):
+        golden.write_bytes(out.read_bytes())
+    assert out.read_bytes() == golden.read_bytes()
+
+
+def test_reruns_are_byte_identical(in_golden: Path, tmp_path: Path) -> None:
+    outputs = []
+    for n in range(2):
+        paths = [str(tmp_path / f"r{n}.json"), str(tmp_path / f"r{n}.csv")]
+        code, _, _ = run("audit", "--pack", "pack.yaml", "sessions.csv", "--as-of", AS_OF, "-o", paths[0], "-o", paths[1])
+        assert code == 1
+        outputs.append([Path(p).read_bytes() for p in paths])
+    assert outputs[0] == outputs[1]
+
+
+def test_samples_report_reconciles(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    code, _, stderr = run("audit", "--pack", "ketamine-iv", str(SAMPLES / "sessions.csv"),
+                          f"session={SAMPLES / 'sessions.ndjson'}", "--as-of", AS_OF, "-o", str(out))
+    assert code == 1, stderr
+    report = json.loads(out.read_text())
+    assert len(report["inputs"]) == 2
+    for item in report["inputs"]:
+        assert item["records_read"] == item["records_judged"] + item["records_rejected"]
+        assert item["records_rejected"] > 0
+    assert len(report["rejected"]) == sum(i["records_rejected"] for i in report["inputs"])
+    judged = sum(i["records_judged"] for i in report["inputs"])
+    for rule in report["rules"]:
+        assert rule["applicable"] == rule["passed"] + rule["failed"] + rule["waived"]
+        assert rule["applicable"] + rule["not_evaluable"] + rule["not_applicable"] == judged
+        failed = [f for f in report["findings"] if f["rule"] == rule["id"]]
+        assert len(failed) == rule["failed"]
+        assert len([n for n in report["not_evaluable"] if n["rule"] == rule["id"]]) == rule["not_evaluable"]
+    keys = [(f["rule"], f["record_key"]) for f in report["findings"]]
+    assert len(keys) == len(set(keys))
+    assert report["findings"] == sorted(report["findings"], key=lambda f: f["rule"])
+
+
+@pytest.mark.parametrize("fail_on, expected", [("critical", 1), ("info", 1)])
+def test_fail_on_threshold(in_golden: Path, fail_on: str, expected: int) -> None:
+    code, _, _ = run("audit", "--pack", "pack.yaml", "sessions.csv", "--as-of", AS_OF, "--fail-on", fail_on)
+    assert code == expected
+
+
+def test_fail_on_exits_zero_when_only_lower_findings(tmp_path: Path) -> None:
+    data = tmp_path / "sessions.csv"
+    data.write_text("session_id,patient_id,session_start,route,dose_mg,weight_kg,escort_present,clinician,"
+                    "dose_end,discharged_at\n"
+                    "S-1,P-1,2026-03-02 09:15,IV,35,70,yes,CL,2026-03-02 09:55,2026-03-02 10:05\n")
+    pack = str(GOLDEN / "pack.yaml")
+    assert run("audit", "--pack", pack, str(data), "--as-of", AS_OF)[0] == 0  # one minor finding only
+    assert run("audit", "--pack", pack, str(data), "--as-of", AS_OF, "--fail-on", "minor")[0] == 1
+
+
+def test_terminal_summary_without_output(in_golden: Path) -> None:
+    code, stdout, stderr = run("audit", "--pack", "pack.yaml", "sessions.csv", "--as-of", AS_OF)
+    assert code == 1
+    assert "ESC-01" in stdout and "3 records rejected" in stdout
+    assert stderr == ""  # no progress noise when not on a terminal
+
+
+@pytest.mark.parametrize("args, message", [
+    (["audit", "--pack", "pack.yaml", "nope.csv"], "protocol-audit: nope.csv: no such file\n"),
+    (["audit", "--pack", "ketamine-vi", "sessions.csv"],
+     'protocol-audit: ketamine-vi: no such pack file, folder or shipped pack (did you mean "ketamine-iv"?)'),
+    (["audit", "--pack", "pack.yaml", "sessions.csv", "-o", "out.pdf"],
+     'protocol-audit: cannot tell the report format of "out.pdf" from its extension'),
+    (["audit", "--pack", "pack.yaml", "sesion=sessions.csv"], 'unknown record type "sesion"'),
+    (["audit", "--pack", "pack.yaml", "sessions.csv", "-o", "no/such/dir/r.json"],
+     "protocol-audit: no/such/dir/r.json: folder no/such/dir does not exist\n"),
+], ids=["missing-file", "unknown-pack", "unknown-format", "unknown-type", "missing-folder"])
+def test_usage_errors_exit_2_with_one_line(in_golden: Path, args: list[str], message: str) -> None:
+    code, stdout, stderr = run(*args)
+    assert code == 2
+    assert message in stderr
+    assert "Traceback" not in stderr and stdout == ""
+
+
+def test_bad_pack_exits_2_listing_every_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    text = (GOLDEN / "pack.yaml").read_text()
+    text = text.replace("{between: [0.1, 1.0]}", "{betwen: [0.1, 1.0]}").replace("{escort_present: true}",
+                                                                                  "{escort_presnt: true}")
+    bad.write_text(text)
+    code, _, stderr = run("audit", "--pack", str(bad), str(GOLDEN / "sessions.csv"))
+    assert code == 2
+    lines = stderr.splitlines()
+    assert lines[0] == f'{bad}:31:32: unknown operator "betwen" (did you mean "between"?)'
+    assert lines[1].startswith(f'{bad}:38:15: field "escort_presnt" is not declared for record type "session"')
+    assert lines[-1] == "protocol-audit: 2 problems in the rule packs"
+
+
+def test_input_that_is_not_utf8_exits_2(tmp_path: Path) -> None:
+    data = tmp_path / "sessions.csv"
+    data.write_bytes((GOLDEN / "sessions.csv").read_bytes() + b"S-9,P-1,\xff\xfe,IV,1,1,yes,x,,\n")
+    code, _, stderr = run("audit", "--pack", str(GOLDEN / "pack.yaml"), str(data))
+    assert code == 2
+    assert "not UTF-8" in stderr and "Traceback" not in stderr
+
+
+def test_validate_and_rules_and_version() -> None:
+    code, stdout, _ = run("validate", "ketamine-iv")
+    assert code == 0 and "ok (ketamine-iv" in stdout
+    code, stdout, _ = run("rules", "ketamine-iv")
+    assert code == 0 and "DOSE-01" in stdout and "applies when: route = IV" in stdout
+    code, stdout, _ = run("--version")
+    assert code == 0 and stdout.startswith("protocol-audit, version ")
+
+
+@pytest.mark.parametrize("command", ["audit", "validate", "rules"])
+def test_help(command: str) -> None:
+    code, stdout, _ = run(command, "--help")
+    assert code == 0 and "Usage: " in stdout
+
+
+def test_pack_folder_and_repeated_pack(tmp_path: Path) -> None:
+    code, stdout, _ = run("validate", str(ROOT / "rules"))
+    assert code == 0 and stdout.count(": ok (") == len(list((ROOT / "rules").glob("*.yaml")))
+    code, _, stderr = run("audit", "--pack", "ketamine-iv", "--pack", "ketamine-iv", str(SAMPLES / "sessions.csv"))
+    assert code == 2 and "is given twice" in stderr
