@@ -20,6 +20,7 @@ from .values import timezone
 
 BATCH_SIZE = 500
 _OUTCOMES = list(OUTCOME_CODES.values())
+_PASS = _OUTCOMES.index(Outcome.PASS)
 OutcomeHook = Callable[[Rule, Record, Outcome], None]
 
 
@@ -53,6 +54,7 @@ class Auditor:
         self.tz = timezone(zone)
         self.rules = [rule for pack in packs for rule in pack.rules]
         self.layout = Layout(self.types, self.rules)
+        self.rule_types = [rule.for_type for rule in self.rules]
         self.rules_by_type: dict[str, list[int]] = {}
         for index, rule in enumerate(self.rules):
             self.rules_by_type.setdefault(rule.for_type, []).append(index)
@@ -107,22 +109,33 @@ class Auditor:
         self.batch = []
 
     def _collect(self) -> None:
+        """Take one finished batch; check every record got exactly one outcome per rule; tally."""
         assert self.evaluator is not None
         batch_id, matches = self.evaluator.receive()
         records = self.in_flight.pop(batch_id)
-        outcomes: dict[tuple[int, int], Outcome] = {}
+        count = len(records)
+        rule_count = len(self.rules)
+        rule_types = self.rule_types
+        seen: set[int] = set()
+        tallies = self.result.tallies
         for rule_index, code, fact_id in matches:
-            if (fact_id, rule_index) in outcomes or fact_id >= len(records):
-                raise EngineError(f"the rule engine gave rule {self.rules[rule_index].id} two outcomes "
-                                  f"for one record ({records[min(fact_id, len(records) - 1)].key})")
-            outcomes[(fact_id, rule_index)] = _OUTCOMES[code]
-        for fact_id, record in enumerate(records):
-            for rule_index in self.rules_by_type[record.type]:
-                outcome = outcomes.get((fact_id, rule_index))
-                if outcome is None:
-                    raise EngineError(f"the rule engine gave no outcome for rule {self.rules[rule_index].id} "
-                                      f"on {record.type} {record.key} ({record.path}:{record.line})")
-                self._record_outcome(self.rules[rule_index], rule_index, record, outcome)
+            pair = fact_id * rule_count + rule_index
+            if pair in seen or fact_id >= count or rule_types[rule_index] != records[fact_id].type:
+                record = records[min(fact_id, count - 1)]
+                raise EngineError(f"the rule engine gave rule {self.rules[rule_index].id} a second or misplaced "
+                                  f"outcome on {record.type} {record.key} ({record.path}:{record.line})")
+            seen.add(pair)
+            if code == _PASS and self.on_outcome is None:
+                tallies[rule_index].passed += 1
+            else:
+                self._record_outcome(self.rules[rule_index], rule_index, records[fact_id], _OUTCOMES[code])
+        expected = sum(len(self.rules_by_type[record.type]) for record in records)
+        if len(seen) != expected:
+            for fact_id, record in enumerate(records):
+                for rule_index in self.rules_by_type[record.type]:
+                    if fact_id * rule_count + rule_index not in seen:
+                        raise EngineError(f"the rule engine gave no outcome for rule {self.rules[rule_index].id} "
+                                          f"on {record.type} {record.key} ({record.path}:{record.line})")
 
     # -- outcomes ----------------------------------------------------------------------------
     def _record_outcome(self, rule: Rule, index: int, record: Record, outcome: Outcome) -> None:
@@ -168,7 +181,7 @@ class Auditor:
             "time": record.time.isoformat() if record.time else None,
             "source": {"path": record.path, "line": record.line},
             "message": render_message(rule.message, record.values),
-            "evidence": evidence(rule, record.values),
+            "evidence": evidence(rule, self.types[record.type], record.values),
         }
         if missing:
             finding["missing"] = missing
@@ -216,8 +229,12 @@ def render_message(template: str, values: dict[str, Any]) -> str:
     return PLACEHOLDER.sub(fill, template)
 
 
-def evidence(rule: Rule, values: dict[str, Any]) -> dict[str, Any]:
-    names = conditions.fields_of(rule.when) + conditions.fields_of(rule.require)
+def evidence(rule: Rule, rtype: RecordType, values: dict[str, Any]) -> dict[str, Any]:
+    """Each field the rule reads with its value; a derived field brings the inputs it came from."""
+    names: list[str] = []
+    for name in conditions.fields_of(rule.when) + conditions.fields_of(rule.require):
+        derived = rtype.derived.get(name)
+        names.extend((*derived.inputs, name) if derived else (name,))
     return {name: display(values.get(name)) for name in dict.fromkeys(names)}
 
 

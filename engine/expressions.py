@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
-from dataclasses import dataclass
+import difflib
+import re
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 FUNCTIONS = ("minutes", "hours", "days", "coalesce")
@@ -28,6 +30,14 @@ class Expr:
     kind: str
     value: Any = None
     args: tuple[Expr, ...] = ()
+    offset: int = field(default=0, compare=False)  # where it starts in the text, for error positions
+
+    def offset_of(self, name: str) -> int:
+        """Where field ``name`` is first read in the text (0 when it is not read)."""
+        if self.kind == "field" and self.value == name:
+            return self.offset
+        found = (arg.offset_of(name) for arg in self.args if name in arg.fields())
+        return next(found, 0)
 
     def fields(self) -> tuple[str, ...]:
         if self.kind == "field":
@@ -42,52 +52,90 @@ def parse(text: str) -> Expr:
     """Parse ``text`` or raise ExpressionError; nothing in it is ever executed."""
     if len(text) > MAX_EXPRESSION_CHARS:
         raise ExpressionError(f"expression is longer than {MAX_EXPRESSION_CHARS} characters")
+    body = text.strip()
+    lead = len(text) - len(text.lstrip())  # ast counts from the stripped text; positions count from text
+    if not body:
+        raise ExpressionError("empty expression")
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        tree = ast.parse(body, mode="eval")
     except SyntaxError as exc:
-        raise ExpressionError(f"expression does not parse: {exc.msg}", max((exc.offset or 1) - 1, 0)) from None
+        # Python reports the end of the text as offset 0 ("a +"): say so and point there.
+        at_end = not exc.offset
+        offset = lead + (len(body) if at_end else (exc.offset or 1) - 1)
+        if at_end and exc.msg == "invalid syntax":
+            raise ExpressionError("expression ends too early", offset) from None
+        raise ExpressionError(f"expression does not parse: {_quotes(exc.msg)}", offset) from None
     except (ValueError, RecursionError, MemoryError):
         raise ExpressionError("expression does not parse") from None
     try:
-        return _convert(tree.body)
+        return _convert(tree.body, body, lead)
     except RecursionError:
         raise ExpressionError("expression is nested too deeply") from None
 
 
-def _convert(node: ast.AST) -> Expr:
-    offset = getattr(node, "col_offset", 0)
+def _quotes(message: str) -> str:
+    """Python's messages quote with 'x'; the house style is "x"."""
+    return re.sub(r"'([^']*)'", r'"\1"', message)
+
+
+_NOT_ALLOWED = "is not allowed (only + - * /, numbers, field names and minutes, hours, days, coalesce)"
+_SYMBOLS: dict[type, str] = {ast.Pow: "**", ast.Mod: "%", ast.FloorDiv: "//", ast.MatMult: "@",
+                             ast.LShift: "<<", ast.RShift: ">>", ast.BitAnd: "&", ast.BitOr: "|",
+                             ast.BitXor: "^"}
+
+
+def _col(text: str, byte_offset: int | None) -> int:
+    """ast counts UTF-8 bytes; positions count characters."""
+    return len(text.encode()[:byte_offset or 0].decode("utf-8", "ignore"))
+
+
+def _convert(node: ast.AST, text: str, lead: int) -> Expr:
+    offset = lead + _col(text, getattr(node, "col_offset", 0))
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return Expr("num", float(node.value))
+        return Expr("num", float(node.value), offset=offset)
     if isinstance(node, ast.Name):
-        return Expr("field", node.id)
+        return Expr("field", node.id, offset=offset)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        operand = _convert(node.operand)
-        return Expr("neg", None, (operand,)) if isinstance(node.op, ast.USub) else operand
+        operand = _convert(node.operand, text, lead)
+        return Expr("neg", None, (operand,), offset) if isinstance(node.op, ast.USub) else operand
     if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-        return Expr("bin", _OPS[type(node.op)], (_convert(node.left), _convert(node.right)))
+        return Expr("bin", _OPS[type(node.op)], (_convert(node.left, text, lead), _convert(node.right, text, lead)),
+                    offset)
+    if isinstance(node, ast.BinOp):  # "**", "%", "//"...: point at the operator, not the left operand
+        symbol = _SYMBOLS.get(type(node.op), "this operator")
+        at = text.find(symbol, _col(text, node.left.end_col_offset)) if node.left.end_lineno == node.lineno else -1
+        raise ExpressionError(f'"{symbol}" {_NOT_ALLOWED}', lead + at if at >= 0 else offset)
     if isinstance(node, ast.Call):
-        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
-            name = node.func.id if isinstance(node.func, ast.Name) else "this"
-            allowed = ", ".join(FUNCTIONS)
-            raise ExpressionError(f'unknown function "{name}" (allowed: {allowed})', offset)
+        if not isinstance(node.func, ast.Name):
+            _convert(node.func, text, lead)  # a lambda, an attribute...: say which
+            raise ExpressionError(f"only {', '.join(FUNCTIONS)} can be called", offset)
+        if node.func.id not in FUNCTIONS:
+            close = difflib.get_close_matches(node.func.id, FUNCTIONS, n=1)
+            hint = f'did you mean "{close[0]}"?' if close else f"allowed: {', '.join(FUNCTIONS)}"
+            raise ExpressionError(f'unknown function "{node.func.id}" ({hint})', offset)
         if node.keywords or len(node.args) != 2:
             raise ExpressionError(f"{node.func.id}() takes exactly two arguments", offset)
-        return Expr("call", node.func.id, tuple(_convert(a) for a in node.args))
-    raise ExpressionError(f"{_describe(node)} is not allowed in derive (only + - * /, "
-                          "numbers, field names and minutes/hours/days/coalesce)", offset)
+        return Expr("call", node.func.id, tuple(_convert(a, text, lead) for a in node.args), offset)
+    if isinstance(node, ast.Attribute):  # point at the dot: "a.real", "__import__('os').system"
+        dot = text.find(".", _col(text, node.value.end_col_offset)) if node.value.end_lineno == node.lineno else -1
+        raise ExpressionError(f'an attribute (".{node.attr}") {_NOT_ALLOWED}', lead + dot if dot >= 0 else offset)
+    raise ExpressionError(f"{_describe(node)} {_NOT_ALLOWED}", offset)
 
 
 def _describe(node: ast.AST) -> str:
-    if isinstance(node, ast.BinOp):
-        symbol = {ast.Pow: "**", ast.Mod: "%", ast.FloorDiv: "//"}.get(type(node.op), "this operator")
-        return f'"{symbol}"' if symbol != "this operator" else symbol
-    if isinstance(node, ast.Attribute):
-        return "an attribute"
     if isinstance(node, ast.Lambda):
         return "a lambda"
     if isinstance(node, ast.Constant):
-        return f"the constant {node.value!r}"
-    return f"{type(node).__name__.lower()}"
+        return f'the text "{node.value}"' if isinstance(node.value, str) else f'the constant "{node.value!r}"'
+    names = {ast.Compare: "a comparison", ast.BoolOp: '"and" / "or"', ast.IfExp: '"if ... else"',
+             ast.Subscript: "indexing", ast.List: "a list", ast.Tuple: "a tuple", ast.Dict: "a dict",
+             ast.Set: "a set", ast.NamedExpr: '":="', ast.JoinedStr: "an f-string", ast.Starred: '"*"',
+             ast.ListComp: "a comprehension", ast.SetComp: "a comprehension", ast.DictComp: "a comprehension",
+             ast.GeneratorExp: "a comprehension", ast.Await: '"await"', ast.Yield: '"yield"',
+             ast.YieldFrom: '"yield"', ast.Slice: "a slice"}
+    if isinstance(node, ast.UnaryOp):
+        return '"not"' if isinstance(node.op, ast.Not) else '"~"'
+    return names.get(type(node), "this")
 
 
 def infer_type(expr: Expr, type_of: Callable[[str], str | None]) -> str:
@@ -97,25 +145,32 @@ def infer_type(expr: Expr, type_of: Callable[[str], str | None]) -> str:
     if expr.kind == "field":
         found = type_of(expr.value)
         if found is None:
-            raise ExpressionError(f'unknown field "{expr.value}"')
+            raise ExpressionError(f'unknown field "{expr.value}"', expr.offset)
         return found
     if expr.kind == "neg" or expr.kind == "bin":
         for arg in expr.args:
             kind = infer_type(arg, type_of)
             if kind not in ("number", "integer"):
-                raise ExpressionError(f"arithmetic needs numbers, not a {kind}")
+                raise ExpressionError(f"arithmetic needs numbers; {_what(arg, kind)}", arg.offset)
         return "number"
     left, right = (infer_type(a, type_of) for a in expr.args)
     if expr.value == "coalesce":
         if _kind(left) != _kind(right):
-            raise ExpressionError(f"coalesce() needs two values of one type, not {left} and {right}")
+            raise ExpressionError(f"coalesce() needs two values of one type, not {left} and {right}", expr.offset)
         return left
-    for kind in (left, right):
+    for arg, kind in zip(expr.args, (left, right)):
         if kind not in ("datetime", "date"):
-            raise ExpressionError(f"{expr.value}() needs two datetimes or dates, not a {kind}")
+            raise ExpressionError(f"{expr.value}() needs two datetimes or dates; {_what(arg, kind)}", arg.offset)
     if left != right:
-        raise ExpressionError(f"{expr.value}() needs two values of one type, not {left} and {right}")
+        raise ExpressionError(f"{expr.value}() needs two values of one type, not {left} and {right}", expr.offset)
     return "number"
+
+
+def _what(expr: Expr, kind: str) -> str:
+    """'"route" is an enum' for a field, 'this is a number' for anything else."""
+    article = "an" if kind[0] in "aeiou" else "a"
+    subject = f'"{expr.value}"' if expr.kind == "field" else "this"
+    return f"{subject} is {article} {kind}"
 
 
 def _kind(name: str) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from .conditions import leaves_of
 from .model import Leaf, RecordType, Rule
-from .patterns import compile_pattern, full_match
+from .patterns import Matcher
 
 GUARD = "_a"   # every pattern tests _a == 1: durable's own state document never carries it
 TYPE = "_t"
@@ -30,7 +30,7 @@ class Layout:
         self.slots: dict[tuple[str, str], int] = {}
         self.patterns: dict[Leaf, int] = {}
         self.per_type: dict[str, list[tuple[str, int, str]]] = {name: [] for name in self.type_codes}
-        self.regex_per_type: dict[str, list[tuple[str, int, Any]]] = {name: [] for name in self.type_codes}
+        self.regex_per_type: dict[str, list[tuple[str, str, Matcher]]] = {name: [] for name in self.type_codes}
         self.strings: dict[str, int] = {}
         for rule in rules:
             rtype = types[rule.for_type]
@@ -45,7 +45,29 @@ class Layout:
                 if leaf.op == "matches" and leaf not in self.patterns:
                     index = len(self.patterns)
                     self.patterns[leaf] = index
-                    self.regex_per_type[rule.for_type].append((leaf.field, index, compile_pattern(leaf.value)))
+                    self.regex_per_type[rule.for_type].append((leaf.field, f"x{index}", Matcher(leaf.value)))
+
+        self._encoders = {name: self._plan(name) for name in self.type_codes}
+
+    def _plan(self, type_name: str) -> list[tuple[str, str, str, Any]]:
+        """(field, status key, value key, value encoder) for each slot of a type, computed once."""
+        plan = []
+        for name, slot, kind in self.per_type[type_name]:
+            plan.append((name, f"s{slot}", f"v{slot}", self._encoder(kind)))
+        return plan
+
+    def _encoder(self, kind: str) -> Any:
+        if kind in ("string", "enum"):
+            return self.intern
+        if kind == "boolean":
+            return int
+        if kind == "datetime":
+            return lambda value: value.timestamp()
+        if kind == "date":
+            return lambda value: value.toordinal()
+        if kind == "duration":
+            return lambda value: value.total_seconds()
+        return None
 
     def intern(self, text: str) -> int:
         code = self.strings.get(text)
@@ -68,17 +90,17 @@ class Layout:
 
     def encode(self, type_name: str, values: dict[str, Any], fact_id: int) -> dict[str, Any]:
         fact: dict[str, Any] = {"id": str(fact_id), GUARD: 1, TYPE: self.type_codes[type_name]}
-        for name, slot, kind in self.per_type[type_name]:
+        for name, status_key, value_key, encoder in self._encoders[type_name]:
             value = values.get(name)
             if value is None:
-                fact[f"s{slot}"] = 0
-                fact[f"v{slot}"] = 0
+                fact[status_key] = 0
+                fact[value_key] = 0
             else:
-                fact[f"s{slot}"] = 1
-                fact[f"v{slot}"] = self.encode_value(kind, value)
-        for name, index, pattern in self.regex_per_type[type_name]:
+                fact[status_key] = 1
+                fact[value_key] = value if encoder is None else encoder(value)
+        for name, key, matcher in self.regex_per_type[type_name]:
             value = values.get(name)
-            fact[f"x{index}"] = 1 if value is not None and full_match(pattern, value) else 0
+            fact[key] = 1 if value is not None and matcher(value) else 0
         return fact
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ _SCALAR_TAGS = {
     "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:timestamp",
 }
 _MAP_TAG = "tag:yaml.org,2002:map"
+_ESCAPE_WIDTH = {"x": 4, "u": 6, "U": 10}  # source characters of one escape in a double-quoted scalar
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 
 
@@ -33,6 +35,29 @@ class Node:
     column: int
     quoted: bool = False
     keys: dict[str, tuple[int, int]] = field(default_factory=dict)
+    source: str | None = None  # a one-line scalar as written (quotes, escapes), for positions inside it
+
+    def position_of(self, offset: int) -> tuple[int, int]:
+        """Line and column of character ``offset`` of a string value, through quotes and escapes.
+
+        Only a scalar written on one line maps exactly; any other points at the value's start.
+        """
+        text = self.source
+        if text is None:
+            return self.line, self.column
+        if not self.quoted:
+            return self.line, self.column + max(0, min(offset, len(text)))
+        index = 1
+        for _ in range(offset):
+            if index >= len(text) - 1:
+                break
+            if text[0] == "'":
+                index += 2 if text.startswith("''", index) else 1
+            elif text[index] == "\\":
+                index += _ESCAPE_WIDTH.get(text[index + 1:index + 2], 2)
+            else:
+                index += 1
+        return self.line, self.column + index
 
     def plain(self) -> Any:
         """The value with all positions stripped."""
@@ -44,8 +69,9 @@ class Node:
 
 
 class _Builder:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, text: str) -> None:
         self.path = path
+        self.text = text
         self.problems: list[Problem] = []
         self.count = 0
         self.constructor = yaml.SafeLoader("")
@@ -56,11 +82,11 @@ class _Builder:
 
     def build(self, node: yaml.Node, depth: int) -> Node:
         self.count += 1
-        if self.count > MAX_NODES:
-            raise _TooLarge(f"pack has more than {MAX_NODES} values (or too many aliases)")
         line, column = node.start_mark.line + 1, node.start_mark.column + 1
+        if self.count > MAX_NODES:
+            raise _TooLarge(1, 1, f"pack has more than {MAX_NODES} values (or too many aliases)")
         if depth > MAX_DEPTH:
-            raise _TooLarge(f"pack is nested more than {MAX_DEPTH} levels deep")
+            raise _TooLarge(line, column, f"pack is nested more than {MAX_DEPTH} levels deep")
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, depth, line, column)
         if isinstance(node, yaml.SequenceNode):
@@ -72,13 +98,16 @@ class _Builder:
             self.problem(node, f'unsupported tag "{_short(node.tag)}"')
             return Node(node.value, line, column)
         quoted = node.style in ("'", '"')
+        source = None
+        if node.style in (None, "'", '"') and node.start_mark.line == node.end_mark.line:
+            source = self.text[node.start_mark.index:node.end_mark.index]
         if node.tag == "tag:yaml.org,2002:timestamp":
             # Keep dates and times as written: the declared field type converts them.
-            return Node(node.value, line, column, quoted)
+            return Node(node.value, line, column, quoted, source=source)
         value = self.constructor.construct_object(node)
         if isinstance(value, (dt.date, bytes)):
             value = node.value
-        return Node(value, line, column, quoted)
+        return Node(value, line, column, quoted, source=source)
 
     def _mapping(self, node: yaml.MappingNode, depth: int, line: int, column: int) -> Node:
         if node.tag != _MAP_TAG:
@@ -108,7 +137,26 @@ def _short(tag: str) -> str:
 
 
 class _TooLarge(Exception):
-    pass
+    def __init__(self, line: int, column: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.column = column
+
+
+def _syntax(exc: yaml.MarkedYAMLError) -> tuple[int, int, str]:
+    """Position and message of a YAML syntax error, in the house style (double quotes, lower case)."""
+    mark = exc.problem_mark or exc.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    problem = (exc.problem or "").strip()
+    context = (exc.context or "").strip()
+    if problem.startswith("but ") and context:
+        message = f"{context}, {problem}"  # "expected a single document in the stream, but found another"
+    elif context and exc.context_mark and (exc.context_mark.line, exc.context_mark.column) != (mark.line, mark.column):
+        where = exc.context_mark.line + 1
+        message = f"{problem or 'invalid YAML'} ({context} started at line {where})"
+    else:
+        message = problem or context or "invalid YAML"
+    return line, column, "syntax error: " + re.sub(r"'([^']*)'", r'"\1"', message)
 
 
 def load_yaml(text: str, path: str) -> Node:
@@ -116,18 +164,21 @@ def load_yaml(text: str, path: str) -> Node:
     if len(text.encode("utf-8", "surrogatepass")) > MAX_PACK_BYTES:
         raise PackError([Problem(path, 1, 1, f"pack is larger than {MAX_PACK_BYTES // 1048576} MiB")])
     if "\x00" in text:
-        line = text.count("\n", 0, text.index("\x00")) + 1
-        raise PackError([Problem(path, line, 1, "NUL byte in pack")])
-    builder = _Builder(path)
+        index = text.index("\x00")
+        line = text.count("\n", 0, index) + 1
+        column = index - text.rfind("\n", 0, index)
+        raise PackError([Problem(path, line, column, "NUL byte in pack")])
+    builder = _Builder(path, text)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = (exc.problem or exc.context or "invalid YAML").strip()
-        raise PackError([Problem(path, line, column, f"YAML syntax: {message}")]) from None
+        raise PackError([Problem(path, *_syntax(exc))]) from None
+    except yaml.reader.ReaderError as exc:  # a control character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        raise PackError([Problem(path, line, column, f"control character U+{exc.character:04X} in pack")]) from None
     except yaml.YAMLError as exc:
-        raise PackError([Problem(path, 1, 1, f"YAML syntax: {exc}")]) from None
+        raise PackError([Problem(path, 1, 1, f"syntax error: {exc}")]) from None
     except RecursionError:
         raise PackError([Problem(path, 1, 1, f"pack is nested more than {MAX_DEPTH} levels deep")]) from None
     if root is None:
@@ -135,8 +186,16 @@ def load_yaml(text: str, path: str) -> Node:
     try:
         tree = builder.build(root, 0)
     except _TooLarge as exc:
-        raise PackError([Problem(path, 1, 1, str(exc))]) from None
+        raise PackError([Problem(path, exc.line, exc.column, str(exc))]) from None
     if builder.problems:
+        # The tree is whole (a duplicate key keeps its first value, a refused tag its text), so the
+        # pack checks run too: the user sees every problem at once, not the YAML ones first.
+        from .schema import build_pack  # schema imports Node from here
+
+        try:
+            build_pack(tree, path, b"")
+        except PackError as exc:
+            raise PackError(builder.problems + exc.problems) from None
         raise PackError(builder.problems)
     return tree
 
@@ -150,5 +209,6 @@ def read_pack_text(path: str) -> tuple[str, bytes]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise PackError([Problem(path, line, 1, "pack is not UTF-8")]) from None
+        column = len(data[data.rfind(b"\n", 0, exc.start) + 1:exc.start].decode("utf-8-sig")) + 1
+        raise PackError([Problem(path, line, column, f"pack is not UTF-8 (byte 0x{data[exc.start]:02x})")]) from None
     return text, data

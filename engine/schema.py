@@ -33,9 +33,20 @@ PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def _suggest(word: str, choices: Any) -> str:
+def _suggest(word: str, choices: Any, known: str = "") -> str:
+    """' (did you mean "x"?)' for a close match; else ' (known KNOWN: a, b, c)' when ``known`` names them."""
     close = difflib.get_close_matches(word, list(choices), n=1)
-    return f' (did you mean "{close[0]}"?)' if close else ""
+    if close:
+        return f' (did you mean "{close[0]}"?)'
+    return f" (known {known}: {', '.join(choices)})" if known else ""
+
+
+def _written(node: Node, kind: str) -> Any:
+    """The value for a string or enum field: an unquoted yes/no/on/off/1.0 as written, not as YAML 1.1 reads it."""
+    if kind in ("string", "enum") and not node.quoted and node.source is not None \
+            and isinstance(node.value, (bool, int, float)):
+        return node.source
+    return node.value
 
 
 class _Checker:
@@ -87,12 +98,15 @@ def build_pack(root: Node, path: str, raw: bytes) -> Pack:
     try:
         tz = timezone(tz_name)
     except (KeyError, ValueError):
-        check.node(top["timezone"], f'unknown time zone "{tz_name}"')
+        check.node(top["timezone"], f'unknown time zone "{tz_name}"{_suggest(tz_name, _zones())}')
         tz = timezone("UTC")
     types = _records(check, top.get("records"))
     if "derive" in top:
         _derive(check, top["derive"], types)
-    rules = _rules(check, top.get("rules"), types, tz, check.text(top.get("pack"), "pack", "?"))
+    rules_node = top.get("rules")
+    if rules_node is not None and rules_node.value is None:  # "rules:" and nothing: point at the key
+        rules_node = Node([], *root.keys["rules"])
+    rules = _rules(check, rules_node, types, tz, check.text(top.get("pack"), "pack", "?"))
     if check.problems:
         raise PackError(check.problems)
     return Pack(
@@ -116,7 +130,7 @@ def _records(check: _Checker, node: Node | None) -> dict[str, RecordType]:
         if fields_node is not None and check.mapping(
                 fields_node, "fields", tuple(fields_node.value) if isinstance(fields_node.value, dict) else ()):
             for field_name, spec in fields_node.value.items():
-                parsed = _field(check, field_name, spec)
+                parsed = _field(check, fields_node, field_name, spec)
                 if parsed:
                     fields[field_name] = parsed
         for role, allowed in (("key", None), ("patient", None), ("time", ("datetime", "date"))):
@@ -136,23 +150,26 @@ def _records(check: _Checker, node: Node | None) -> dict[str, RecordType]:
     return types
 
 
-def _field(check: _Checker, name: str, spec: Node) -> Field | None:
+def _field(check: _Checker, parent: Node, name: str, spec: Node) -> Field | None:
     if name in COMBINATORS or name in HISTORY_FORMS:
-        check.node(spec, f'"{name}" is a condition keyword and cannot name a field')
+        check.key(parent, name, f'field name "{name}" is a condition keyword; rename the field')
         return None
     if isinstance(spec.value, str):
         if spec.value not in FIELD_TYPES:
-            check.node(spec, f'unknown field type "{spec.value}"{_suggest(spec.value, FIELD_TYPES)}')
+            check.node(spec, f'unknown field type "{spec.value}"{_suggest(spec.value, FIELD_TYPES, "types")}')
             return None
         if spec.value == "enum":
             check.node(spec, f'enum field "{name}" needs values: write {{type: enum, values: [...]}}')
             return None
         return Field(name, spec.value)
+    if not isinstance(spec.value, dict):
+        check.node(spec, f'field "{name}" needs a type: write {name}: number or {name}: {{type: number, unit: mg}}')
+        return None
     if not check.mapping(spec, f'field "{name}"', FIELD_KEYS, ("type",)):
         return None
     kind = check.text(spec.value.get("type"), "type")
     if "type" in spec.value and kind not in FIELD_TYPES:
-        check.node(spec.value["type"], f'unknown field type "{kind}"{_suggest(kind, FIELD_TYPES)}')
+        check.node(spec.value["type"], f'unknown field type "{kind}"{_suggest(kind, FIELD_TYPES, "types")}')
         return None
     values: tuple[str, ...] = ()
     values_node = spec.value.get("values")
@@ -160,7 +177,8 @@ def _field(check: _Checker, name: str, spec: Node) -> Field | None:
         if values_node is None or not isinstance(values_node.value, list) or not values_node.value:
             check.node(values_node or spec, f'enum field "{name}" needs a non-empty list of values')
             return None
-        values = tuple(check.text(v, "enum value") for v in values_node.value)
+        values = tuple(check.text(Node(_written(v, "enum"), v.line, v.column), "enum value")
+                       for v in values_node.value)
     elif values_node is not None:
         check.node(values_node, f'values only apply to enum fields; "{name}" is {kind}')
     phi_node = spec.value.get("phi")
@@ -180,22 +198,21 @@ def _derive(check: _Checker, node: Node, types: dict[str, RecordType]) -> None:
             check.node(expr_node, f'derive "{name}" must be an expression')
             continue
         text = str(expr_node.value)
-        column = expr_node.column + (1 if expr_node.quoted else 0)
         try:
             expr = expressions.parse(text)
         except expressions.ExpressionError as exc:
-            check.at(expr_node.line, column + exc.offset, str(exc))
+            check.at(*expr_node.position_of(exc.offset), f'derive "{name}": {exc}')
             continue
         inputs = expr.fields()
         owners = [t for t in types.values() if all(t.type_of(f) for f in inputs)]
         if not owners:
             unknown = [f for f in inputs if not any(t.type_of(f) for t in types.values())]
             if unknown:
-                known = {f for t in types.values() for f in (*t.fields, *t.derived)}
-                check.at(expr_node.line, column, f'derive "{name}" reads undeclared field "{unknown[0]}"'
-                         f"{_suggest(unknown[0], known)}")
+                known = sorted({f for t in types.values() for f in (*t.fields, *t.derived)})
+                check.at(*expr_node.position_of(expr.offset_of(unknown[0])),
+                         f'derive "{name}" reads undeclared field "{unknown[0]}"{_suggest(unknown[0], known)}')
             else:
-                check.at(expr_node.line, column, f'derive "{name}" reads fields of more than one record type')
+                check.at(*expr_node.position_of(0), f'derive "{name}" reads fields of more than one record type')
             continue
         for owner in owners:
             if owner.type_of(name):
@@ -204,7 +221,7 @@ def _derive(check: _Checker, node: Node, types: dict[str, RecordType]) -> None:
             try:
                 kind = expressions.infer_type(expr, owner.type_of)
             except expressions.ExpressionError as exc:
-                check.at(expr_node.line, column, f'derive "{name}": {exc}')
+                check.at(*expr_node.position_of(exc.offset), f'derive "{name}": {exc}')
                 break
             owner.derived[name] = Derived(name, kind, expr, inputs, text)
 
@@ -213,11 +230,12 @@ def _rules(check: _Checker, node: Node | None, types: dict[str, RecordType], tz:
     rules: list[Rule] = []
     if node is None:
         return rules
-    if not isinstance(node.value, list):
-        check.node(node, "rules must be a list")
+    if node.value is None or node.value == []:
+        check.node(node, "pack has no rules")  # a bare "rules:" reads as null: say what it means
         return rules
-    if not node.value:
-        check.node(node, "pack has no rules")
+    if not isinstance(node.value, list):
+        check.node(node, "rules must be a list of rules")
+        return rules
     seen: dict[str, int] = {}
     for item in node.value:
         if not check.mapping(item, "rule", RULE_KEYS, ("id", "severity", "for", "require")):
@@ -232,12 +250,11 @@ def _rules(check: _Checker, node: Node | None, types: dict[str, RecordType], tz:
             seen.setdefault(rule_id, spec["id"].line)
         severity = check.text(spec.get("severity"), "severity")
         if "severity" in spec and severity not in SEVERITIES:
-            check.node(spec["severity"], f'unknown severity "{severity}"{_suggest(severity, SEVERITIES)}'
-                       f" (one of {', '.join(SEVERITIES)})")
+            check.node(spec["severity"], f'unknown severity "{severity}"{_suggest(severity, SEVERITIES, "severities")}')
         type_name = check.text(spec.get("for"), "for")
         rtype = types.get(type_name)
         if "for" in spec and rtype is None and types:
-            check.node(spec["for"], f'unknown record type "{type_name}"{_suggest(type_name, types)}')
+            check.node(spec["for"], f'unknown record type "{type_name}"{_suggest(type_name, types, "types")}')
         conditions = _Conditions(check, rtype, tz)
         when = conditions.parse(spec["when"]) if "when" in spec else None
         require = conditions.parse(spec["require"]) if "require" in spec else None
@@ -246,8 +263,9 @@ def _rules(check: _Checker, node: Node | None, types: dict[str, RecordType], tz:
         if rtype is not None and "message" in spec:
             for match in PLACEHOLDER.finditer(message):
                 if not rtype.type_of(match.group(1)):
-                    check.node(spec["message"], f'message uses undeclared field "{match.group(1)}"'
-                               f"{_suggest(match.group(1), [*rtype.fields, *rtype.derived])}")
+                    check.at(*spec["message"].position_of(match.start()),
+                             f'message uses undeclared field "{match.group(1)}"'
+                             f"{_suggest(match.group(1), [*rtype.fields, *rtype.derived])}")
         examples = _examples(check, spec.get("tests"), rtype, tz)
         if require is None or rtype is None:
             continue
@@ -271,11 +289,12 @@ def _examples(check: _Checker, node: Node | None, rtype: RecordType | None, tz: 
             continue
         expect = check.text(item.value.get("expect"), "expect")
         if "expect" in item.value and expect not in OUTCOMES:
-            check.node(item.value["expect"], f'unknown outcome "{expect}"{_suggest(expect, OUTCOMES)}')
+            check.node(item.value["expect"], f'unknown outcome "{expect}"{_suggest(expect, OUTCOMES, "outcomes")}')
         record = item.value.get("record")
         if record is None or not check.mapping(record, "example record",
                                                tuple(record.value) if isinstance(record.value, dict) else ()):
             continue
+        values = record.plain()
         if rtype is not None:
             for name, value in record.value.items():
                 spec = rtype.fields.get(name)
@@ -284,14 +303,15 @@ def _examples(check: _Checker, node: Node | None, rtype: RecordType | None, tz: 
                         _suggest(name, rtype.fields)
                     check.key(record, name, f'example sets undeclared field "{name}"{hint}')
                 elif value.value is not None:
+                    values[name] = _written(value, spec.type)
                     try:
-                        convert(spec, value.value, tz)
+                        convert(spec, values[name], tz)
                     except ConversionError as exc:
                         check.node(value, str(exc))
         history = item.value.get("history")
         if history is not None:
             check.node(history, "history examples need history conditions, which this version does not support")
-        examples.append(Example(record.plain(), expect, check.mark(item)))
+        examples.append(Example(values, expect, check.mark(item)))
     return examples
 
 
@@ -371,7 +391,9 @@ class _Conditions:
             return Leaf(name, op, operand.value, mark=mark)
         if form == "regex":
             if kind not in ("string", "enum"):
-                check.node(operand, f'operator "matches" needs a string field; "{name}" is {_a(kind)}')
+                where = ops if ops is not None else operand
+                check.key(where, op, f'operator "matches" does not fit {kind} field "{name}" '
+                                     "(matches needs a string or enum field)")
                 return None
             if not isinstance(operand.value, str):
                 check.node(operand, "matches takes a regular expression in quotes")
@@ -379,8 +401,7 @@ class _Conditions:
             try:
                 compile_pattern(operand.value)
             except PatternError as exc:
-                column = operand.column + (1 if operand.quoted else 0) + exc.offset
-                check.at(operand.line, column, f'invalid regular expression "{operand.value}": {exc}')
+                check.at(*operand.position_of(exc.offset), f'invalid regular expression "{operand.value}": {exc}')
                 return None
             return Leaf(name, op, operand.value, mark=mark)
         if form in ("order", "range") and kind not in ORDERED_TYPES:
@@ -392,13 +413,15 @@ class _Conditions:
             return self._ref(name, kind, op, operand, mark)
         if form == "range":
             if not isinstance(operand.value, list) or len(operand.value) != 2:
-                check.node(operand, "between takes a list of two values: [low, high]")
+                got = f"{len(operand.value)} values" if isinstance(operand.value, list) else "one value"
+                check.node(operand, f"between takes a list of two values [low, high], not {got}")
                 return None
             low, high = (self._constant(name, v) for v in operand.value)
             if low is None or high is None:
                 return None
             if low > high:
-                check.node(operand, "between: the low value is greater than the high value")
+                written = [v.source.strip("'\"") if v.source else str(v.value) for v in operand.value]
+                check.node(operand, f'between: low "{written[0]}" is greater than high "{written[1]}"')
                 return None
             return Leaf(name, op, (low, high), mark=mark)
         if form == "set":
@@ -419,7 +442,12 @@ class _Conditions:
         assert self.rtype is not None
         spec = operand.value
         if set(spec) != {"field"}:
-            self.check.node(operand, f'compare with another field as {{field: NAME}}; got keys {", ".join(spec)}')
+            extra = [key for key in spec if key != "field"]
+            if extra:
+                self.check.key(operand, extra[0], f'unknown key "{extra[0]}" in a field reference'
+                                                  f'{_suggest(extra[0], ["field"])}: write {op}: {{field: NAME}}')
+            else:
+                self.check.node(operand, f"compare with another field as {op}: {{field: NAME}}")
             return None
         other = self.check.text(spec["field"], "field")
         other_kind = self.rtype.type_of(other)
@@ -442,10 +470,16 @@ class _Conditions:
             self.check.node(node, f'expected a {spec.type} value for field "{name}"')
             return None
         try:
-            return convert(spec, node.value, self.tz)
+            return convert(spec, _written(node, spec.type), self.tz)
         except ConversionError as exc:
             self.check.node(node, str(exc))
             return None
+
+
+def _zones() -> list[str]:
+    import zoneinfo
+
+    return sorted(zoneinfo.available_timezones())
 
 
 def _a(kind: str) -> str:

@@ -17,14 +17,15 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import itertools
 import json
 import math
 import random
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 from zoneinfo import ZoneInfo
 
 SEED = 20261126
@@ -32,8 +33,10 @@ DEFAULT_SESSIONS = 2400
 DEFAULT_PATIENTS = 200
 WINDOW_START = dt.date(2025, 10, 1)
 WINDOW_END = dt.date(2026, 9, 30)
+WINDOW_DAYS = (WINDOW_END - WINDOW_START).days + 1
 TZ = ZoneInfo("America/Los_Angeles")
-UTC = dt.timezone.utc
+Row = dict[str, str]   # one export row: column -> text ("" = missing); "_bad"/"_defect" mark planted defects
+UTC = dt.UTC
 
 # Export columns, in file order, with the type the ketamine-iv pack declares for them.
 # site_id, course_id and notes are extra export columns the pack does not declare.
@@ -77,12 +80,12 @@ CLINICIANS: dict[str, tuple[str, list[tuple[dt.date, dt.date]]]] = {
                       (dt.date(2026, 6, 12), dt.date(2028, 6, 30))]),
     "CL-002": ("DO", [(dt.date(2025, 2, 10), dt.date(2027, 2, 28))]),
     "CL-003": ("NP", [(dt.date(2024, 11, 18), dt.date(2026, 11, 30))]),
-    "CL-004": ("CRNA", [(dt.date(2024, 1, 22), dt.date(2026, 1, 31)),   # lapse 2026-02-01..03-08
-                        (dt.date(2026, 3, 9), dt.date(2028, 3, 31))]),
+    "CL-004": ("CRNA", [(dt.date(2024, 1, 22), dt.date(2026, 1, 31)),   # lapse 2026-02-01..02-22
+                        (dt.date(2026, 2, 23), dt.date(2028, 2, 29))]),
     "CL-005": ("PA", [(dt.date(2025, 8, 4), dt.date(2027, 8, 31))]),
     "CL-006": ("NP", [(dt.date(2025, 4, 14), dt.date(2027, 4, 30))]),
-    "CL-007": ("NP", [(dt.date(2024, 5, 20), dt.date(2026, 5, 31)),     # lapse 2026-06-01..07-07
-                      (dt.date(2026, 7, 8), dt.date(2028, 7, 31))]),
+    "CL-007": ("NP", [(dt.date(2024, 5, 20), dt.date(2026, 5, 31)),     # lapse 2026-06-01..06-28
+                      (dt.date(2026, 6, 29), dt.date(2028, 6, 30))]),
     "CL-008": ("MD", [(dt.date(2025, 1, 13), dt.date(2027, 1, 31))]),
     "CL-009": ("RN", [(dt.date(2025, 3, 3), dt.date(2027, 3, 31))]),     # charge nurse (STAFF-01)
     "CL-010": ("CRNA", [(dt.date(2024, 10, 7), dt.date(2026, 10, 31))]),
@@ -94,7 +97,7 @@ ROSTER = {
     ("SITE-01", "day"): (["CL-001", "CL-002", "CL-003", "CL-004", "CL-005"], [20, 20, 18, 26, 16]),
     ("SITE-01", "late"): (["CL-006", "CL-004"], [60, 40]),
     ("SITE-02", "day"): (["CL-007", "CL-008", "CL-010", "CL-011"], [32, 24, 24, 20]),
-    ("SITE-02", "late"): (["CL-012", "CL-007", "CL-009"], [58, 30, 12]),
+    ("SITE-02", "late"): (["CL-012", "CL-007", "CL-009"], [62, 32, 6]),
 }
 BLS_STAFF = {"SITE-01": ["CL-021", "CL-022", "CL-023", "CL-024", "CL-025"],
              "SITE-02": ["CL-026", "CL-027", "CL-028", "CL-029", "CL-030"]}
@@ -119,11 +122,11 @@ BAD_IDS = ["Dr. Okafor", "CL-11", "cl-008", "CL008", "CL-0044", "R. Nguyen NP"]
 
 # Probability that a field is left empty on a non-cancelled row (documentation gaps).
 BLANK_RATES = {
-    "route": 0.003, "cancelled": 0.0015, "session_date": 0.002, "session_number_in_course": 0.003,
-    "supervising_role": 0.003, "acls_expiry": 0.006, "dosing_weight_kg": 0.006, "dose_mg": 0.003,
-    "predose_bp_time": 0.004, "predose_bp_override": 0.005, "dose_start_time": 0.003,
-    "dose_end_time": 0.006, "spo2_monitored": 0.006, "discharge_time": 0.008,
-    "escort_present": 0.005, "no_drive_instruction_given": 0.01,
+    "route": 0.003, "cancelled": 0.0015, "session_date": 0.003, "session_number_in_course": 0.005,
+    "supervising_role": 0.005, "acls_expiry": 0.008, "dosing_weight_kg": 0.008, "dose_mg": 0.005,
+    "predose_bp_time": 0.008, "predose_bp_override": 0.01, "dose_start_time": 0.005,
+    "dose_end_time": 0.01, "spo2_monitored": 0.01, "discharge_time": 0.012,
+    "escort_present": 0.006, "no_drive_instruction_given": 0.01,
 }
 
 
@@ -141,7 +144,7 @@ class Patient:
     slow_protocol: bool          # 100-min infusion protocol
     escort_unreliable: bool
     titration: list[float]       # target mg/kg after the 1st, 2nd, ... session of a course
-    sessions: list[tuple[dt.date, int, int]] = field(default_factory=list)  # (day, course, n)
+    sessions: list[int] = field(default_factory=list)  # packed (day ordinal, course, n in course)
     consent: dict[int, str] = field(default_factory=dict)                   # course -> date text
     course_start: dict[int, dt.date] = field(default_factory=dict)
 
@@ -182,7 +185,7 @@ def _quotas(rng: random.Random, n_sessions: int, n_patients: int) -> list[int]:
     scale = n_sessions / sum(raw)
     exact = [r * scale for r in raw]
     quotas = [max(1, int(e)) for e in exact]
-    # Largest remainder, then trim or pad the longest schedules to hit the total exactly.
+    # Largest remainder first, then round-robin, to hit the total exactly.
     order = sorted(range(n_patients), key=lambda i: (exact[i] - int(exact[i])), reverse=True)
     diff = n_sessions - sum(quotas)
     i = 0
@@ -198,11 +201,12 @@ def _quotas(rng: random.Random, n_sessions: int, n_patients: int) -> list[int]:
     return quotas
 
 
-def _day_offsets(rng: random.Random, quota: int) -> list[tuple[int, int, int]]:
-    """(day offset, course number, session number in course) for one patient."""
-    out: list[tuple[int, int, int]] = []
+def _offsets(rng: random.Random) -> Iterator[tuple[int, int, int]]:
+    """Endless (day offset, course number, session number in course) of one patient's
+    treatment: induction, maintenance with widening intervals, now and then a lapse and a
+    re-induction. The prefix does not depend on how many sessions are taken."""
     course, day = 1, 0
-    while len(out) < quota:
+    while True:
         u = rng.random()
         if course > 1:
             pattern = [0, 3, 7, 10]                            # re-induction, twice weekly
@@ -217,41 +221,70 @@ def _day_offsets(rng: random.Random, quota: int) -> list[tuple[int, int, int]]:
                 acc += rng.randint(2, 6)
         n = 0
         for off in pattern:
-            if len(out) >= quota:
-                break
             n += 1
-            out.append((day + off, course, n))
+            yield day + off, course, n
         day += pattern[-1]
         # Maintenance: intervals widen from ~5 days to 21-28 days over ~5 months (§7.2).
         j = 0
-        while len(out) < quota:
-            base = 5 + 21 * min(1.0, j / 9)
-            gap = max(4, round(base * rng.uniform(0.85, 1.2)))
+        while True:
             if j >= 8 and rng.random() < 0.04:                 # lapse, then a new course
                 day += rng.randint(45, 120)
                 course += 1
                 break
-            day += gap
+            base = 5 + 21 * min(1.0, j / 9)
+            day += max(4, round(base * rng.uniform(0.85, 1.2)))
             n += 1
             j += 1
-            out.append((day, course, n))
-    return out
+            yield day, course, n
 
 
-def _clinic_day(day: dt.date, site: str, taken: set[dt.date]) -> dt.date:
-    """Move a session off Sundays, holidays, Saturdays at SITE-01 and already-used days."""
+def _count_within(stream: Iterator[tuple[int, int, int]], last_day: int) -> int:
+    return sum(1 for _ in itertools.takewhile(lambda item: item[0] <= last_day, stream))
+
+
+def _clinic_day(rng: random.Random, day: dt.date, site: str, taken: set[dt.date]) -> dt.date:
+    """Move a session off Sundays, holidays, Saturdays at SITE-01 and days already used
+    (never to before the export window)."""
+    back = day > WINDOW_START + dt.timedelta(days=2)
     while True:
         wd = day.weekday()
-        if day in HOLIDAYS or wd == 6 or (wd == 5 and site == "SITE-01") or day in taken:
+        if wd == 6:
+            day += dt.timedelta(days=rng.choice(([1, 1, -2] if site == "SITE-01" else [1, 1, -1])
+                                                if back else [1]))
+        elif wd == 5 and site == "SITE-01":
+            day += dt.timedelta(days=rng.choice([-1, 2] if back else [2]))
+        elif day in HOLIDAYS or day in taken:
             day += dt.timedelta(days=1)
-            continue
-        return day
+        else:
+            return day
 
 
-def _make_patients(rng: random.Random, n_sessions: int, n_patients: int) -> list[Patient]:
+def _make_patients(rng: random.Random, n_sessions: int, n_patients: int, seed: int) -> list[Patient]:
     width = max(4, len(str(n_patients)))
-    quotas = _quotas(rng, n_sessions, n_patients)
-    window = (WINDOW_END - WINDOW_START).days
+    # One year by default; a longer history when asked for more than ~12 sessions a patient.
+    window = max(WINDOW_DAYS, round(WINDOW_DAYS * n_sessions / n_patients / 12))
+    usable = window - 12                                    # room to align and shift days
+    def schedule(i: int) -> Iterator[tuple[int, int, int]]:   # the same stream every time
+        return _offsets(random.Random(f"{seed}:schedule:{i}"))
+
+    while True:                                             # how many sessions fit per patient
+        capacity = [_count_within(schedule(i), usable) for i in range(n_patients)]
+        if sum(capacity) >= n_sessions * 1.25:
+            break
+        usable = round(usable * 1.1)
+    quotas = [min(q, c) for q, c in zip(_quotas(rng, n_sessions, n_patients), capacity, strict=True)]
+    if max(capacity) >= 1 << 16:
+        raise ValueError("too many sessions per patient (at most 65,535)")
+    # Sessions that did not fit go to other patients who still have room, continuers first.
+    spare = [i for i in range(n_patients) if quotas[i] < capacity[i]]
+    rng.shuffle(spare)
+    spare.sort(key=lambda i: quotas[i] < 7)
+    deficit = n_sessions - sum(quotas)
+    while deficit > 0:
+        spare = [i for i in spare if quotas[i] < capacity[i]]
+        for i in spare[:deficit]:
+            quotas[i] += 1
+            deficit -= 1
     patients = []
     for i in range(n_patients):
         sex = "F" if rng.random() < 0.64 else "M"
@@ -272,16 +305,34 @@ def _make_patients(rng: random.Random, n_sessions: int, n_patients: int) -> list
         slot = rng.choices(["morning", "midday", "evening"], [45, 35, 20])[0]
         p = Patient(i, _id("P", i + 1, width), site, sex, min(190.0, max(42.0, weight)), hyper,
                     sbp, dbp, slot, rng.random() < 0.05, rng.random() < 0.04, titration)
-        offsets = _day_offsets(rng, quotas[i])
-        span = offsets[-1][0]
-        slack = window - span - 3
-        start = WINDOW_START + dt.timedelta(days=rng.randint(0, slack) if slack > 0 else rng.randint(0, 14))
-        taken: set[dt.date] = set()
-        for off, course, n in offsets:
-            day = _clinic_day(start + dt.timedelta(days=off), site, taken)
-            taken.add(day)
-            p.sessions.append((day, course, n))
+        q = quotas[i]
+        stream = list(itertools.islice(schedule(i), capacity[i] + 14))
+        # Where the export window cuts this patient's treatment: some continuers were already
+        # in treatment when the window opened (their course and consent predate it), some are
+        # still in treatment when it closes; the others start and stop inside it.
+        carried = 0.7 if q > 0.6 * capacity[i] else 0.3       # long treatment: likely begun earlier
+        skip = rng.randint(6, 13) if q >= 7 and rng.random() < carried else 0
+        if skip and stream[skip + q - 1][0] - stream[skip][0] > usable:
+            skip = 0
+        first, last = stream[skip][0], stream[skip + q - 1][0]
+        if skip:
+            base = rng.randint(0, stream[skip][0] - stream[skip - 1][0] - 1) - first
+        elif q >= 7 and rng.random() < 0.4:
+            base = max(0, usable - last - rng.randint(0, max(0, last - stream[q - 2][0] - 1)))
+        else:
+            base = rng.randint(0, usable - last)
+        start = WINDOW_START + dt.timedelta(days=base)
+        if not skip and start.weekday() > 1:                # courses start on a Monday/Tuesday
+            start += dt.timedelta(days=7 - start.weekday() + rng.choice([0, 0, 1]))
+        for off, course, n in stream[:skip]:                # courses begun before the window
             if n == 1:
+                p.course_start[course] = start + dt.timedelta(days=off)
+        taken: set[dt.date] = set()
+        for off, course, n in stream[skip:skip + q]:
+            day = _clinic_day(rng, start + dt.timedelta(days=off), site, taken)
+            taken.add(day)
+            p.sessions.append((day.toordinal() << 32) | (course << 16) | n)
+            if n == 1 or course not in p.course_start:
                 p.course_start[course] = day
         patients.append(p)
     return patients
@@ -308,7 +359,7 @@ def _consents(rng: random.Random, p: Patient) -> None:
 
 # ----------------------------------------------------------------------------- rows
 
-def _session_row(rng: random.Random, p: Patient, day: dt.date, course: int, n: int) -> dict:
+def _session_row(rng: random.Random, p: Patient, day: dt.date, course: int, n: int) -> Row:
     site = p.site
     late_shift = day.weekday() == 5 or p.slot == "evening"
     if day.weekday() == 5:
@@ -343,7 +394,7 @@ def _session_row(rng: random.Random, p: Patient, day: dt.date, course: int, n: i
     weight = round(p.weight, 1)
 
     # ---- cancellations (~2% generic; more below for BP holds)
-    if rng.random() < 0.02:
+    if rng.random() < 0.015:
         row["cancelled"] = "true"
         row["notes"] = rng.choice(CANCEL_NOTES)
         for col in ("second_bls_staff_id",):
@@ -354,6 +405,7 @@ def _session_row(rng: random.Random, p: Patient, day: dt.date, course: int, n: i
     sbp = round(p.sbp_mean + rng.gauss(0, 8) + rng.choice([0, 0, 0, 3, 6]))
     dbp = round(p.dbp_mean + rng.gauss(0, 6))
     bp_time = arrival + dt.timedelta(minutes=rng.randint(4, 15))
+    bp_recorded = True
     override, note = "false", ""
     if rng.random() < 0.003:                                # planted: dosed over the hold
         sbp, dbp = rng.randint(160, 178), max(dbp, rng.randint(88, 104))
@@ -379,8 +431,7 @@ def _session_row(rng: random.Random, p: Patient, day: dt.date, course: int, n: i
     elif u < 0.015:                                         # planted VIT-01: charted after start
         bp_time = dose_start + dt.timedelta(minutes=rng.randint(2, 12))
     elif u < 0.022:                                         # planted VIT-01: not recorded
-        sbp = dbp = None
-        bp_time = None
+        bp_recorded = False
 
     # ---- dose (DOSE-01, DOSE-02)
     plan = p.titration
@@ -420,7 +471,7 @@ def _session_row(rng: random.Random, p: Patient, day: dt.date, course: int, n: i
         row["second_bls_staff_id"] = ""
     spo2 = "false" if rng.random() < (0.03 if late_shift and site == "SITE-02" else 0.008) else "true"
     escort = "false" if rng.random() < (0.2 if p.escort_unreliable else 0.005) else "true"
-    no_drive = "false" if rng.random() < (0.04 if site == "SITE-02" else 0.01) else "true"
+    no_drive = "false" if rng.random() < (0.03 if site == "SITE-02" else 0.01) else "true"
     if rng.random() < 0.004:
         row["supervising_clinician_id"] = rng.choice(BAD_IDS)
     if not note and rng.random() < 0.12:
@@ -428,9 +479,9 @@ def _session_row(rng: random.Random, p: Patient, day: dt.date, course: int, n: i
     row.update({
         "dosing_weight_kg": f"{weight:.1f}",
         "dose_mg": f"{dose:.1f}",
-        "predose_bp_time": _iso(bp_time) if bp_time else "",
-        "predose_sbp": "" if sbp is None else str(sbp),
-        "predose_dbp": "" if dbp is None else str(dbp),
+        "predose_bp_time": _iso(bp_time) if bp_recorded else "",
+        "predose_sbp": str(sbp) if bp_recorded else "",
+        "predose_dbp": str(dbp) if bp_recorded else "",
         "predose_bp_override": override,
         "dose_start_time": _iso(dose_start),
         "dose_end_time": _iso(dose_end),
@@ -461,7 +512,7 @@ DEFECTS = [
 ]
 
 
-def _spoil(row: dict, column: str) -> None:
+def _spoil(row: Row, column: str) -> None:
     if column == "dose_mg":
         row["dose_mg"] = row["dose_mg"].replace(".", ",")
     elif column == "consent_signed_date":
@@ -475,7 +526,7 @@ def _spoil(row: dict, column: str) -> None:
 
 
 def generate(n_sessions: int = DEFAULT_SESSIONS, n_patients: int = DEFAULT_PATIENTS,
-             seed: int = SEED, bad_rows: bool = True) -> Iterator[dict]:
+             seed: int = SEED, bad_rows: bool = True) -> Iterator[Row]:
     """Yield ``n_sessions`` export rows (dicts of column -> text, empty text = missing) in
     session_start order.
 
@@ -490,21 +541,19 @@ def generate(n_sessions: int = DEFAULT_SESSIONS, n_patients: int = DEFAULT_PATIE
     n_patients = min(n_patients, n_sessions)
     planted = bad_rows and n_sessions >= 20
     unique = n_sessions - 1 if planted else n_sessions
-    patients = _make_patients(rng, unique, n_patients)
+    patients = _make_patients(rng, unique, n_patients, seed)
     for p in patients:
         _consents(rng, p)
     # One sort key per session: (day, patient, session index), packed into an int.
-    order = []
-    for p in patients:
-        for k, (day, _course, _n) in enumerate(p.sessions):
-            order.append((day.toordinal() << 40) | (p.idx << 16) | k)
+    order = [((packed >> 32) << 40) | (p.idx << 16) | k
+             for p in patients for k, packed in enumerate(p.sessions)]
     order.sort()
     width = max(6, len(str(n_sessions)))
     pending = [(int(f * n_sessions), column, desc) for f, column, desc in DEFECTS] if planted else []
-    duplicate: tuple[int, dict] | None = None
+    duplicate: tuple[int, Row] | None = None
     index = 0
 
-    def emit(row: dict) -> Iterator[dict]:
+    def emit(row: Row) -> Iterator[Row]:
         nonlocal index, duplicate
         if pending and index >= pending[0][0] and row["cancelled"] == "false":
             _at, column, desc = pending.pop(0)
@@ -530,12 +579,14 @@ def generate(n_sessions: int = DEFAULT_SESSIONS, n_patients: int = DEFAULT_PATIE
             duplicate = None
 
     seq = 0
-    day_rows: list[dict] = []
+    day_rows: list[Row] = []
     current_day = None
     for key in order + [None]:
         if key is not None:
             p = patients[(key >> 16) & 0xFFFFFF]
-            day, course, n = p.sessions[key & 0xFFFF]
+            packed = p.sessions[key & 0xFFFF]
+            day = dt.date.fromordinal(packed >> 32)
+            course, n = (packed >> 16) & 0xFFFF, packed & 0xFFFF
         if key is None or day != current_day:
             # Rows of one day are exported in session_start order, numbered as exported.
             day_rows.sort(key=lambda r: (r["session_start"], r["patient_id"]))
@@ -553,7 +604,7 @@ def generate(n_sessions: int = DEFAULT_SESSIONS, n_patients: int = DEFAULT_PATIE
 
 # ----------------------------------------------------------------------------- writers
 
-def write_csv(rows: Iterable[dict], path: str | Path) -> list[tuple[int, str]]:
+def write_csv(rows: Iterable[Row], path: str | Path) -> list[tuple[int, str]]:
     """Write rows as CSV (header = line 1, LF line ends). Returns (line, description) of
     the planted bad rows it wrote."""
     broken = []
@@ -573,7 +624,7 @@ def write_csv(rows: Iterable[dict], path: str | Path) -> list[tuple[int, str]]:
     return broken
 
 
-def _json_value(kind: str, text: str):
+def _json_value(kind: str, text: str) -> str | int | float | bool | None:
     """The value as a JSON export would carry it: typed when it parses, else the raw text."""
     if text == "":
         return None
@@ -586,7 +637,7 @@ def _json_value(kind: str, text: str):
     return text
 
 
-def write_ndjson(rows: Iterable[dict], path: str | Path) -> list[tuple[int, str]]:
+def write_ndjson(rows: Iterable[Row], path: str | Path) -> list[tuple[int, str]]:
     """Write rows as NDJSON, one object per line. Returns (line, description) of the
     planted bad rows it wrote."""
     broken = []
@@ -619,13 +670,17 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = list(generate(args.sessions, args.patients, args.seed, not args.no_bad_rows)) \
         if args.sessions <= 200_000 else None
-    source = (lambda: iter(rows)) if rows is not None else \
-        (lambda: generate(args.sessions, args.patients, args.seed, not args.no_bad_rows))
+
+    def source() -> Iterator[Row]:
+        if rows is not None:
+            return iter(rows)
+        return generate(args.sessions, args.patients, args.seed, not args.no_bad_rows)
+
     csv_path, nd_path = args.out / "sessions.csv", args.out / "sessions.ndjson"
     bad_csv = write_csv(source(), csv_path)
     bad_nd = write_ndjson(source(), nd_path)
     print(f"wrote {csv_path} and {nd_path} ({args.sessions} rows)", file=sys.stderr)
-    for (line, what), (nd_line, _what) in zip(bad_csv, bad_nd):
+    for (line, what), (nd_line, _what) in zip(bad_csv, bad_nd, strict=True):
         print(f"  csv line {line} / ndjson line {nd_line}: {what}", file=sys.stderr)
     return 0
 

@@ -73,7 +73,7 @@ def test_a_batch_with_unmatched_facts_is_not_an_error() -> None:
     with DurableEvaluator(ruleset) as evaluator:
         evaluator.submit([{"id": "0", "_a": 1, "v0": 1}, {"id": "1", "_a": 1, "v0": 9}], "two facts")
         _, matches = evaluator.receive()
-    assert matches == [(0, 1, 1)]
+    assert list(matches) == [(0, 1, 1)]
 
 
 @pytest.mark.parametrize("require", [

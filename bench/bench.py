@@ -1,0 +1,74 @@
+"""Benchmark: generate N session records, audit them with a shipped pack, print records/s and peak memory.
+
+    python bench/bench.py                     # 10,000 and 100,000 records
+    python bench/bench.py --records 1000000   # a million (about 270 MB of CSV in a temp folder)
+    python bench/bench.py --records 100000 --profile   # where the time goes
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import pstats
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine import audit, report  # noqa: E402
+from engine.packs import load_packs  # noqa: E402
+from samples.generate import generate, write_csv  # noqa: E402
+
+
+def peak_mib(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+def bench(n: int, pack: str, folder: Path, profile: bool) -> None:
+    data = folder / f"sessions_{n}.csv"
+    if not data.exists():
+        started = time.perf_counter()
+        write_csv(generate(n, max(200, n // 12)), data)
+        print(f"  generated {data.name} ({data.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s")
+    packs = load_packs([pack])
+    profiler = cProfile.Profile() if profile else None
+    started = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    result, stats = audit.run(packs, [f"session={data}"])
+    built = report.build(result, stats, packs, dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc))
+    if profiler:
+        profiler.disable()
+    elapsed = time.perf_counter() - started
+    read = built["summary"]["records_read"]
+    print(f"  {read:,} records, {len(packs[0].rules)} rules, {len(built['findings']):,} findings: "
+          f"{elapsed:.2f} s = {read / elapsed:,.0f} records/s")
+    print(f"  peak RSS: audit process {peak_mib(resource.RUSAGE_SELF):.0f} MiB, "
+          f"engine worker {peak_mib(resource.RUSAGE_CHILDREN):.0f} MiB")
+    if profiler:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(18)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, action="append", help="records to audit (repeatable)")
+    parser.add_argument("--pack", default="ketamine-iv")
+    parser.add_argument("--folder", type=Path, help="where generated data is kept (default: a temp folder)")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile summary of the audit process")
+    args = parser.parse_args()
+    sizes = args.records or [10_000, 100_000]
+    with tempfile.TemporaryDirectory() as temp:
+        folder = args.folder or Path(temp)
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in sizes:
+            print(f"{n:,} records, pack {args.pack}:")
+            bench(n, args.pack, folder, args.profile)
+
+
+if __name__ == "__main__":
+    main()
