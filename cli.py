@@ -6,8 +6,9 @@ import datetime as dt
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -51,12 +52,12 @@ def _guard(action: Callable[[], int]) -> None:
 
 def _as_of(text: str | None) -> dt.datetime:
     if text is None:
-        return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        return dt.datetime.now(dt.UTC).replace(microsecond=0)
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
         raise click.BadParameter(f'"{text}" is not an ISO 8601 date or datetime') from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _write(path: str, render: reporters.Renderer, report: dict[str, Any]) -> None:

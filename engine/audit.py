@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from . import conditions, expressions
 from .compiler import OUTCOME_CODES, compile_rules
 from .errors import EngineError, InputError
-from .evaluator import DEFAULT_TIMEOUT, DurableEvaluator
+from .evaluator import DEFAULT_TIMEOUT, DurableEvaluator, worker_main
 from .facts import Layout
 from .model import Outcome, Pack, Record, RecordType, Rejected, Rule
 from .packs import merged_types
@@ -48,7 +49,8 @@ class Auditor:
     """Judges every rule on every record of its type through durable_rules."""
 
     def __init__(self, packs: list[Pack], on_outcome: OutcomeHook | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, batch_size: int = BATCH_SIZE) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, batch_size: int = BATCH_SIZE,
+                 worker: Callable[..., None] = worker_main) -> None:
         self.packs = packs
         self.types, zone = merged_types(packs)
         self.tz = timezone(zone)
@@ -59,17 +61,24 @@ class Auditor:
         for index, rule in enumerate(self.rules):
             self.rules_by_type.setdefault(rule.for_type, []).append(index)
         self.result = Result(self.rules, [Tally() for _ in self.rules])
+        self.derivers = {name: [(d.name, expressions.compile_expression(d.expr)) for d in rtype.derived.values()]
+                         for name, rtype in self.types.items()}
+        self.evidence_fields = [evidence_fields(rule, self.types[rule.for_type]) for rule in self.rules]
         self.on_outcome = on_outcome
         self.timeout = timeout
         self.batch_size = batch_size
         self.batch: list[Record] = []
         self.in_flight: dict[int, list[Record]] = {}
         self.evaluator: DurableEvaluator | None = None
+        self.worker = worker  # the engine process's entry point; tests substitute failing ones
 
     # -- feeding -----------------------------------------------------------------------------
     def add(self, record: Record) -> None:
-        rtype = self.types[record.type]
-        derive(rtype, record.values)
+        values = record.values
+        for name, compute in self.derivers[record.type]:
+            value = compute(values)
+            if value is not None:
+                values[name] = value
         if record.type not in self.rules_by_type:
             return
         self.batch.append(record)
@@ -95,16 +104,19 @@ class Auditor:
     def _flush(self) -> None:
         if not self.batch:
             return
+        layout = self.layout
         if self.evaluator is None:
-            self.evaluator = DurableEvaluator(compile_rules(self.rules, self.layout), self.timeout)
-        facts = [self.layout.encode(r.type, r.values, i) for i, r in enumerate(self.batch)]
+            keys = {code: layout.keys(name) for name, code in layout.type_codes.items()}
+            self.evaluator = DurableEvaluator(compile_rules(self.rules, layout), keys, self.timeout, self.worker)
+        codes = layout.type_codes
+        rows = [(codes[r.type], *layout.encode_row(r.type, r.values)) for r in self.batch]
         first, last = self.batch[0], self.batch[-1]
         where = f"{first.path} line {first.line}" if first is last else \
             f"{first.path} lines {first.line}-{last.line}" if first.path == last.path else \
             f"{first.path} line {first.line} to {last.path} line {last.line}"
         while self.evaluator.full:
             self._collect()
-        batch_id = self.evaluator.submit(facts, f"{len(self.batch)} records ({where})")
+        batch_id = self.evaluator.submit(rows, f"{len(self.batch)} records ({where})")
         self.in_flight[batch_id] = self.batch
         self.batch = []
 
@@ -149,7 +161,7 @@ class Auditor:
             self.result.not_evaluable.append(self._not_evaluable(rule, record))
         else:
             tally.failed += 1
-            self.result.findings.append(self._finding(rule, record))
+            self.result.findings.append(self._finding(rule, index, record))
         if self.on_outcome is not None:
             self.on_outcome(rule, record, outcome)
 
@@ -173,7 +185,7 @@ class Auditor:
         raise EngineError(f"the rule engine judged rule {rule.id} {outcome.value} on {record.type} "
                           f"{record.key} ({record.path}:{record.line}) but the plain check does not agree")
 
-    def _finding(self, rule: Rule, record: Record) -> dict[str, Any]:
+    def _finding(self, rule: Rule, index: int, record: Record) -> dict[str, Any]:
         missing = self._check(rule, record, Outcome.FAIL)
         finding: dict[str, Any] = {
             "rule": rule.id, "pack": rule.pack, "severity": rule.severity, "outcome": Outcome.FAIL.value,
@@ -181,7 +193,7 @@ class Auditor:
             "time": record.time.isoformat() if record.time else None,
             "source": {"path": record.path, "line": record.line},
             "message": render_message(rule.message, record.values),
-            "evidence": evidence(rule, self.types[record.type], record.values),
+            "evidence": {name: display(record.values.get(name)) for name in self.evidence_fields[index]},
         }
         if missing:
             finding["missing"] = missing
@@ -229,13 +241,13 @@ def render_message(template: str, values: dict[str, Any]) -> str:
     return PLACEHOLDER.sub(fill, template)
 
 
-def evidence(rule: Rule, rtype: RecordType, values: dict[str, Any]) -> dict[str, Any]:
-    """Each field the rule reads with its value; a derived field brings the inputs it came from."""
+def evidence_fields(rule: Rule, rtype: RecordType) -> list[str]:
+    """Each field the rule reads; a derived field brings the inputs it came from."""
     names: list[str] = []
     for name in conditions.fields_of(rule.when) + conditions.fields_of(rule.require):
         derived = rtype.derived.get(name)
         names.extend((*derived.inputs, name) if derived else (name,))
-    return {name: display(values.get(name)) for name in dict.fromkeys(names)}
+    return list(dict.fromkeys(names))
 
 
 def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = None,
@@ -267,9 +279,10 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
 
 
 def judge(packs: list[Pack], records: Iterable[Record], timeout: float = DEFAULT_TIMEOUT,
-          batch_size: int = BATCH_SIZE, on_outcome: OutcomeHook | None = None) -> Result:
+          batch_size: int = BATCH_SIZE, on_outcome: OutcomeHook | None = None,
+          worker: Callable[..., None] = worker_main) -> Result:
     """Judge records built in memory (rule examples, tests) exactly as an audit would."""
-    auditor = Auditor(packs, on_outcome, timeout=timeout, batch_size=batch_size)
+    auditor = Auditor(packs, on_outcome, timeout=timeout, batch_size=batch_size, worker=worker)
     try:
         for record in records:
             auditor.add(record)

@@ -76,31 +76,35 @@ class Layout:
         return code
 
     def encode_value(self, kind: str, value: Any) -> Any:
-        if kind in ("string", "enum"):
-            return self.intern(value)
-        if kind == "boolean":
-            return 1 if value else 0
-        if kind == "datetime":
-            return value.timestamp()
-        if kind == "date":
-            return value.toordinal()
-        if kind == "duration":
-            return value.total_seconds()
-        return value
+        encoder = self._encoder(kind)
+        return value if encoder is None else encoder(value)
 
-    def encode(self, type_name: str, values: dict[str, Any], fact_id: int) -> dict[str, Any]:
-        fact: dict[str, Any] = {"id": str(fact_id), GUARD: 1, TYPE: self.type_codes[type_name]}
-        for name, status_key, value_key, encoder in self._encoders[type_name]:
+    def keys(self, type_name: str) -> list[str]:
+        """The fact keys of a type, in the order of ``encode_row``."""
+        keys = [k for _, status, value, _ in self._encoders[type_name] for k in (status, value)]
+        return keys + [key for _, key, _ in self.regex_per_type[type_name]]
+
+    def encode_row(self, type_name: str, values: dict[str, Any]) -> tuple[Any, ...]:
+        """The fact's values in ``keys`` order: plain numbers, cheap to send to the engine's process."""
+        row: list[Any] = []
+        append = row.append
+        for name, _, _, encoder in self._encoders[type_name]:
             value = values.get(name)
             if value is None:
-                fact[status_key] = 0
-                fact[value_key] = 0
+                append(0)
+                append(0)
             else:
-                fact[status_key] = 1
-                fact[value_key] = value if encoder is None else encoder(value)
-        for name, key, matcher in self.regex_per_type[type_name]:
+                append(1)
+                append(value if encoder is None else encoder(value))
+        for name, _, matcher in self.regex_per_type[type_name]:
             value = values.get(name)
-            fact[key] = 1 if value is not None and matcher(value) else 0
+            append(1 if value is not None and matcher(value) else 0)
+        return tuple(row)
+
+    def encode(self, type_name: str, values: dict[str, Any], fact_id: int) -> dict[str, Any]:
+        """The whole fact as the engine sees it (the worker builds the same from a row)."""
+        fact: dict[str, Any] = {"id": str(fact_id), GUARD: 1, TYPE: self.type_codes[type_name]}
+        fact.update(zip(self.keys(type_name), self.encode_row(type_name, values)))
         return fact
 
 

@@ -15,8 +15,8 @@ from pathlib import PurePath
 from typing import Any, BinaryIO, Self
 
 from .errors import InputError, UsageError
-from .model import Record, RecordType, Rejected
-from .values import ConversionError, convert, is_missing
+from .model import Field, Record, RecordType, Rejected
+from .values import ConversionError, convert, is_missing, not_a, text_converter
 
 MAX_LINE = 1024 * 1024  # bytes in one physical line (and one CSV cell); SPEC 5: no hang on huge input
 _BOM = b"\xef\xbb\xbf"
@@ -109,6 +109,7 @@ class _Builder:
                  seen: Seen, stats: InputStats) -> None:
         self.path, self.record_type, self.types, self.tz = path, record_type, types, tz
         self.seen, self.stats = seen, stats
+        self.plans: dict[str, list[tuple[str, Field, Any]]] = {}
 
     def reject(self, line: int, reason: str, type_name: str | None = None) -> Rejected:
         self.stats.records_read += 1
@@ -128,18 +129,34 @@ class _Builder:
         spec = self.types[name]
         values: dict[str, Any] = {}
         problems: list[str] = []
-        for field_name, field in spec.fields.items():
+        tz = self.tz
+        plan = self.plans.get(name)
+        if plan is None:
+            plan = self.plans[name] = [(f.name, f, text_converter(f.type)) for f in spec.fields.values()]
+        for field_name, field, from_text in plan:
             raw = data.get(field_name)
-            if is_missing(raw):
-                if field_name == spec.key:
-                    problems.append(f"{field_name}: missing record key")
-                elif field_name == spec.patient:
-                    problems.append(f"{field_name}: missing patient")
+            if type(raw) is str:
+                text = raw.strip()
+                if text:
+                    try:
+                        values[field_name] = from_text(text, field, tz)
+                        continue
+                    except ConversionError as exc:
+                        problems.append(str(exc))
+                        continue
+                    except (ValueError, TypeError, OverflowError):
+                        problems.append(str(not_a(field, raw)))
+                        continue
+            elif raw is not None:
+                try:
+                    values[field_name] = convert(field, raw, tz)
+                except ConversionError as exc:
+                    problems.append(str(exc))
                 continue
-            try:
-                values[field_name] = convert(field, raw, self.tz)
-            except ConversionError as exc:
-                problems.append(str(exc))
+            if field_name == spec.key:
+                problems.append(f"{field_name}: missing record key")
+            elif field_name == spec.patient:
+                problems.append(f"{field_name}: missing patient")
         for needed, what in ((spec.key, "record key"), (spec.patient, "patient")):
             if not problems and needed not in values:  # only when the pack did not declare it
                 problems.append(f"{needed}: missing {what}")
@@ -231,7 +248,7 @@ def _read_csv(handle: BinaryIO, builder: _Builder) -> Iterator[Record | Rejected
                 header = _header(row, path, builder.record_type)
             elif len(row) != len(header):
                 yield builder.reject(start, f"row has {len(row)} cells, header has {len(header)}")
-            elif any("\x00" in cell for cell in row):
+            elif "\x00" in "".join(row):
                 yield builder.reject(start, "row contains a NUL byte")
             else:
                 yield builder.build(dict(zip(header, row)), start)

@@ -44,7 +44,7 @@ def parse_datetime(text: str, tz: dt.tzinfo) -> dt.datetime:
 
 
 def timezone(name: str) -> dt.tzinfo:
-    return dt.timezone.utc if name in ("UTC", "utc") else ZoneInfo(name)
+    return dt.UTC if name in ("UTC", "utc") else ZoneInfo(name)
 
 
 def _quote(raw: Any) -> str:
@@ -110,6 +110,16 @@ _FROM_TEXT: dict[str, Any] = {
 }
 
 
+def text_converter(kind: str) -> Any:
+    """The converter of stripped, non-empty text to ``kind``: ``fn(text, spec, tz)``; raises ValueError."""
+    return _FROM_TEXT[kind]
+
+
+def not_a(spec: Field, raw: Any) -> ConversionError:
+    article = "an" if spec.type[0] in "aeiou" else "a"
+    return ConversionError(f"{spec.name}: {_quote(raw)} is not {article} {spec.type}")
+
+
 def convert(spec: Field, raw: Any, tz: dt.tzinfo) -> Any:
     """Convert one present value (not missing) to ``spec``'s type or raise ConversionError."""
     kind = spec.type
@@ -119,8 +129,7 @@ def convert(spec: Field, raw: Any, tz: dt.tzinfo) -> Any:
         except ConversionError:
             raise
         except (ValueError, TypeError, OverflowError):
-            article = "an" if kind[0] in "aeiou" else "a"
-            raise ConversionError(f"{spec.name}: {_quote(raw)} is not {article} {kind}") from None
+            raise not_a(spec, raw) from None
     if isinstance(raw, (dict, list)):
         raise ConversionError(f"{spec.name}: a {type(raw).__name__} is not a {kind}")
     text = raw.strip() if isinstance(raw, str) else raw
@@ -187,5 +196,4 @@ def convert(spec: Field, raw: Any, tz: dt.tzinfo) -> Any:
         raise
     except (ValueError, TypeError, OverflowError):
         pass
-    article = "an" if kind[0] in "aeiou" else "a"
-    raise ConversionError(f"{spec.name}: {_quote(raw)} is not {article} {kind}")
+    raise not_a(spec, raw)

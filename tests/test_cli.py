@@ -42,7 +42,8 @@ def test_reruns_are_byte_identical(in_golden: Path, tmp_path: Path) -> None:
     outputs = []
     for n in range(2):
         paths = [str(tmp_path / f"r{n}.json"), str(tmp_path / f"r{n}.csv")]
-        code, _, _ = run("audit", "--pack", "pack.yaml", "sessions.csv", "--as-of", AS_OF, "-o", paths[0], "-o", paths[1])
+        code, _, _ = run("audit", "--pack", "pack.yaml", "sessions.csv", "--as-of", AS_OF,
+                         "-o", paths[0], "-o", paths[1])
         assert code == 1
         outputs.append([Path(p).read_bytes() for p in paths])
     assert outputs[0] == outputs[1]

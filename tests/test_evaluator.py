@@ -70,8 +70,8 @@ def test_a_batch_with_unmatched_facts_is_not_an_error() -> None:
     # durable reports "no rule matched" for the whole batch (MessageNotHandledException in the Host);
     # the raw driver treats it as the normal, compliant case
     ruleset = {"r0_f_0": {"all": [{"m": {"$and": [{"_a": 1}, {"$gt": {"v0": 5}}]}}], "cap": 1000}}
-    with DurableEvaluator(ruleset) as evaluator:
-        evaluator.submit([{"id": "0", "_a": 1, "v0": 1}, {"id": "1", "_a": 1, "v0": 9}], "two facts")
+    with DurableEvaluator(ruleset, {0: ["v0"]}) as evaluator:
+        evaluator.submit([(0, 1), (0, 9)], "two facts")
         _, matches = evaluator.receive()
     assert list(matches) == [(0, 1, 1)]
 
@@ -130,17 +130,17 @@ def test_many_batches_reuse_one_state_well_below_the_1024_sid_limit() -> None:
     assert table["A"].count("fail") == 750
 
 
-def _raising_worker(ruleset_json: str, tasks: Any, results: Any) -> None:
+def _raising_worker(ruleset_json: str, keys_json: str, tasks: Any, results: Any) -> None:
     batch_id, _ = tasks.get()
-    results.send((batch_id, b"", "ValueError: an action raised"))
+    results.put((batch_id, b"", "ValueError: an action raised"))
 
 
-def _crashing_worker(ruleset_json: str, tasks: Any, results: Any) -> None:
+def _crashing_worker(ruleset_json: str, keys_json: str, tasks: Any, results: Any) -> None:
     tasks.get()
     ctypes.string_at(0)  # a segmentation fault, as the C engine can produce
 
 
-def _hanging_worker(ruleset_json: str, tasks: Any, results: Any) -> None:
+def _hanging_worker(ruleset_json: str, keys_json: str, tasks: Any, results: Any) -> None:
     tasks.get()
     time.sleep(60)
 
@@ -151,24 +151,33 @@ def _hanging_worker(ruleset_json: str, tasks: Any, results: Any) -> None:
     (_hanging_worker, "the rule engine did not answer within 2 s (hung); not judged: batch one"),
 ], ids=["error-not-swallowed", "segfault", "hang"])
 def test_engine_failures_stop_the_audit_naming_what_was_not_judged(target: Any, message: str) -> None:
-    evaluator = DurableEvaluator({}, timeout=2, target=target)
-    evaluator.submit([{"id": "0", "_a": 1}], "batch one")
+    evaluator = DurableEvaluator({}, {0: []}, timeout=2, target=target)
+    evaluator.submit([(0,)], "batch one")
     with pytest.raises(EngineError) as caught:
         evaluator.receive()
     assert str(caught.value) == message
     assert not evaluator.process.is_alive()
 
 
-def test_a_fact_the_engine_drops_is_an_error_not_a_silent_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+def _colliding_worker(*args: Any) -> None:
+    """The real worker, but every fact of a batch gets the same id, as a hash collision would."""
+    from engine import evaluator
+
+    real_json = evaluator._facts_json
+
+    def same_ids(payload: bytes, templates: dict[int, str]) -> str:
+        return real_json(payload, templates).replace('"id":"1"', '"id":"0"').replace('"id":"2"', '"id":"0"')
+
+    evaluator._facts_json = same_ids
+    evaluator.worker_main(*args)
+
+
+def test_a_fact_the_engine_drops_is_an_error_not_a_silent_pass() -> None:
     # durable keys facts by a 32-bit hash of their id and drops a "seen" one without a word when
     # it is not the last of a batch; whatever the cause, a record left without an outcome stops the audit
-    from engine.facts import Layout
-
-    real_encode = Layout.encode
-    monkeypatch.setattr(Layout, "encode", lambda self, t, v, i: real_encode(self, t, v, 0))
     pack = make_pack(rule("A", "    require: {dose_mg: {at_least: 50}}"))
     with pytest.raises(EngineError, match=r"already seen \(id collision\)|gave no outcome for rule A"):
-        outcomes(pack, [{"dose_mg": "10"}, {"dose_mg": "60"}, {"dose_mg": "70"}])
+        outcomes(pack, [{"dose_mg": "10"}, {"dose_mg": "60"}, {"dose_mg": "70"}], worker=_colliding_worker)
 
 
 @pytest.mark.parametrize("when, rows, expected", [
