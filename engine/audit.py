@@ -15,7 +15,7 @@ from .evaluator import DEFAULT_TIMEOUT, DurableEvaluator, worker_main
 from .facts import Layout
 from .model import Outcome, Pack, Record, RecordType, Rejected, Rule
 from .packs import merged_types
-from .records import InputStats, bind_inputs, read_input
+from .records import InputStats, Seen, bind_inputs, read_input
 from .schema import PLACEHOLDER
 from .values import timezone
 
@@ -259,7 +259,7 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
     for _, path in bindings:
         if not os.path.isfile(path):
             raise InputError(f"{path}: no such file")
-    seen: dict[tuple[str, str], tuple[str, int]] = {}
+    seen = Seen()
     stats_list: list[InputStats] = []
     try:
         for type_name, path in bindings:

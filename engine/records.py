@@ -71,7 +71,25 @@ def _did_you_mean(name: str, choices: Mapping[str, Any]) -> str:
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 
-Seen = dict[tuple[str, str], tuple[str, int]]  # (type, key) -> (path, line) of the first record
+class Seen:
+    """Where each record key was first seen in a run, per record type, to reject duplicates.
+
+    The one piece of reading state that grows with the input: an entry per key, the key string
+    and one int packing the file and line (about 100 bytes a record).
+    """
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.keys: dict[str, dict[str, int]] = {}
+
+    def first(self, type_name: str, key: str) -> tuple[str, int] | None:
+        place = self.keys.get(type_name, {}).get(key)
+        return None if place is None else (self.paths[place >> 40], place & ((1 << 40) - 1))
+
+    def add(self, type_name: str, key: str, path: str, line: int) -> None:
+        if not self.paths or self.paths[-1] != path:
+            self.paths.append(path)
+        self.keys.setdefault(type_name, {})[key] = ((len(self.paths) - 1) << 40) | line
 
 
 def read_input(path: str, record_type: str | None, types: Mapping[str, RecordType], tz: dt.tzinfo,
@@ -163,10 +181,10 @@ class _Builder:
         if problems:
             return self.reject(line, "; ".join(problems), name)
         key = str(values[spec.key])
-        first = self.seen.get((name, key))
+        first = self.seen.first(name, key)
         if first is not None:
             return self.reject(line, f'duplicate {spec.key} "{key}" (first at {first[0]}:{first[1]})', name)
-        self.seen[(name, key)] = (self.path, line)
+        self.seen.add(name, key, self.path, line)
         self.stats.records_read += 1
         return Record(name, key, str(values[spec.patient]), self._time(values.get(spec.time)),
                       values, self.path, line)

@@ -54,7 +54,7 @@ def read(types: dict[str, RecordType]) -> Read:
     def run(path: Path, record_type: str | None = "session", tz: dt.tzinfo = UTC,
             seen: Seen | None = None) -> tuple[Items, InputStats]:
         stats = InputStats(str(path), record_type)
-        items = list(read_input(str(path), record_type, types, tz, {} if seen is None else seen, stats))
+        items = list(read_input(str(path), record_type, types, tz, Seen() if seen is None else seen, stats))
         return items, stats
 
     return run
@@ -247,7 +247,7 @@ def test_duplicate_key_across_files_names_the_first(tmp_path: Path, read: Read) 
     second = write(tmp_path, "b.ndjson", '{"session_id": "S-3", "patient_id": "P-1"}\n'
                                          '{"session_id": "S-2", "patient_id": "P-2"}\n')
     other_type = write(tmp_path, "c.csv", "screening_id,patient_id\nS-2,P-1\n")
-    seen: Seen = {}
+    seen = Seen()
     read(first, seen=seen)
     items, _ = read(second, seen=seen)
     assert rejected(items) == [(2, f'duplicate session_id "S-2" (first at {first}:3)')]
