@@ -153,7 +153,8 @@ def test_every_record_matches_exactly_one_term_with_the_three_valued_outcome() -
         for _ in range(12):
             raw = {name: rng.choice(values + [""]) for name, values in FIELDS.items()}
             raw["dose_max"] = rng.choice(["5", "", "1"])
-            values = record(pack, {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in raw.items()}).values
+            text = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in raw.items()}
+            values = record(pack, text).values
             fact = layout.encode("session", values, 0)
             hits = [code for code, found in outcomes.items() for term in found
                     if all(atom_holds(atom, fact) for atom in term)]
