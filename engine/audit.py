@@ -251,10 +251,10 @@ def evidence_fields(rule: Rule, rtype: RecordType) -> list[str]:
 
 
 def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = None,
-        progress: Callable[[int], None] | None = None,
-        timeout: float = DEFAULT_TIMEOUT) -> tuple[Result, list[InputStats]]:
+        progress: Callable[[int], None] | None = None, timeout: float = DEFAULT_TIMEOUT,
+        worker: Callable[..., None] = worker_main) -> tuple[Result, list[InputStats]]:
     """Read every input, judge every record, and return the result with per-input counts."""
-    auditor = Auditor(packs, on_outcome, timeout)
+    auditor = Auditor(packs, on_outcome, timeout, worker=worker)
     bindings = bind_inputs(files, auditor.types)
     for _, path in bindings:
         if not os.path.isfile(path):
@@ -273,6 +273,12 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
                 if progress is not None and stats.records_read % 1000 == 0:
                     progress(stats.records_read)
         result = auditor.finish()
+    except EngineError as exc:
+        where = stats_list[-1] if stats_list else None
+        unread = [path for _, path in bindings[len(stats_list):]]
+        stopped = f"; reading stopped after {where.path} record {where.records_read}" if where else ""
+        rest = f", and {', '.join(unread)} were not read" if unread else ""
+        raise EngineError(f"{exc}{stopped}{rest}; the audit is incomplete and no report was written") from None
     finally:
         auditor.close()
     return result, stats_list

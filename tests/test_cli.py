@@ -154,3 +154,23 @@ def test_pack_folder_and_repeated_pack(tmp_path: Path) -> None:
     assert code == 0 and stdout.count(": ok (") == len(list((ROOT / "rules").glob("*.yaml")))
     code, _, stderr = run("audit", "--pack", "ketamine-iv", "--pack", "ketamine-iv", str(SAMPLES / "sessions.csv"))
     assert code == 2 and "is given twice" in stderr
+
+
+def _crashing_worker(*args: object) -> None:
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def test_an_engine_crash_exits_2_naming_what_was_not_judged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import audit
+
+    real_run = audit.run
+    monkeypatch.setattr(audit, "run", lambda *a, **k: real_run(*a, **k, worker=_crashing_worker))
+    out = tmp_path / "report.json"
+    code, stdout, stderr = run("audit", "--pack", "ketamine-iv", str(SAMPLES / "sessions.csv"),
+                               str(SAMPLES / "sessions.ndjson"), "-o", str(out))
+    assert code == 2
+    assert stderr.startswith("protocol-audit: the rule engine crashed (SIGSEGV); not judged: 500 records (")
+    assert "sessions.ndjson were not read; the audit is incomplete and no report was written" in stderr
+    assert not out.exists()
