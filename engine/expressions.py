@@ -6,8 +6,10 @@ import ast
 import datetime as dt
 import difflib
 import re
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 FUNCTIONS = ("minutes", "hours", "days", "coalesce")
 _ELAPSED = {"minutes": 60.0, "hours": 3600.0, "days": 86400.0}
@@ -57,7 +59,9 @@ def parse(text: str) -> Expr:
     if not body:
         raise ExpressionError("empty expression")
     try:
-        tree = ast.parse(body, mode="eval")
+        with warnings.catch_warnings():  # "invalid decimal literal" and the like must not reach stderr
+            warnings.simplefilter("ignore")
+            tree = ast.parse(body, mode="eval")
     except SyntaxError as exc:
         # Python reports the end of the text as offset 0 ("a +"): say so and point there.
         at_end = not exc.offset
@@ -91,7 +95,7 @@ def _col(text: str, byte_offset: int | None) -> int:
 
 def _convert(node: ast.AST, text: str, lead: int) -> Expr:
     offset = lead + _col(text, getattr(node, "col_offset", 0))
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
         return Expr("num", float(node.value), offset=offset)
     if isinstance(node, ast.Name):
         return Expr("field", node.id, offset=offset)
@@ -158,7 +162,7 @@ def infer_type(expr: Expr, type_of: Callable[[str], str | None]) -> str:
         if _kind(left) != _kind(right):
             raise ExpressionError(f"coalesce() needs two values of one type, not {left} and {right}", expr.offset)
         return left
-    for arg, kind in zip(expr.args, (left, right)):
+    for arg, kind in zip(expr.args, (left, right), strict=True):
         if kind not in ("datetime", "date"):
             raise ExpressionError(f"{expr.value}() needs two datetimes or dates; {_what(arg, kind)}", arg.offset)
     if left != right:
@@ -210,3 +214,55 @@ def evaluate(expr: Expr, values: dict[str, Any]) -> Any:
     if isinstance(start, dt.datetime):
         return (end - start).total_seconds() / _ELAPSED[expr.value]
     return (end - start).days * 86400.0 / _ELAPSED[expr.value]
+
+
+def compile_expression(expr: Expr) -> Callable[[dict[str, Any]], Any]:
+    """The expression as a Python closure over a record's values: the same results as evaluate(),
+    several times faster on the per-record path; built from the parsed tree, never from text."""
+    kind = expr.kind
+    if kind == "num":
+        constant = expr.value
+        return lambda values: constant
+    if kind == "field":
+        name = expr.value
+        return lambda values: values.get(name)
+    if kind == "neg":
+        inner = compile_expression(expr.args[0])
+
+        def negate(values: dict[str, Any]) -> Any:
+            value = inner(values)
+            return None if value is None else -value
+        return negate
+    left, right = (compile_expression(arg) for arg in expr.args)
+    if kind == "bin":
+        op = expr.value
+
+        def arithmetic(values: dict[str, Any]) -> Any:
+            a = left(values)
+            b = right(values)
+            if a is None or b is None:
+                return None
+            if op == "+":
+                return float(a + b)
+            if op == "-":
+                return float(a - b)
+            if op == "*":
+                return float(a * b)
+            return None if b == 0 else float(a / b)
+        return arithmetic
+    if expr.value == "coalesce":
+        def coalesce(values: dict[str, Any]) -> Any:
+            first = left(values)
+            return first if first is not None else right(values)
+        return coalesce
+    scale = _ELAPSED[expr.value]
+
+    def elapsed(values: dict[str, Any]) -> Any:
+        start = left(values)
+        end = right(values)
+        if start is None or end is None:
+            return None
+        if isinstance(start, dt.datetime):
+            return (end - start).total_seconds() / scale
+        return (end - start).days * 86400.0 / scale
+    return elapsed

@@ -73,12 +73,14 @@ class _Builder:
         self.path = path
         self.text = text
         self.problems: list[Problem] = []
+        self.whole = True  # False once a value is dropped or kept only as text (refused tag, merge key)
         self.count = 0
         self.constructor = yaml.SafeLoader("")
 
-    def problem(self, node: yaml.Node, message: str) -> None:
+    def problem(self, node: yaml.Node, message: str, whole: bool = False) -> None:
         mark = node.start_mark
         self.problems.append(Problem(self.path, mark.line + 1, mark.column + 1, message))
+        self.whole = self.whole and whole
 
     def build(self, node: yaml.Node, depth: int) -> Node:
         self.count += 1
@@ -125,7 +127,7 @@ class _Builder:
             position = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if key in keys:
                 first = keys[key][0]
-                self.problem(key_node, f'duplicate key "{key}" (first at line {first})')
+                self.problem(key_node, f'duplicate key "{key}" (first at line {first})', whole=True)
                 continue
             keys[key] = position
             result[key] = self.build(value_node, depth + 1)
@@ -141,6 +143,50 @@ class _TooLarge(Exception):
         super().__init__(message)
         self.line = line
         self.column = column
+
+
+class _SafeComposer(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no type stubs here
+    """SafeLoader that stops composing past MAX_DEPTH or MAX_NODES, in time linear in the text.
+
+    Stock PyYAML rescans every pending simple key (one per open "[" or "{") for every token, so
+    nested flow collections cost depth x tokens: a 240 KB pack of 300-deep lists took 20 s, and
+    3.6 MB of 60-deep lists 150 s. The pending keys are stored in the order they were seen, and
+    their position and token number only grow in that order, so the stale ones are a prefix and
+    the first one is the nearest: the two methods below give PyYAML's answers without the rescan.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+        self.nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.depth += 1
+        self.nodes += 1
+        try:
+            if self.nodes > MAX_NODES:
+                raise _TooLarge(1, 1, f"pack has more than {MAX_NODES} values (or too many aliases)")
+            is_key = isinstance(parent, yaml.MappingNode) and index is None
+            if self.depth > MAX_DEPTH + 1 and not is_key:  # a value's depth here is _Builder's plus one
+                mark = self.peek_event().start_mark
+                raise _TooLarge(mark.line + 1, mark.column + 1, f"pack is nested more than {MAX_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def next_possible_simple_key(self) -> int | None:
+        for key in self.possible_simple_keys.values():
+            return int(key.token_number)
+        return None
+
+    def stale_possible_simple_keys(self) -> None:
+        for level, key in list(self.possible_simple_keys.items()):
+            if key.line == self.line and self.index - key.index <= 1024:
+                break  # this key and every later one are still possible
+            if key.required:
+                raise yaml.scanner.ScannerError("while scanning a simple key", key.mark,
+                                                "could not find expected ':'", self.get_mark())
+            del self.possible_simple_keys[level]
 
 
 def _syntax(exc: yaml.MarkedYAMLError) -> tuple[int, int, str]:
@@ -170,7 +216,7 @@ def load_yaml(text: str, path: str) -> Node:
         raise PackError([Problem(path, line, column, "NUL byte in pack")])
     builder = _Builder(path, text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_SafeComposer)
     except yaml.MarkedYAMLError as exc:
         raise PackError([Problem(path, *_syntax(exc))]) from None
     except yaml.reader.ReaderError as exc:  # a control character YAML does not allow
@@ -179,6 +225,8 @@ def load_yaml(text: str, path: str) -> Node:
         raise PackError([Problem(path, line, column, f"control character U+{exc.character:04X} in pack")]) from None
     except yaml.YAMLError as exc:
         raise PackError([Problem(path, 1, 1, f"syntax error: {exc}")]) from None
+    except _TooLarge as exc:
+        raise PackError([Problem(path, exc.line, exc.column, str(exc))]) from None
     except RecursionError:
         raise PackError([Problem(path, 1, 1, f"pack is nested more than {MAX_DEPTH} levels deep")]) from None
     if root is None:
@@ -187,15 +235,16 @@ def load_yaml(text: str, path: str) -> Node:
         tree = builder.build(root, 0)
     except _TooLarge as exc:
         raise PackError([Problem(path, exc.line, exc.column, str(exc))]) from None
-    if builder.problems:
-        # The tree is whole (a duplicate key keeps its first value, a refused tag its text), so the
-        # pack checks run too: the user sees every problem at once, not the YAML ones first.
+    if builder.problems and builder.whole:
+        # Only duplicate keys, and each kept its first value: the pack checks run too, so the user
+        # sees every problem at once. After a refused tag or merge key they would only add noise.
         from .schema import build_pack  # schema imports Node from here
 
         try:
             build_pack(tree, path, b"")
         except PackError as exc:
             raise PackError(builder.problems + exc.problems) from None
+    if builder.problems:
         raise PackError(builder.problems)
     return tree
 

@@ -10,8 +10,24 @@ from typing import Any
 from . import expressions
 from .errors import PackError, Problem
 from .loader import Node
-from .model import (FIELD_TYPES, ORDERED_TYPES, SEVERITIES, TYPE_KIND, All, AnyOf, Condition, Derived,
-                    Example, Field, Leaf, Mark, Not, Pack, RecordType, Rule)
+from .model import (
+    FIELD_TYPES,
+    ORDERED_TYPES,
+    SEVERITIES,
+    TYPE_KIND,
+    All,
+    AnyOf,
+    Condition,
+    Derived,
+    Example,
+    Field,
+    Leaf,
+    Mark,
+    Not,
+    Pack,
+    RecordType,
+    Rule,
+)
 from .patterns import PatternError, compile_pattern
 from .values import ConversionError, convert, timezone
 
@@ -53,12 +69,20 @@ class _Checker:
     def __init__(self, path: str) -> None:
         self.path = path
         self.problems: list[Problem] = []
+        # Fields whose declaration was refused: their problem is reported once, at the declaration,
+        # and uses of them are not reported again as "not declared".
+        self.broken: set[str] = set()
 
     def at(self, line: int, column: int, message: str) -> None:
         self.problems.append(Problem(self.path, line, column, message))
 
     def node(self, node: Node, message: str) -> None:
         self.at(node.line, node.column, message)
+
+    def inside(self, node: Node, offset: int, message: str) -> None:
+        """A problem at character ``offset`` of a string value (an expression, a pattern, a message)."""
+        line, column = node.position_of(offset)
+        self.at(line, column, message)
 
     def key(self, node: Node, key: str, message: str) -> None:
         line, column = node.keys.get(key, (node.line, node.column))
@@ -133,13 +157,15 @@ def _records(check: _Checker, node: Node | None) -> dict[str, RecordType]:
                 parsed = _field(check, fields_node, field_name, spec)
                 if parsed:
                     fields[field_name] = parsed
+                else:
+                    check.broken.add(field_name)
         for role, allowed in (("key", None), ("patient", None), ("time", ("datetime", "date"))):
             ref = decl.value.get(role)
             if ref is None or fields_node is None:
                 continue
             ref_name = check.text(ref, role)
             if ref_name not in fields:
-                if fields:
+                if fields and ref_name not in check.broken:
                     check.node(ref, f'{role} field "{ref_name}" is not declared in fields{_suggest(ref_name, fields)}')
             elif allowed and fields[ref_name].type not in allowed:
                 check.node(ref, f'time field "{ref_name}" must be a datetime or date, not {fields[ref_name].type}')
@@ -167,8 +193,10 @@ def _field(check: _Checker, parent: Node, name: str, spec: Node) -> Field | None
         return None
     if not check.mapping(spec, f'field "{name}"', FIELD_KEYS, ("type",)):
         return None
+    if "type" not in spec.value:
+        return None  # reported as missing by check.mapping
     kind = check.text(spec.value.get("type"), "type")
-    if "type" in spec.value and kind not in FIELD_TYPES:
+    if kind not in FIELD_TYPES:
         check.node(spec.value["type"], f'unknown field type "{kind}"{_suggest(kind, FIELD_TYPES, "types")}')
         return None
     values: tuple[str, ...] = ()
@@ -194,36 +222,48 @@ def _derive(check: _Checker, node: Node, types: dict[str, RecordType]) -> None:
         check.node(node, "derive must be a mapping of name: expression")
         return
     for name, expr_node in node.value.items():
-        if not isinstance(expr_node.value, (str, int, float)) or isinstance(expr_node.value, bool):
-            check.node(expr_node, f'derive "{name}" must be an expression')
-            continue
-        text = str(expr_node.value)
-        try:
-            expr = expressions.parse(text)
-        except expressions.ExpressionError as exc:
-            check.at(*expr_node.position_of(exc.offset), f'derive "{name}": {exc}')
-            continue
-        inputs = expr.fields()
-        owners = [t for t in types.values() if all(t.type_of(f) for f in inputs)]
-        if not owners:
-            unknown = [f for f in inputs if not any(t.type_of(f) for t in types.values())]
-            if unknown:
-                known = sorted({f for t in types.values() for f in (*t.fields, *t.derived)})
-                check.at(*expr_node.position_of(expr.offset_of(unknown[0])),
+        if not _derive_one(check, node, name, expr_node, types) and not any(t.type_of(name) for t in types.values()):
+            check.broken.add(name)  # reported here; rules that read it are not told it is undeclared
+
+
+def _derive_one(check: _Checker, node: Node, name: str, expr_node: Node, types: dict[str, RecordType]) -> bool:
+    """Check one derived field and add it to the record type it belongs to; False when it is refused."""
+    if not isinstance(expr_node.value, (str, int, float)) or isinstance(expr_node.value, bool):
+        check.node(expr_node, f'derive "{name}" must be an expression')
+        return False
+    text = str(expr_node.value)
+    try:
+        expr = expressions.parse(text)
+    except expressions.ExpressionError as exc:
+        check.inside(expr_node, exc.offset, f'derive "{name}": {exc}')
+        return False
+    inputs = expr.fields()
+    owners = [t for t in types.values() if all(t.type_of(f) for f in inputs)]
+    if not owners:
+        unknown = [f for f in inputs if not any(t.type_of(f) for t in types.values())]
+        if unknown and set(unknown) <= check.broken:
+            return False
+        if unknown and unknown[0] in node.value:  # derived below this one: derive reads top to bottom
+            check.inside(expr_node, expr.offset_of(unknown[0]),
+                         f'derive "{name}" reads "{unknown[0]}", which is derived further down; move it above')
+        elif unknown:
+            known = sorted({f for t in types.values() for f in (*t.fields, *t.derived)})
+            check.inside(expr_node, expr.offset_of(unknown[0]),
                          f'derive "{name}" reads undeclared field "{unknown[0]}"{_suggest(unknown[0], known)}')
-            else:
-                check.at(*expr_node.position_of(0), f'derive "{name}" reads fields of more than one record type')
-            continue
-        for owner in owners:
-            if owner.type_of(name):
-                check.key(node, name, f'derive "{name}" clashes with a field of record type "{owner.name}"')
-                break
-            try:
-                kind = expressions.infer_type(expr, owner.type_of)
-            except expressions.ExpressionError as exc:
-                check.at(*expr_node.position_of(exc.offset), f'derive "{name}": {exc}')
-                break
-            owner.derived[name] = Derived(name, kind, expr, inputs, text)
+        else:
+            check.inside(expr_node, 0, f'derive "{name}" reads fields of more than one record type')
+        return False
+    for owner in owners:
+        if owner.type_of(name):
+            check.key(node, name, f'derive "{name}" clashes with a field of record type "{owner.name}"')
+            return False
+        try:
+            kind = expressions.infer_type(expr, owner.type_of)
+        except expressions.ExpressionError as exc:
+            check.inside(expr_node, exc.offset, f'derive "{name}": {exc}')
+            return False
+        owner.derived[name] = Derived(name, kind, expr, inputs, text)
+    return True
 
 
 def _rules(check: _Checker, node: Node | None, types: dict[str, RecordType], tz: Any, pack: str) -> list[Rule]:
@@ -262,10 +302,10 @@ def _rules(check: _Checker, node: Node | None, types: dict[str, RecordType], tz:
         message = check.text(spec.get("message"), "message", title)
         if rtype is not None and "message" in spec:
             for match in PLACEHOLDER.finditer(message):
-                if not rtype.type_of(match.group(1)):
-                    check.at(*spec["message"].position_of(match.start()),
-                             f'message uses undeclared field "{match.group(1)}"'
-                             f"{_suggest(match.group(1), [*rtype.fields, *rtype.derived])}")
+                if not rtype.type_of(match.group(1)) and match.group(1) not in check.broken:
+                    check.inside(spec["message"], match.start(),
+                                 f'message uses undeclared field "{match.group(1)}"'
+                                 f"{_suggest(match.group(1), [*rtype.fields, *rtype.derived])}")
         examples = _examples(check, spec.get("tests"), rtype, tz)
         if require is None or rtype is None:
             continue
@@ -298,6 +338,8 @@ def _examples(check: _Checker, node: Node | None, rtype: RecordType | None, tz: 
         if rtype is not None:
             for name, value in record.value.items():
                 spec = rtype.fields.get(name)
+                if spec is None and name in check.broken:
+                    continue
                 if spec is None:
                     hint = " (derived fields are computed, give their inputs)" if name in rtype.derived else \
                         _suggest(name, rtype.fields)
@@ -354,6 +396,8 @@ class _Conditions:
         if self.rtype is None:
             return None
         kind = self.rtype.type_of(name)
+        if kind is None and name in self.check.broken:
+            return None
         if kind is None:
             choices = [*self.rtype.fields, *self.rtype.derived, *COMBINATORS]
             self.check.key(parent, name, f'field "{name}" is not declared for record type '
@@ -381,7 +425,7 @@ class _Conditions:
         form = OPERATORS.get(op)
         if form is None:
             where = ops if ops is not None else operand
-            check.key(where, op, f'unknown operator "{op}"{_suggest(op, OPERATORS)}')
+            check.key(where, op, f'unknown operator "{op}"{_suggest(op, OPERATORS, "operators")}')
             return None
         mark = check.mark(operand)
         if form == "flag":
@@ -401,7 +445,7 @@ class _Conditions:
             try:
                 compile_pattern(operand.value)
             except PatternError as exc:
-                check.at(*operand.position_of(exc.offset), f'invalid regular expression "{operand.value}": {exc}')
+                check.inside(operand, exc.offset, f'invalid regular expression "{operand.value}": {exc}')
                 return None
             return Leaf(name, op, operand.value, mark=mark)
         if form in ("order", "range") and kind not in ORDERED_TYPES:
@@ -480,8 +524,3 @@ def _zones() -> list[str]:
     import zoneinfo
 
     return sorted(zoneinfo.available_timezones())
-
-
-def _a(kind: str) -> str:
-    return ("an " if kind[0] in "aeiou" else "a ") + kind
-
