@@ -38,7 +38,8 @@ def _guard(action: Callable[[], int]) -> None:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         count = len(exc.problems)
-        _fail(f"{count} problem{'s' if count != 1 else ''} in the rule pack{'s' if count != 1 else ''}")
+        files = len({problem.path for problem in exc.problems})
+        _fail(f"{count} problem{'s' if count != 1 else ''} in {files} rule pack{'s' if files != 1 else ''}")
     except AuditError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

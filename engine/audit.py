@@ -205,14 +205,6 @@ class Auditor:
                 "source": {"path": record.path, "line": record.line}}
 
 
-def derive(rtype: RecordType, values: dict[str, Any]) -> None:
-    """Add the derived fields of ``rtype`` to ``values`` (a derived value is missing when an input is)."""
-    for name, spec in rtype.derived.items():
-        value = expressions.evaluate(spec.expr, values)
-        if value is not None:
-            values[name] = value
-
-
 def display(value: Any) -> Any:
     """A value as JSON shows it: times in ISO 8601, durations as ``90m``, numbers rounded to 4 places."""
     if isinstance(value, (dt.datetime, dt.date)):

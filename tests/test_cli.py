@@ -123,7 +123,7 @@ def test_bad_pack_exits_2_listing_every_problem(tmp_path: Path) -> None:
     lines = stderr.splitlines()
     assert lines[0] == f'{bad}:31:32: unknown operator "betwen" (did you mean "between"?)'
     assert lines[1].startswith(f'{bad}:38:15: field "escort_presnt" is not declared for record type "session"')
-    assert lines[-1] == "protocol-audit: 2 problems in the rule packs"
+    assert lines[-1] == "protocol-audit: 2 problems in 1 rule pack"
 
 
 def test_input_that_is_not_utf8_exits_2(tmp_path: Path) -> None:

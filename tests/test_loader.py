@@ -520,7 +520,7 @@ def test_cli_validate_reports_all_three_problems_with_positions(tmp_path: Path) 
         f'{path}:38:9: duplicate rule id "DOSE-01" (first at line 26)',
     ]
     # cli.py owns this line's wording ("packs" follows the problem count); only the count is pinned here
-    assert summary.startswith("protocol-audit: 3 problems in the rule pack")
+    assert summary == "protocol-audit: 3 problems in 1 rule pack"
 
 
 def test_cli_validate_accepts_a_good_pack(tmp_path: Path) -> None:
