@@ -22,6 +22,7 @@ from .values import timezone
 BATCH_SIZE = 500
 _OUTCOMES = list(OUTCOME_CODES.values())
 _PASS = _OUTCOMES.index(Outcome.PASS)
+_NOT_APPLICABLE = _OUTCOMES.index(Outcome.NOT_APPLICABLE)
 OutcomeHook = Callable[[Rule, Record, Outcome], None]
 
 
@@ -56,7 +57,6 @@ class Auditor:
         self.tz = timezone(zone)
         self.rules = [rule for pack in packs for rule in pack.rules]
         self.layout = Layout(self.types, self.rules)
-        self.rule_types = [rule.for_type for rule in self.rules]
         self.rules_by_type: dict[str, list[int]] = {}
         for index, rule in enumerate(self.rules):
             self.rules_by_type.setdefault(rule.for_type, []).append(index)
@@ -123,31 +123,43 @@ class Auditor:
     def _collect(self) -> None:
         """Take one finished batch; check every record got exactly one outcome per rule; tally."""
         assert self.evaluator is not None
-        batch_id, matches = self.evaluator.receive()
+        batch_id, segments = self.evaluator.receive()
         records = self.in_flight.pop(batch_id)
-        count = len(records)
-        rule_count = len(self.rules)
-        rule_types = self.rule_types
-        seen: set[int] = set()
+        judged: dict[int, list[int]] = {}
         tallies = self.result.tallies
-        for rule_index, code, fact_id in matches:
-            pair = fact_id * rule_count + rule_index
-            if pair in seen or fact_id >= count or rule_types[rule_index] != records[fact_id].type:
-                record = records[min(fact_id, count - 1)]
-                raise EngineError(f"the rule engine gave rule {self.rules[rule_index].id} a second or misplaced "
-                                  f"outcome on {record.type} {record.key} ({record.path}:{record.line})")
-            seen.add(pair)
-            if code == _PASS and self.on_outcome is None:
-                tallies[rule_index].passed += 1
+        hook = self.on_outcome
+        for rule_index, code, ids in segments:
+            judged.setdefault(rule_index, []).extend(ids)
+            if code == _PASS and hook is None:
+                tallies[rule_index].passed += len(ids)
+            elif code == _NOT_APPLICABLE and hook is None:
+                tallies[rule_index].not_applicable += len(ids)
             else:
-                self._record_outcome(self.rules[rule_index], rule_index, records[fact_id], _OUTCOMES[code])
-        expected = sum(len(self.rules_by_type[record.type]) for record in records)
-        if len(seen) != expected:
-            for fact_id, record in enumerate(records):
-                for rule_index in self.rules_by_type[record.type]:
-                    if fact_id * rule_count + rule_index not in seen:
-                        raise EngineError(f"the rule engine gave no outcome for rule {self.rules[rule_index].id} "
-                                          f"on {record.type} {record.key} ({record.path}:{record.line})")
+                rule, outcome = self.rules[rule_index], _OUTCOMES[code]
+                for fact_id in ids:
+                    self._record_outcome(rule, rule_index, records[fact_id], outcome)
+        # Every record must have exactly one outcome per rule of its type: compared as sets,
+        # which costs little next to the engine and turns a lost or doubled match into an error.
+        of_type: dict[str, set[int]] = {}
+        for fact_id, record in enumerate(records):
+            of_type.setdefault(record.type, set()).add(fact_id)
+        for type_name, expected in of_type.items():
+            for rule_index in self.rules_by_type[type_name]:
+                got = judged.get(rule_index, [])
+                if len(got) != len(expected) or set(got) != expected:
+                    self._unmatched(rule_index, got, expected, records)
+
+    def _unmatched(self, rule_index: int, got: list[int], expected: set[int], records: list[Record]) -> None:
+        rule = self.rules[rule_index]
+        missing = sorted(expected - set(got))
+        if missing:
+            record = records[missing[0]]
+            raise EngineError(f"the rule engine gave no outcome for rule {rule.id} "
+                              f"on {record.type} {record.key} ({record.path}:{record.line})")
+        extra = sorted(set(f for f in got if got.count(f) > 1 or f not in expected))
+        record = records[min(extra[0], len(records) - 1)] if extra else records[0]
+        raise EngineError(f"the rule engine gave rule {rule.id} a second or misplaced "
+                          f"outcome on {record.type} {record.key} ({record.path}:{record.line})")
 
     # -- outcomes ----------------------------------------------------------------------------
     def _record_outcome(self, rule: Rule, index: int, record: Record, outcome: Outcome) -> None:

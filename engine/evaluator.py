@@ -32,7 +32,8 @@ MAX_IN_FLIGHT = 3
 
 
 def worker_main(ruleset_json: str, keys_json: str, tasks: Any, results: Any) -> None:
-    """Judge batches of facts; reply with a flat int array: (rule index, outcome code, fact id)...
+    """Judge batches of facts; reply with a flat int array of segments:
+    rule index, outcome code, n, then the n fact ids that rule gave that outcome.
 
     A batch arrives as marshalled rows (type code, values...); the facts' JSON is built here, on
     the engine's core, so that the reading process only encodes numbers.
@@ -54,7 +55,7 @@ def worker_main(ruleset_json: str, keys_json: str, tasks: Any, results: Any) -> 
             return
         batch_id, payload = task
         try:
-            out = array("q")
+            out = array("i")
             code, offset = dre.assert_facts(handle, _facts_json(payload, templates))
             if code == 2:
                 raise RuntimeError("the engine rejected a fact as already seen (id collision)")
@@ -71,14 +72,23 @@ def worker_main(ruleset_json: str, keys_json: str, tasks: Any, results: Any) -> 
                     index, code = parse_rule_name(found.group(1))
                     outcome = codes[code]
                     end = names[number + 1].start() if number + 1 < len(names) else len(text)
-                    for fact_id in _FACT_ID.findall(text, found.end(), end):
-                        out.extend((index, outcome, int(fact_id)))
+                    ids = _FACT_ID.findall(text, found.end(), end)
+                    out.extend((index, outcome, len(ids)))
+                    out.extend(map(int, ids))
                 result = dre.complete_and_start_action(handle, offset)
             dre.delete_state(handle, SID)
             results.put((batch_id, out.tobytes(), None))
         except Exception as exc:  # reported to the parent, which stops the audit
             results.put((batch_id, b"", f"{type(exc).__name__}: {exc}"))
             return
+
+
+def _segments(flat: array[int]) -> Iterator[tuple[int, int, array[int]]]:
+    position = 0
+    while position < len(flat):
+        rule_index, outcome, count = flat[position:position + 3]
+        yield rule_index, outcome, flat[position + 3:position + 3 + count]
+        position += 3 + count
 
 
 def fact_templates(keys: dict[int, list[str]]) -> dict[int, str]:
@@ -133,8 +143,8 @@ class DurableEvaluator:
     def full(self) -> bool:
         return len(self.pending) >= MAX_IN_FLIGHT
 
-    def receive(self) -> tuple[int, Iterator[tuple[int, int, int]]]:
-        """The next finished batch: (batch id, [(rule index, outcome code, fact id), ...])."""
+    def receive(self) -> tuple[int, Iterator[tuple[int, int, array[int]]]]:
+        """The next finished batch: (batch id, segments of (rule index, outcome code, fact ids))."""
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -154,10 +164,9 @@ class DurableEvaluator:
         if error:
             self._fail(f"the rule engine failed: {error}")
         self.pending.pop(batch_id, None)
-        flat = array("q")
+        flat = array("i")
         flat.frombytes(data)
-        values = iter(flat)
-        return batch_id, zip(values, values, values)
+        return batch_id, _segments(flat)
 
     def _death(self) -> str:
         self.process.join(2)

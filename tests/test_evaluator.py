@@ -73,7 +73,7 @@ def test_a_batch_with_unmatched_facts_is_not_an_error() -> None:
     with DurableEvaluator(ruleset, {0: ["v0"]}) as evaluator:
         evaluator.submit([(0, 1), (0, 9)], "two facts")
         _, matches = evaluator.receive()
-    assert list(matches) == [(0, 1, 1)]
+    assert [(rule, outcome, list(ids)) for rule, outcome, ids in matches] == [(0, 1, [1])]
 
 
 @pytest.mark.parametrize("require", [
