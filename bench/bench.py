@@ -26,7 +26,6 @@ from engine import audit, report  # noqa: E402
 from engine.packs import load_packs  # noqa: E402
 from samples.generate import generate, write_csv  # noqa: E402
 
-
 # set once in the benchmark's process; the spawned worker inherits it
 WORKER_PEAK = os.environ.setdefault(
     "PROTOCOL_AUDIT_BENCH_PEAK", os.path.join(tempfile.gettempdir(), f"protocol-audit-bench-{os.getpid()}.txt"))
