@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from .conditions import leaves_of
@@ -108,10 +107,7 @@ class Layout:
         return fact
 
 
-def sentinel(fact_id: str = "sentinel") -> dict[str, Any]:
-    """A fact only the sentinel rule matches, so an action always runs before delete_state."""
-    return {"id": fact_id, SENTINEL: 1}
-
-
-def as_datetime(value: Any) -> dt.datetime | None:
-    return value if isinstance(value, dt.datetime) else None
+def sentinel() -> dict[str, Any]:
+    """A fact only the sentinel rule matches, so an action always runs before delete_state
+    (durable frees uninitialised memory when a state is deleted before any action ran)."""
+    return {"id": "sentinel", SENTINEL: 1}
