@@ -1,0 +1,261 @@
+"""The condition grammar: YAML condition nodes -> Condition trees, checked against record types.
+
+Also home of the checker every part of pack validation reports through.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from .errors import Problem
+from .loader import Node
+from .model import (
+    ORDERED_TYPES,
+    TYPE_KIND,
+    All,
+    AnyOf,
+    Condition,
+    Field,
+    Leaf,
+    Mark,
+    Not,
+    RecordType,
+)
+from .patterns import PatternError, compile_pattern
+from .values import ConversionError, convert
+
+COMBINATORS = ("all", "any", "not")
+HISTORY_FORMS = ("exists", "count", "since_previous", "first")
+# operator -> what its operand is
+OPERATORS = {
+    "equals": "value", "not_equals": "value",
+    "less_than": "order", "at_most": "order", "greater_than": "order", "at_least": "order",
+    "between": "range", "one_of": "set", "none_of": "set", "present": "flag", "matches": "regex",
+}
+
+
+def suggest(word: str, choices: Any, known: str = "") -> str:
+    """' (did you mean "x"?)' for a close match; else ' (known KNOWN: a, b, c)' when ``known`` names them."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    if close:
+        return f' (did you mean "{close[0]}"?)'
+    return f" (known {known}: {', '.join(choices)})" if known else ""
+
+
+def written(node: Node, kind: str) -> Any:
+    """The value for a string or enum field: an unquoted yes/no/on/off/1.0 as written, not as YAML 1.1 reads it."""
+    if kind in ("string", "enum") and not node.quoted and node.source is not None \
+            and isinstance(node.value, (bool, int, float)):
+        return node.source
+    return node.value
+
+
+class Checker:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.problems: list[Problem] = []
+        # Fields whose declaration was refused: their problem is reported once, at the declaration,
+        # and uses of them are not reported again as "not declared".
+        self.broken: set[str] = set()
+
+    def at(self, line: int, column: int, message: str) -> None:
+        self.problems.append(Problem(self.path, line, column, message))
+
+    def node(self, node: Node, message: str) -> None:
+        self.at(node.line, node.column, message)
+
+    def inside(self, node: Node, offset: int, message: str) -> None:
+        """A problem at character ``offset`` of a string value (an expression, a pattern, a message)."""
+        line, column = node.position_of(offset)
+        self.at(line, column, message)
+
+    def key(self, node: Node, key: str, message: str) -> None:
+        line, column = node.keys.get(key, (node.line, node.column))
+        self.at(line, column, message)
+
+    def mapping(self, node: Node, what: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> bool:
+        if not isinstance(node.value, dict):
+            self.node(node, f"{what} must be a mapping")
+            return False
+        for key in node.value:
+            if key not in allowed:
+                self.key(node, key, f'unknown key "{key}" in {what}{suggest(key, allowed)}')
+        for key in required:
+            if key not in node.value:
+                self.node(node, f'{what} is missing "{key}"')
+        return True
+
+    def text(self, node: Node | None, what: str, default: str = "") -> str:
+        if node is None:
+            return default
+        if isinstance(node.value, bool) or not isinstance(node.value, (str, int, float)):
+            self.node(node, f"{what} must be text")
+            return default
+        return str(node.value)
+
+    def mark(self, node: Node) -> Mark:
+        return Mark(self.path, node.line, node.column)
+
+
+class Conditions:
+    """Parses the condition language of one rule against its record type."""
+
+    def __init__(self, check: Checker, rtype: RecordType | None, tz: Any) -> None:
+        self.check = check
+        self.rtype = rtype
+        self.tz = tz
+
+    def parse(self, node: Node) -> Condition | None:
+        if not isinstance(node.value, dict) or not node.value:
+            self.check.node(node, "a condition must be a non-empty mapping")
+            return None
+        parts: list[Condition | None] = []
+        for key, value in node.value.items():
+            if key in ("all", "any"):
+                if not isinstance(value.value, list) or not value.value:
+                    self.check.node(value, f"{key} needs a non-empty list of conditions")
+                    parts.append(None)
+                    continue
+                items = [self.parse(v) for v in value.value]
+                parts.append(None if None in items else
+                             (All if key == "all" else AnyOf)(tuple(i for i in items if i is not None)))
+            elif key == "not":
+                inner = self.parse(value)
+                parts.append(None if inner is None else Not(inner))
+            elif key in HISTORY_FORMS:
+                self.check.key(node, key, f'history condition "{key}" is not supported by this version')
+                parts.append(None)
+            else:
+                parts.append(self._field(node, key, value))
+        if None in parts:
+            return None
+        done = [p for p in parts if p is not None]
+        return done[0] if len(done) == 1 else All(tuple(done))
+
+    def _field(self, parent: Node, name: str, node: Node) -> Condition | None:
+        if self.rtype is None:
+            return None
+        kind = self.rtype.type_of(name)
+        if kind is None and name in self.check.broken:
+            return None
+        if kind is None:
+            choices = [*self.rtype.fields, *self.rtype.derived, *COMBINATORS]
+            self.check.key(parent, name, f'field "{name}" is not declared for record type '
+                                         f'"{self.rtype.name}"{suggest(name, choices)}')
+            return None
+        if not isinstance(node.value, dict):
+            if isinstance(node.value, list):
+                self.check.node(node, f'a list needs an operator: write {name}: {{one_of: [...]}}')
+                return None
+            if node.value is None:
+                self.check.node(node, f"no value given: write {name}: {{present: false}} for an undocumented field")
+                return None
+            return self._leaf(name, kind, "equals", node)
+        if not node.value:
+            self.check.node(node, f'no operator given for field "{name}"')
+            return None
+        leaves = [self._leaf(name, kind, op, operand, node) for op, operand in node.value.items()]
+        if None in leaves:
+            return None
+        done = [leaf for leaf in leaves if leaf is not None]
+        return done[0] if len(done) == 1 else All(tuple(done))
+
+    def _leaf(self, name: str, kind: str, op: str, operand: Node, ops: Node | None = None) -> Leaf | None:
+        check = self.check
+        form = OPERATORS.get(op)
+        if form is None:
+            where = ops if ops is not None else operand
+            check.key(where, op, f'unknown operator "{op}"{suggest(op, OPERATORS, "operators")}')
+            return None
+        mark = check.mark(operand)
+        if form == "flag":
+            if not isinstance(operand.value, bool):
+                check.node(operand, "present takes true or false")
+                return None
+            return Leaf(name, op, operand.value, mark=mark)
+        if form == "regex":
+            if kind not in ("string", "enum"):
+                where = ops if ops is not None else operand
+                check.key(where, op, f'operator "matches" does not fit {kind} field "{name}" '
+                                     "(matches needs a string or enum field)")
+                return None
+            if not isinstance(operand.value, str):
+                check.node(operand, "matches takes a regular expression in quotes")
+                return None
+            try:
+                compile_pattern(operand.value)
+            except PatternError as exc:
+                check.inside(operand, exc.offset, f'invalid regular expression "{operand.value}": {exc}')
+                return None
+            return Leaf(name, op, operand.value, mark=mark)
+        if form in ("order", "range") and kind not in ORDERED_TYPES:
+            where = ops if ops is not None else operand
+            check.key(where, op, f'operator "{op}" does not fit {kind} field "{name}" '
+                                 f"({kind}s compare for equality only)")
+            return None
+        if form in ("value", "order") and isinstance(operand.value, dict):
+            return self._ref(name, kind, op, operand, mark)
+        if form == "range":
+            if not isinstance(operand.value, list) or len(operand.value) != 2:
+                got = f"{len(operand.value)} values" if isinstance(operand.value, list) else "one value"
+                check.node(operand, f"between takes a list of two values [low, high], not {got}")
+                return None
+            low, high = (self._constant(name, v) for v in operand.value)
+            if low is None or high is None:
+                return None
+            if low > high:
+                written = [v.source.strip("'\"") if v.source else str(v.value) for v in operand.value]
+                check.node(operand, f'between: low "{written[0]}" is greater than high "{written[1]}"')
+                return None
+            return Leaf(name, op, (low, high), mark=mark)
+        if form == "set":
+            if not isinstance(operand.value, list):
+                check.node(operand, f"{op} takes a list of values")
+                return None
+            items = [self._constant(name, v) for v in operand.value]
+            if None in items:
+                return None
+            return Leaf(name, op, tuple(items), mark=mark)
+        if isinstance(operand.value, list):
+            check.node(operand, f'{op} takes one value; use one_of for a list')
+            return None
+        value = self._constant(name, operand)
+        return None if value is None else Leaf(name, op, value, mark=mark)
+
+    def _ref(self, name: str, kind: str, op: str, operand: Node, mark: Mark) -> Leaf | None:
+        assert self.rtype is not None
+        spec = operand.value
+        if set(spec) != {"field"}:
+            extra = [key for key in spec if key != "field"]
+            if extra:
+                self.check.key(operand, extra[0], f'unknown key "{extra[0]}" in a field reference'
+                                                  f'{suggest(extra[0], ["field"])}: write {op}: {{field: NAME}}')
+            else:
+                self.check.node(operand, f"compare with another field as {op}: {{field: NAME}}")
+            return None
+        other = self.check.text(spec["field"], "field")
+        other_kind = self.rtype.type_of(other)
+        if other_kind is None:
+            choices = [*self.rtype.fields, *self.rtype.derived]
+            self.check.node(spec["field"], f'field "{other}" is not declared for record type '
+                                           f'"{self.rtype.name}"{suggest(other, choices)}')
+            return None
+        if TYPE_KIND[kind] != TYPE_KIND[other_kind]:
+            self.check.node(spec["field"], f'cannot compare {kind} field "{name}" with {other_kind} field "{other}"')
+            return None
+        return Leaf(name, op, None, ref=other, mark=mark)
+
+    def _constant(self, name: str, node: Node) -> Any:
+        assert self.rtype is not None
+        spec = self.rtype.fields.get(name)
+        if spec is None:
+            spec = Field(name, self.rtype.derived[name].type)
+        if node.value is None or isinstance(node.value, (dict, list)):
+            self.check.node(node, f'expected a {spec.type} value for field "{name}"')
+            return None
+        try:
+            return convert(spec, written(node, spec.type), self.tz)
+        except ConversionError as exc:
+            self.check.node(node, str(exc))
+            return None
