@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable, Iterable
+import pickle
+import tempfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,11 +16,12 @@ from .compiler import OUTCOME_CODES, compile_rules
 from .errors import EngineError, InputError
 from .evaluator import DEFAULT_TIMEOUT, DurableEvaluator, worker_main
 from .facts import Layout
-from .model import Outcome, Pack, Record, RecordType, Rejected, Rule
+from .model import History, Outcome, Pack, Record, RecordType, Rejected, Rule
 from .packs import merged_types
 from .records import InputStats, Seen, bind_inputs, read_input
 from .schema import PLACEHOLDER
-from .values import timezone
+from .timeline import Timeline
+from .values import format_duration, timezone
 
 BATCH_SIZE = 500
 _OUTCOMES = list(OUTCOME_CODES.values())
@@ -64,6 +68,14 @@ class Auditor:
         self.derivers = {name: [(d.name, expressions.compile_expression(d.expr)) for d in rtype.derived.values()]
                          for name, rtype in self.types.items()}
         self.evidence_fields = [evidence_fields(rule, self.types[rule.for_type]) for rule in self.rules]
+        self.histories = [conditions.histories_of(rule.when) + conditions.histories_of(rule.require)
+                          for rule in self.rules]
+        self.histories_by_type: dict[str, list[History]] = {}
+        for rule, found in zip(self.rules, self.histories):
+            known = self.histories_by_type.setdefault(rule.for_type, [])
+            known.extend(h for h in found if h not in known)
+        # record types an audit must keep: those judged and those history conditions look at
+        self.kept_types = set(self.rules_by_type) | {h.of for hs in self.histories for h in hs}
         self.on_outcome = on_outcome
         self.timeout = timeout
         self.batch_size = batch_size
@@ -72,27 +84,52 @@ class Auditor:
         self.evaluator: DurableEvaluator | None = None
         self.worker = worker  # the engine process's entry point; tests substitute failing ones
 
+    @property
+    def needs_history(self) -> bool:
+        return any(self.histories)
+
     # -- feeding -----------------------------------------------------------------------------
-    def add(self, record: Record) -> None:
+    def derive(self, record: Record) -> None:
+        """Add the record's derived fields (a derived value is missing when an input is)."""
         values = record.values
         for name, compute in self.derivers[record.type]:
             value = compute(values)
             if value is not None:
                 values[name] = value
+
+    def add(self, record: Record) -> None:
+        """Judge one record (derived fields added, history conditions answered if there are any)."""
         if record.type not in self.rules_by_type:
             return
         self.batch.append(record)
         if len(self.batch) >= self.batch_size:
             self._flush()
 
+    def add_patient(self, records: list[Record]) -> None:
+        """Judge all the records of one patient: history conditions are answered from their timeline."""
+        timeline = Timeline(records)
+        for record in records:
+            histories = self.histories_by_type.get(record.type)
+            if histories:
+                for cond in histories:
+                    truth = timeline.truth(cond, record)
+                    if truth is not None:
+                        record.values[cond.name] = truth
+                record.timeline = timeline
+            self.add(record)
+
+    def drain(self) -> None:
+        """Judge everything queued so far (and let go of the records)."""
+        self._flush()
+        while self.in_flight:
+            self._collect()
+
     def reject(self, item: Rejected) -> None:
         self.result.rejected.append({"source": {"path": item.path, "line": item.line},
                                      "record_type": item.type, "reason": item.reason})
 
     def finish(self) -> Result:
-        self._flush()
-        while self.in_flight:
-            self._collect()
+        self.drain()
         return self.result
 
     def close(self) -> None:
@@ -205,11 +242,18 @@ class Auditor:
             "time": record.time.isoformat() if record.time else None,
             "source": {"path": record.path, "line": record.line},
             "message": render_message(rule.message, record.values),
-            "evidence": {name: display(record.values.get(name)) for name in self.evidence_fields[index]},
+            "evidence": self._evidence(index, record),
         }
         if missing:
             finding["missing"] = missing
         return finding
+
+    def _evidence(self, index: int, record: Record) -> dict[str, Any]:
+        shown = {name: display(record.values.get(name)) for name in self.evidence_fields[index]}
+        for cond in self.histories[index]:
+            shown[conditions.describe_history(cond)] = \
+                record.timeline.evidence(cond, record) if record.timeline is not None else None
+        return shown
 
     def _not_evaluable(self, rule: Rule, record: Record) -> dict[str, Any]:
         return {"rule": rule.id, "pack": rule.pack, "record_type": record.type, "record_key": record.key,
@@ -222,11 +266,7 @@ def display(value: Any) -> Any:
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
-        seconds = value.total_seconds()
-        for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-            if seconds and seconds % size == 0:
-                return f"{int(seconds // size)}{unit}"
-        return f"{seconds:g}s"
+        return format_duration(value)
     if isinstance(value, float):
         return round(value, 4)
     return value
@@ -265,7 +305,8 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
             raise InputError(f"{path}: no such file")
     seen = Seen()
     stats_list: list[InputStats] = []
-    try:
+
+    def records() -> Iterator[Record]:
         for type_name, path in bindings:
             stats = InputStats(path, type_name)
             stats_list.append(stats)
@@ -273,9 +314,18 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
                 if isinstance(item, Rejected):
                     auditor.reject(item)
                 else:
-                    auditor.add(item)
+                    auditor.derive(item)
+                    yield item
                 if progress is not None and stats.records_read % 1000 == 0:
                     progress(stats.records_read)
+
+    try:
+        if auditor.needs_history:
+            with tempfile.TemporaryDirectory(prefix="protocol-audit-") as folder:
+                _judge_by_patient(auditor, records(), folder)
+        else:
+            for record in records():
+                auditor.add(record)
         result = auditor.finish()
     except EngineError as exc:
         where = stats_list[-1] if stats_list else None
@@ -288,14 +338,53 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
     return result, stats_list
 
 
+PARTITIONS = 64
+
+
+def _judge_by_patient(auditor: Auditor, records: Iterator[Record], folder: str) -> None:
+    """History needs each patient's records together: spill them to partition files by patient,
+    then judge one partition at a time, so memory holds a partition rather than the whole export."""
+    paths = [os.path.join(folder, f"part{n:02d}.pickle") for n in range(PARTITIONS)]
+    files = [open(path, "wb") for path in paths]
+    try:
+        picklers = [pickle.Pickler(handle, protocol=pickle.HIGHEST_PROTOCOL) for handle in files]
+        for record in records:
+            if record.type in auditor.kept_types:
+                picklers[zlib.crc32((record.patient or "").encode()) % PARTITIONS].dump(record)
+    finally:
+        for handle in files:
+            handle.close()
+    for path in paths:
+        by_patient: dict[str, list[Record]] = {}
+        with open(path, "rb") as source:
+            unpickler = pickle.Unpickler(source)
+            while True:
+                try:
+                    record = unpickler.load()
+                except EOFError:
+                    break
+                by_patient.setdefault(record.patient or "", []).append(record)
+        os.unlink(path)
+        for patient in sorted(by_patient):
+            auditor.add_patient(by_patient[patient])
+        auditor.drain()  # findings are built while the partition's timelines are at hand
+
+
 def judge(packs: list[Pack], records: Iterable[Record], timeout: float = DEFAULT_TIMEOUT,
           batch_size: int = BATCH_SIZE, on_outcome: OutcomeHook | None = None,
           worker: Callable[..., None] = worker_main) -> Result:
     """Judge records built in memory (rule examples, tests) exactly as an audit would."""
     auditor = Auditor(packs, on_outcome, timeout=timeout, batch_size=batch_size, worker=worker)
     try:
+        by_patient: dict[str, list[Record]] = {}
         for record in records:
-            auditor.add(record)
+            auditor.derive(record)
+            if auditor.needs_history:
+                by_patient.setdefault(record.patient or "", []).append(record)
+            else:
+                auditor.add(record)
+        for patient in sorted(by_patient):
+            auditor.add_patient(by_patient[patient])
         return auditor.finish()
     finally:
         auditor.close()

@@ -18,7 +18,7 @@ from typing import Any, Union
 
 from .errors import PackError, Problem
 from .facts import GUARD, SENTINEL, TYPE, Layout
-from .model import All, Condition, Leaf, Not, Outcome, Rule
+from .model import All, Condition, History, Leaf, Not, Outcome, Rule, kind_of
 
 OUTCOME_CODES = {"p": Outcome.PASS, "f": Outcome.FAIL, "a": Outcome.NOT_APPLICABLE, "e": Outcome.NOT_EVALUABLE}
 SENTINEL_RULE = "zz_sentinel"
@@ -149,7 +149,7 @@ class RuleCompiler:
         return ("eq", f"s{self._slot(name)}", 1 if present else 0)
 
     def _operand(self, name: str, value: Any) -> Any:
-        kind = self.rtype.type_of(name)
+        kind = kind_of(self.rtype, name)
         assert kind is not None
         return self.layout.encode_value(kind, value)
 
@@ -185,6 +185,8 @@ class RuleCompiler:
                    and_(self._status(leaf.field, True), self._status(leaf.ref, False)))
 
     def true(self, cond: Condition) -> Formula:
+        if isinstance(cond, History):
+            cond = cond.leaf
         if isinstance(cond, Leaf):
             if cond.op == "present":
                 return self._status(cond.field, cond.value)
@@ -196,6 +198,8 @@ class RuleCompiler:
         return exclusive_or([(self.true(p), self.not_true(p)) for p in cond.parts])
 
     def false(self, cond: Condition) -> Formula:
+        if isinstance(cond, History):
+            cond = cond.leaf
         if isinstance(cond, Leaf):
             if cond.op == "present":
                 return self._status(cond.field, not cond.value)
@@ -207,6 +211,8 @@ class RuleCompiler:
         return and_(*(self.false(p) for p in cond.parts))
 
     def not_true(self, cond: Condition) -> Formula:
+        if isinstance(cond, History):
+            cond = cond.leaf
         """False or unknown."""
         if isinstance(cond, Leaf):
             if cond.op == "present":
@@ -219,6 +225,8 @@ class RuleCompiler:
         return and_(*(self.not_true(p) for p in cond.parts))
 
     def not_false(self, cond: Condition) -> Formula:
+        if isinstance(cond, History):
+            cond = cond.leaf
         """True or unknown."""
         if isinstance(cond, Leaf):
             if cond.op == "present":

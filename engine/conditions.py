@@ -5,8 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from .model import AnyOf, Condition, Leaf, Not
+from .model import AnyOf, Condition, History, Leaf, Not
 from .patterns import compile_pattern, full_match
+from .values import format_duration
 
 Truth = bool | None  # None is "unknown"
 
@@ -16,7 +17,11 @@ def fields_of(cond: Condition | None) -> list[str]:
     names: list[str] = []
 
     def walk(c: Condition) -> None:
-        if isinstance(c, Leaf):
+        if isinstance(c, History):
+            for name in (c.time_field, c.join):
+                if name and name not in names:
+                    names.append(name)
+        elif isinstance(c, Leaf):
             for name in (c.field, c.ref):
                 if name and name not in names:
                     names.append(name)
@@ -34,6 +39,8 @@ def fields_of(cond: Condition | None) -> list[str]:
 def leaves_of(cond: Condition | None) -> list[Leaf]:
     if cond is None:
         return []
+    if isinstance(cond, History):
+        return [cond.leaf]
     if isinstance(cond, Leaf):
         return [cond]
     if isinstance(cond, Not):
@@ -72,7 +79,15 @@ def compare(op: str, value: Any, operand: Any) -> bool:
 
 
 def evaluate(cond: Condition, values: dict[str, Any]) -> tuple[Truth, list[str]]:
-    """The condition's truth on ``values`` and, when unknown, the missing fields that made it so."""
+    """The condition's truth on ``values`` and, when unknown, the missing fields that made it so.
+
+    A history condition's truth is in ``values`` under its name (put there from the timeline).
+    """
+    if isinstance(cond, History):
+        truth = values.get(cond.name)
+        if truth is not None:
+            return truth, []
+        return None, [n for n in (cond.time_field, cond.join) if n and values.get(n) is None] or [cond.time_field]
     if isinstance(cond, Leaf):
         value = values.get(cond.field)
         if cond.op == "present":
@@ -100,10 +115,49 @@ _SYMBOLS = {"equals": "=", "not_equals": "≠", "less_than": "<", "at_most": "�
             "at_least": "≥", "one_of": "in", "none_of": "not in", "matches": "matches"}
 
 
+def histories_of(cond: Condition | None) -> list[History]:
+    """Every history condition in a condition tree, in order."""
+    if cond is None or isinstance(cond, Leaf):
+        return []
+    if isinstance(cond, History):
+        return [cond]
+    if isinstance(cond, Not):
+        return histories_of(cond.part)
+    return [h for part in cond.parts for h in histories_of(part)]
+
+
+def describe_window(cond: History) -> str:
+    if cond.form in ("since_previous", "first") or (cond.before is None and cond.after is None):
+        return "" if cond.form in ("since_previous", "first") else "in the whole history"
+    parts = [f"{format_duration(cond.before)} before" if cond.before else "",
+             f"{format_duration(cond.after)} after" if cond.after else ""]
+    return "within " + (" and ".join(p for p in parts if p) or "the same moment")
+
+
+def describe_history(cond: History) -> str:
+    text = f"{cond.form} {cond.of}"
+    if cond.where is not None:
+        text += f" where ({describe(cond.where)})"
+    if cond.join:
+        text += f" with the same {cond.join}"
+    window = describe_window(cond)
+    if window:
+        text += f" {window}"
+    if cond.at_most is not None:
+        text += f", at most {cond.at_most}"
+    if cond.at_least is not None:
+        text += f", at least {cond.at_least}"
+    if cond.gap is not None:
+        text += f" at least {format_duration(cond.gap)}"
+    return text
+
+
 def describe(cond: Condition | None) -> str:
     """A one-line human reading of a condition, for ``rules`` listings."""
     if cond is None:
         return "always"
+    if isinstance(cond, History):
+        return describe_history(cond)
     if isinstance(cond, Leaf):
         if cond.op == "present":
             return f"{cond.field} {'documented' if cond.value else 'not documented'}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from .audit import judge
 from .model import Example, Outcome, Pack, Record, Rule
@@ -26,31 +27,43 @@ class ExampleResult:
         return f"{self.rule.id}-{self.example.expect}-{self.number}"
 
 
-def example_record(pack: Pack, rule: Rule, example: Example, index: int) -> Record:
-    """The example as a record of the rule's type, converted exactly as a reader would."""
-    rtype = pack.records[rule.for_type]
+def _record(pack: Pack, type_name: str, raw: dict[str, Any], key: str, patient: str, path: str,
+            line: int) -> Record:
+    """A record of ``type_name`` from an example's values, converted exactly as a reader would."""
+    rtype = pack.records[type_name]
     tz = timezone(pack.timezone)
-    values = {name: convert(rtype.fields[name], raw, tz)
-              for name, raw in example.record.items() if not is_missing(raw)}
+    values = {name: convert(rtype.fields[name], value, tz) for name, value in raw.items() if not is_missing(value)}
     when = values.get(rtype.time)
     if isinstance(when, dt.date) and not isinstance(when, dt.datetime):
         when = dt.datetime(when.year, when.month, when.day, tzinfo=tz)
-    key = str(values.get(rtype.key, f"example-{index}"))
-    return Record(rule.for_type, f"{key}#{index}", str(values.get(rtype.patient, "example")), when, values,
-                  example.mark.path, example.mark.line)
+    return Record(type_name, key, patient, when, values, path, line)
+
+
+def example_records(pack: Pack, rule: Rule, example: Example, index: int) -> list[Record]:
+    """The example's record first, then its history; each example is a patient of its own."""
+    patient = f"example-{index}"
+    mark = example.mark
+    records = [_record(pack, rule.for_type, example.record, f"example-{index}", patient, mark.path, mark.line)]
+    for number, entry in enumerate(example.history, start=1):
+        records.append(_record(pack, entry["type"], entry["record"], f"example-{index}-history-{number}",
+                               patient, mark.path, entry.get("line", mark.line)))
+    return records
 
 
 def run_examples(pack: Pack) -> list[ExampleResult]:
     """Judge every example of every rule of ``pack``; each result keeps expected and actual outcome."""
     cases: list[tuple[Rule, Example, int, Record]] = []
+    records: list[Record] = []
     for rule in pack.rules:
         for number, example in enumerate(rule.examples, start=1):
-            cases.append((rule, example, number, example_record(pack, rule, example, len(cases))))
+            built = example_records(pack, rule, example, len(cases))
+            cases.append((rule, example, number, built[0]))
+            records.extend(built)
     actual: dict[tuple[str, str], Outcome] = {}
 
     def keep(rule: Rule, record: Record, outcome: Outcome) -> None:
         actual[(rule.id, record.key)] = outcome
 
-    judge([pack], (case[3] for case in cases), on_outcome=keep)
+    judge([pack], records, on_outcome=keep)
     return [ExampleResult(rule, example, number, actual[(rule.id, record.key)].value)
             for rule, example, number, record in cases]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .conditions import leaves_of
-from .model import Leaf, RecordType, Rule
+from .model import Leaf, RecordType, Rule, kind_of
 from .patterns import Matcher
 
 GUARD = "_a"   # every pattern tests _a == 1: durable's own state document never carries it
@@ -38,7 +38,7 @@ class Layout:
                     if name and (rule.for_type, name) not in self.slots:
                         slot = len(self.slots)
                         self.slots[(rule.for_type, name)] = slot
-                        kind = rtype.type_of(name)
+                        kind = kind_of(rtype, name)
                         assert kind is not None
                         self.per_type[rule.for_type].append((name, slot, kind))
                 if leaf.op == "matches" and leaf not in self.patterns:

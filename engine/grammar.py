@@ -5,6 +5,7 @@ Also home of the checker every part of pack validation reports through.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 from typing import Any
 
@@ -17,16 +18,23 @@ from .model import (
     AnyOf,
     Condition,
     Field,
+    History,
     Leaf,
     Mark,
     Not,
     RecordType,
 )
 from .patterns import PatternError, compile_pattern
-from .values import ConversionError, convert
+from .values import ConversionError, convert, parse_duration
 
 COMBINATORS = ("all", "any", "not")
 HISTORY_FORMS = ("exists", "count", "since_previous", "first")
+HISTORY_KEYS = {
+    "exists": ("of", "where", "within", "join"),
+    "count": ("of", "where", "within", "join", "at_most", "at_least"),
+    "since_previous": ("of", "where", "at_least", "join"),
+    "first": ("of", "where", "join"),
+}
 # operator -> what its operand is
 OPERATORS = {
     "equals": "value", "not_equals": "value",
@@ -101,10 +109,13 @@ class Checker:
 class Conditions:
     """Parses the condition language of one rule against its record type."""
 
-    def __init__(self, check: Checker, rtype: RecordType | None, tz: Any) -> None:
+    def __init__(self, check: Checker, rtype: RecordType | None, tz: Any,
+                 types: dict[str, RecordType] | None = None, in_where: bool = False) -> None:
         self.check = check
         self.rtype = rtype
         self.tz = tz
+        self.types = types or {}
+        self.in_where = in_where  # a where: judges the other records; history cannot nest there
 
     def parse(self, node: Node) -> Condition | None:
         if not isinstance(node.value, dict) or not node.value:
@@ -124,8 +135,7 @@ class Conditions:
                 inner = self.parse(value)
                 parts.append(None if inner is None else Not(inner))
             elif key in HISTORY_FORMS:
-                self.check.key(node, key, f'history condition "{key}" is not supported by this version')
-                parts.append(None)
+                parts.append(self._history(node, key, value))
             else:
                 parts.append(self._field(node, key, value))
         if None in parts:
@@ -259,3 +269,104 @@ class Conditions:
         except ConversionError as exc:
             self.check.node(node, str(exc))
             return None
+
+    # -- history conditions ------------------------------------------------------------------
+    def _history(self, parent: Node, form: str, node: Node) -> History | None:
+        check = self.check
+        if self.in_where:
+            check.key(parent, form, f'history condition "{form}" cannot be used inside "where"')
+            return None
+        if self.rtype is None:
+            return None
+        if not check.mapping(node, f"{form} condition", HISTORY_KEYS[form], ("of",)):
+            return None
+        spec: dict[str, Node] = node.value
+        failed = False
+        of = check.text(spec.get("of"), "of")
+        other = self.types.get(of)
+        if "of" in spec and other is None:
+            check.node(spec["of"], f'unknown record type "{of}"{suggest(of, self.types, "types")}')
+            failed = True
+        where = None
+        if "where" in spec and other is not None:
+            where = Conditions(check, other, self.tz, self.types, in_where=True).parse(spec["where"])
+            failed = failed or where is None
+        before = after = None
+        if "within" in spec:
+            window = self._window(spec["within"])
+            failed = failed or window is None
+            before, after = window or (None, None)
+        join = None
+        if "join" in spec:
+            join = self._join(spec["join"], other)
+            failed = failed or join is None
+        at_most = self._count(spec.get("at_most")) if form == "count" else None
+        at_least = self._count(spec.get("at_least")) if form == "count" else None
+        if form == "count" and at_most is None and at_least is None:
+            if "at_most" not in spec and "at_least" not in spec:
+                check.node(node, 'count needs "at_most" or "at_least" (a whole number)')
+            failed = True
+        gap = None
+        if form == "since_previous":
+            if "at_least" not in spec:
+                check.node(node, 'since_previous needs "at_least" (a duration such as 40h)')
+                failed = True
+            else:
+                gap = self._duration(spec["at_least"])
+                failed = failed or gap is None
+        if failed:
+            return None
+        line, column = parent.keys.get(form, (node.line, node.column))
+        return History(form=form, of=of, where=where, before=before, after=after, join=join, at_most=at_most,
+                       at_least=at_least, gap=gap, time_field=self.rtype.time,
+                       mark=Mark(check.path, line, column))
+
+    def _duration(self, node: Node) -> dt.timedelta | None:
+        duration = parse_duration(node.value) if isinstance(node.value, str) else None
+        if duration is None:
+            shown = node.source if node.source is not None else str(node.value)
+            self.check.node(node, f'"{shown}" is not a duration (write 30m, 40h, 90d or 2w)')
+        return duration
+
+    def _window(self, node: Node) -> tuple[dt.timedelta, dt.timedelta] | None:
+        if not self.check.mapping(node, "within", ("before", "after")):
+            return None
+        if not node.value:
+            self.check.node(node, 'within needs "before" and/or "after" (a duration such as 90d)')
+            return None
+        # an omitted side of a given window is 0 (SPEC 4.1)
+        sides = [self._duration(node.value[side]) if side in node.value else dt.timedelta(0)
+                 for side in ("before", "after")]
+        if sides[0] is None or sides[1] is None:
+            return None
+        return sides[0], sides[1]
+
+    def _join(self, node: Node, other: RecordType | None) -> str | None:
+        assert self.rtype is not None
+        name = self.check.text(node, "join")
+        kind = self.rtype.type_of(name)
+        if kind is None:
+            self.check.node(node, f'join field "{name}" is not declared for record type "{self.rtype.name}"'
+                                  f"{suggest(name, [*self.rtype.fields, *self.rtype.derived])}")
+            return None
+        if other is None:
+            return None
+        other_kind = other.type_of(name)
+        if other_kind is None:
+            self.check.node(node, f'join field "{name}" is not declared for record type "{other.name}"'
+                                  f"{suggest(name, [*other.fields, *other.derived])}")
+            return None
+        if TYPE_KIND[kind] != TYPE_KIND[other_kind]:
+            self.check.node(node, f'join field "{name}" is {kind} in "{self.rtype.name}" '
+                                  f'but {other_kind} in "{other.name}"')
+            return None
+        return name
+
+    def _count(self, node: Node | None) -> int | None:
+        if node is None:
+            return None
+        if isinstance(node.value, bool) or not isinstance(node.value, int) or node.value < 0:
+            shown = node.source if node.source is not None else str(node.value)
+            self.check.node(node, f'"{shown}" is not a count (a whole number, 0 or more)')
+            return None
+        return node.value

@@ -102,7 +102,47 @@ class Not:
     part: Condition
 
 
-Condition = Union[Leaf, All, AnyOf, Not]
+HISTORY_PREFIX = "history@"  # the value slot of a history condition; no declared field can start so
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """A question about the patient's other records: exists, count, since_previous or first.
+
+    ``before``/``after`` bound the window around the judged record's time (None: unbounded on
+    that side); ``gap`` is since_previous's at_least; ``time_field`` is the judged record's time,
+    whose absence makes the condition unknown.
+    """
+
+    form: str
+    of: str
+    where: Condition | None
+    before: dt.timedelta | None
+    after: dt.timedelta | None
+    join: str | None
+    at_most: int | None
+    at_least: int | None
+    gap: dt.timedelta | None
+    time_field: str
+    mark: Mark
+
+    @property
+    def name(self) -> str:
+        """The key under which a record's values hold this condition's truth."""
+        return f"{HISTORY_PREFIX}{self.mark.path}:{self.mark.line}:{self.mark.column}"
+
+    @property
+    def leaf(self) -> Leaf:
+        """The condition as the rule engine sees it: a boolean computed from the timeline."""
+        return Leaf(self.name, "equals", True, mark=self.mark)
+
+
+Condition = Union[Leaf, All, AnyOf, Not, History]
+
+
+def kind_of(rtype: RecordType, name: str) -> str | None:
+    """The type of a field, derived field or history slot of ``rtype``."""
+    return "boolean" if name.startswith(HISTORY_PREFIX) else rtype.type_of(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +195,7 @@ class Record:
     values: dict[str, Any]
     path: str
     line: int
+    timeline: Any = None  # the patient's Timeline, while history conditions are being judged
 
 
 @dataclass(frozen=True, slots=True)

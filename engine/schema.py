@@ -215,7 +215,7 @@ def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: 
         rtype = types.get(type_name)
         if "for" in spec and rtype is None and types:
             check.node(spec["for"], f'unknown record type "{type_name}"{suggest(type_name, types, "types")}')
-        conditions = Conditions(check, rtype, tz)
+        conditions = Conditions(check, rtype, tz, types)
         when = conditions.parse(spec["when"]) if "when" in spec else None
         require = conditions.parse(spec["require"]) if "require" in spec else None
         title = check.text(spec.get("title"), "title", rule_id)
@@ -226,7 +226,7 @@ def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: 
                     check.inside(spec["message"], match.start(),
                                  f'message uses undeclared field "{match.group(1)}"'
                                  f"{suggest(match.group(1), [*rtype.fields, *rtype.derived])}")
-        examples = _examples(check, spec.get("tests"), rtype, tz)
+        examples = _examples(check, spec.get("tests"), rtype, tz, types)
         if require is None or rtype is None:
             continue
         rules.append(Rule(
@@ -237,7 +237,52 @@ def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: 
     return rules
 
 
-def _examples(check: Checker, node: Node | None, rtype: RecordType | None, tz: Any) -> list[Example]:
+def _example_values(check: Checker, record: Node, rtype: RecordType | None, tz: Any) -> dict[str, Any]:
+    """An example record's values as written, each checked against its declared type."""
+    values: dict[str, Any] = record.plain()
+    if rtype is None:
+        return values
+    for name, value in record.value.items():
+        spec = rtype.fields.get(name)
+        if spec is None and name in check.broken:
+            continue
+        if spec is None:
+            hint = " (derived fields are computed, give their inputs)" if name in rtype.derived else \
+                suggest(name, rtype.fields)
+            check.key(record, name, f'example sets undeclared field "{name}"{hint}')
+        elif value.value is not None:
+            values[name] = written(value, spec.type)
+            try:
+                convert(spec, values[name], tz)
+            except ConversionError as exc:
+                check.node(value, str(exc))
+    return values
+
+
+def _example_history(check: Checker, node: Node, types: dict[str, RecordType], tz: Any) -> list[dict[str, Any]]:
+    """``history: [{type: T, record: {...}}, ...]``: the patient's other records for one example."""
+    found: list[dict[str, Any]] = []
+    if not isinstance(node.value, list):
+        check.node(node, "history must be a list of {type: TYPE, record: {...}}")
+        return found
+    for item in node.value:
+        if not check.mapping(item, "history entry", ("type", "record"), ("type", "record")):
+            continue
+        type_name = check.text(item.value.get("type"), "type")
+        rtype = types.get(type_name)
+        if "type" in item.value and rtype is None:
+            check.node(item.value["type"], f'unknown record type "{type_name}"{suggest(type_name, types, "types")}')
+        record = item.value.get("record")
+        if record is None or not check.mapping(record, "history record",
+                                               tuple(record.value) if isinstance(record.value, dict) else ()):
+            continue
+        found.append({"type": type_name, "record": _example_values(check, record, rtype, tz),
+                      "line": item.line})
+    return found
+
+
+def _examples(check: Checker, node: Node | None, rtype: RecordType | None, tz: Any,
+              types: dict[str, RecordType]) -> list[Example]:
     examples: list[Example] = []
     if node is None:
         return examples
@@ -254,26 +299,11 @@ def _examples(check: Checker, node: Node | None, rtype: RecordType | None, tz: A
         if record is None or not check.mapping(record, "example record",
                                                tuple(record.value) if isinstance(record.value, dict) else ()):
             continue
-        values = record.plain()
-        if rtype is not None:
-            for name, value in record.value.items():
-                spec = rtype.fields.get(name)
-                if spec is None and name in check.broken:
-                    continue
-                if spec is None:
-                    hint = " (derived fields are computed, give their inputs)" if name in rtype.derived else \
-                        suggest(name, rtype.fields)
-                    check.key(record, name, f'example sets undeclared field "{name}"{hint}')
-                elif value.value is not None:
-                    values[name] = written(value, spec.type)
-                    try:
-                        convert(spec, values[name], tz)
-                    except ConversionError as exc:
-                        check.node(value, str(exc))
-        history = item.value.get("history")
-        if history is not None:
-            check.node(history, "history examples need history conditions, which this version does not support")
-        examples.append(Example(values, expect, check.mark(item)))
+        values = _example_values(check, record, rtype, tz)
+        history: list[dict[str, Any]] = []
+        if "history" in item.value:
+            history = _example_history(check, item.value["history"], types, tz)
+        examples.append(Example(values, expect, check.mark(item), tuple(history)))
     return examples
 
 

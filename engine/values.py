@@ -35,6 +35,15 @@ def parse_duration(text: str) -> dt.timedelta | None:
     return dt.timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
+def format_duration(value: dt.timedelta) -> str:
+    """A duration as a pack writes it: ``90d``, ``40h``, ``30m`` (or seconds when nothing fits)."""
+    seconds = value.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def parse_datetime(text: str, tz: dt.tzinfo) -> dt.datetime:
     """ISO 8601, seconds optional, ``T`` or space; a naive time is local to ``tz`` (fold=0)."""
     value = dt.datetime.fromisoformat(text.strip())

@@ -1,0 +1,168 @@
+"""One patient's records in time order, answering history conditions in O(log n) per record.
+
+The answers feed the rule engine: each history condition's truth goes into the judged record's
+values under the condition's name, and the compiled rule reads it like a boolean field.
+Semantics (SPEC 4.1): only the patient's *other*, accepted records count; windows are inclusive
+elapsed time around the judged record's time; a judged record without a time (or without its
+join field) makes the condition unknown. A record without a time cannot be placed in any window
+and is never a match; a candidate matches only when its ``where`` is true (not unknown).
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from typing import Any
+
+from .conditions import evaluate
+from .model import History, Record
+
+MAX_LISTED = 20  # matched records named in evidence; the count is always given
+
+
+class _Candidates:
+    """The records one history condition can match, per join value, sorted by time."""
+
+    __slots__ = ("times", "records")
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.records: list[Record] = []
+
+
+class Timeline:
+    def __init__(self, records: list[Record]) -> None:
+        self.records = records
+        self._index: dict[History, dict[Any, _Candidates]] = {}
+
+    def _candidates(self, cond: History, record: Record) -> _Candidates | None:
+        index = self._index.get(cond)
+        if index is None:
+            index = self._index[cond] = self._build(cond)
+        key = record.values.get(cond.join) if cond.join else None
+        return index.get(key)
+
+    def _build(self, cond: History) -> dict[Any, _Candidates]:
+        found: dict[Any, list[tuple[float, str, Record]]] = {}
+        for record in self.records:
+            if record.type != cond.of or record.time is None:
+                continue
+            if cond.where is not None and evaluate(cond.where, record.values)[0] is not True:
+                continue
+            key = record.values.get(cond.join) if cond.join else None
+            if cond.join and key is None:
+                continue
+            found.setdefault(key, []).append((record.time.timestamp(), record.key, record))
+        index: dict[Any, _Candidates] = {}
+        for key, items in found.items():
+            items.sort(key=lambda item: (item[0], item[1]))
+            group = index[key] = _Candidates()
+            group.times = [item[0] for item in items]
+            group.records = [item[2] for item in items]
+        return index
+
+    def _window(self, cond: History, moment: float) -> tuple[float, float]:
+        if cond.before is None and cond.after is None:
+            return float("-inf"), float("inf")
+        before = cond.before.total_seconds() if cond.before is not None else 0.0
+        after = cond.after.total_seconds() if cond.after is not None else 0.0
+        return moment - before, moment + after
+
+    def _others(self, cond: History, record: Record, low: float, high: float) -> list[Record]:
+        group = self._candidates(cond, record)
+        if group is None:
+            return []
+        start = bisect.bisect_left(group.times, low)
+        end = bisect.bisect_right(group.times, high)
+        return [r for r in group.records[start:end] if r is not record]
+
+    def _count(self, cond: History, record: Record, low: float, high: float) -> int:
+        group = self._candidates(cond, record)
+        if group is None:
+            return 0
+        start = bisect.bisect_left(group.times, low)
+        end = bisect.bisect_right(group.times, high)
+        count = end - start
+        if record.type == cond.of and record.time is not None:
+            # the judged record is among the candidates only at its own time: look at the ties there
+            moment = record.time.timestamp()
+            if low <= moment <= high:
+                tie = bisect.bisect_left(group.times, moment)
+                while tie < len(group.times) and group.times[tie] == moment:
+                    if group.records[tie] is record:
+                        count -= 1
+                        break
+                    tie += 1
+        return count
+
+    def _previous(self, cond: History, record: Record, moment: float) -> Record | None:
+        group = self._candidates(cond, record)
+        if group is None:
+            return None
+        position = bisect.bisect_right(group.times, moment) - 1
+        while position >= 0 and group.records[position] is record:
+            position -= 1
+        return group.records[position] if position >= 0 else None
+
+    def _unknown(self, cond: History, record: Record) -> bool:
+        return record.time is None or (cond.join is not None and record.values.get(cond.join) is None)
+
+    def truth(self, cond: History, record: Record) -> bool | None:
+        """Whether ``cond`` holds for ``record``; None when it is unknown."""
+        if self._unknown(cond, record):
+            return None
+        assert record.time is not None
+        moment = record.time.timestamp()
+        if cond.form == "first":
+            group = self._candidates(cond, record)
+            return group is None or bisect.bisect_left(group.times, moment) == 0
+        if cond.form == "since_previous":
+            previous = self._previous(cond, record, moment)
+            if previous is None or previous.time is None or cond.gap is None:
+                return True  # no earlier record: nothing to be too close to
+            return moment - previous.time.timestamp() >= cond.gap.total_seconds()
+        count = self._count(cond, record, *self._window(cond, moment))
+        if cond.form == "exists":
+            return count >= 1
+        return (cond.at_most is None or count <= cond.at_most) and (cond.at_least is None or count >= cond.at_least)
+
+    def evidence(self, cond: History, record: Record) -> dict[str, Any]:
+        """What an officer needs to follow the answer back: the window searched and what matched."""
+        if self._unknown(cond, record):
+            missing = cond.time_field if record.time is None else cond.join
+            return {"result": "unknown", "missing": missing}
+        assert record.time is not None
+        moment = record.time.timestamp()
+        shown: dict[str, Any] = {"result": self.truth(cond, record)}
+        if cond.form == "since_previous":
+            previous = self._previous(cond, record, moment)
+            if previous is None or previous.time is None:
+                shown["previous"] = f"no earlier {cond.of}"
+            else:
+                shown["previous"] = _describe(previous)
+                shown["hours_since"] = round((moment - previous.time.timestamp()) / 3600, 2)
+            return shown
+        if cond.form == "first":
+            low, high = float("-inf"), moment
+            earlier = [r for r in self._others(cond, record, low, high) if r.time and r.time.timestamp() < moment]
+            shown["earlier"] = [_describe(r) for r in earlier[:MAX_LISTED]] or f"no earlier {cond.of}"
+            return shown
+        low, high = self._window(cond, moment)
+        shown["window"] = _span(record.time, low, high, moment)
+        matched = self._others(cond, record, low, high)
+        shown["count"] = len(matched)
+        shown["matched"] = [_describe(r) for r in matched[:MAX_LISTED]] or f"no matching {cond.of}"
+        return shown
+
+
+def _describe(record: Record) -> str:
+    when = record.time.isoformat() if record.time else "no time"
+    return f"{record.key} at {when} ({record.path}:{record.line})"
+
+
+def _span(time: dt.datetime, low: float, high: float, moment: float) -> list[str]:
+    def show(edge: float) -> str:
+        if edge in (float("-inf"), float("inf")):
+            return "any time"
+        return (time + dt.timedelta(seconds=edge - moment)).isoformat()
+    return [show(low), show(high)]
