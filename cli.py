@@ -12,9 +12,8 @@ from typing import Any, NoReturn
 
 import click
 
-from engine import audit as audit_run
+from engine import pipeline, reporters
 from engine import report as report_builder
-from engine import reporters
 from engine.conditions import describe
 from engine.errors import AuditError, PackError, UsageError
 from engine.model import SEVERITIES
@@ -133,7 +132,7 @@ def audit(packs: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ..
         loaded = load_packs(list(packs))
         progress = _Progress()
         try:
-            result, stats = audit_run.run(loaded, list(files), progress=progress)
+            result, stats = pipeline.run(loaded, list(files), progress=progress)
         finally:
             progress.done()
         report = report_builder.build(result, stats, loaded, run_time, fail_on)

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine import audit, report  # noqa: E402
+from engine import pipeline, report  # noqa: E402
 from engine.packs import load_packs  # noqa: E402
 from samples.generate import generate, write_csv  # noqa: E402
 
@@ -64,7 +64,7 @@ def bench(n: int, pack: str, folder: Path, profile: bool) -> None:
     started = time.perf_counter()
     if profiler:
         profiler.enable()
-    result, stats = audit.run(packs, [f"session={data}"], worker=measured_worker)
+    result, stats = pipeline.run(packs, [f"session={data}"], worker=measured_worker)
     built = report.build(result, stats, packs, dt.datetime(2026, 11, 26, tzinfo=dt.UTC))
     if profiler:
         profiler.disable()

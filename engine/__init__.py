@@ -7,8 +7,8 @@ dict every format renders from) and ``reporters`` (one ``render(report, out)`` p
 
 __version__ = "0.1.0"
 
-from .audit import judge, run  # noqa: E402
 from .packs import load_pack, load_packs  # noqa: E402
+from .pipeline import judge, run  # noqa: E402
 from .report import build as build_report  # noqa: E402
 
 __all__ = ["__version__", "build_report", "judge", "load_pack", "load_packs", "run"]

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-import pickle
-import tempfile
-import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import conditions, expressions
 from .compiler import OUTCOME_CODES, compile_rules
-from .errors import EngineError, InputError
+from .errors import EngineError
 from .evaluator import DEFAULT_TIMEOUT, DurableEvaluator, worker_main
+from .evidence import display, evidence_fields, render_message
 from .facts import Layout
-from .model import History, Outcome, Pack, Record, RecordType, Rejected, Rule
+from .model import History, Outcome, Pack, Record, Rejected, Rule
 from .packs import merged_types
-from .records import InputStats, Seen, bind_inputs, read_input
-from .schema import PLACEHOLDER
 from .timeline import Timeline
-from .values import format_duration, timezone
+from .values import timezone
 
 BATCH_SIZE = 500
 _OUTCOMES = list(OUTCOME_CODES.values())
@@ -259,132 +253,3 @@ class Auditor:
         return {"rule": rule.id, "pack": rule.pack, "record_type": record.type, "record_key": record.key,
                 "missing": self._check(rule, record, Outcome.NOT_EVALUABLE),
                 "source": {"path": record.path, "line": record.line}}
-
-
-def display(value: Any) -> Any:
-    """A value as JSON shows it: times in ISO 8601, durations as ``90m``, numbers rounded to 4 places."""
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return format_duration(value)
-    if isinstance(value, float):
-        return round(value, 4)
-    return value
-
-
-def render_message(template: str, values: dict[str, Any]) -> str:
-    """``{field}`` placeholders filled with the record's values; nothing else is interpreted."""
-    def fill(match: Any) -> str:
-        value = display(values.get(match.group(1)))
-        if value is None:
-            return "missing"
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value))
-        return str(value)
-
-    return PLACEHOLDER.sub(fill, template)
-
-
-def evidence_fields(rule: Rule, rtype: RecordType) -> list[str]:
-    """Each field the rule reads; a derived field brings the inputs it came from."""
-    names: list[str] = []
-    for name in conditions.fields_of(rule.when) + conditions.fields_of(rule.require):
-        derived = rtype.derived.get(name)
-        names.extend((*derived.inputs, name) if derived else (name,))
-    return list(dict.fromkeys(names))
-
-
-def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = None,
-        progress: Callable[[int], None] | None = None, timeout: float = DEFAULT_TIMEOUT,
-        worker: Callable[..., None] = worker_main) -> tuple[Result, list[InputStats]]:
-    """Read every input, judge every record, and return the result with per-input counts."""
-    auditor = Auditor(packs, on_outcome, timeout, worker=worker)
-    bindings = bind_inputs(files, auditor.types)
-    for _, path in bindings:
-        if not os.path.isfile(path):
-            raise InputError(f"{path}: no such file")
-    seen = Seen()
-    stats_list: list[InputStats] = []
-
-    def records() -> Iterator[Record]:
-        for type_name, path in bindings:
-            stats = InputStats(path, type_name)
-            stats_list.append(stats)
-            for item in read_input(path, type_name, auditor.types, auditor.tz, seen, stats):
-                if isinstance(item, Rejected):
-                    auditor.reject(item)
-                else:
-                    auditor.derive(item)
-                    yield item
-                if progress is not None and stats.records_read % 1000 == 0:
-                    progress(stats.records_read)
-
-    try:
-        if auditor.needs_history:
-            with tempfile.TemporaryDirectory(prefix="protocol-audit-") as folder:
-                _judge_by_patient(auditor, records(), folder)
-        else:
-            for record in records():
-                auditor.add(record)
-        result = auditor.finish()
-    except EngineError as exc:
-        where = stats_list[-1] if stats_list else None
-        unread = [path for _, path in bindings[len(stats_list):]]
-        stopped = f"; reading stopped after {where.path} record {where.records_read}" if where else ""
-        rest = f", and {', '.join(unread)} were not read" if unread else ""
-        raise EngineError(f"{exc}{stopped}{rest}; the audit is incomplete and no report was written") from None
-    finally:
-        auditor.close()
-    return result, stats_list
-
-
-PARTITIONS = 64
-
-
-def _judge_by_patient(auditor: Auditor, records: Iterator[Record], folder: str) -> None:
-    """History needs each patient's records together: spill them to partition files by patient,
-    then judge one partition at a time, so memory holds a partition rather than the whole export."""
-    paths = [os.path.join(folder, f"part{n:02d}.pickle") for n in range(PARTITIONS)]
-    files = [open(path, "wb") for path in paths]
-    try:
-        picklers = [pickle.Pickler(handle, protocol=pickle.HIGHEST_PROTOCOL) for handle in files]
-        for record in records:
-            if record.type in auditor.kept_types:
-                picklers[zlib.crc32((record.patient or "").encode()) % PARTITIONS].dump(record)
-    finally:
-        for handle in files:
-            handle.close()
-    for path in paths:
-        by_patient: dict[str, list[Record]] = {}
-        with open(path, "rb") as source:
-            unpickler = pickle.Unpickler(source)
-            while True:
-                try:
-                    record = unpickler.load()
-                except EOFError:
-                    break
-                by_patient.setdefault(record.patient or "", []).append(record)
-        os.unlink(path)
-        for patient in sorted(by_patient):
-            auditor.add_patient(by_patient[patient])
-        auditor.drain()  # findings are built while the partition's timelines are at hand
-
-
-def judge(packs: list[Pack], records: Iterable[Record], timeout: float = DEFAULT_TIMEOUT,
-          batch_size: int = BATCH_SIZE, on_outcome: OutcomeHook | None = None,
-          worker: Callable[..., None] = worker_main) -> Result:
-    """Judge records built in memory (rule examples, tests) exactly as an audit would."""
-    auditor = Auditor(packs, on_outcome, timeout=timeout, batch_size=batch_size, worker=worker)
-    try:
-        by_patient: dict[str, list[Record]] = {}
-        for record in records:
-            auditor.derive(record)
-            if auditor.needs_history:
-                by_patient.setdefault(record.patient or "", []).append(record)
-            else:
-                auditor.add(record)
-        for patient in sorted(by_patient):
-            auditor.add_patient(by_patient[patient])
-        return auditor.finish()
-    finally:
-        auditor.close()

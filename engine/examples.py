@@ -6,8 +6,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from .audit import judge
 from .model import Example, Outcome, Pack, Record, Rule
+from .pipeline import judge
 from .values import convert, is_missing, timezone
 
 

@@ -163,10 +163,10 @@ def _crashing_worker(*args: object) -> None:
 
 
 def test_an_engine_crash_exits_2_naming_what_was_not_judged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine import audit
+    from engine import pipeline
 
-    real_run = audit.run
-    monkeypatch.setattr(audit, "run", lambda *a, **k: real_run(*a, **k, worker=_crashing_worker))
+    real_run = pipeline.run
+    monkeypatch.setattr(pipeline, "run", lambda *a, **k: real_run(*a, **k, worker=_crashing_worker))
     out = tmp_path / "report.json"
     code, stdout, stderr = run("audit", "--pack", "ketamine-iv", str(SAMPLES / "sessions.csv"),
                                str(SAMPLES / "sessions.ndjson"), "-o", str(out))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import audit
+from engine import pipeline
 from engine.packs import load_pack, merged_types
 from engine.values import timezone
 from tests.reference import Reference
@@ -33,7 +33,7 @@ def test_engine_agrees_with_reference_on_every_pair(pack_path: Path, sample: Pat
         engine_outcomes[key] = outcome.value
         expected[key] = reference.outcome(by_id[rule.id], record.values)
 
-    result, stats = audit.run([pack], [str(sample)], on_outcome=hook)
+    result, stats = pipeline.run([pack], [str(sample)], on_outcome=hook)
     judged = sum(s.records_judged for s in stats)
     assert judged > 1000
     for rule in pack.rules:

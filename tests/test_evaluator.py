@@ -10,10 +10,10 @@ from typing import Any
 import durable_rules_engine as dre
 import pytest
 
-from engine.audit import judge
 from engine.errors import EngineError
 from engine.evaluator import DurableEvaluator
 from engine.model import Outcome
+from engine.pipeline import judge
 from tests.helpers import make_pack, record
 
 RULE = """\

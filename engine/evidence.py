@@ -1,0 +1,44 @@
+"""How values appear in findings: displayed values, filled-in messages, the fields a rule reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from . import conditions
+from .model import RecordType, Rule
+from .schema import PLACEHOLDER
+from .values import format_duration
+
+
+def display(value: Any) -> Any:
+    """A value as JSON shows it: times in ISO 8601, durations as ``90m``, numbers rounded to 4 places."""
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return format_duration(value)
+    if isinstance(value, float):
+        return round(value, 4)
+    return value
+
+
+def render_message(template: str, values: dict[str, Any]) -> str:
+    """``{field}`` placeholders filled with the record's values; nothing else is interpreted."""
+    def fill(match: Any) -> str:
+        value = display(values.get(match.group(1)))
+        if value is None:
+            return "missing"
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+    return PLACEHOLDER.sub(fill, template)
+
+
+def evidence_fields(rule: Rule, rtype: RecordType) -> list[str]:
+    """Each field the rule reads; a derived field brings the inputs it came from."""
+    names: list[str] = []
+    for name in conditions.fields_of(rule.when) + conditions.fields_of(rule.require):
+        derived = rtype.derived.get(name)
+        names.extend((*derived.inputs, name) if derived else (name,))
+    return list(dict.fromkeys(names))

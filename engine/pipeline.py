@@ -1,0 +1,112 @@
+"""An audit run end to end: inputs read and streamed to the Auditor, patient by patient when rules
+look at history; also judging records built in memory (rule examples, tests)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+
+from .audit import BATCH_SIZE, Auditor, OutcomeHook, Result
+from .errors import EngineError, InputError
+from .evaluator import DEFAULT_TIMEOUT, worker_main
+from .model import Pack, Record, Rejected
+from .records import InputStats, Seen, bind_inputs, read_input
+
+
+def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = None,
+        progress: Callable[[int], None] | None = None, timeout: float = DEFAULT_TIMEOUT,
+        worker: Callable[..., None] = worker_main) -> tuple[Result, list[InputStats]]:
+    """Read every input, judge every record, and return the result with per-input counts."""
+    auditor = Auditor(packs, on_outcome, timeout, worker=worker)
+    bindings = bind_inputs(files, auditor.types)
+    for _, path in bindings:
+        if not os.path.isfile(path):
+            raise InputError(f"{path}: no such file")
+    seen = Seen()
+    stats_list: list[InputStats] = []
+
+    def records() -> Iterator[Record]:
+        for type_name, path in bindings:
+            stats = InputStats(path, type_name)
+            stats_list.append(stats)
+            for item in read_input(path, type_name, auditor.types, auditor.tz, seen, stats):
+                if isinstance(item, Rejected):
+                    auditor.reject(item)
+                else:
+                    auditor.derive(item)
+                    yield item
+                if progress is not None and stats.records_read % 1000 == 0:
+                    progress(stats.records_read)
+
+    try:
+        if auditor.needs_history:
+            with tempfile.TemporaryDirectory(prefix="protocol-audit-") as folder:
+                _judge_by_patient(auditor, records(), folder)
+        else:
+            for record in records():
+                auditor.add(record)
+        result = auditor.finish()
+    except EngineError as exc:
+        where = stats_list[-1] if stats_list else None
+        unread = [path for _, path in bindings[len(stats_list):]]
+        stopped = f"; reading stopped after {where.path} record {where.records_read}" if where else ""
+        rest = f", and {', '.join(unread)} were not read" if unread else ""
+        raise EngineError(f"{exc}{stopped}{rest}; the audit is incomplete and no report was written") from None
+    finally:
+        auditor.close()
+    return result, stats_list
+
+
+PARTITIONS = 64
+
+
+def _judge_by_patient(auditor: Auditor, records: Iterator[Record], folder: str) -> None:
+    """History needs each patient's records together: spill them to partition files by patient,
+    then judge one partition at a time, so memory holds a partition rather than the whole export."""
+    paths = [os.path.join(folder, f"part{n:02d}.pickle") for n in range(PARTITIONS)]
+    files = [open(path, "wb") for path in paths]
+    try:
+        picklers = [pickle.Pickler(handle, protocol=pickle.HIGHEST_PROTOCOL) for handle in files]
+        for record in records:
+            if record.type in auditor.kept_types:
+                picklers[zlib.crc32((record.patient or "").encode()) % PARTITIONS].dump(record)
+    finally:
+        for handle in files:
+            handle.close()
+    for path in paths:
+        by_patient: dict[str, list[Record]] = {}
+        with open(path, "rb") as source:
+            unpickler = pickle.Unpickler(source)
+            while True:
+                try:
+                    record = unpickler.load()
+                except EOFError:
+                    break
+                by_patient.setdefault(record.patient or "", []).append(record)
+        os.unlink(path)
+        for patient in sorted(by_patient):
+            auditor.add_patient(by_patient[patient])
+        auditor.drain()  # findings are built while the partition's timelines are at hand
+
+
+def judge(packs: list[Pack], records: Iterable[Record], timeout: float = DEFAULT_TIMEOUT,
+          batch_size: int = BATCH_SIZE, on_outcome: OutcomeHook | None = None,
+          worker: Callable[..., None] = worker_main) -> Result:
+    """Judge records built in memory (rule examples, tests) exactly as an audit would."""
+    auditor = Auditor(packs, on_outcome, timeout=timeout, batch_size=batch_size, worker=worker)
+    try:
+        by_patient: dict[str, list[Record]] = {}
+        for record in records:
+            auditor.derive(record)
+            if auditor.needs_history:
+                by_patient.setdefault(record.patient or "", []).append(record)
+            else:
+                auditor.add(record)
+        for patient in sorted(by_patient):
+            auditor.add_patient(by_patient[patient])
+        return auditor.finish()
+    finally:
+        auditor.close()
