@@ -16,6 +16,7 @@ from engine import pipeline, reporters
 from engine import report as report_builder
 from engine.conditions import describe
 from engine.errors import AuditError, PackError, UsageError
+from engine.explain import explain as explain_outcome
 from engine.model import SEVERITIES
 from engine.packs import load_packs
 
@@ -145,6 +146,35 @@ def audit(packs: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ..
         else:
             reporters.get("txt")(report, sys.stdout)
         return EXIT_FINDINGS if report_builder.failing_findings(report, fail_on) else EXIT_SUCCESS
+
+    _guard(action)
+
+
+@main.command()
+@click.option("--pack", "-p", "packs", multiple=True, required=True, metavar="PACK",
+              help="A pack file, a folder of packs, or a shipped pack name (repeatable).")
+@click.option("--rule", "rule_id", required=True, metavar="ID", help="The rule to explain.")
+@click.option("--record", "record_key", required=True, metavar="KEY", help="The key of the judged record.")
+@click.argument("files", nargs=-1, required=True, metavar="[TYPE=]FILE...")
+def explain(packs: tuple[str, ...], rule_id: str, record_key: str, files: tuple[str, ...]) -> None:
+    """Show why a rule gave one record its outcome.
+
+    Every condition of the rule with the values it read and whether it held, history conditions
+    with the window searched and the records matched; give all the files the audit read, so the
+    patient's history is the same.
+
+    \b
+    Example:
+      protocol-audit explain --pack ketamine-iv --rule DOSE-01 --record S-000123 samples/sessions.csv
+    """
+
+    def action() -> int:
+        lines, agrees = explain_outcome(load_packs(list(packs)), rule_id, record_key, list(files))
+        click.echo("\n".join(lines))
+        if not agrees:
+            click.echo("protocol-audit: the rule engine and the explanation disagree: please report this", err=True)
+            return EXIT_ERROR
+        return EXIT_SUCCESS
 
     _guard(action)
 
