@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
 from typing import Any
 
 from . import conditions
@@ -64,7 +65,8 @@ class _Tracer:
         if leaf.op == "present":
             test = f"{leaf.field} {'documented' if leaf.value else 'not documented'}"
         else:
-            operand = leaf.ref if leaf.ref else _shown(list(leaf.value) if isinstance(leaf.value, tuple) else leaf.value)
+            constant = list(leaf.value) if isinstance(leaf.value, tuple) else leaf.value
+            operand = leaf.ref if leaf.ref else _shown(constant)
             test = f"{leaf.field} {_SYMBOLS[leaf.op]} {operand}"
         facts = []
         for name in read:
@@ -93,11 +95,11 @@ def _find_rule(auditor: Auditor, rule_id: str) -> Rule:
     raise UsageError(f'no rule "{rule_id}" in the packs{hint}')
 
 
-def _read(auditor: Auditor, files: list[str]) -> Any:
+def _read(auditor: Auditor, files: list[str]) -> Iterator[Record | Rejected]:
+    """Every input read as an audit reads it (the same rejections, duplicates included)."""
     seen = Seen()
     for type_name, path in bind_inputs(files, auditor.types):
-        for item in read_input(path, type_name, auditor.types, auditor.tz, seen, InputStats(path, type_name)):
-            yield item
+        yield from read_input(path, type_name, auditor.types, auditor.tz, seen, InputStats(path, type_name))
 
 
 def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str]) -> tuple[list[str], bool]:
