@@ -28,12 +28,55 @@ def _or(parts: list[bool | None]) -> bool | None:
     return None if None in parts else False
 
 
+DURATION = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def seconds(text: str) -> float:
+    return float(text[:-1]) * DURATION[text[-1]]
+
+
 class Reference:
-    def __init__(self, pack_path: str, types: dict[str, RecordType], tz: Any) -> None:
+    """``history`` maps a patient to all their accepted records (any type), for history conditions;
+    they are scanned linearly here, on purpose nothing like the engine's sorted timelines."""
+
+    def __init__(self, pack_path: str, types: dict[str, RecordType], tz: Any,
+                 history: dict[str, list[Any]] | None = None) -> None:
         with open(pack_path, encoding="utf-8") as handle:
             self.pack = yaml.safe_load(handle)
         self.types = types
         self.tz = tz
+        self.history = history or {}
+        self.judged: Any = None  # the record being judged (history conditions need it)
+
+    def past(self, form: str, spec: dict[str, Any], rtype: RecordType) -> bool | None:
+        record = self.judged
+        if record.time is None or (spec.get("join") and record.values.get(spec["join"]) is None):
+            return None
+        moment = record.time.timestamp()
+        other_type = self.types[spec["of"]]
+        matches = []
+        for other in self.history.get(record.patient, []):
+            if (other.type, other.key) == (record.type, record.key) or other.type != spec["of"] or other.time is None:
+                continue
+            if spec.get("join") and other.values.get(spec["join"]) != record.values.get(spec["join"]):
+                continue
+            if "where" in spec and self.condition(spec["where"], other_type, other.values) is not True:
+                continue
+            matches.append(other.time.timestamp())
+        if form == "first":
+            return not any(t < moment for t in matches)
+        if form == "since_previous":
+            earlier = [t for t in matches if t <= moment]
+            return not earlier or moment - max(earlier) >= seconds(spec["at_least"])
+        if "within" in spec:
+            low = moment - seconds(spec["within"].get("before", "0m"))
+            high = moment + seconds(spec["within"].get("after", "0m"))
+        else:
+            low, high = float("-inf"), float("inf")
+        count = sum(1 for t in matches if low <= t <= high)
+        if form == "exists":
+            return count >= 1
+        return (count <= spec.get("at_most", count)) and (count >= spec.get("at_least", count))
 
     def rules(self) -> list[dict[str, Any]]:
         return list(self.pack["rules"])
@@ -56,6 +99,8 @@ class Reference:
             elif key == "not":
                 inner = self.condition(body, rtype, values)
                 results.append(None if inner is None else not inner)
+            elif key in ("exists", "count", "since_previous", "first"):
+                results.append(self.past(key, body, rtype))
             else:
                 ops = body if isinstance(body, dict) else {"equals": body}
                 results.append(_and([self.leaf(key, op, operand, rtype, values) for op, operand in ops.items()]))
@@ -86,7 +131,9 @@ class Reference:
             "one_of": lambda: value in target, "none_of": lambda: value not in target,
         }[op]()
 
-    def outcome(self, rule: dict[str, Any], values: dict[str, Any]) -> str:
+    def outcome(self, rule: dict[str, Any], record: Any) -> str:
+        self.judged = record
+        values = record.values
         rtype = self.types[rule["for"]]
         when = self.condition(rule["when"], rtype, values) if "when" in rule else True
         if when is None:

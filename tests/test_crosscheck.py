@@ -1,50 +1,73 @@
-"""The durable engine against the independent reference judge, rule by rule, on the shipped samples."""
+"""The durable engine against the independent reference judge, pair by pair, on the shipped samples."""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine import pipeline
-from engine.packs import load_pack, merged_types
-from engine.values import timezone
+from engine.audit import Auditor
+from engine.model import Record
+from engine.packs import load_pack
+from engine.records import InputStats, Seen, bind_inputs, read_input
 from tests.reference import Reference
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKS = sorted((ROOT / "rules").glob("*.yaml"))
-SAMPLES = sorted(p for p in (ROOT / "samples").iterdir() if p.suffix in (".csv", ".ndjson", ".json"))
+PACK_PATHS = sorted((ROOT / "rules").glob("*.yaml"))
+SAMPLES = ROOT / "samples"
+OTHER_FILES = sorted(str(p) for p in SAMPLES.glob("*.csv") if p.stem != "sessions")
+HISTORY = ROOT / "tests" / "golden" / "history"
+CASES = {  # packs, inputs, how many sessions at least
+    "samples-csv": (PACK_PATHS, [str(SAMPLES / "sessions.csv"), *OTHER_FILES], 2000),
+    "samples-ndjson": (PACK_PATHS, [str(SAMPLES / "sessions.ndjson"), *OTHER_FILES], 2000),
+    "history-edges": ([HISTORY / "pack.yaml"], [str(HISTORY / f) for f in ("sessions.csv", "screenings.csv",
+                                                                            "vitals.csv")], 6),
+}
 
 
-@pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
-@pytest.mark.parametrize("pack_path", PACKS, ids=lambda p: p.stem)
-def test_engine_agrees_with_reference_on_every_pair(pack_path: Path, sample: Path) -> None:
-    pack = load_pack(str(pack_path))
-    types, zone = merged_types([pack])
-    reference = Reference(str(pack_path), types, timezone(zone))
-    by_id = {rule["id"]: rule for rule in reference.rules()}
-    engine_outcomes: dict[tuple[str, str], str] = {}
-    expected: dict[tuple[str, str], str] = {}
+def accepted_by_patient(auditor: Auditor, files: list[str]) -> dict[str, list[Record]]:
+    """Every accepted record of the inputs, derived fields added, grouped by patient."""
+    seen = Seen()
+    found: dict[str, list[Record]] = {}
+    for type_name, path in bind_inputs(files, auditor.types):
+        for item in read_input(path, type_name, auditor.types, auditor.tz, seen, InputStats(path, type_name)):
+            if isinstance(item, Record):
+                auditor.derive(item)
+                found.setdefault(item.patient or "", []).append(item)
+    return found
 
-    def hook(rule, record, outcome):  # type: ignore[no-untyped-def]
-        key = (rule.id, record.key)
+
+@pytest.mark.parametrize("pack_paths, files, sessions", list(CASES.values()), ids=list(CASES))
+def test_engine_agrees_with_reference_on_every_pair(pack_paths: list[Path], files: list[str], sessions: int) -> None:
+    packs = [load_pack(str(p)) for p in pack_paths]
+    auditor = Auditor(packs)
+    history = accepted_by_patient(auditor, files)
+    references = {pack.id: Reference(pack.path, auditor.types, auditor.tz, history) for pack in packs}
+    by_id = {(pack_id, rule["id"]): rule for pack_id, ref in references.items() for rule in ref.rules()}
+    engine_outcomes: dict[tuple[str, str, str], str] = {}
+    expected: dict[tuple[str, str, str], str] = {}
+
+    def hook(rule: Any, record: Record, outcome: Any) -> None:
+        key = (rule.pack, rule.id, record.key)
         assert key not in engine_outcomes, f"two outcomes for {key}"
         engine_outcomes[key] = outcome.value
-        expected[key] = reference.outcome(by_id[rule.id], record.values)
+        expected[key] = references[rule.pack].outcome(by_id[(rule.pack, rule.id)], record)
 
-    result, stats = pipeline.run([pack], [str(sample)], on_outcome=hook)
-    judged = sum(s.records_judged for s in stats)
-    assert judged > 1000
-    for rule in pack.rules:
-        assert sum(1 for (rid, _) in engine_outcomes if rid == rule.id) == judged
+    result, stats = pipeline.run(packs, files, on_outcome=hook)
+    judged_by_type = Counter(r.type for records in history.values() for r in records)
+    assert judged_by_type["session"] >= sessions
+    for rule in result.rules:
+        assert sum(1 for (p, r, _) in engine_outcomes if (p, r) == (rule.pack, rule.id)) == \
+            judged_by_type[rule.for_type]
     mismatches = [(k, engine_outcomes[k], expected[k]) for k in engine_outcomes if engine_outcomes[k] != expected[k]]
     assert mismatches == []
-    # the engine's report counts are the same pairs, counted
-    counts = Counter((rid, outcome) for (rid, _), outcome in engine_outcomes.items())
+    counts = Counter((p, r, outcome) for (p, r, _), outcome in engine_outcomes.items())
     for rule, tally in zip(result.rules, result.tallies):
         assert (tally.passed, tally.failed, tally.not_evaluable, tally.not_applicable) == (
-            counts[(rule.id, "pass")], counts[(rule.id, "fail")],
-            counts[(rule.id, "not_evaluable")], counts[(rule.id, "not_applicable")])
-    # and the samples do exercise every outcome the engine can give
-    assert {o for o in engine_outcomes.values()} >= {"pass", "fail", "not_evaluable", "not_applicable"}
+            counts[(rule.pack, rule.id, "pass")], counts[(rule.pack, rule.id, "fail")],
+            counts[(rule.pack, rule.id, "not_evaluable")], counts[(rule.pack, rule.id, "not_applicable")])
+    # the samples exercise every outcome the engine can give
+    assert set(engine_outcomes.values()) >= {"pass", "fail", "not_evaluable", "not_applicable"}
