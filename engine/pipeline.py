@@ -68,28 +68,37 @@ def _judge_by_patient(auditor: Auditor, records: Iterator[Record], folder: str) 
     then judge one partition at a time, so memory holds a partition rather than the whole export."""
     paths = [os.path.join(folder, f"part{n:02d}.pickle") for n in range(PARTITIONS)]
     files = [open(path, "wb") for path in paths]
+    sources: dict[str, int] = {}
     try:
-        picklers = [pickle.Pickler(handle, protocol=pickle.HIGHEST_PROTOCOL) for handle in files]
         for record in records:
             if record.type in auditor.kept_types:
-                picklers[zlib.crc32((record.patient or "").encode()) % PARTITIONS].dump(record)
+                # a plain tuple, each its own pickle: a Pickler's memo would keep every record alive,
+                # and pickling the slotted Record itself costs twice as much
+                source = sources.setdefault(record.path, len(sources))
+                row = (record.type, record.key, record.patient, record.time, record.values, source, record.line)
+                files[zlib.crc32((record.patient or "").encode()) % PARTITIONS].write(
+                    pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL))
     finally:
         for handle in files:
             handle.close()
+    names = list(sources)
     for path in paths:
         by_patient: dict[str, list[Record]] = {}
-        with open(path, "rb") as source:
-            unpickler = pickle.Unpickler(source)
+        with open(path, "rb") as source_file:
             while True:
                 try:
-                    record = unpickler.load()
+                    kind, key, patient, time, values, source, line = pickle.load(source_file)
                 except EOFError:
                     break
-                by_patient.setdefault(record.patient or "", []).append(record)
+                record = Record(kind, key, patient, time, values, names[source], line)
+                by_patient.setdefault(patient or "", []).append(record)
         os.unlink(path)
         for patient in sorted(by_patient):
             auditor.add_patient(by_patient[patient])
         auditor.drain()  # findings are built while the partition's timelines are at hand
+        for group in by_patient.values():
+            for record in group:
+                record.timeline = None  # a record and its timeline refer to each other: free them now
 
 
 def judge(packs: list[Pack], records: Iterable[Record], timeout: float = DEFAULT_TIMEOUT,

@@ -33,12 +33,22 @@ class _Candidates:
 class Timeline:
     def __init__(self, records: list[Record]) -> None:
         self.records = records
-        self._index: dict[History, dict[Any, _Candidates]] = {}
+        # keyed by id(): conditions live as long as their pack, and hashing a frozen
+        # dataclass walks its whole where-tree on every lookup
+        self._index: dict[int, dict[Any, _Candidates]] = {}
+        self._moments = {id(r): r.time.timestamp() for r in records if r.time is not None}
+
+    def moment(self, record: Record) -> float:
+        found = self._moments.get(id(record))
+        if found is None:
+            assert record.time is not None
+            found = self._moments[id(record)] = record.time.timestamp()
+        return found
 
     def _candidates(self, cond: History, record: Record) -> _Candidates | None:
-        index = self._index.get(cond)
+        index = self._index.get(id(cond))
         if index is None:
-            index = self._index[cond] = self._build(cond)
+            index = self._index[id(cond)] = self._build(cond)
         key = record.values.get(cond.join) if cond.join else None
         return index.get(key)
 
@@ -52,7 +62,7 @@ class Timeline:
             key = record.values.get(cond.join) if cond.join else None
             if cond.join and key is None:
                 continue
-            found.setdefault(key, []).append((record.time.timestamp(), record.key, record))
+            found.setdefault(key, []).append((self.moment(record), record.key, record))
         index: dict[Any, _Candidates] = {}
         for key, items in found.items():
             items.sort(key=lambda item: (item[0], item[1]))
@@ -85,7 +95,7 @@ class Timeline:
         count = end - start
         if record.type == cond.of and record.time is not None:
             # the judged record is among the candidates only at its own time: look at the ties there
-            moment = record.time.timestamp()
+            moment = self.moment(record)
             if low <= moment <= high:
                 tie = bisect.bisect_left(group.times, moment)
                 while tie < len(group.times) and group.times[tie] == moment:
@@ -111,8 +121,7 @@ class Timeline:
         """Whether ``cond`` holds for ``record``; None when it is unknown."""
         if self._unknown(cond, record):
             return None
-        assert record.time is not None
-        moment = record.time.timestamp()
+        moment = self.moment(record)
         if cond.form == "first":
             group = self._candidates(cond, record)
             return group is None or bisect.bisect_left(group.times, moment) == 0
@@ -120,7 +129,7 @@ class Timeline:
             previous = self._previous(cond, record, moment)
             if previous is None or previous.time is None or cond.gap is None:
                 return True  # no earlier record: nothing to be too close to
-            return moment - previous.time.timestamp() >= cond.gap.total_seconds()
+            return moment - self.moment(previous) >= cond.gap.total_seconds()
         count = self._count(cond, record, *self._window(cond, moment))
         if cond.form == "exists":
             return count >= 1
@@ -132,7 +141,7 @@ class Timeline:
             missing = cond.time_field if record.time is None else cond.join
             return {"result": "unknown", "missing": missing}
         assert record.time is not None
-        moment = record.time.timestamp()
+        moment = self.moment(record)
         shown: dict[str, Any] = {"result": self.truth(cond, record)}
         if cond.form == "since_previous":
             previous = self._previous(cond, record, moment)

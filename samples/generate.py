@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""Deterministic synthetic export of IV ketamine sessions for the ``ketamine-iv`` rule pack.
+"""Deterministic synthetic export of IV ketamine and esketamine sessions, vitals, screenings,
+assessments and REMS enrollments for the ``ketamine-iv`` and ``esketamine-rems`` rule packs.
 
-Run ``python samples/generate.py`` (from anywhere) to rewrite ``sessions.csv`` and
-``sessions.ndjson`` next to this file. ``--sessions N --patients P --out DIR`` make other
-sizes (a benchmark can also ``import`` this module and call :func:`generate`).
+Run ``python samples/generate.py`` (from anywhere) to rewrite ``sessions.csv``,
+``sessions.ndjson``, ``vitals.csv``, ``screenings.csv``, ``assessments.csv`` and
+``enrollments.csv`` next to this file. ``--sessions N --patients P --out DIR`` make other sizes;
+``--iv-only`` writes just the IV sessions (streamed, any size). A benchmark can also ``import``
+this module and call :func:`generate` (IV sessions) or :func:`export` (every file).
 
 Standard library only. The same arguments always give byte-identical files.
 
-The data imitate one year of a two-site IV racemic ketamine clinic (distributions from
-the domain reference, section 7) with planted non-compliance, missing values and a few
-malformed rows. ``samples/README.md`` describes what is planted.
+The data imitate one year of a two-site IV racemic ketamine clinic and a SPRAVATO treatment
+centre with an inpatient unit (distributions from the domain reference, section 7) with
+planted non-compliance, missing values and a few malformed rows. ``samples/README.md``
+describes what is planted.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import heapq
 import itertools
 import json
 import math
@@ -26,6 +31,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 SEED = 20261126
@@ -35,28 +41,37 @@ WINDOW_START = dt.date(2025, 10, 1)
 WINDOW_END = dt.date(2026, 9, 30)
 WINDOW_DAYS = (WINDOW_END - WINDOW_START).days + 1
 TZ = ZoneInfo("America/Los_Angeles")
-Row = dict[str, str]   # one export row: column -> text ("" = missing); "_bad"/"_defect" mark planted defects
+# One export row: column -> text ("" = missing). Keys starting with "_" are not columns:
+# "_bad"/"_defect" mark planted defects, "_t" (a dict) keeps a session's true times.
+Row = dict[str, Any]
 UTC = dt.UTC
 
-# Export columns, in file order, with the type the ketamine-iv pack declares for them.
-# site_id, course_id and notes are extra export columns the pack does not declare.
+# Session export columns, in file order, with the type both packs declare for them (the export
+# mixes IV ketamine and esketamine sessions; a column that does not apply to a drug is empty).
+# site_id, course_id and notes are extra export columns the packs do not declare. `notes` stays
+# last: the planted "extra cell" row splits it.
 COLUMNS: dict[str, str] = {
     "session_id": "string",
     "site_id": "extra",
     "patient_id": "string",
     "course_id": "extra",
     "session_number_in_course": "integer",
+    "phase": "enum",
     "session_start": "datetime",
     "session_date": "date",
+    "drug": "enum",
     "route": "enum",
+    "setting_type": "enum",
     "cancelled": "boolean",
     "supervising_clinician_id": "string",
     "supervising_role": "enum",
     "acls_expiry": "date",
     "second_bls_staff_id": "string",
+    "prescriber_onsite": "boolean",
     "consent_signed_date": "date",
     "dosing_weight_kg": "number",
     "dose_mg": "number",
+    "devices_count": "integer",
     "predose_bp_time": "datetime",
     "predose_sbp": "integer",
     "predose_dbp": "integer",
@@ -64,9 +79,11 @@ COLUMNS: dict[str, str] = {
     "dose_start_time": "datetime",
     "dose_end_time": "datetime",
     "spo2_monitored": "boolean",
+    "monitoring_end_time": "datetime",
     "discharge_time": "datetime",
     "escort_present": "boolean",
     "no_drive_instruction_given": "boolean",
+    "pmf_submitted_date": "date",
     "notes": "extra",
 }
 
@@ -286,6 +303,7 @@ def _make_patients(rng: random.Random, n_sessions: int, n_patients: int, seed: i
             quotas[i] += 1
             deficit -= 1
     patients = []
+    makeup = random.Random(f"{seed}:makeup")
     for i in range(n_patients):
         sex = "F" if rng.random() < 0.64 else "M"
         weight = _lognormal(rng, 77, 19) if sex == "F" else _lognormal(rng, 90, 20)
@@ -328,8 +346,19 @@ def _make_patients(rng: random.Random, n_sessions: int, n_patients: int, seed: i
             if n == 1:
                 p.course_start[course] = start + dt.timedelta(days=off)
         taken: set[dt.date] = set()
+        previous: dt.date | None = None
         for off, course, n in stream[skip:skip + q]:
             day = _clinic_day(rng, start + dt.timedelta(days=off), site, taken)
+            # Planted (SCHED-01, SCHED-01B): at SITE-02 a thrice-weekly induction's 4th infusion
+            # is now and then pulled forward to the Saturday after the 3rd ("make-up" visit): the
+            # 4th infusion in 6 days, under 40 h after the Friday one. Own random stream, so the
+            # other columns keep their values.
+            if (n == 4 and site == "SITE-02" and previous is not None and previous.weekday() == 4
+                    and day.weekday() == 0 and makeup.random() < 0.25):
+                saturday = previous + dt.timedelta(days=1)
+                if saturday not in HOLIDAYS and saturday not in taken:
+                    day = saturday
+            previous = day
             taken.add(day)
             p.sessions.append((day.toordinal() << 32) | (course << 16) | n)
             if n == 1 or course not in p.course_start:
@@ -359,7 +388,18 @@ def _consents(rng: random.Random, p: Patient) -> None:
 
 # ----------------------------------------------------------------------------- rows
 
-def _session_row(rng: random.Random, p: Patient, day: dt.date, course: int, n: int) -> Row:
+def _iv_phase(course: int, n: int) -> str:
+    if course > 1:
+        return "reinduction" if n <= 4 else "maintenance"
+    return "induction" if n <= 6 else "maintenance"
+
+
+def _session_row(rng: random.Random, aux: random.Random, p: Patient, day: dt.date, course: int,
+                 n: int) -> Row:
+    """One IV session row. ``rng`` draws what the original export had; ``aux`` the columns added
+    with the esketamine sessions, so the older columns keep their values. The hidden ``_t`` key
+    keeps the true times and readings (before documentation gaps) for the vitals, screenings
+    and assessments files."""
     site = p.site
     late_shift = day.weekday() == 5 or p.slot == "evening"
     if day.weekday() == 5:
@@ -372,7 +412,7 @@ def _session_row(rng: random.Random, p: Patient, day: dt.date, course: int, n: i
     clinician = rng.choices(names, weights)[0]
     role, cards = CLINICIANS[clinician]
     card = max((c for c in cards if c[0] <= day), default=cards[0])
-    row = {c: "" for c in COLUMNS}
+    row: Row = {c: "" for c in COLUMNS}
     row.update({
         "session_id": "",                        # numbered in export order
         "site_id": site,
@@ -388,7 +428,14 @@ def _session_row(rng: random.Random, p: Patient, day: dt.date, course: int, n: i
         "acls_expiry": card[1].isoformat(),
         "second_bls_staff_id": rng.choice(BLS_STAFF[site]),
         "consent_signed_date": p.consent[course],
+        "phase": _iv_phase(course, n),
+        "drug": "ketamine_racemic",
+        "setting_type": "outpatient",
+        # IV: a prescriber on site is not required (immediately available by phone suffices)
+        "prescriber_onsite": "true" if aux.random() < 0.8 else "false",
     })
+    truth: dict[str, Any] = {"course": course, "n": n, "arrival": arrival, "site": site}
+    row["_t"] = truth
     # Weight drifts slowly; the dosing weight is the actual body weight measured that day.
     p.weight = max(40.0, p.weight + rng.gauss(0, 0.35))
     weight = round(p.weight, 1)
@@ -422,6 +469,7 @@ def _session_row(rng: random.Random, p: Patient, day: dt.date, course: int, n: i
             row.update({"cancelled": "true", "predose_bp_time": _iso(bp_time),
                         "predose_sbp": str(sbp), "predose_dbp": str(dbp),
                         "notes": f"held: pre-dose BP {sbp}/{dbp}"})
+            truth.update(bp_time=bp_time, sbp=sbp, dbp=dbp, held=True)
             row["second_bls_staff_id"] = ""
             return row
     dose_start = bp_time + dt.timedelta(minutes=rng.choice([3, 5, 6, 8, 10, 12, 15, 18, 22]))
@@ -491,6 +539,8 @@ def _session_row(rng: random.Random, p: Patient, day: dt.date, course: int, n: i
         "no_drive_instruction_given": no_drive,
         "notes": note,
     })
+    truth.update(bp_time=bp_time if bp_recorded else None, sbp=sbp, dbp=dbp, dose_start=dose_start,
+                 dose_end=dose_end, end=discharge, discharge=discharge, hyper=p.hypertensive)
     for col, rate in BLANK_RATES.items():
         if rng.random() < rate:
             row[col] = ""
@@ -527,17 +577,26 @@ def _spoil(row: Row, column: str) -> None:
 
 def generate(n_sessions: int = DEFAULT_SESSIONS, n_patients: int = DEFAULT_PATIENTS,
              seed: int = SEED, bad_rows: bool = True) -> Iterator[Row]:
-    """Yield ``n_sessions`` export rows (dicts of column -> text, empty text = missing) in
-    session_start order.
+    """Yield ``n_sessions`` IV ketamine session rows (dicts of column -> text, empty text =
+    missing) in session_start order: the IV part of the session export, usable on its own with
+    the ketamine-iv pack.
 
     With ``bad_rows`` (and at least 20 rows) one row is a duplicate of an earlier session and
     seven others are malformed; those rows carry a ``_bad`` key describing the defect, and
     the two structural ones a ``_defect`` key ("short_row" or "extra_cell") that
     :func:`write_csv` and :func:`write_ndjson` turn into a broken line. Keys starting with
-    ``_`` are not columns."""
+    ``_`` are not columns (``_t`` holds the true times the other files are made from)."""
+    _patients, rows = _iv_export(n_sessions, n_patients, seed, bad_rows)
+    yield from rows
+
+
+def _iv_export(n_sessions: int, n_patients: int, seed: int,
+               bad_rows: bool) -> tuple[list[Patient], Iterator[Row]]:
+    """The IV patients (made at once) and their session rows (made as they are read)."""
     if n_sessions < 1 or n_patients < 1:
         raise ValueError("need at least one session and one patient")
     rng = random.Random(seed)
+    aux = random.Random(f"{seed}:aux")
     n_patients = min(n_patients, n_sessions)
     planted = bad_rows and n_sessions >= 20
     unique = n_sessions - 1 if planted else n_sessions
@@ -578,48 +637,640 @@ def generate(n_sessions: int = DEFAULT_SESSIONS, n_patients: int = DEFAULT_PATIE
             index += 1
             duplicate = None
 
-    seq = 0
-    day_rows: list[Row] = []
-    current_day = None
-    for key in order + [None]:
-        if key is not None:
-            p = patients[(key >> 16) & 0xFFFFFF]
-            packed = p.sessions[key & 0xFFFF]
-            day = dt.date.fromordinal(packed >> 32)
-            course, n = (packed >> 16) & 0xFFFF, packed & 0xFFFF
-        if key is None or day != current_day:
-            # Rows of one day are exported in session_start order, numbered as exported.
-            day_rows.sort(key=lambda r: (r["session_start"], r["patient_id"]))
-            for row in day_rows:
-                seq += 1
-                row["session_id"] = _id("S", seq, width)
-                yield from emit(row)
-            if key is None:
-                if duplicate is not None:                   # a very short file: append it
-                    yield duplicate[1]
-                break
-            day_rows, current_day = [], day
-        day_rows.append(_session_row(rng, p, day, course, n))
+    def rows() -> Iterator[Row]:
+        seq = 0
+        day_rows: list[Row] = []
+        current_day = None
+        for key in order + [None]:
+            if key is not None:
+                p = patients[(key >> 16) & 0xFFFFFF]
+                packed = p.sessions[key & 0xFFFF]
+                day = dt.date.fromordinal(packed >> 32)
+                course, n = (packed >> 16) & 0xFFFF, packed & 0xFFFF
+            if key is None or day != current_day:
+                # Rows of one day are exported in session_start order, numbered as exported.
+                day_rows.sort(key=lambda r: (r["session_start"], r["patient_id"]))
+                for row in day_rows:
+                    seq += 1
+                    row["session_id"] = _id("S", seq, width)
+                    yield from emit(row)
+                if key is None:
+                    if duplicate is not None:                   # a very short file: append it
+                        yield duplicate[1]
+                    break
+                day_rows, current_day = [], day
+            day_rows.append(_session_row(rng, aux, p, day, course, n))
+
+    return patients, rows()
+
+
+# ----------------------------------------------------------------------------- esketamine sessions
+
+DEFAULT_ESK_SESSIONS = 800
+DEFAULT_ESK_PATIENTS = 60
+ESK_FIRST_PATIENT = 201      # P-0201, ...: the network's patient numbers go on after the IV clinic's
+# SITE-03: outpatient SPRAVATO treatment centre (REMS certified). SITE-04: inpatient unit.
+ESK_CLINICIANS: dict[str, tuple[str, list[tuple[dt.date, dt.date]]]] = {
+    "CL-013": ("MD", [(dt.date(2025, 3, 10), dt.date(2027, 3, 31))]),
+    "CL-014": ("NP", [(dt.date(2024, 9, 16), dt.date(2026, 9, 30))]),
+    "CL-015": ("PA", [(dt.date(2025, 6, 2), dt.date(2027, 6, 30))]),
+    "CL-017": ("MD", [(dt.date(2025, 1, 6), dt.date(2027, 1, 31))]),
+    "CL-018": ("NP", [(dt.date(2025, 5, 5), dt.date(2027, 5, 31))]),
+}
+ESK_ROSTER = {"SITE-03": (["CL-013", "CL-014", "CL-015"], [40, 35, 25]),
+              "SITE-04": (["CL-017", "CL-018"], [50, 50])}
+ESK_PRESCRIBERS = {"SITE-03": ["CL-013", "CL-016"], "SITE-04": ["CL-017"]}
+ESK_BLS = {"SITE-03": ["CL-031", "CL-032", "CL-033"], "SITE-04": ["CL-034", "CL-035"]}
+ESK_INDUCTION = [0, 3, 7, 10, 14, 17, 21, 24]     # weeks 1-4 (days 0-27): Monday and Thursday
+ESK_SLOTS = [(8 * 60, 10 * 60 + 30), (10 * 60 + 30, 13 * 60)]   # 2 h+ chair time: mornings and middays
+ESK_NOTES = ["tolerated well", "transient dissociation, resolved", "nausea, resolved", "sedated at 40 min, MOAA/S 4",
+             "BP rechecked at 60 min", "anxious before first device", "dizziness, resolved before discharge"]
+ESK_BLANK_RATES = {
+    "route": 0.003, "drug": 0.003, "cancelled": 0.0015, "setting_type": 0.003, "phase": 0.005,
+    "session_number_in_course": 0.005, "dose_mg": 0.004, "devices_count": 0.005, "dose_start_time": 0.004,
+    "monitoring_end_time": 0.006, "prescriber_onsite": 0.006, "escort_present": 0.005,
+}
+# Malformed esketamine rows, at fixed fractions of the esketamine sessions.
+ESK_DEFECTS = [(0.36, "dose_mg", "unit typed into the number"),
+               (0.71, "pmf_submitted_date", "no such date")]
+
+
+@dataclass
+class EskPatient:
+    idx: int
+    pid: str
+    site: str
+    inpatient: bool
+    sex: str
+    sbp_mean: float
+    dbp_mean: float
+    slot: tuple[int, int]
+    top_dose: int                 # 56 or 84 after titration
+    titrate_at: int               # session number from which the top dose is given
+    course_start: dt.date         # day 0 of the course (may be before the export window)
+    plan: list[tuple[dt.date, int, str]] = field(default_factory=list)   # (day, n in course, phase)
+    consent: str = ""
+    enrolled: dt.date | None = None
+    starts_high: bool = False     # planted DOSE-04B: the first session is given 84 mg
+
+
+def _esk_stream(weekly: bool) -> Iterator[tuple[int, str]]:
+    """(day offset from course day 0, phase) of one esketamine course: twice weekly in weeks
+    1-4, weekly in weeks 5-8, then weekly or every 2 weeks (label, §2.2)."""
+    for off in ESK_INDUCTION:
+        yield off, "induction"
+    for k in range(4):
+        yield 28 + 7 * k, "maintenance"
+    off = 49
+    while True:
+        off += 7 if weekly else 14
+        yield off, "maintenance"
+
+
+def _esk_patients(rng: random.Random, plant: random.Random, n_sessions: int, n_patients: int,
+                  first_number: int) -> list[EskPatient]:
+    usable = WINDOW_DAYS - 7
+    n_inpatient = round(n_patients / 12)
+    inpatients = set(rng.sample(range(n_patients), n_inpatient))
+    kinds, quotas, weekly, carried = [], [], [], []
+    for i in range(n_patients):
+        u = rng.random()
+        weekly.append(rng.random() < 0.4)
+        carried.append(False)
+        if i in inpatients:
+            kinds.append("inpatient")
+            quotas.append(rng.randint(4, 8))
+        elif u < 0.15:
+            kinds.append("dropout")
+            quotas.append(rng.randint(2, 7))
+        elif u < 0.45:
+            kinds.append("short")                      # stops after induction or weeks 5-8
+            quotas.append(rng.choice([8, 8, 9, 10, 11, 12]))
+        else:
+            kinds.append("continuer")
+            carried[i] = rng.random() < 0.35           # already in maintenance when the window opens
+            quotas.append(13 + int(rng.expovariate(1 / 8)))
+
+    def capacity(i: int) -> int:
+        if kinds[i] != "continuer":
+            return quotas[i]
+        stream = _esk_stream(weekly[i])
+        if carried[i]:
+            return sum(1 for off, _ in itertools.islice(stream, 200) if 0 <= off - 70 <= usable)
+        return sum(1 for off, _ in itertools.islice(stream, 200) if off <= usable)
+
+    caps = [capacity(i) for i in range(n_patients)]
+    quotas = [min(q, c) for q, c in zip(quotas, caps, strict=True)]
+    continuers = [i for i in range(n_patients) if kinds[i] == "continuer"]
+    n_sessions = round(n_sessions * 1.035)                   # holidays skipped below lose ~3.5%
+    step = 0
+    while sum(quotas) != n_sessions and continuers:       # scale the continuers to the target
+        i = continuers[step % len(continuers)]
+        if sum(quotas) < n_sessions and quotas[i] < caps[i]:
+            quotas[i] += 1
+        elif sum(quotas) > n_sessions and quotas[i] > 13:
+            quotas[i] -= 1
+        step += 1
+        if step > 100_000:
+            break
+    patients = []
+    for i in range(n_patients):
+        sex = "F" if rng.random() < 0.62 else "M"
+        hyper = rng.random() < 0.33
+        sbp, dbp = (rng.gauss(136, 10), rng.gauss(84, 7)) if hyper else (rng.gauss(122, 9), rng.gauss(77, 6))
+        site = "SITE-04" if kinds[i] == "inpatient" else "SITE-03"
+        stream = list(itertools.islice(_esk_stream(weekly[i]), 400))
+        q = quotas[i]
+        if carried[i]:
+            skip = next(k for k, (off, _) in enumerate(stream) if off >= 70)
+            skip += rng.randint(0, 6)
+            start = WINDOW_START - dt.timedelta(days=stream[skip][0] - rng.randint(0, 6))
+        else:
+            skip = 0
+            span = stream[q - 1][0]
+            start = WINDOW_START + dt.timedelta(days=rng.randint(0, max(0, usable - span)))
+        start -= dt.timedelta(days=start.weekday())                      # day 0 is a Monday
+        p = EskPatient(i, _id("P", first_number + i, 4), site, kinds[i] == "inpatient", sex, sbp, dbp,
+                       rng.choice(ESK_SLOTS), 84 if rng.random() < 0.61 else 56, rng.randint(2, 4), start)
+        offsets = [(off, phase, False) for off, phase in stream[:skip + q]]
+        # Planted (SCHED-02, SCHED-02B): an extra visit squeezed into an induction week (a 3rd
+        # session in the week) or 2-4 days after a maintenance session.
+        extra = []
+        for k in range(skip, skip + q):
+            off, phase = stream[k]
+            nxt = stream[k + 1][0] if k + 1 < skip + q else off + 99
+            if phase == "induction" and off % 7 == 0 and plant.random() < 0.02:
+                extra.append((off + 2, "induction", True))
+            elif phase == "maintenance" and plant.random() < 0.01 and nxt - off > 5:
+                extra.append((off + plant.randint(2, 4), "maintenance", True))
+        offsets = sorted(offsets + extra)
+        exported_from = skip + sum(1 for e in extra if e[0] < stream[skip][0]) if skip else 0
+        n = 0
+        for k, (off, phase, _extra) in enumerate(offsets):
+            day = start + dt.timedelta(days=off)
+            if day in HOLIDAYS:          # the centre is closed: that dose is skipped, not moved
+                continue
+            n += 1
+            if k >= exported_from and WINDOW_START <= day <= WINDOW_END:
+                p.plan.append((day, n, phase))
+        p.consent = (start - dt.timedelta(days=rng.choice([0, 1, 3, 5, 7, 10]))).isoformat()
+        if not p.inpatient:
+            p.enrolled = start - dt.timedelta(days=rng.choice([0, 0, 1, 2, 3, 5, 7, 12]))
+        elif rng.random() < 0.4:                  # some inpatients go on as outpatients: enrolled anyway
+            p.enrolled = start + dt.timedelta(days=rng.randint(5, 20))
+        patients.append(p)
+    # Planted (REMS-01): one outpatient who starts inside the window is enrolled 2 days late.
+    starters = [p for p in patients if not p.inpatient and p.plan and p.plan[0][1] == 1]
+    if starters:
+        late = plant.choice(starters)
+        late.enrolled = late.plan[0][0] + dt.timedelta(days=2)
+    # Planted (DOSE-04B): two courses (of the ones that start inside the window) start at 84 mg.
+    for e in plant.sample([p for p in patients if p.plan and p.plan[0][1] == 1], 2):
+        e.starts_high = True
+    return patients
+
+
+def _esk_row(rng: random.Random, p: EskPatient, day: dt.date, n: int, phase: str) -> Row:
+    lo, hi = p.slot
+    arrival = _local(day, lo + 15 * rng.randint(0, (hi - lo) // 15)) + dt.timedelta(
+        minutes=rng.choice([-8, -4, 0, 0, 0, 3, 6, 10]))
+    names, weights = ESK_ROSTER[p.site]
+    clinician = rng.choices(names, weights)[0]
+    role, cards = ESK_CLINICIANS[clinician]
+    card = max((c for c in cards if c[0] <= day), default=cards[0])
+    row: Row = {c: "" for c in COLUMNS}
+    row.update({
+        "site_id": p.site, "patient_id": p.pid, "course_id": f"C-{p.pid[2:]}-01",
+        "session_number_in_course": str(n), "phase": phase,
+        "session_start": _iso(arrival), "session_date": arrival.astimezone(TZ).date().isoformat(),
+        "drug": "esketamine", "route": "IN", "setting_type": "inpatient" if p.inpatient else "outpatient",
+        "cancelled": "false", "supervising_clinician_id": clinician, "supervising_role": role,
+        "acls_expiry": card[1].isoformat(), "second_bls_staff_id": rng.choice(ESK_BLS[p.site]),
+        "consent_signed_date": p.consent,
+    })
+    truth: dict[str, Any] = {"course": 1, "n": n, "arrival": arrival, "site": p.site, "esk": True}
+    row["_t"] = truth
+    if rng.random() < 0.02:                                  # cancelled: unwell, no driver, no-show
+        row["cancelled"] = "true"
+        row["notes"] = rng.choice(CANCEL_NOTES)
+        return row
+    sbp = round(p.sbp_mean + rng.gauss(0, 8))
+    dbp = round(p.dbp_mean + rng.gauss(0, 6))
+    bp_time = arrival + dt.timedelta(minutes=rng.randint(5, 15))
+    dose_start = bp_time + dt.timedelta(minutes=rng.randint(8, 25))
+    pre = "ok"
+    u = rng.random()
+    if u < 0.015:
+        pre = "missing"                                      # planted VIT-01-IN: no pre-dose BP
+    elif u < 0.02:
+        bp_time = dose_start - dt.timedelta(minutes=rng.randint(35, 55))   # planted: stale
+    # dose (DOSE-04, DOSE-04B) and devices (DOSE-04C)
+    dose = 56 if n < p.titrate_at else p.top_dose
+    if n == 1 and p.starts_high:
+        dose = 84                                            # planted: course started at 84 mg
+    u = rng.random()
+    if u < 0.004:
+        dose = 28                                            # planted: 28 mg (a non-US elderly start)
+    elif u < 0.006:
+        dose = 112
+    devices = dose // 28
+    if rng.random() < 0.012:
+        devices += rng.choice([-1, 1])                       # planted: device count does not match
+    dose_end = dose_start + dt.timedelta(minutes=5 * (max(devices, 1) - 1) + 1)
+    # monitoring (OBS-01-IN): 120-150 min, median ~125; 2% ended early
+    if rng.random() < 0.015:
+        monitor = rng.randint(100, 118)
+    else:
+        monitor = max(120, round(rng.triangular(120, 150, 122)))
+    monitoring_end = dose_start + dt.timedelta(minutes=monitor)
+    discharge = monitoring_end + dt.timedelta(minutes=rng.randint(2, 15))
+    # the ~40-minute BP (VIT-06): 5% not in the 30-50 min window
+    u = rng.random()
+    t40: int | None = rng.randint(36, 44)
+    if u < 0.025:
+        t40 = None                                           # not taken
+    elif u < 0.04:
+        t40 = rng.randint(55, 70)                            # taken late
+    elif u < 0.05:
+        t40 = rng.randint(20, 28)                            # taken early
+    # REMS Patient Monitoring Form (REMS-02), outpatient only: 6% late, 1% never sent
+    pmf = ""
+    if not p.inpatient:
+        u = rng.random()
+        if u < 0.06:
+            pmf = (day + dt.timedelta(days=rng.randint(8, 25))).isoformat()
+        elif u >= 0.07:
+            pmf = (day + dt.timedelta(days=rng.choice([0, 0, 1, 1, 1, 2, 2, 3, 4, 6]))).isoformat()
+    onsite = "false" if rng.random() < 0.015 else "true"     # planted STAFF-01-IN
+    row.update({
+        "dose_mg": str(dose), "devices_count": str(devices),
+        "predose_bp_time": "" if pre == "missing" else _iso(bp_time),
+        "predose_sbp": "" if pre == "missing" else str(sbp),
+        "predose_dbp": "" if pre == "missing" else str(dbp),
+        "predose_bp_override": "true" if sbp >= 160 or dbp >= 100 else "false",
+        "dose_start_time": _iso(dose_start), "dose_end_time": _iso(dose_end),
+        "spo2_monitored": "false" if rng.random() < 0.005 else "true",
+        "monitoring_end_time": _iso(monitoring_end), "discharge_time": _iso(discharge),
+        "escort_present": "false" if rng.random() < 0.01 else "true",
+        "no_drive_instruction_given": "false" if rng.random() < 0.01 else "true",
+        "prescriber_onsite": onsite, "pmf_submitted_date": pmf,
+        "notes": rng.choice(ESK_NOTES) if rng.random() < 0.12 else "",
+    })
+    truth.update(bp_time=None if pre == "missing" else bp_time, sbp=sbp, dbp=dbp, dose_start=dose_start,
+                 dose_end=dose_end, end=monitoring_end, discharge=discharge, t40=t40,
+                 hyper=p.sbp_mean > 130)
+    for col, rate in ESK_BLANK_RATES.items():
+        if rng.random() < rate:
+            row[col] = ""
+    return row
+
+
+def _esk_export(n_sessions: int, n_patients: int, seed: int,
+                bad_rows: bool) -> tuple[list[EskPatient], list[Row]]:
+    rng = random.Random(f"{seed}:esketamine")
+    plant = random.Random(f"{seed}:esketamine:plant")
+    patients = _esk_patients(rng, plant, n_sessions, n_patients, ESK_FIRST_PATIENT)
+    rows = [_esk_row(rng, p, day, n, phase) for p in patients for day, n, phase in p.plan]
+    rows.sort(key=lambda r: (r["_t"]["arrival"], r["patient_id"]))
+    for number, row in enumerate(rows, start=1):
+        row["session_id"] = _id("SPR", number, 5)
+    if bad_rows and len(rows) >= 20:
+        for fraction, column, desc in ESK_DEFECTS:
+            k = int(fraction * len(rows))
+            while rows[k]["cancelled"] != "false" or not rows[k][column]:
+                k += 1
+            if column == "dose_mg":
+                rows[k]["dose_mg"] += " mg"
+            else:
+                rows[k]["pmf_submitted_date"] = rows[k]["session_date"][:5] + "04-31"
+            rows[k]["_bad"] = f"{column} = {rows[k][column]!r} ({desc})"
+    return patients, rows
+
+
+def _merge_sessions(iv: Iterable[Row], esk: list[Row]) -> Iterator[Row]:
+    """One export in arrival order; each part keeps its own order (the IV duplicate row stays where
+    the IV export put it)."""
+    return heapq.merge(iv, esk, key=lambda r: r["_t"]["arrival"])
+
+
+# ----------------------------------------------------------------------------- vitals
+
+VITAL_COLUMNS = {"vital_id": "string", "session_id": "string", "patient_id": "string", "measured_at": "datetime",
+                 "dose_start_time": "datetime", "phase": "enum", "sbp_mmhg": "integer", "dbp_mmhg": "integer",
+                 "hr_bpm": "integer", "spo2_pct": "integer"}
+# (fraction of the file, what): malformed readings, each on the pre-dose reading of an IV session
+VITAL_DEFECTS = [(0.22, "spo2_pct"), (0.58, "measured_at"), (0.81, "vital_id")]
+
+
+def vitals(sessions: Iterable[Row], seed: int = SEED, bad_rows: bool = True) -> list[Row]:
+    """Vital-sign readings of the sessions: pre-dose, during (IV ~20 min into the infusion;
+    esketamine ~40 min after the first device), after, and at discharge. Each reading
+    carries its session's dose start. Sessions' rows must carry the hidden ``_t`` key."""
+    rng = random.Random(f"{seed}:vitals")
+    out: list[Row] = []
+    seen: set[str] = set()
+    for row in sessions:
+        t = row.get("_t")
+        sid = row["session_id"]
+        if not isinstance(t, dict) or sid in seen:
+            continue
+        seen.add(sid)
+        hr0 = rng.gauss(76, 9)
+        dose_start = t.get("dose_start")
+        readings: list[tuple[dt.datetime, str, float, float]] = []
+        if t.get("bp_time") is not None:
+            readings.append((t["bp_time"], "pre", 0, 0))
+        if dose_start is None and not t.get("held"):
+            continue                                           # cancelled before any reading
+        if dose_start is not None:
+            big = 1 if rng.random() < (0.05 if t.get("esk") else 0.02) else 0
+            rise_s = rng.gauss(10 if t.get("esk") else 7, 8) + 5 * bool(t.get("hyper")) + 35 * big
+            rise_d = rng.gauss(6, 6) + 20 * big
+            if t.get("esk"):
+                if t.get("t40") is not None:
+                    readings.append((dose_start + dt.timedelta(minutes=t["t40"]), "intra", rise_s, rise_d))
+                readings.append((dose_start + dt.timedelta(minutes=rng.randint(85, 100)), "post",
+                                 rise_s * 0.4, rise_d * 0.4))
+            else:
+                readings.append((dose_start + dt.timedelta(minutes=rng.randint(15, 25)), "intra", rise_s, rise_d))
+                readings.append((t["dose_end"] + dt.timedelta(minutes=rng.randint(5, 15)), "post",
+                                 rise_s * 0.4, rise_d * 0.4))
+            if rng.random() > 0.03:                            # discharge vitals not charted: 3%
+                readings.append((t["end"] - dt.timedelta(minutes=rng.randint(0, 8)), "discharge",
+                                 rng.gauss(1, 4), rng.gauss(0, 3)))
+        readings.sort(key=lambda r: r[0])
+        for at, phase, ds, dd in readings:
+            vit = {
+                "vital_id": "", "session_id": sid, "patient_id": row["patient_id"], "measured_at": _iso(at),
+                "dose_start_time": _iso(dose_start) if dose_start is not None else "", "phase": phase,
+                "sbp_mmhg": str(round(t["sbp"] + ds + (rng.gauss(0, 4) if phase != "pre" else 0))),
+                "dbp_mmhg": str(round(t["dbp"] + dd + (rng.gauss(0, 3) if phase != "pre" else 0))),
+                "hr_bpm": str(round(hr0 + (rng.gauss(2, 6) if phase != "pre" else 0))),
+                "spo2_pct": str(min(100, max(90, round(rng.gauss(97.6, 1.1))))),
+                "_pre_iv": phase == "pre" and not t.get("esk") and not t.get("held"),
+            }
+            if rng.random() < 0.003:
+                vit["sbp_mmhg"] = vit["dbp_mmhg"] = ""              # cuff error
+            for col in ("hr_bpm", "spo2_pct"):
+                if rng.random() < (0.006 if phase == "pre" else 0.003):
+                    vit[col] = ""
+            out.append(vit)
+    width = max(6, len(str(len(out) + 1)))
+    for number, vit in enumerate(out, start=1):
+        vit["vital_id"] = _id("V", number, width)
+    if bad_rows and len(out) >= 100:
+        for fraction, column in VITAL_DEFECTS:
+            k = int(fraction * len(out))
+            while not out[k]["_pre_iv"] or not out[k]["spo2_pct"] or not out[k]["hr_bpm"] or not out[k]["sbp_mmhg"]:
+                k += 1
+            vit = out[k]
+            if column == "spo2_pct":
+                vit["spo2_pct"] += "%"
+                vit["_bad"] = f"spo2_pct = {vit['spo2_pct']!r} (percent sign typed in): not an integer"
+            elif column == "measured_at":
+                local = dt.datetime.fromisoformat(vit["measured_at"])
+                vit["measured_at"] = local.strftime("%m/%d/%Y %H:%M")
+                vit["_bad"] = f"measured_at = {vit['measured_at']!r} (US date format): not ISO 8601"
+            else:
+                dup = dict(vit, _bad=f"duplicate vital_id {vit['vital_id']} (reading exported twice)")
+                out.insert(k + 1, dup)
+    return out
+
+
+# ----------------------------------------------------------------------------- screenings and assessments
+
+SCREENING_COLUMNS = {"screening_id": "string", "patient_id": "string", "screened_at": "datetime",
+                     "instrument": "enum", "total_score": "integer", "sex": "enum", "administered_by": "string",
+                     "reviewed_by": "string", "reviewed_at": "datetime"}
+ASSESSMENT_COLUMNS = {"assessment_id": "string", "patient_id": "string", "session_id": "string",
+                      "administered_at": "datetime", "instrument": "enum", "total_score": "integer",
+                      "item9_score": "integer", "risk_level": "enum"}
+ENROLLMENT_COLUMNS = {"enrollment_id": "string", "patient_id": "string", "site_id": "extra",
+                      "enrolled_date": "date", "enrolled_by": "string"}
+REVIEWERS = {"SITE-01": ["CL-001", "CL-002"], "SITE-02": ["CL-008", "CL-012"],
+             "SITE-03": ["CL-013", "CL-016"], "SITE-04": ["CL-017"]}
+INTAKE_STAFF = {"SITE-01": ["CL-021", "CL-022", "CL-023"], "SITE-02": ["CL-026", "CL-027"],
+                "SITE-03": ["CL-031", "CL-032"], "SITE-04": ["CL-034"]}
+
+
+@dataclass
+class Course:
+    patient: str
+    sex: str
+    site: str
+    anchor: dt.datetime        # arrival at the course's first session (or 09:00 on its start day)
+    in_export: bool            # its first session is in the session export (so ELIG-02/03 judge it)
+    esk: bool
+
+
+def _courses(session_rows: list[Row], iv_patients: list[Patient], esk_patients: list[EskPatient]) -> list[Course]:
+    first: dict[tuple[str, int], dt.datetime] = {}
+    for row in session_rows:
+        t = row.get("_t")
+        if isinstance(t, dict) and t["n"] == 1:
+            first.setdefault((row["patient_id"], t["course"]), t["arrival"])
+    courses = []
+    for p in iv_patients:
+        for course, start in sorted(p.course_start.items()):
+            anchor = first.get((p.pid, course))
+            courses.append(Course(p.pid, p.sex, p.site, anchor or _local(start, 9 * 60), anchor is not None, False))
+    for e in esk_patients:
+        if not e.plan:
+            continue
+        anchor = first.get((e.pid, 1))
+        courses.append(Course(e.pid, e.sex, e.site, anchor or _local(e.course_start, 9 * 60), anchor is not None, True))
+    courses.sort(key=lambda c: (c.anchor, c.patient))
+    return courses
+
+
+def _weekday_at(rng: random.Random, moment: dt.datetime, back_days: int, lo: int = 10 * 60,
+                hi: int = 15 * 60 + 30) -> dt.datetime:
+    """A weekday office time about ``back_days`` days before ``moment``."""
+    day = moment.astimezone(TZ).date() - dt.timedelta(days=back_days)
+    while day.weekday() >= 5 or day in HOLIDAYS:
+        day -= dt.timedelta(days=1)
+    return _local(day, lo + 5 * rng.randint(0, (hi - lo) // 5))
+
+
+def _score(rng: random.Random, instrument: str, sex: str) -> int:
+    u = rng.random()
+    if instrument == "DAST10":           # >= 3 in ~6.5% (§7.1)
+        if u < 0.70:
+            return 0
+        return rng.randint(1, 2) if u < 0.935 else rng.randint(3, 5) if u < 0.985 else rng.randint(6, 8)
+    if instrument == "AUDITC":           # positive (>= 4 men, >= 3 women) in ~17%
+        cut = 4 if sex == "M" else 3
+        return rng.randint(cut, min(12, cut + 5)) if u < 0.17 else rng.randint(0, cut - 1)
+    return 0 if u < 0.78 else 1 if u < 0.90 else rng.randint(2, 4)   # CAGE-AID
+
+
+def _positive(instrument: str, score: int, sex: str) -> bool:
+    if instrument == "DAST10":
+        return score >= 3
+    if instrument == "CAGEAID":
+        return score >= 1
+    return score >= 4 or (score == 3 and sex != "M")
+
+
+def screenings_and_assessments(session_rows: list[Row], iv_patients: list[Patient],
+                               esk_patients: list[EskPatient], seed: int = SEED,
+                               bad_rows: bool = True) -> tuple[list[Row], list[Row]]:
+    """SUD screens and rating scales: an intake consult 2-28 days before each course's first
+    session (DAST-10 + AUDIT-C or CAGE-AID, a baseline depression scale, a C-SSRS screen), and
+    PHQ-9s at later sessions. Planted gaps are described in samples/README.md."""
+    rng = random.Random(f"{seed}:screenings")
+    plant = random.Random(f"{seed}:screenings:plant")
+    courses = _courses(session_rows, iv_patients, esk_patients)
+    # Course-level gaps are planted as exact counts among the IV courses whose first infusion is in
+    # the export (the ones ELIG-02/03 judge): SUD screens 3 none, 3 only older than 90 days, 2 with
+    # the AUDIT-C alone; baseline scales 3 none, 3 only older than 30 days.
+    judged = [k for k, c in enumerate(courses) if c.in_export and not c.esk]
+    sud_gap: dict[int, str] = {}
+    base_gap: dict[int, str] = {}
+    if len(judged) >= 40:
+        for k, what in zip(plant.sample(judged, 8), ["none"] * 3 + ["stale"] * 3 + ["partial"] * 2, strict=True):
+            sud_gap[k] = what
+        for k, what in zip(plant.sample(judged, 6), ["none"] * 3 + ["stale"] * 3, strict=True):
+            base_gap[k] = what
+    screens: list[Row] = []
+    scales: list[Row] = []
+    for number, c in enumerate(courses):
+        consult = _weekday_at(rng, c.anchor, rng.randint(2, 28))
+        sex = c.sex if rng.random() > 0.01 else ""
+        staff = rng.choice(INTAKE_STAFF[c.site])
+        # -- SUD screens (ELIG-03): 80% DAST-10 + AUDIT-C, 20% CAGE-AID
+        gap = sud_gap.get(number)
+        when = consult
+        sets = ["DAST10", "AUDITC"] if rng.random() < 0.8 else ["CAGEAID"]
+        if gap == "none":
+            sets = []
+        elif gap == "stale":
+            when = _weekday_at(rng, c.anchor, rng.randint(95, 150))
+        elif gap == "partial":
+            sets = ["AUDITC"]
+        for k, instrument in enumerate(sets):
+            at = when + dt.timedelta(minutes=3 * k + rng.randint(0, 2))
+            score = _score(rng, instrument, c.sex)
+            reviewer, reviewed = "", ""
+            if _positive(instrument, score, c.sex):
+                v = rng.random()                              # ELIG-03B: 14% never, 8% late
+                if v < 0.08:
+                    reviewer = rng.choice(REVIEWERS[c.site])
+                    reviewed = _iso(at + dt.timedelta(days=rng.randint(8, 30), hours=rng.randint(0, 6)))
+                elif v >= 0.22:
+                    reviewer = rng.choice(REVIEWERS[c.site])
+                    reviewed = _iso(at + dt.timedelta(minutes=rng.randint(30, 26 * 60)))
+            elif rng.random() < 0.3:
+                reviewer = rng.choice(REVIEWERS[c.site])
+                reviewed = _iso(at + dt.timedelta(minutes=rng.randint(30, 300)))
+            screens.append({"screening_id": "", "patient_id": c.patient, "screened_at": _iso(at),
+                            "instrument": instrument, "total_score": str(score), "sex": sex,
+                            "administered_by": staff, "reviewed_by": reviewer, "reviewed_at": reviewed,
+                            "_first": c.in_export and not c.esk,
+                            "_plain": c.in_export and not c.esk and gap is None})
+        # -- baseline depression scale (ELIG-02)
+        gap = base_gap.get(number)
+        if gap != "none":
+            when = _weekday_at(rng, c.anchor, rng.randint(35, 60)) if gap == "stale" else consult
+            if gap is None and rng.random() < 0.15:              # filled in online the morning before arrival
+                when = c.anchor - dt.timedelta(minutes=rng.randint(40, 180))
+            instrument = rng.choices(["PHQ9", "MADRS", "QIDS_SR16"], [85, 10, 5])[0]
+            score = {"PHQ9": lambda: min(27, max(10, round(rng.gauss(18.6, 4)))),
+                     "MADRS": lambda: min(50, max(20, round(rng.gauss(32, 6)))),
+                     "QIDS_SR16": lambda: min(27, max(8, round(rng.gauss(16, 4))))}[instrument]()
+            item9 = str(rng.choices([0, 1, 2, 3], [70, 20, 7, 3])[0]) if instrument == "PHQ9" else ""
+            scales.append({"assessment_id": "", "patient_id": c.patient, "session_id": "",
+                           "administered_at": _iso(when + dt.timedelta(minutes=10)), "instrument": instrument,
+                           "total_score": str(score), "item9_score": item9,
+                           "risk_level": "", "_baseline": c.in_export and not c.esk and gap is None})
+        risk = rng.choices(["none", "low", "moderate", "high"], [60, 22, 13, 5])[0]
+        scales.append({"assessment_id": "", "patient_id": c.patient, "session_id": "",
+                       "administered_at": _iso(consult + dt.timedelta(minutes=15)), "instrument": "CSSRS_SCREEN",
+                       "total_score": "", "item9_score": "", "risk_level": risk})
+    # follow-up PHQ-9s, taken after check-in: every 3rd IV infusion, esketamine sessions 4, 8, 12, ...
+    for row in session_rows:
+        t = row.get("_t")
+        if not isinstance(t, dict) or row.get("_bad") or t.get("dose_start") is None:
+            continue
+        if (t["n"] % 4 == 0) if t.get("esk") else (t["n"] % 3 == 0):
+            at = t["arrival"] + dt.timedelta(minutes=rng.randint(3, 10))
+            scales.append({"assessment_id": "", "patient_id": row["patient_id"], "session_id": row["session_id"],
+                           "administered_at": _iso(at), "instrument": "PHQ9",
+                           "total_score": str(min(27, max(0, round(rng.gauss(11, 5))))),
+                           "item9_score": str(rng.choices([0, 1, 2], [80, 15, 5])[0]), "risk_level": ""})
+    screens.sort(key=lambda r: (dt.datetime.fromisoformat(r["screened_at"]), r["patient_id"]))
+    scales.sort(key=lambda r: (dt.datetime.fromisoformat(r["administered_at"]), r["patient_id"], r["instrument"]))
+    for number, r in enumerate(screens, start=1):
+        r["screening_id"] = _id("SCR", number, 5)
+    for number, r in enumerate(scales, start=1):
+        r["assessment_id"] = _id("A", number, 6)
+    if bad_rows and len(screens) >= 50 and len(scales) >= 50:
+        # a DAST-10 of a course judged by ELIG-03, with its score typed as text: rejected, so the
+        # course has no DAST-10 in the audit's eyes
+        k = int(0.3 * len(screens))
+        while not (screens[k]["_plain"] and screens[k]["instrument"] == "DAST10"):
+            k += 1
+        band = {"0": "none", "1": "low", "2": "low"}.get(screens[k]["total_score"], "moderate")
+        screens[k]["total_score"] += f" ({band})"
+        screens[k]["_bad"] = f"total_score = {screens[k]['total_score']!r}: not an integer"
+        k = int(0.65 * len(screens))
+        while screens[k]["_first"]:          # a screen no ELIG-03 course needs: rejected, no other effect
+            k += 1
+        screens[k]["screened_at"] = screens[k]["screened_at"][:5] + "02-30" + screens[k]["screened_at"][10:]
+        screens[k]["_bad"] = f"screened_at = {screens[k]['screened_at']!r}: no such date"
+        k = int(0.9 * len(screens))
+        screens.insert(k + 1, dict(screens[k], _bad=f"duplicate screening_id {screens[k]['screening_id']}"))
+        k = int(0.4 * len(scales))
+        while not (scales[k].get("_baseline") and scales[k]["instrument"] == "PHQ9" and scales[k]["total_score"]):
+            k += 1
+        scales[k]["total_score"] = "n/a"
+        scales[k]["_bad"] = "total_score = 'n/a': not an integer (a baseline PHQ-9)"
+        k = int(0.75 * len(scales))
+        scales.insert(k + 1, dict(scales[k], _bad=f"duplicate assessment_id {scales[k]['assessment_id']}"))
+    return screens, scales
+
+
+def enrollments(esk_patients: list[EskPatient], bad_rows: bool = True) -> list[Row]:
+    """The REMS patient enrollment list (every enrolled patient, whenever enrolled)."""
+    rows: list[Row] = []
+    for e in sorted((e for e in esk_patients if e.enrolled is not None), key=lambda e: (e.enrolled, e.pid)):
+        rows.append({"enrollment_id": "", "patient_id": e.pid, "site_id": e.site,
+                     "enrolled_date": e.enrolled.isoformat() if e.enrolled else "",
+                     "enrolled_by": ESK_PRESCRIBERS[e.site][e.idx % len(ESK_PRESCRIBERS[e.site])],
+                     "_inpatient": e.inpatient})
+    for number, r in enumerate(rows, start=1):
+        r["enrollment_id"] = _id("ENR", number, 4)
+    if bad_rows and len(rows) >= 10:
+        inpatient = [k for k, r in enumerate(rows) if r["_inpatient"]]
+        if inpatient:                       # an inpatient's enrollment (not required) with a bad date
+            k = inpatient[0]
+            rows[k]["enrolled_date"] = rows[k]["enrolled_date"].replace("-", "/")
+            rows[k]["_bad"] = f"enrolled_date = {rows[k]['enrolled_date']!r}: not an ISO date"
+        k = len(rows) // 2
+        rows.insert(k + 1, dict(rows[k], _bad=f"duplicate enrollment_id {rows[k]['enrollment_id']}"))
+    return rows
 
 
 # ----------------------------------------------------------------------------- writers
 
-def write_csv(rows: Iterable[Row], path: str | Path) -> list[tuple[int, str]]:
-    """Write rows as CSV (header = line 1, LF line ends). Returns (line, description) of
-    the planted bad rows it wrote."""
+def write_csv(rows: Iterable[Row], path: str | Path,
+              columns: dict[str, str] | None = None) -> list[tuple[int, str]]:
+    """Write rows as CSV (header = line 1, LF line ends); ``columns`` defaults to the session
+    columns. Returns (line, description) of the planted bad rows it wrote."""
+    columns = COLUMNS if columns is None else columns
     broken = []
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(COLUMNS)
+        writer.writerow(columns)
         for line, row in enumerate(rows, start=2):
-            cells = [row.get(c, "") for c in COLUMNS]
+            cells = [row.get(c, "") for c in columns]
             defect = row.get("_defect")
             if defect == "short_row":
                 cells = cells[:-1]                           # the notes cell is missing
             elif defect == "extra_cell":
                 cells = cells[:-1] + ["pt anxious", " BP rechecked"]   # unquoted comma in notes
             if "_bad" in row:
-                broken.append((line, row["_bad"]))
+                broken.append((line, str(row["_bad"])))
             writer.writerow(cells)
     return broken
 
@@ -651,37 +1302,72 @@ def write_ndjson(rows: Iterable[Row], path: str | Path) -> list[tuple[int, str]]
             elif defect == "extra_cell":
                 text = json.dumps(list(obj.values()), separators=(",", ":"), ensure_ascii=False)
             if "_bad" in row:
-                broken.append((line, row["_bad"]))
+                broken.append((line, str(row["_bad"])))
             fh.write(text + "\n")
     return broken
+
+
+def export(seed: int = SEED, n_sessions: int = DEFAULT_SESSIONS, n_patients: int = DEFAULT_PATIENTS,
+           esk_sessions: int = DEFAULT_ESK_SESSIONS, esk_patients: int = DEFAULT_ESK_PATIENTS,
+           bad_rows: bool = True) -> dict[str, tuple[dict[str, str], list[Row]]]:
+    """The whole mixed export: file stem -> (columns, rows). ``sessions`` holds the IV rows of
+    :func:`generate` merged with the esketamine rows in arrival order."""
+    iv_patients, iv_rows = _iv_export(n_sessions, n_patients, seed, bad_rows)
+    iv = list(iv_rows)
+    esk_people, esk = _esk_export(esk_sessions, esk_patients, seed, bad_rows) if esk_sessions else ([], [])
+    sessions = list(_merge_sessions(iv, esk))
+    screens, scales = screenings_and_assessments(sessions, iv_patients, esk_people, seed, bad_rows)
+    return {
+        "sessions": (COLUMNS, sessions),
+        "screenings": (SCREENING_COLUMNS, screens),
+        "vitals": (VITAL_COLUMNS, vitals(sessions, seed, bad_rows)),
+        "assessments": (ASSESSMENT_COLUMNS, scales),
+        "enrollments": (ENROLLMENT_COLUMNS, enrollments(esk_people, bad_rows)),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     here = Path(__file__).resolve().parent
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sessions", type=int, default=DEFAULT_SESSIONS, help="rows to write (default %(default)s)")
-    ap.add_argument("--patients", type=int, default=DEFAULT_PATIENTS, help="patients (default %(default)s)")
+    ap.add_argument("--sessions", type=int, default=DEFAULT_SESSIONS, help="IV session rows (default %(default)s)")
+    ap.add_argument("--patients", type=int, default=DEFAULT_PATIENTS, help="IV patients (default %(default)s)")
+    ap.add_argument("--esk-sessions", type=int, default=DEFAULT_ESK_SESSIONS,
+                    help="esketamine sessions, about (default %(default)s; 0 for none)")
+    ap.add_argument("--esk-patients", type=int, default=DEFAULT_ESK_PATIENTS,
+                    help="esketamine patients (default %(default)s)")
     ap.add_argument("--seed", type=int, default=SEED, help="random seed (default %(default)s)")
     ap.add_argument("--out", type=Path, default=here, help="output folder (default: next to this script)")
     ap.add_argument("--no-bad-rows", action="store_true", help="omit the malformed and duplicate rows")
+    ap.add_argument("--iv-only", action="store_true",
+                    help="write only sessions.csv and sessions.ndjson with the IV sessions (streamed; any size)")
     args = ap.parse_args(argv)
-    if args.sessions < 1 or args.patients < 1:
-        ap.error("--sessions and --patients must be at least 1")
+    if args.sessions < 1 or args.patients < 1 or args.esk_sessions < 0 or args.esk_patients < 1:
+        ap.error("--sessions and --patients must be at least 1, --esk-sessions at least 0")
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = list(generate(args.sessions, args.patients, args.seed, not args.no_bad_rows)) \
-        if args.sessions <= 200_000 else None
-
-    def source() -> Iterator[Row]:
-        if rows is not None:
-            return iter(rows)
-        return generate(args.sessions, args.patients, args.seed, not args.no_bad_rows)
-
+    bad = not args.no_bad_rows
     csv_path, nd_path = args.out / "sessions.csv", args.out / "sessions.ndjson"
-    bad_csv = write_csv(source(), csv_path)
-    bad_nd = write_ndjson(source(), nd_path)
-    print(f"wrote {csv_path} and {nd_path} ({args.sessions} rows)", file=sys.stderr)
-    for (line, what), (nd_line, _what) in zip(bad_csv, bad_nd, strict=True):
-        print(f"  csv line {line} / ndjson line {nd_line}: {what}", file=sys.stderr)
+    if args.iv_only:
+        def source() -> Iterator[Row]:
+            return generate(args.sessions, args.patients, args.seed, bad)
+        bad_csv = write_csv(source(), csv_path)
+        bad_nd = write_ndjson(source(), nd_path)
+        print(f"wrote {csv_path} and {nd_path} ({args.sessions} rows)", file=sys.stderr)
+        for (line, what), (nd_line, _what) in zip(bad_csv, bad_nd, strict=True):
+            print(f"  csv line {line} / ndjson line {nd_line}: {what}", file=sys.stderr)
+        return 0
+    files = export(args.seed, args.sessions, args.patients, args.esk_sessions, args.esk_patients, bad)
+    for stem, (columns, rows) in files.items():
+        path = args.out / f"{stem}.csv"
+        broken = write_csv(rows, path, columns)
+        print(f"wrote {path} ({len(rows)} rows)", file=sys.stderr)
+        if stem == "sessions":
+            bad_nd = write_ndjson(rows, nd_path)
+            print(f"wrote {nd_path} ({len(rows)} rows)", file=sys.stderr)
+            for (line, what), (nd_line, _what) in zip(broken, bad_nd, strict=True):
+                print(f"  csv line {line} / ndjson line {nd_line}: {what}", file=sys.stderr)
+        else:
+            for line, what in broken:
+                print(f"  line {line}: {what}", file=sys.stderr)
     return 0
 
 

@@ -51,19 +51,22 @@ def test_reruns_are_byte_identical(in_golden: Path, tmp_path: Path) -> None:
 
 def test_samples_report_reconciles(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
-    code, _, stderr = run("audit", "--pack", "ketamine-iv", str(SAMPLES / "sessions.csv"),
-                          f"session={SAMPLES / 'sessions.ndjson'}", "--as-of", AS_OF, "-o", str(out))
+    files = sorted(str(p) for p in SAMPLES.glob("*.csv"))
+    code, _, stderr = run("audit", "--pack", "ketamine-iv", "--pack", "esketamine-rems", *files,
+                          "--as-of", AS_OF, "-o", str(out))
     assert code == 1, stderr
     report = json.loads(out.read_text())
-    assert len(report["inputs"]) == 2
+    assert len(report["inputs"]) == len(files) >= 5
     for item in report["inputs"]:
         assert item["records_read"] == item["records_judged"] + item["records_rejected"]
         assert item["records_rejected"] > 0
     assert len(report["rejected"]) == sum(i["records_rejected"] for i in report["inputs"])
-    judged = sum(i["records_judged"] for i in report["inputs"])
+    judged: dict[str, int] = {}
+    for item in report["inputs"]:
+        judged[item["record_type"]] = judged.get(item["record_type"], 0) + item["records_judged"]
     for rule in report["rules"]:
         assert rule["applicable"] == rule["passed"] + rule["failed"] + rule["waived"]
-        assert rule["applicable"] + rule["not_evaluable"] + rule["not_applicable"] == judged
+        assert rule["applicable"] + rule["not_evaluable"] + rule["not_applicable"] == judged.get(rule["for"], 0)
         failed = [f for f in report["findings"] if f["rule"] == rule["id"]]
         assert len(failed) == rule["failed"]
         assert len([n for n in report["not_evaluable"] if n["rule"] == rule["id"]]) == rule["not_evaluable"]
@@ -168,8 +171,9 @@ def test_an_engine_crash_exits_2_naming_what_was_not_judged(tmp_path: Path, monk
     real_run = pipeline.run
     monkeypatch.setattr(pipeline, "run", lambda *a, **k: real_run(*a, **k, worker=_crashing_worker))
     out = tmp_path / "report.json"
-    code, stdout, stderr = run("audit", "--pack", "ketamine-iv", str(SAMPLES / "sessions.csv"),
-                               str(SAMPLES / "sessions.ndjson"), "-o", str(out))
+    # a pack without history conditions: records stream to the engine while later files wait unread
+    code, stdout, stderr = run("audit", "--pack", str(GOLDEN / "pack.yaml"), str(SAMPLES / "sessions.csv"),
+                               f"session={SAMPLES / 'sessions.ndjson'}", "-o", str(out))
     assert code == 2
     assert stderr.startswith("protocol-audit: the rule engine crashed (SIGSEGV); not judged: 500 records (")
     assert "sessions.ndjson were not read; the audit is incomplete and no report was written" in stderr
