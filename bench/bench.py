@@ -1,14 +1,19 @@
-"""Benchmark: generate N session records, audit them with a shipped pack, print records/s and peak memory.
+"""Benchmark: generate N session records, audit them with the shipped packs, print records/s and peak memory.
 
-    python bench/bench.py                     # 10,000 and 100,000 records
-    python bench/bench.py --records 1000000   # a million (about 270 MB of CSV in a temp folder)
-    python bench/bench.py --records 100000 --profile   # where the time goes
+    python bench/bench.py                        # 10,000 and 100,000 sessions, with history rules
+    python bench/bench.py --per-record-only      # the same without the history rules (sessions only)
+    python bench/bench.py --records 1000000 --per-record-only   # a million (about 270 MB of CSV)
+    python bench/bench.py --records 100000 --profile             # where the audit process spends its time
+
+With history rules, the export is the full mixed one (IV and esketamine sessions, screenings,
+vitals, assessments, enrollments; about 3/4 IV sessions) audited with every shipped pack.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import datetime as dt
 import multiprocessing
 import os
@@ -22,9 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine import pipeline, report  # noqa: E402
-from engine.packs import load_packs  # noqa: E402
-from samples.generate import generate, write_csv  # noqa: E402
+from engine import conditions, pipeline, report  # noqa: E402
+from engine.model import Pack  # noqa: E402
+from engine.packs import load_packs, shipped_packs  # noqa: E402
+from samples.generate import export, generate, write_csv  # noqa: E402
 
 # set once in the benchmark's process; the spawned worker inherits it
 WORKER_PEAK = os.environ.setdefault(
@@ -45,33 +51,53 @@ def measured_worker(*args: object) -> None:
         Path(WORKER_PEAK).write_text(str(peak_mib(resource.RUSAGE_SELF)))
 
 
-def make_data(n: int, path: Path) -> None:
-    write_csv(generate(n, max(200, n // 12)), path)
+def make_data(n: int, folder: Path, history: bool) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    if not history:
+        write_csv(generate(n, max(200, n // 12)), folder / "sessions.csv")
+        return
+    iv, esk = n * 3 // 4, n - n * 3 // 4
+    files = export(n_sessions=iv, n_patients=max(200, iv // 12), esk_sessions=esk,
+                   esk_patients=max(60, esk // 13))
+    for stem, (columns, rows) in files.items():
+        write_csv(rows, folder / f"{stem}.csv", columns)
 
 
-def bench(n: int, pack: str, folder: Path, profile: bool) -> None:
-    data = folder / f"sessions_{n}.csv"
+def without_history(pack: Pack) -> Pack:
+    kept = tuple(r for r in pack.rules
+                 if not conditions.histories_of(r.when) and not conditions.histories_of(r.require))
+    return dataclasses.replace(pack, rules=kept)
+
+
+def bench(n: int, folder: Path, history: bool, profile: bool) -> None:
+    data = folder / ("history" if history else "sessions") / str(n)
     if not data.exists():
         started = time.perf_counter()
-        # generated in a child process so that the peak memory below is the audit's alone
-        maker = multiprocessing.get_context("spawn").Process(target=make_data, args=(n, data))
+        # made in a child process so that the peak memory below is the audit's alone
+        maker = multiprocessing.get_context("spawn").Process(target=make_data, args=(n, data, history))
         maker.start()
         maker.join()
-        print(f"  generated {data.name} ({data.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s")
-    packs = load_packs([pack])
+        size = sum(p.stat().st_size for p in data.iterdir()) / 1e6
+        print(f"  generated {size:.1f} MB of CSV in {time.perf_counter() - started:.1f} s")
+    packs = load_packs(list(shipped_packs()))
+    if not history:
+        packs = [without_history(p) for p in packs if p.id == "ketamine-iv"]
+    files = [f"{p.stem.rstrip('s')}={p}" for p in sorted(data.glob("*.csv"))]
     profiler = cProfile.Profile() if profile else None
     cpu_before = time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     if profiler:
         profiler.enable()
-    result, stats = pipeline.run(packs, [f"session={data}"], worker=measured_worker)
+    result, stats = pipeline.run(packs, files, worker=measured_worker)
     built = report.build(result, stats, packs, dt.datetime(2026, 11, 26, tzinfo=dt.UTC))
     if profiler:
         profiler.disable()
     elapsed = time.perf_counter() - started
     read = built["summary"]["records_read"]
-    print(f"  {read:,} records, {len(packs[0].rules)} rules, {len(built['findings']):,} findings: "
-          f"{elapsed:.2f} s = {read / elapsed:,.0f} records/s")
+    sessions = sum(s.records_read for s in stats if s.record_type == "session")
+    rules = sum(len(p.rules) for p in packs)
+    print(f"  {read:,} records ({sessions:,} sessions), {rules} rules, {len(built['findings']):,} findings: "
+          f"{elapsed:.2f} s = {read / elapsed:,.0f} records/s, {sessions / elapsed:,.0f} sessions/s")
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # since cpu_before: the engine worker only
     worker_cpu = children.ru_utime + children.ru_stime - cpu_before[1].ru_utime - cpu_before[1].ru_stime
     print(f"  CPU: audit process {time.process_time() - cpu_before[0]:.2f} s, engine worker {worker_cpu:.2f} s "
@@ -85,18 +111,19 @@ def bench(n: int, pack: str, folder: Path, profile: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, action="append", help="records to audit (repeatable)")
-    parser.add_argument("--pack", default="ketamine-iv")
+    parser.add_argument("--records", type=int, action="append", help="sessions to audit (repeatable)")
+    parser.add_argument("--per-record-only", action="store_true",
+                        help="sessions only, audited with the ketamine-iv rules that need no history")
     parser.add_argument("--folder", type=Path, help="where generated data is kept (default: a temp folder)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile summary of the audit process")
     args = parser.parse_args()
     sizes = args.records or [10_000, 100_000]
     with tempfile.TemporaryDirectory() as temp:
         folder = args.folder or Path(temp)
-        folder.mkdir(parents=True, exist_ok=True)
         for n in sizes:
-            print(f"{n:,} records, pack {args.pack}:")
-            bench(n, args.pack, folder, args.profile)
+            mode = "per-record rules only" if args.per_record_only else "all shipped packs, with history rules"
+            print(f"{n:,} sessions, {mode}:")
+            bench(n, folder, not args.per_record_only, args.profile)
 
 
 if __name__ == "__main__":

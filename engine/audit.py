@@ -68,6 +68,8 @@ class Auditor:
         for rule, found in zip(self.rules, self.histories):
             known = self.histories_by_type.setdefault(rule.for_type, [])
             known.extend(h for h in found if h not in known)
+        self.wheres = {id(h): conditions.compile_condition(h.where)
+                       for hs in self.histories for h in hs if h.where is not None}
         # record types an audit must keep: those judged and those history conditions look at
         self.kept_types = set(self.rules_by_type) | {h.of for hs in self.histories for h in hs}
         self.on_outcome = on_outcome
@@ -101,7 +103,7 @@ class Auditor:
 
     def add_patient(self, records: list[Record]) -> None:
         """Judge all the records of one patient: history conditions are answered from their timeline."""
-        timeline = Timeline(records)
+        timeline = Timeline(records, self.wheres)
         for record in records:
             histories = self.histories_by_type.get(record.type)
             if histories:
@@ -169,6 +171,8 @@ class Auditor:
                 rule, outcome = self.rules[rule_index], _OUTCOMES[code]
                 for fact_id in ids:
                     self._record_outcome(rule, rule_index, records[fact_id], outcome)
+        for record in records:
+            record.timeline = None  # judged: let go of the patient's timeline (they refer to each other)
         # Every record must have exactly one outcome per rule of its type: compared as sets,
         # which costs little next to the engine and turns a lost or doubled match into an error.
         of_type: dict[str, set[int]] = {}

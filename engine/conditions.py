@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -181,3 +183,59 @@ def _show(value: Any) -> str:
     if hasattr(value, "isoformat"):
         return str(value.isoformat())
     return str(value)
+
+
+_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "equals": operator.eq, "not_equals": operator.ne, "less_than": operator.lt, "at_most": operator.le,
+    "greater_than": operator.gt, "at_least": operator.ge,
+    "between": lambda value, bounds: bool(bounds[0] <= value <= bounds[1]),
+    "one_of": lambda value, items: value in items, "none_of": lambda value, items: value not in items,
+}
+
+
+def compile_condition(cond: Condition) -> Callable[[dict[str, Any]], Truth]:
+    """The condition's truth (True, False or None for unknown) as a closure: the same answers as
+    evaluate(), without the missing-field lists, several times faster for the many candidate records
+    a history condition's ``where`` is tried on."""
+    if isinstance(cond, History):
+        name = cond.name
+        return lambda values: values.get(name)
+    if isinstance(cond, Leaf):
+        field, ref, expected = cond.field, cond.ref, cond.value
+        if cond.op == "present":
+            return lambda values: (values.get(field) is not None) == expected
+        test = _OPERATORS.get(cond.op)
+        if test is None:  # matches
+            pattern = _pattern(expected)
+
+            def matches(values: dict[str, Any]) -> Truth:
+                value = values.get(field)
+                return None if value is None else full_match(pattern, value)
+            return matches
+        check = test
+
+        def leaf(values: dict[str, Any]) -> Truth:
+            value = values.get(field)
+            operand = values.get(ref) if ref else expected
+            return None if value is None or operand is None else check(value, operand)
+        return leaf
+    if isinstance(cond, Not):
+        inner = compile_condition(cond.part)
+
+        def negate(values: dict[str, Any]) -> Truth:
+            truth = inner(values)
+            return None if truth is None else not truth
+        return negate
+    parts = [compile_condition(part) for part in cond.parts]
+    decisive = isinstance(cond, AnyOf)
+
+    def combine(values: dict[str, Any]) -> Truth:
+        unknown = False
+        for part in parts:
+            truth = part(values)
+            if truth is decisive:
+                return decisive
+            if truth is None:
+                unknown = True
+        return None if unknown else not decisive
+    return combine

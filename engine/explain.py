@@ -31,9 +31,10 @@ def _shown(value: Any) -> str:
 
 
 class _Tracer:
-    def __init__(self, auditor: Auditor, record: Record) -> None:
+    def __init__(self, auditor: Auditor, record: Record, timeline: Timeline) -> None:
         self.rtype = auditor.types[record.type]
         self.record = record
+        self.timeline = timeline
 
     def trace(self, cond: Condition, depth: int) -> tuple[bool | None, list[str]]:
         pad = "  " * depth
@@ -41,12 +42,10 @@ class _Tracer:
         truth, _ = conditions.evaluate(cond, values)
         if isinstance(cond, History):
             lines = [f"{pad}{conditions.describe_history(cond)} -> {_truth(truth)}"]
-            timeline = self.record.timeline
-            if isinstance(timeline, Timeline):
-                for key, value in timeline.evidence(cond, self.record).items():
-                    if key != "result":
-                        shown = " to ".join(value) if key == "window" else _listed(value)
-                        lines.append(f"{pad}  {key}: {shown}")
+            for key, value in self.timeline.evidence(cond, self.record).items():
+                if key != "result":
+                    shown = " to ".join(value) if key == "window" else _listed(value)
+                    lines.append(f"{pad}  {key}: {shown}")
             return truth, lines
         if isinstance(cond, Leaf):
             return truth, [f"{pad}{self._leaf(cond)} -> {_truth(truth)}"]
@@ -126,7 +125,7 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str]) 
             judged[record.key] = outcome
 
     judge(packs, patient, on_outcome=keep)  # derives, answers history and judges, as an audit does
-    tracer = _Tracer(auditor, target)
+    tracer = _Tracer(auditor, target, Timeline(patient, auditor.wheres))
     when, when_lines = (True, ["when: always"]) if rule.when is None else tracer.trace(rule.when, 1)
     require, require_lines = tracer.trace(rule.require, 1)
     if when is None:

@@ -95,10 +95,6 @@ def _judge_by_patient(auditor: Auditor, records: Iterator[Record], folder: str) 
         os.unlink(path)
         for patient in sorted(by_patient):
             auditor.add_patient(by_patient[patient])
-        auditor.drain()  # findings are built while the partition's timelines are at hand
-        for group in by_patient.values():
-            for record in group:
-                record.timeline = None  # a record and its timeline refer to each other: free them now
 
 
 def judge(packs: list[Pack], records: Iterable[Record], timeout: float = DEFAULT_TIMEOUT,

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
-from .conditions import evaluate
+from .conditions import compile_condition
 from .model import History, Record
 
-MAX_LISTED = 20  # matched records named in evidence; the count is always given
+MAX_LISTED = 20
+Where = Callable[[dict[str, Any]], "bool | None"]  # matched records named in evidence; the count is always given
 
 
 class _Candidates:
@@ -31,8 +33,9 @@ class _Candidates:
 
 
 class Timeline:
-    def __init__(self, records: list[Record]) -> None:
+    def __init__(self, records: list[Record], wheres: dict[int, Where] | None = None) -> None:
         self.records = records
+        self.wheres = wheres if wheres is not None else {}  # id(condition) -> its compiled where
         # keyed by id(): conditions live as long as their pack, and hashing a frozen
         # dataclass walks its whole where-tree on every lookup
         self._index: dict[int, dict[Any, _Candidates]] = {}
@@ -54,10 +57,13 @@ class Timeline:
 
     def _build(self, cond: History) -> dict[Any, _Candidates]:
         found: dict[Any, list[tuple[float, str, Record]]] = {}
+        where = self.wheres.get(id(cond))
+        if where is None and cond.where is not None:
+            where = self.wheres[id(cond)] = compile_condition(cond.where)
         for record in self.records:
             if record.type != cond.of or record.time is None:
                 continue
-            if cond.where is not None and evaluate(cond.where, record.values)[0] is not True:
+            if where is not None and where(record.values) is not True:
                 continue
             key = record.values.get(cond.join) if cond.join else None
             if cond.join and key is None:
