@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from engine.errors import AuditError, PackError, UsageError
 from engine.explain import explain as explain_outcome
 from engine.model import SEVERITIES
 from engine.packs import load_packs
+from engine.privacy import KEY_VARIABLE, Pseudonymiser
 
 EXIT_SUCCESS = 0
 EXIT_FINDINGS = 1
@@ -77,6 +79,13 @@ def _write(path: str, render: reporters.Renderer, report: dict[str, Any]) -> Non
         raise
 
 
+def _renderer(path: str, max_findings: int) -> reporters.Renderer:
+    render: Any = reporters.for_path(path)
+    if path.lower().endswith(".md"):  # the one format with an option of its own
+        render = functools.partial(render, max_findings=max_findings)
+    return render  # type: ignore[no-any-return]
+
+
 class _Progress:
     """Records read so far, on a terminal only (quiet when piped)."""
 
@@ -115,12 +124,23 @@ def main() -> None:
               help="Exit 1 when an unwaived finding of this severity or worse exists.")
 @click.option("--as-of", "as_of", metavar="DATETIME",
               help="The run's time (ISO 8601); fixes it so reruns are byte-identical. Default: now.")
+@click.option("--group-by", "group_by", multiple=True, metavar="FIELD",
+              help="Add counts and rates per value of FIELD (or per month of the record time). Repeatable.")
+@click.option("--max-findings", default=20, show_default=True, metavar="N",
+              type=click.IntRange(min=0), help="Findings listed per rule in a Markdown report.")
+@click.option("--reveal-identifiers", is_flag=True,
+              help="Show patient identifiers and fields marked phi as they are in the inputs.")
+@click.option("--key-file", metavar="FILE",
+              help=f"The pseudonym key (else ${KEY_VARIABLE}; else a random key for this run only).")
 def audit(packs: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ...], fail_on: str,
-          as_of: str | None) -> None:
+          as_of: str | None, group_by: tuple[str, ...], max_findings: int, reveal_identifiers: bool,
+          key_file: str | None) -> None:
     """Judge every rule of the packs on every record of the FILES.
 
     A FILE binds to a record type as TYPE=FILE, by its name (sessions.csv -> session),
-    or by a record_type column. Without -o, a summary is printed.
+    or by a record_type column. Without -o, a summary is printed. Patient identifiers are
+    pseudonymised with a keyed hash unless --reveal-identifiers is given; with the same key,
+    pseudonyms (and so reports) are the same in every run.
 
     \b
     Example:
@@ -129,11 +149,17 @@ def audit(packs: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ..
     run_time = _as_of(as_of)
 
     def action() -> int:
-        renderers = [(path, reporters.for_path(path)) for path in outputs]
+        renderers = [(path, _renderer(path, max_findings)) for path in outputs]
         loaded = load_packs(list(packs))
+        pseudonymise = None if reveal_identifiers else Pseudonymiser.from_settings(key_file)
+        if pseudonymise is not None and pseudonymise.source.startswith("a random key"):
+            click.echo(f"protocol-audit: patient identifiers are pseudonymised with a random key for this run; "
+                       f"set {KEY_VARIABLE} or --key-file for pseudonyms that stay the same between runs",
+                       err=True)
         progress = _Progress()
         try:
-            result, stats = pipeline.run(loaded, list(files), progress=progress)
+            result, stats = pipeline.run(loaded, list(files), progress=progress, group_by=list(group_by),
+                                         pseudonymise=pseudonymise, reveal=reveal_identifiers)
         finally:
             progress.done()
         report = report_builder.build(result, stats, loaded, run_time, fail_on)

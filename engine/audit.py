@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from .evidence import display, evidence_fields, render_message
 from .facts import Layout
 from .model import History, Outcome, Pack, Record, Rejected, Rule
 from .packs import merged_types
+from .privacy import Pseudonymiser
 from .timeline import Timeline
 from .values import timezone
 
@@ -42,6 +44,12 @@ class Result:
     findings: list[dict[str, Any]] = field(default_factory=list)
     not_evaluable: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    group_by: list[str] = field(default_factory=list)
+    # (rule index, stratum) -> [passed, failed, not evaluable]; a stratum is (month, group-by values...)
+    strata: dict[tuple[int, tuple[str, ...]], list[int]] = field(default_factory=dict)
+    first: dt.datetime | None = None  # the audit period: earliest and latest judged record time
+    last: dt.datetime | None = None
+    pseudonymised: str | None = None  # where the pseudonym key came from; None: identifiers as given
 
 
 class Auditor:
@@ -49,7 +57,8 @@ class Auditor:
 
     def __init__(self, packs: list[Pack], on_outcome: OutcomeHook | None = None,
                  timeout: float = DEFAULT_TIMEOUT, batch_size: int = BATCH_SIZE,
-                 worker: Callable[..., None] = worker_main) -> None:
+                 worker: Callable[..., None] = worker_main, group_by: list[str] | None = None,
+                 pseudonymise: Pseudonymiser | None = None, reveal: bool = False) -> None:
         self.packs = packs
         self.types, zone = merged_types(packs)
         self.tz = timezone(zone)
@@ -58,10 +67,16 @@ class Auditor:
         self.rules_by_type: dict[str, list[int]] = {}
         for index, rule in enumerate(self.rules):
             self.rules_by_type.setdefault(rule.for_type, []).append(index)
-        self.result = Result(self.rules, [Tally() for _ in self.rules])
+        self.result = Result(self.rules, [Tally() for _ in self.rules], group_by=list(group_by or []))
+        self.pseudonymise = pseudonymise
+        self.result.pseudonymised = pseudonymise.source if pseudonymise else None
+        # fields a pack marks phi: true stay out of evidence unless identifiers are revealed
+        self.hidden = set() if reveal else {name for t in self.types.values() for name, f in t.fields.items()
+                                             if f.phi}
         self.derivers = {name: [(d.name, expressions.compile_expression(d.expr)) for d in rtype.derived.values()]
                          for name, rtype in self.types.items()}
-        self.evidence_fields = [evidence_fields(rule, self.types[rule.for_type]) for rule in self.rules]
+        self.evidence_fields = [[name for name in evidence_fields(rule, self.types[rule.for_type])
+                                 if name not in self.hidden] for rule in self.rules]
         self.histories = [conditions.histories_of(rule.when) + conditions.histories_of(rule.require)
                           for rule in self.rules]
         self.histories_by_type: dict[str, list[History]] = {}
@@ -80,6 +95,10 @@ class Auditor:
         self.evaluator: DurableEvaluator | None = None
         self.worker = worker  # the engine process's entry point; tests substitute failing ones
 
+    def _group_value(self, record: Record, name: str) -> str:
+        value = display(record.values.get(name))
+        return "missing" if value is None else str(value)
+
     @property
     def needs_history(self) -> bool:
         return any(self.histories)
@@ -97,6 +116,16 @@ class Auditor:
         """Judge one record (derived fields added, history conditions answered if there are any)."""
         if record.type not in self.rules_by_type:
             return
+        when = record.time
+        if when is not None:
+            result = self.result
+            if result.first is None or when < result.first:
+                result.first = when
+            if result.last is None or when > result.last:
+                result.last = when
+        month = when.astimezone(self.tz).strftime("%Y-%m") if when else "no time"
+        record.stratum = (month, *(month if name == "month" else self._group_value(record, name)
+                                   for name in self.result.group_by))
         self.batch.append(record)
         if len(self.batch) >= self.batch_size:
             self._flush()
@@ -161,10 +190,16 @@ class Auditor:
         judged: dict[int, list[int]] = {}
         tallies = self.result.tallies
         hook = self.on_outcome
+        strata = self.result.strata
         for rule_index, code, ids in segments:
             judged.setdefault(rule_index, []).extend(ids)
             if code == _PASS and hook is None:
                 tallies[rule_index].passed += len(ids)
+                for fact_id in ids:
+                    counts = strata.get((rule_index, records[fact_id].stratum))
+                    if counts is None:
+                        counts = strata[(rule_index, records[fact_id].stratum)] = [0, 0, 0]
+                    counts[0] += 1
             elif code == _NOT_APPLICABLE and hook is None:
                 tallies[rule_index].not_applicable += len(ids)
             else:
@@ -199,6 +234,9 @@ class Auditor:
     # -- outcomes ----------------------------------------------------------------------------
     def _record_outcome(self, rule: Rule, index: int, record: Record, outcome: Outcome) -> None:
         tally = self.result.tallies[index]
+        column = {Outcome.PASS: 0, Outcome.FAIL: 1, Outcome.NOT_EVALUABLE: 2}.get(outcome)
+        if column is not None:
+            self.result.strata.setdefault((index, record.stratum), [0, 0, 0])[column] += 1
         if outcome is Outcome.PASS:
             tally.passed += 1
         elif outcome is Outcome.NOT_APPLICABLE:
@@ -236,7 +274,8 @@ class Auditor:
         missing = self._check(rule, record, Outcome.FAIL)
         finding: dict[str, Any] = {
             "rule": rule.id, "pack": rule.pack, "severity": rule.severity, "outcome": Outcome.FAIL.value,
-            "record_type": record.type, "record_key": record.key, "patient": record.patient,
+            "record_type": record.type, "record_key": record.key,
+            "patient": self.pseudonymise(record.patient) if self.pseudonymise and record.patient else record.patient,
             "time": record.time.isoformat() if record.time else None,
             "source": {"path": record.path, "line": record.line},
             "message": render_message(rule.message, record.values),

@@ -182,6 +182,7 @@ class Pack:
     rules: tuple[Rule, ...]
     path: str
     sha256: str
+    targets: dict[str, float] = field(default_factory=dict)  # severity -> compliance target (0..1)
 
 
 @dataclass(slots=True)
@@ -196,6 +197,7 @@ class Record:
     path: str
     line: int
     timeline: Any = None  # the patient's Timeline, while history conditions are being judged
+    stratum: tuple[str, ...] = ()  # (month, group-by values...) for the report's per-stratum counts
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copyreg
 import datetime as dt
+import difflib
 import functools
 import os
 import pickle
@@ -13,17 +14,30 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 
 from .audit import BATCH_SIZE, Auditor, OutcomeHook, Result
-from .errors import EngineError, InputError
+from .errors import EngineError, InputError, UsageError
 from .evaluator import DEFAULT_TIMEOUT, worker_main
 from .model import Pack, Record, Rejected
+from .privacy import Pseudonymiser
 from .records import InputStats, Seen, bind_inputs, read_input
 
 
 def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = None,
         progress: Callable[[int], None] | None = None, timeout: float = DEFAULT_TIMEOUT,
-        worker: Callable[..., None] = worker_main) -> tuple[Result, list[InputStats]]:
-    """Read every input, judge every record, and return the result with per-input counts."""
-    auditor = Auditor(packs, on_outcome, timeout, worker=worker)
+        worker: Callable[..., None] = worker_main, group_by: list[str] | None = None,
+        pseudonymise: Pseudonymiser | None = None, reveal: bool = False) -> tuple[Result, list[InputStats]]:
+    """Read every input, judge every record, and return the result with per-input counts.
+
+    ``group_by`` names fields (or ``month``) to count per stratum; ``pseudonymise`` replaces patient
+    identifiers in findings; ``reveal`` keeps fields marked phi in the evidence.
+    """
+    auditor = Auditor(packs, on_outcome, timeout, worker=worker, group_by=group_by,
+                      pseudonymise=pseudonymise, reveal=reveal)
+    for name in group_by or []:
+        if name != "month" and not any(t.type_of(name) for t in auditor.types.values()):
+            known = sorted({f for t in auditor.types.values() for f in t.fields})
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            raise UsageError(f'--group-by "{name}" is not a field of any record type{hint}')
     bindings = bind_inputs(files, auditor.types)
     for _, path in bindings:
         if not os.path.isfile(path):

@@ -51,13 +51,31 @@ def build_pack(root: Node, path: str, raw: bytes) -> Pack:
     if rules_node is not None and rules_node.value is None:  # "rules:" and nothing: point at the key
         rules_node = Node([], *root.keys["rules"])
     rules = _rules(check, rules_node, types, tz, check.text(top.get("pack"), "pack", "?"))
+    targets = _targets(check, top["targets"]) if "targets" in top else {}
     if check.problems:
         raise PackError(check.problems)
     return Pack(
         id=check.text(top.get("pack"), "pack"), version=check.text(top.get("version"), "version"),
         title=check.text(top.get("title"), "title"), source=check.text(top.get("source"), "source"),
         timezone=tz_name, records=types, rules=tuple(rules), path=path,
-        sha256=hashlib.sha256(raw).hexdigest())
+        sha256=hashlib.sha256(raw).hexdigest(), targets=targets)
+
+
+def _targets(check: Checker, node: Node) -> dict[str, float]:
+    """``targets: {critical: 100, major: 95, minor: 90}``: compliance targets in percent per severity."""
+    found: dict[str, float] = {}
+    if not check.mapping(node, "targets", SEVERITIES):
+        return found
+    for severity, value in node.value.items():
+        number = value.value
+        if severity not in SEVERITIES:
+            continue
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0 <= number <= 100:
+            shown = value.source if value.source is not None else str(number)
+            check.node(value, f'target "{shown}" is not a percentage from 0 to 100')
+            continue
+        found[severity] = number / 100
+    return found
 
 
 def _records(check: Checker, node: Node | None) -> dict[str, RecordType]:

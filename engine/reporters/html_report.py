@@ -1,0 +1,222 @@
+"""The HTML report: one self-contained, printable page rendered from a jinja2 template."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from typing import Any, TextIO
+
+import jinja2
+
+from engine.model import SEVERITIES
+
+NONE = "—"  # an absent value, so an empty cell is never mistaken for an empty string
+
+
+def rate(value: float | None) -> str:
+    """A compliance rate as a percentage with one decimal, or "n/a"."""
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def interval(ci95: list[float] | None) -> str:
+    """A 95% Wilson interval as "low–high%", or "" when the report gives none."""
+    return "" if not ci95 else f"{ci95[0] * 100:.1f}–{ci95[1] * 100:.1f}%"
+
+
+def target(value: float | None) -> str:
+    """A target as a short percentage ("95%", "97.5%"), or the absent mark."""
+    return NONE if value is None else f"{value * 100:g}%"
+
+
+def text(value: Any) -> str:
+    """``value`` as display text; None is the absent mark."""
+    return NONE if value is None else str(value)
+
+
+def period(report: dict[str, Any]) -> str:
+    """The audit period, first to last record time."""
+    span = report.get("period") or {}
+    first, last = span.get("first"), span.get("last")
+    if first is None and last is None:
+        return "no record times"
+    return f"{text(first)} to {text(last)}"
+
+
+def identifiers(report: dict[str, Any]) -> str:
+    """How patient identifiers appear in the report."""
+    if report.get("identifiers"):
+        return str(report["identifiers"])
+    return "pseudonymised" if report.get("pseudonymised") else "as given (not pseudonymised)"
+
+
+def evidence(finding: dict[str, Any]) -> str:
+    """The evidence as compact JSON with sorted keys (one stable form whatever the engine's order)."""
+    shown = json.dumps(finding.get("evidence") or {}, sort_keys=True, ensure_ascii=False,
+                       separators=(", ", ": "), default=str)
+    missing = finding.get("missing")
+    return shown + (f"; not documented: {', '.join(missing)}" if missing else "")
+
+
+def source(entry: dict[str, Any]) -> str:
+    where = entry.get("source") or {}
+    return f"{text(where.get('path'))}:{text(where.get('line'))}"
+
+
+def status_class(status: str | None) -> str:
+    """The CSS class (and chart pattern) of a rule status: met, not-met, or other."""
+    return {"met": "met", "not met": "not-met"}.get(status or "", "other")
+
+
+def _severity_rank(severity: str) -> int:
+    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
+
+
+def _time_sort(time: str | None) -> str:
+    """A sort key that orders record times by instant across UTC offsets; no time sorts last."""
+    if time is None:
+        return "~"
+    try:
+        moment = dt.datetime.fromisoformat(time)
+    except ValueError:
+        return "}" + time
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def _rule_row(rule: dict[str, Any]) -> dict[str, Any]:
+    return dict(rule, rate=rate(rule.get("compliance_rate")), ci=interval(rule.get("ci95")),
+                target_text=target(rule.get("target")), status=rule.get("status") or NONE,
+                status_class=status_class(rule.get("status")))
+
+
+def _finding_row(finding: dict[str, Any]) -> dict[str, Any]:
+    where = finding.get("source") or {}
+    return {
+        "rule": finding["rule"], "pack": finding.get("pack"), "severity": finding["severity"],
+        "rank": _severity_rank(finding["severity"]), "outcome": finding["outcome"],
+        "record_key": text(finding.get("record_key")), "patient": text(finding.get("patient")),
+        "time": text(finding.get("time")), "time_sort": _time_sort(finding.get("time")),
+        "message": text(finding.get("message")), "evidence": evidence(finding),
+        "source": source(finding),
+        "source_sort": f"{where.get('path') or ''}\x00{where.get('line') or 0:010d}",
+    }
+
+
+# Bar chart geometry (SVG user units): a label column, the 0-100% bar area, a text column.
+BAR_X, BAR_W, ROW_H, TOP = 130.0, 400.0, 26.0, 34.0
+
+
+def _x(value: float) -> float:
+    return round(BAR_X + max(0.0, min(1.0, value)) * BAR_W, 1)
+
+
+def _bars(rules: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = []
+    for i, rule in enumerate(rules):
+        y, value, goal, ci95 = TOP + i * ROW_H, rule.get("compliance_rate"), rule.get("target"), rule.get("ci95")
+        label = f"{rate(value)}; target {target(goal)}; {rule.get('status') or 'no status'}"
+        rows.append({"id": rule["id"], "y": y, "pattern": status_class(rule.get("status")), "label": label,
+                     "width": None if value is None else round(_x(value) - BAR_X, 1),
+                     "target_x": None if goal is None else _x(goal),
+                     "ci": None if not ci95 else (_x(ci95[0]), _x(ci95[1]))})
+    ticks = [{"x": _x(t / 100), "label": f"{t}%"} for t in (0, 25, 50, 75, 100)]
+    return {"rows": rows, "ticks": ticks, "height": TOP + len(rules) * ROW_H + 24,
+            "axis_y": TOP + len(rules) * ROW_H}
+
+
+# Small multiples: one panel per rule, months on a shared x axis, 0-100% on y.
+PANEL_X0, PANEL_X1, PANEL_Y0, PANEL_Y1 = 36.0, 232.0, 10.0, 82.0
+
+
+def _y(value: float) -> float:
+    return round(PANEL_Y1 - max(0.0, min(1.0, value)) * (PANEL_Y1 - PANEL_Y0), 1)
+
+
+def _panel(rule: dict[str, Any], entries: dict[str, dict[str, Any]], months: list[str]) -> dict[str, Any]:
+    step = (PANEL_X1 - PANEL_X0) / len(months)
+    goal, path, points, pen = rule.get("target"), [], [], "M"
+    for i, month in enumerate(months):
+        entry = entries.get(month) or {}
+        value = entry.get("compliance_rate")
+        if value is None:
+            pen = "M"  # a month without a decided record breaks the line
+            continue
+        x, y = round(PANEL_X0 + (i + 0.5) * step, 1), _y(value)
+        path.append(f"{pen}{x} {y}")
+        pen = "L"
+        decided = entry.get("passed", 0) + entry.get("failed", 0)
+        points.append({"x": x, "y": y, "below": goal is not None and value < goal,
+                       "label": f"{month}: {rate(value)} ({entry.get('passed', 0)} of {decided})"})
+    return {"id": rule["id"], "pack": rule.get("pack"), "path": " ".join(path), "points": points,
+            "target_y": None if goal is None else _y(goal), "target": target(goal)}
+
+
+def _monthly(report: dict[str, Any]) -> dict[str, Any]:
+    by_month = report.get("by_month") or []
+    months = sorted({entry["month"] for entry in by_month})
+    grouped: dict[tuple[Any, Any], dict[str, dict[str, Any]]] = {}
+    for entry in by_month:
+        grouped.setdefault((entry.get("pack"), entry["rule"]), {})[entry["month"]] = entry
+    panels = [_panel(rule, grouped[(rule.get("pack"), rule["id"])], months)
+              for rule in report["rules"] if (rule.get("pack"), rule["id"]) in grouped]
+    table = [dict(entry, rate=rate(entry.get("compliance_rate"))) for entry in by_month]
+    return {"months": months, "panels": panels, "table": table}
+
+
+def _not_evaluable_by_rule(report: dict[str, Any]) -> list[dict[str, Any]]:
+    missing: dict[tuple[Any, Any], set[str]] = {}
+    for entry in report.get("not_evaluable") or []:
+        missing.setdefault((entry.get("pack"), entry["rule"]), set()).update(entry.get("missing") or ())
+    return [{"id": rule["id"], "count": rule["not_evaluable"],
+             "missing": ", ".join(sorted(missing.get((rule.get("pack"), rule["id"]), ())))}
+            for rule in report["rules"] if rule.get("not_evaluable")]
+
+
+def _strata(report: dict[str, Any]) -> dict[str, Any] | None:
+    strata = report.get("strata")
+    if not strata:
+        return None
+    by = list(strata.get("by") or [])
+    rows = [dict(row, cells=[text((row.get("stratum") or {}).get(key)) for key in by],
+                 rate=rate(row.get("compliance_rate"))) for row in strata.get("rows") or []]
+    return {"by": by, "rows": rows}
+
+
+def context(report: dict[str, Any]) -> dict[str, Any]:
+    """Everything the template shows, already formatted: the template only lays it out."""
+    rules = report["rules"]
+    findings = report["findings"]
+    rule_ids = list(dict.fromkeys([r["id"] for r in rules] + [f["rule"] for f in findings]))
+    titles = {r["id"]: r.get("title") or "" for r in rules}
+    return {
+        "report": report, "period": period(report), "identifiers": identifiers(report),
+        "rules": [_rule_row(r) for r in rules], "bars": _bars(rules), "monthly": _monthly(report),
+        "findings": [_finding_row(f) for f in findings],
+        "rule_options": [{"id": rid, "title": titles.get(rid, "")} for rid in rule_ids],
+        "severities": SEVERITIES,
+        "waived": sum(1 for f in findings if f["outcome"] == "waived"),
+        "rejected": [dict(r, where=source(r)) for r in report.get("rejected") or []],
+        "not_evaluable": [dict(n, where=source(n), missing_text=", ".join(n.get("missing") or ()))
+                          for n in report.get("not_evaluable") or []],
+        "not_evaluable_rules": _not_evaluable_by_rule(report),
+        "strata": _strata(report),
+        "actions": [r for r in rules if r.get("failed")],
+    }
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    """The template environment: autoescaping on for every template, undefined names an error."""
+    # Templates come only from the package's templates/ folder; record values are only ever
+    # context data, so a value like "{{ 7*7 }}" is shown as typed, never evaluated.
+    return jinja2.Environment(loader=jinja2.PackageLoader("engine.reporters", "templates"),
+                              autoescape=True, undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+
+
+def render(report: dict[str, Any], out: TextIO) -> None:
+    """Write the report as one HTML page: no network access, scripts or styles from elsewhere."""
+    page = environment().get_template("report.html.j2").render(context(report))
+    out.write(page)
