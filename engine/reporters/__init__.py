@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from engine.errors import UsageError
-from engine.reporters import csv_report, json_report, terminal_report
+from engine.reporters import csv_report, html_report, json_report, md_report, terminal_report
 
 # Every renderer takes the one plain-dict form of the report (SPEC section 7), so formats
 # cannot drift apart; a new format is one module plus one line in each dict below.
@@ -18,12 +18,17 @@ FORMATS: dict[str, Renderer] = {
     "json": json_report.render,
     "csv": csv_report.render,
     "txt": terminal_report.render,
+    "html": html_report.render,
+    "md": md_report.render,
 }
 
 EXTENSIONS: dict[str, str] = {
     ".json": "json",
     ".csv": "csv",
     ".txt": "txt",
+    ".html": "html",
+    ".htm": "html",
+    ".md": "md",
 }
 
 

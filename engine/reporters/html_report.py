@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import functools
+import hashlib
 import json
+import re
 from typing import Any, TextIO
 
 import jinja2
+import markupsafe
 
 from engine.model import SEVERITIES
 
 NONE = "—"  # an absent value, so an empty cell is never mistaken for an empty string
+# Control characters, and bidirectional overrides that make a value read differently from its
+# characters ("Trojan Source"): shown as escapes, like the terminal report does.
+_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(value: Any) -> Any:
+    """A string with its control and bidi-override characters as visible escapes (the template's
+    ``finalize``: every value shown goes through it); the page's own markup passes unchanged."""
+    if not isinstance(value, str) or isinstance(value, markupsafe.Markup):
+        return value
+    return _INVISIBLE.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", value)
 
 
 def rate(value: float | None) -> str:
@@ -100,7 +115,7 @@ def _finding_row(finding: dict[str, Any]) -> dict[str, Any]:
         "time": text(finding.get("time")), "time_sort": _time_sort(finding.get("time")),
         "message": text(finding.get("message")), "evidence": evidence(finding),
         "source": source(finding),
-        "source_sort": f"{where.get('path') or ''}\x00{where.get('line') or 0:010d}",
+        "source_sort": f"{where.get('path') or ''}:{where.get('line') or 0:010d}",
     }
 
 
@@ -212,11 +227,22 @@ def environment() -> jinja2.Environment:
     # Templates come only from the package's templates/ folder; record values are only ever
     # context data, so a value like "{{ 7*7 }}" is shown as typed, never evaluated.
     return jinja2.Environment(loader=jinja2.PackageLoader("engine.reporters", "templates"),
-                              autoescape=True, undefined=jinja2.StrictUndefined,
+                              autoescape=True, undefined=jinja2.StrictUndefined, finalize=visible,
                               trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+
+
+@functools.cache
+def script() -> tuple[markupsafe.Markup, str]:
+    """The page's one script (static, no data in it) and its CSP hash source."""
+    # The Content-Security-Policy allows only a script with this hash: should a value ever
+    # slip through escaping as markup, an injected <script> or onerror= handler would not run.
+    code = environment().get_template("report.js").render()
+    digest = base64.b64encode(hashlib.sha256(code.encode("utf-8")).digest()).decode("ascii")
+    return markupsafe.Markup(code), f"sha256-{digest}"
 
 
 def render(report: dict[str, Any], out: TextIO) -> None:
     """Write the report as one HTML page: no network access, scripts or styles from elsewhere."""
-    page = environment().get_template("report.html.j2").render(context(report))
+    code, digest = script()
+    page = environment().get_template("report.html.j2").render(context(report), script=code, script_hash=digest)
     out.write(page)

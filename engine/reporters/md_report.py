@@ -1,0 +1,159 @@
+"""The Markdown report: GitHub-flavoured tables, every record value escaped as plain text."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+from engine.reporters.html_report import evidence, identifiers, interval, period, rate, source, target
+
+MAX_FINDINGS = 20
+# Backslash-escaped: emphasis, code, links, images, strikethrough, table cells, headings, escapes.
+_ESCAPED = frozenset("\\`*_[]|~!#")
+# As entities, so no tag (<script>, <img ...>) and no entity of the value's own survives as markup.
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# GitHub turns bare "http://...", "www...." and "mailto:..." into links (the autolink extension);
+# an escaped ":" or "." stops it and renders the same text. (Bare e-mail addresses still become
+# mailto: links showing their own text; nothing short of changing the text prevents that.)
+_AUTOLINK = re.compile(r"(?i)(://|www\.|\b(?:mailto|xmpp):)")
+
+
+def md(value: Any) -> str:
+    """``value`` as inline Markdown that renders as the literal text, on one line."""
+    text = "—" if value is None else str(value)
+    out = []
+    for ch in text:
+        if ch in _ESCAPED:
+            out.append("\\" + ch)
+        elif ch in _ENTITIES:
+            out.append(_ENTITIES[ch])
+        elif ch in "\t\n\r\v\f\u2028\u2029\x85":
+            out.append(" ")  # a newline would end the table row or the paragraph
+        elif unicodedata.category(ch) == "Cc" or ch in _BIDI:
+            out.append(f"\\\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return _AUTOLINK.sub(_unlink, "".join(out))
+
+
+def _unlink(match: re.Match[str]) -> str:
+    """The matched link start with its ":" (or "www"'s ".") escaped."""
+    found = match.group(0)
+    return "\\" + found if found == "://" else found[:-1] + "\\" + found[-1]
+
+
+def _table(header: list[str], rows: Iterable[list[Any]], right: frozenset[int] = frozenset()) -> list[str]:
+    """A GFM table; header cells are ours, body cells are escaped values."""
+    align = ["---:" if i in right else "---" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines.extend("| " + " | ".join(md(cell) for cell in row) + " |" for row in rows)
+    return lines
+
+
+RULE_COLUMNS = ["Rule", "Title", "Severity", "Source", "Applicable (N)", "Passed", "Failed", "Waived",
+                "Not evaluable", "Compliance (95% CI)", "Target", "Status"]
+
+
+def _compliance(rule: dict[str, Any]) -> str:
+    ci = interval(rule.get("ci95"))
+    return rate(rule.get("compliance_rate")) + (f" ({ci})" if ci else "")
+
+
+def _header(report: dict[str, Any]) -> list[str]:
+    tool, summary = report["tool"], report["summary"]
+    lines = ["# Protocol compliance audit", "",
+             f"- **Audit period:** {md(period(report))}",
+             f"- **As of:** {md(report['as_of'])}",
+             f"- **Tool:** {md(tool['name'])} {md(tool['version'])}",
+             f"- **Patient identifiers:** {md(identifiers(report))}",
+             f"- **Records:** {summary['records_read']} read, {summary['records_judged']} judged, "
+             f"{summary['records_rejected']} rejected", "", "## Rule packs", ""]
+    lines += _table(["Pack", "Title", "Version", "SHA-256"],
+                    ([p["id"], p.get("title") or "", p["version"], p["sha256"]] for p in report["packs"]))
+    lines += ["", "## Inputs", ""]
+    lines += _table(["File", "Record type", "SHA-256", "Read", "Judged", "Rejected"],
+                    ([i["path"], i["record_type"], i["sha256"], i["records_read"], i["records_judged"],
+                      i["records_rejected"]] for i in report["inputs"]), frozenset({3, 4, 5}))
+    return lines
+
+
+def _rules(report: dict[str, Any]) -> list[str]:
+    by_severity = report["summary"]["by_severity"]
+    counts = ", ".join(f"{by_severity.get(s, 0)} {s}" for s in by_severity)
+    waived = sum(1 for f in report["findings"] if f["outcome"] == "waived")
+    lines = ["", "## Results against each standard", "",
+             f"{report['summary']['findings']} findings: {md(counts)} (unwaived), {waived} waived. "
+             f"Exit threshold: {md(report['summary']['exit_threshold'])}.", ""]
+    rows = ([r["id"], r.get("title"), r["severity"], r.get("cite") or "—", r["applicable"], r["passed"],
+             r["failed"], r["waived"], r["not_evaluable"], _compliance(r), target(r.get("target")),
+             r.get("status") or "—"] for r in report["rules"])
+    return lines + _table(RULE_COLUMNS, rows, frozenset(range(4, 11)))
+
+
+def _strata(report: dict[str, Any]) -> list[str]:
+    strata = report.get("strata")
+    if not strata:
+        return []
+    by = list(strata.get("by") or [])
+    header = ["Rule", *(md(key) for key in by), "Applicable (N)", "Passed", "Failed", "Not evaluable",
+              "Compliance"]
+    rows = ([row["rule"], *((row.get("stratum") or {}).get(key) for key in by), row.get("applicable"),
+             row.get("passed"), row.get("failed"), row.get("not_evaluable"), rate(row.get("compliance_rate"))]
+            for row in strata.get("rows") or [])
+    first = len(by) + 1
+    return ["", f"## Results by {md(', '.join(by))}", "",
+            *_table(header, rows, frozenset(range(first, first + 5)))]
+
+
+FINDING_COLUMNS = ["Severity", "Outcome", "Record", "Patient", "Time", "Message", "Evidence", "Source"]
+
+
+def _findings(report: dict[str, Any], max_findings: int) -> list[str]:
+    lines = ["", "## Findings"]
+    if not report["findings"]:
+        return [*lines, "", "No findings."]
+    grouped: dict[tuple[Any, str], list[dict[str, Any]]] = {}
+    for finding in report["findings"]:
+        grouped.setdefault((finding.get("pack"), finding["rule"]), []).append(finding)
+    titles = {(r.get("pack"), r["id"]): r.get("title") for r in report["rules"]}
+    for (pack, rule), findings in grouped.items():
+        title = titles.get((pack, rule))
+        heading = f"{md(rule)} — {md(title)}" if title else md(rule)
+        lines += ["", f"### {heading} ({len(findings)} finding{'' if len(findings) == 1 else 's'})", ""]
+        rows = ([f["severity"], f["outcome"], f.get("record_key"), f.get("patient"), f.get("time"),
+                 f.get("message"), evidence(f), source(f)] for f in findings[:max_findings])
+        lines += _table(FINDING_COLUMNS, rows)
+        if len(findings) > max_findings:
+            lines += ["", f"(+{len(findings) - max_findings} more)"]
+    return lines
+
+
+def _data_quality(report: dict[str, Any], max_rows: int) -> list[str]:
+    rejected, not_evaluable = report.get("rejected") or [], report.get("not_evaluable") or []
+    lines = ["", "## Data quality", "",
+             f"{report['summary']['records_rejected']} rejected, {len(not_evaluable)} not evaluable "
+             "(counted apart from non-compliance)."]
+    if rejected:
+        lines += ["", *_table(["Source", "Record type", "Reason"],
+                              ([source(r), r.get("record_type"), r.get("reason")] for r in rejected[:max_rows]))]
+        if len(rejected) > max_rows:
+            lines += ["", f"(+{len(rejected) - max_rows} more)"]
+    missing: dict[tuple[Any, str], set[str]] = {}
+    for entry in not_evaluable:
+        missing.setdefault((entry.get("pack"), entry["rule"]), set()).update(entry.get("missing") or ())
+    rows = [[r["id"], r["not_evaluable"], ", ".join(sorted(missing.get((r.get("pack"), r["id"]), ())))]
+            for r in report["rules"] if r.get("not_evaluable")]
+    if rows:
+        lines += ["", *_table(["Rule", "Not evaluable", "Missing fields"], rows, frozenset({1}))]
+    return lines
+
+
+def render(report: dict[str, Any], out: TextIO, max_findings: int = MAX_FINDINGS) -> None:
+    """Write the report as Markdown, with the first ``max_findings`` findings of each rule
+    (and rejected records)."""
+    lines = [*_header(report), *_rules(report), *_strata(report), *_findings(report, max_findings),
+             *_data_quality(report, max_findings)]
+    out.write("\n".join(lines) + "\n")

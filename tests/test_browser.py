@@ -1,0 +1,352 @@
+"""The HTML report in a real browser: headless Chromium, driven by Playwright, with no network.
+
+The report must work from a file:// URL alone: every request that is not a file:// one is
+aborted and fails the test. The filters are checked against the JSON report of the same run,
+and record values that look like HTML, script or spreadsheet formulas must show as text.
+
+Skipped (the whole module) only when Playwright is not installed or no Chromium executable is
+found; ``.ci/run`` installs Debian's chromium. Screenshots go to tests/artifacts/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+
+try:
+    from playwright.sync_api import (
+        BrowserContext,
+        Dialog,
+        Page,
+        Playwright,
+        Request,
+        Route,
+        WebSocketRoute,
+        sync_playwright,
+    )
+except ImportError:  # pragma: no cover - depends on the environment
+    pytest.skip("playwright is not installed (pip install '.[test]'): browser tests skipped",
+                allow_module_level=True)
+
+
+def _find_chromium() -> str | None:
+    for candidate in ("/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+CHROMIUM = _find_chromium()
+if CHROMIUM is None:  # pragma: no cover - depends on the environment
+    pytest.skip("no Chromium executable (/usr/bin/chromium or chromium on PATH; apt-get install chromium): "
+                "browser tests skipped", allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+AS_OF = "2026-11-26T00:00:00+00:00"
+
+# Headless, and nothing that reaches for the network on its own (updates, sync, QUIC probes).
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+# Schemes that never leave the machine; anything else is a network request the report must not make.
+LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
+
+ROWS = "#findings tr.finding"
+
+
+@dataclass
+class Watched:
+    """A page of a fresh browser profile, and everything it did that a report must not do."""
+
+    page: Page
+    console: list[tuple[str, str]] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    network: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+
+    def console_errors(self) -> list[str]:
+        return [text for kind, text in self.console if kind == "error"]
+
+    def assert_clean(self) -> None:
+        assert not self.network, f"the report tried to reach the network: {self.network}"
+        assert not self.page_errors, f"uncaught errors in the page: {self.page_errors}"
+        assert not self.console_errors(), f"console errors: {self.console_errors()}"
+        assert not self.dialogs, f"the page opened dialogs: {self.dialogs}"
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture
+def browser(playwright: Playwright, tmp_path: Path) -> Iterator[Callable[..., Watched]]:
+    """Opens a page in a fresh Chromium profile that may read file:// URLs and nothing else."""
+    contexts: list[BrowserContext] = []
+
+    def launch(**options: Any) -> Watched:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / f"chromium-profile-{len(contexts)}"),  # a fresh profile every time
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900}, service_workers="block", **options,
+        )
+        contexts.append(context)
+        page = context.pages[0] if context.pages else context.new_page()
+        seen = Watched(page)
+
+        def route(route: Route) -> None:
+            url = route.request.url
+            if url.startswith("file:"):
+                route.continue_()
+            else:
+                seen.network.append(url)
+                route.abort("blockedbyclient")
+
+        def websocket(ws: WebSocketRoute) -> None:  # never connected to a server: no traffic leaves
+            seen.network.append(ws.url)
+            ws.close()
+
+        def request(req: Request) -> None:  # whatever the router did not see (it does not see all schemes)
+            if not req.url.startswith(LOCAL_SCHEMES) and req.url not in seen.network:
+                seen.network.append(req.url)
+
+        def dialog(d: Dialog) -> None:
+            seen.dialogs.append(f"{d.type}: {d.message}")
+            d.dismiss()
+
+        context.route("**/*", route)
+        context.route_web_socket(re.compile(".*"), websocket)
+        context.on("request", request)
+        page.on("console", lambda msg: seen.console.append((msg.type, msg.text)))
+        page.on("pageerror", lambda exc: seen.page_errors.append(str(exc)))
+        page.on("dialog", dialog)
+        return seen
+
+    try:
+        yield launch
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def _audit(*args: str) -> None:
+    result = CliRunner().invoke(main, ["audit", *args])
+    assert result.exit_code in (0, 1), f"exit {result.exit_code}: {result.output}"
+
+
+def _open(watched: Watched, report: Path) -> Page:
+    page = watched.page
+    page.goto(report.as_uri(), wait_until="load")
+    page.wait_for_timeout(250)  # let late handlers (image errors, timers) run before judging
+    return page
+
+
+def _rows(page: Page) -> dict[str, Any]:
+    """The finding rows: all of them, those without ``hidden``, and those the browser actually lays out."""
+    rows: dict[str, Any] = page.evaluate(
+        """(selector) => {
+            const rows = [...document.querySelectorAll(selector)];
+            const shown = rows.filter(r => !r.hasAttribute('hidden'));
+            return {
+                total: rows.length,
+                shown: shown.map(r => [r.dataset.rule, r.dataset.severity]),
+                laid_out: rows.filter(r => r.getClientRects().length > 0).length,
+            };
+        }""",
+        ROWS,
+    )
+    return rows
+
+
+def _count_text(page: Page) -> str:
+    text = " ".join(page.locator("#finding-count").inner_text().split())
+    return re.sub(r"(?<=\d)[,\u00a0\u202f ](?=\d{3}\b)", "", text)  # 1,076 reads as 1076
+
+
+def _check_shown(page: Page, expected: int, total: int, rule: str = "", severity: str = "") -> None:
+    rows = _rows(page)
+    shown = rows["shown"]
+    where = f"rule={rule!r} severity={severity!r}"
+    assert rows["total"] == total, f"{where}: filtering changed the number of rows"
+    assert len(shown) == expected, f"{where}: {len(shown)} rows without `hidden`, expected {expected}"
+    assert rows["laid_out"] == expected, (
+        f"{where}: {rows['laid_out']} rows displayed but {expected} without `hidden` (CSS overrides [hidden]?)")
+    if rule:
+        assert {r for r, _ in shown} <= {rule}, f"{where}: rows of other rules shown"
+    if severity:
+        assert {s for _, s in shown} <= {severity}, f"{where}: rows of other severities shown"
+    assert f"{expected} of {total} findings shown" in _count_text(page), (
+        f"{where}: #finding-count reads {_count_text(page)!r}, expected '{expected} of {total} findings shown'")
+
+
+def _screenshot(page: Page, name: str, tmp_path: Path, full_page: bool = True) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    png = page.screenshot(full_page=full_page, timeout=120_000)
+    (ARTIFACTS / name).write_bytes(png)
+    (tmp_path / name).write_bytes(png)
+
+
+def test_sample_report_in_browser(browser: Callable[..., Watched], tmp_path: Path) -> None:
+    html, js = tmp_path / "report.html", tmp_path / "report.json"
+    _audit("--pack", "ketamine-iv", "--pack", "esketamine-rems", *sorted(str(p) for p in SAMPLES.glob("*.csv")),
+           "--as-of", AS_OF, "-o", str(html), "-o", str(js))
+    report = json.loads(js.read_text(encoding="utf-8"))
+    findings = report["findings"]
+    total = len(findings)
+    assert total == report["summary"]["findings"] and total > 0
+
+    watched = browser()
+    page = _open(watched, html)
+    watched.assert_clean()
+    # The top of the page as opened. The whole unfiltered page is ~300,000 px tall (a screenshot
+    # of it takes ~40 s and 15 MB), so the full-page shot is taken below, with one rule shown.
+    _screenshot(page, "report-top.png", tmp_path, full_page=False)
+
+    # Every finding is a row, and all are shown before any filter is chosen.
+    _check_shown(page, total, total)
+
+    # The filters offer "all" first, then every rule and severity that has findings.
+    rule_options = page.eval_on_selector_all("#filter-rule option", "os => os.map(o => o.value)")
+    severity_options = page.eval_on_selector_all("#filter-severity option", "os => os.map(o => o.value)")
+    assert rule_options[:1] == [""] and severity_options[:1] == [""], (rule_options[:3], severity_options[:3])
+    assert {f["rule"] for f in findings} <= set(rule_options), "a rule with findings is missing from #filter-rule"
+    assert {f["severity"] for f in findings} <= set(severity_options), "a severity is missing from #filter-severity"
+
+    # The rule with the most failures, its id unique across the packs and nothing waived.
+    ids = Counter(r["id"] for r in report["rules"])
+    candidates = [r for r in report["rules"] if r["failed"] > 0 and r["waived"] == 0 and ids[r["id"]] == 1]
+    rule = max(candidates, key=lambda r: (r["failed"], r["id"]))
+    rule_id, failed, severity = rule["id"], rule["failed"], rule["severity"]
+
+    page.select_option("#filter-rule", rule_id)
+    _check_shown(page, failed, total, rule=rule_id)
+    _screenshot(page, "report.png", tmp_path)
+
+    # The rule and its own severity: the same rows; the rule and another severity: none.
+    page.select_option("#filter-severity", severity)
+    _check_shown(page, failed, total, rule=rule_id, severity=severity)
+    by_severity = report["summary"]["by_severity"]
+    other = max((s for s in by_severity if s != severity and by_severity[s] > 0), key=lambda s: by_severity[s])
+    page.select_option("#filter-severity", other)
+    _check_shown(page, 0, total, rule=rule_id, severity=other)
+
+    # A severity alone, then no filter again.
+    page.select_option("#filter-rule", "")
+    _check_shown(page, by_severity[other], total, severity=other)
+    page.select_option("#filter-severity", "")
+    _check_shown(page, total, total)
+
+    watched.assert_clean()
+
+
+# Values a hostile or careless export could hold; each must show as text and run nothing.
+PAYLOADS = [
+    "<script>window.__pwned=1</script>",
+    '"><img src=x onerror="window.__pwned=1">',
+    '=HYPERLINK("http://x")',
+    "</script><script>window.__pwned=1</script>",
+    "' autofocus onfocus='window.__pwned=1' x='",
+]
+HOSTILE_KEY = 'S-0" autofocus onfocus="window.__pwned=1'  # a record key lands in cells, perhaps attributes
+
+HOSTILE_PACK = """\
+pack: hostile
+version: "1"
+title: Hostile values
+timezone: UTC
+records:
+  session:
+    key: session_id
+    patient: patient_id
+    time: session_start
+    fields:
+      session_id: string
+      patient_id: string
+      session_start: datetime
+      escort_present: boolean
+      clinician: string
+      note: string
+rules:
+  - id: ESC-01
+    title: Escort at discharge
+    severity: critical
+    for: session
+    require: {escort_present: true}
+    message: "{clinician} discharged"
+  - id: NOTE-01
+    title: Note reviewed
+    severity: minor
+    for: session
+    require: {note: {one_of: [reviewed]}}
+    message: "note: {note}"
+  - id: STAFF-01
+    title: Credentialed clinician
+    severity: major
+    for: session
+    require: {clinician: {one_of: [CL-001]}}
+    message: "{clinician} is not credentialed"
+"""
+
+
+# The report's Content-Security-Policy would stop injected script on its own; with it bypassed,
+# the test shows that escaping alone keeps every value text (a policy is a second line, not the first).
+@pytest.mark.parametrize("bypass_csp", [False, True], ids=["with-csp", "csp-bypassed"])
+def test_hostile_values_render_as_text(browser: Callable[..., Watched], tmp_path: Path, bypass_csp: bool) -> None:
+    (tmp_path / "pack.yaml").write_text(HOSTILE_PACK, encoding="utf-8")
+    with open(tmp_path / "sessions.csv", "w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["session_id", "patient_id", "session_start", "escort_present", "clinician", "note"])
+        for n, payload in enumerate(PAYLOADS):
+            key = HOSTILE_KEY if n == 0 else f"S-{n}"
+            writer.writerow([key, f"P-{n}", f"2026-03-0{n + 1} 09:00", "no", payload,
+                             PAYLOADS[(n + 1) % len(PAYLOADS)]])
+    html, js = tmp_path / "report.html", tmp_path / "report.json"
+    _audit("--pack", str(tmp_path / "pack.yaml"), str(tmp_path / "sessions.csv"), "--as-of", AS_OF,
+           "-o", str(html), "-o", str(js))
+
+    # The payloads did reach the report's messages and evidence, so the browser sees them.
+    report = json.loads(js.read_text(encoding="utf-8"))
+    messages = " ".join(f["message"] for f in report["findings"])
+    evidence = {value for f in report["findings"] for value in f["evidence"].values()}
+    for payload in PAYLOADS:
+        assert payload in messages and payload in evidence, payload
+
+    watched = browser(bypass_csp=bypass_csp)
+    page = _open(watched, html)
+    # Run every filter choice too: a filter that rebuilds rows from data must not inject either.
+    for select in ("#filter-rule", "#filter-severity"):
+        for value in page.eval_on_selector_all(f"{select} option", "os => os.map(o => o.value)"):
+            page.select_option(select, value)
+        page.select_option(select, "")
+    page.wait_for_timeout(250)
+
+    assert page.evaluate("typeof window.__pwned") == "undefined", "a record value ran as script"
+    watched.assert_clean()
+    injected = page.evaluate("""() => [
+        ...document.querySelectorAll('img[src="x"], [onerror], [onfocus], [onload], [autofocus]'),
+        ...[...document.scripts].filter(s => s.textContent.includes('__pwned')),
+    ].map(e => e.outerHTML)""")
+    assert injected == [], f"record values became elements: {injected}"
+    assert page.locator('a[href*="http://x"]').count() == 0, "a formula became a link"
+    shown = page.locator("#findings").text_content() or ""
+    for payload in [*PAYLOADS, HOSTILE_KEY]:
+        assert payload in shown, f"{payload!r} is not shown as text in #findings"
+    assert page.locator(ROWS).count() == len(report["findings"])
