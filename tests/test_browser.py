@@ -11,6 +11,7 @@ found; ``.ci/run`` installs Debian's chromium. Screenshots go to tests/artifacts
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import os
 import re
@@ -159,15 +160,17 @@ def _open(watched: Watched, report: Path) -> Page:
     return page
 
 
+PAGE = 200  # rows report.js puts in the document at a time
+
+
 def _rows(page: Page) -> dict[str, Any]:
-    """The finding rows: all of them, those without ``hidden``, and those the browser actually lays out."""
+    """The finding rows in the document, and how many the browser actually lays out."""
     rows: dict[str, Any] = page.evaluate(
         """(selector) => {
             const rows = [...document.querySelectorAll(selector)];
-            const shown = rows.filter(r => !r.hasAttribute('hidden'));
             return {
-                total: rows.length,
-                shown: shown.map(r => [r.dataset.rule, r.dataset.severity]),
+                shown: rows.map(r => [r.dataset.rule, r.dataset.severity, r.cells[3].textContent,
+                                      r.cells[5].textContent]),
                 laid_out: rows.filter(r => r.getClientRects().length > 0).length,
             };
         }""",
@@ -181,20 +184,26 @@ def _count_text(page: Page) -> str:
     return re.sub(r"(?<=\d)[,\u00a0\u202f ](?=\d{3}\b)", "", text)  # 1,076 reads as 1076
 
 
-def _check_shown(page: Page, expected: int, total: int, rule: str = "", severity: str = "") -> None:
+def _check_shown(page: Page, expected: list[dict[str, Any]], total: int, rule: str = "",
+                 show_all: bool = False) -> None:
+    """The findings matching the filters are ``expected``: the first page of them is shown
+    (or all, after "Show all"), each of the right rule and severity, and the count says so."""
+    if show_all and len(expected) > PAGE:
+        page.click("#show-all")
     rows = _rows(page)
     shown = rows["shown"]
-    where = f"rule={rule!r} severity={severity!r}"
-    assert rows["total"] == total, f"{where}: filtering changed the number of rows"
-    assert len(shown) == expected, f"{where}: {len(shown)} rows without `hidden`, expected {expected}"
-    assert rows["laid_out"] == expected, (
-        f"{where}: {rows['laid_out']} rows displayed but {expected} without `hidden` (CSS overrides [hidden]?)")
-    if rule:
-        assert {r for r, _ in shown} <= {rule}, f"{where}: rows of other rules shown"
-    if severity:
-        assert {s for _, s in shown} <= {severity}, f"{where}: rows of other severities shown"
-    assert f"{expected} of {total} findings shown" in _count_text(page), (
-        f"{where}: #finding-count reads {_count_text(page)!r}, expected '{expected} of {total} findings shown'")
+    visible = len(expected) if show_all else min(PAGE, len(expected))
+    where = f"rule={rule!r}, {len(expected)} expected"
+    assert len(shown) == visible, f"{where}: {len(shown)} rows shown, expected {visible}"
+    assert rows["laid_out"] == visible, f"{where}: {rows['laid_out']} rows laid out, {visible} in the table"
+    allowed = Counter((f["rule"], f["severity"], f["record_key"]) for f in expected)
+    assert not Counter((r, s, k) for r, s, k, _ in shown) - allowed, f"{where}: rows that do not match shown"
+    if show_all:
+        assert Counter((r, s, k) for r, s, k, _ in shown) == allowed, f"{where}: not every matching finding shown"
+    assert f"{len(expected)} of {total} findings match; {visible} shown" in _count_text(page), (
+        f"{where}: #finding-count reads {_count_text(page)!r}")
+    more = page.locator("#show-more")
+    assert more.is_visible() == (visible < len(expected)), f"{where}: 'Show more' shown wrongly"
 
 
 def _screenshot(page: Page, name: str, tmp_path: Path, full_page: bool = True) -> None:
@@ -216,12 +225,14 @@ def test_sample_report_in_browser(browser: Callable[..., Watched], tmp_path: Pat
     watched = browser()
     page = _open(watched, html)
     watched.assert_clean()
-    # The top of the page as opened. The whole unfiltered page is ~300,000 px tall (a screenshot
-    # of it takes ~40 s and 15 MB), so the full-page shot is taken below, with one rule shown.
+    # The top of the page as opened; the full-page shot is taken below, with one rule shown.
     _screenshot(page, "report-top.png", tmp_path, full_page=False)
 
-    # Every finding is a row, and all are shown before any filter is chosen.
-    _check_shown(page, total, total)
+    # Before any filter: the first page of all findings, in the report's order.
+    _check_shown(page, findings, total)
+    assert [k for _, _, k, _ in _rows(page)["shown"]] == [f["record_key"] for f in findings[:PAGE]]
+    page.click("#show-more")
+    assert len(_rows(page)["shown"]) == min(total, 2 * PAGE)
 
     # The filters offer "all" first, then every rule and severity that has findings.
     rule_options = page.eval_on_selector_all("#filter-rule option", "os => os.map(o => o.value)")
@@ -230,31 +241,51 @@ def test_sample_report_in_browser(browser: Callable[..., Watched], tmp_path: Pat
     assert {f["rule"] for f in findings} <= set(rule_options), "a rule with findings is missing from #filter-rule"
     assert {f["severity"] for f in findings} <= set(severity_options), "a severity is missing from #filter-severity"
 
-    # The rule with the most failures, its id unique across the packs and nothing waived.
+    # The rule with the most failures, its id unique across the packs and nothing waived: its
+    # rows are exactly the JSON report's findings of that rule.
     ids = Counter(r["id"] for r in report["rules"])
     candidates = [r for r in report["rules"] if r["failed"] > 0 and r["waived"] == 0 and ids[r["id"]] == 1]
     rule = max(candidates, key=lambda r: (r["failed"], r["id"]))
-    rule_id, failed, severity = rule["id"], rule["failed"], rule["severity"]
+    rule_id, severity = rule["id"], rule["severity"]
+    of_rule = [f for f in findings if f["rule"] == rule_id]
+    assert len(of_rule) == rule["failed"]
 
     page.select_option("#filter-rule", rule_id)
-    _check_shown(page, failed, total, rule=rule_id)
+    _check_shown(page, of_rule, total, rule=rule_id, show_all=True)
     _screenshot(page, "report.png", tmp_path)
+
+    # Sorting by time (twice: ascending, then descending) orders the shown rows by instant.
+    page.click("#findings th:nth-child(6) button")
+    times = [t for _, _, _, t in _rows(page)["shown"]]
+    expected_order = sorted((f["time"] for f in of_rule), key=_instant)
+    assert [_instant(t) for t in times] == [_instant(t) for t in expected_order]
+    page.click("#findings th:nth-child(6) button")
+    assert [_instant(t) for t, in ((t,) for _, _, _, t in _rows(page)["shown"])] == \
+        [_instant(t) for t in reversed(expected_order)]
+    assert page.get_attribute("#findings th:nth-child(6)", "aria-sort") == "descending"
 
     # The rule and its own severity: the same rows; the rule and another severity: none.
     page.select_option("#filter-severity", severity)
-    _check_shown(page, failed, total, rule=rule_id, severity=severity)
+    _check_shown(page, of_rule, total, rule=rule_id, show_all=True)
     by_severity = report["summary"]["by_severity"]
     other = max((s for s in by_severity if s != severity and by_severity[s] > 0), key=lambda s: by_severity[s])
     page.select_option("#filter-severity", other)
-    _check_shown(page, 0, total, rule=rule_id, severity=other)
+    _check_shown(page, [], total, rule=rule_id)
 
-    # A severity alone, then no filter again.
+    # A severity alone, then no filter again (a filter change goes back to the first page).
     page.select_option("#filter-rule", "")
-    _check_shown(page, by_severity[other], total, severity=other)
+    of_other = [f for f in findings if f["severity"] == other]
+    assert len(of_other) == by_severity[other]
+    _check_shown(page, of_other, total)
+    _check_shown(page, of_other, total, show_all=True)
     page.select_option("#filter-severity", "")
-    _check_shown(page, total, total)
+    _check_shown(page, findings, total)
 
     watched.assert_clean()
+
+
+def _instant(time: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(time).astimezone(dt.UTC)
 
 
 # Values a hostile or careless export could hold; each must show as text and run nothing.
@@ -342,11 +373,16 @@ def test_hostile_values_render_as_text(browser: Callable[..., Watched], tmp_path
     watched.assert_clean()
     injected = page.evaluate("""() => [
         ...document.querySelectorAll('img[src="x"], [onerror], [onfocus], [onload], [autofocus]'),
-        ...[...document.scripts].filter(s => s.textContent.includes('__pwned')),
+        ...[...document.scripts].filter(s => s.type !== 'application/json' && s.textContent.includes('__pwned')),
     ].map(e => e.outerHTML)""")
+    # Values travel to the page script in one JSON data block, which the browser never runs.
+    assert page.eval_on_selector_all("script", "ss => ss.map(s => s.type)") == ["application/json", ""]
     assert injected == [], f"record values became elements: {injected}"
     assert page.locator('a[href*="http://x"]').count() == 0, "a formula became a link"
     shown = page.locator("#findings").text_content() or ""
     for payload in [*PAYLOADS, HOSTILE_KEY]:
         assert payload in shown, f"{payload!r} is not shown as text in #findings"
     assert page.locator(ROWS).count() == len(report["findings"])
+    # The data attributes the page script sets from values round-trip, quotes and all.
+    assert page.locator(ROWS).first.get_attribute("data-rule") in {"ESC-01", "NOTE-01", "STAFF-01"}
+    assert HOSTILE_KEY in page.eval_on_selector_all(ROWS, "rows => rows.map(r => r.cells[3].textContent)")

@@ -8,6 +8,7 @@ import csv
 import functools
 import hashlib
 import io
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -205,12 +206,21 @@ def _attr(tags: list[tuple[str, list[tuple[str, str | None]]]], tag: str, name: 
     return [dict(attrs).get(name) for t, attrs in tags if t == tag]
 
 
+def _findings_data(page: _Page) -> tuple[str, list[list[Any]]]:
+    """The findings data block (``<script type="application/json">``): its raw text and its rows."""
+    types = _attr(page.tags, "script", "type")
+    assert types == ["application/json", None], types  # the data, then the page's one script
+    raw = page.scripts[0]
+    return raw, json.loads(raw)
+
+
 def test_html_is_self_contained_with_one_hashed_script() -> None:
     page = _parse(_render("html", full_report()))
     code, _ = html_report.script()
-    assert page.scripts == [str(code)]
-    assert _attr(page.tags, "script", "src") == [None]
-    digest = base64.b64encode(hashlib.sha256(page.scripts[0].encode("utf-8")).digest()).decode()
+    _findings_data(page)
+    assert page.scripts[1:] == [str(code)]
+    assert _attr(page.tags, "script", "src") == [None, None]
+    digest = base64.b64encode(hashlib.sha256(page.scripts[1].encode("utf-8")).digest()).decode()
     (policy,) = [dict(a)["content"] for t, a in page.tags if t == "meta" and dict(a).get("http-equiv")]
     assert policy is not None and "default-src 'none'" in policy and f"'sha256-{digest}'" in policy
     for tag, attrs in page.tags:
@@ -223,11 +233,15 @@ def test_html_findings_table_hooks() -> None:
     page = _parse(_render("html", full_report()))
     ids = [dict(attrs).get("id") for _, attrs in page.tags]
     assert {"filter-rule", "filter-severity", "findings", "finding-count"} <= set(ids)
-    rows = [dict(attrs) for tag, attrs in page.tags if tag == "tr" and dict(attrs).get("class") == "finding"]
-    assert [(r["data-rule"], r["data-severity"]) for r in rows] == [
-        ("DOSE-01", "major"), ("DOSE-01", "major"), ("DOSE-01", "major"), ("ESC-02", "critical"),
-        ("BP-03", "major")]
-    assert "5 of 5 findings shown" in "".join(page.text)
+    _, rows = _findings_data(page)
+    # The fields report.js reads by position: rank, severity, rule, outcome, record, patient, time,
+    # time sort key, message, evidence, source, source sort key.
+    assert [(r[2], r[1], r[0]) for r in rows] == [
+        ("DOSE-01", "major", 1), ("DOSE-01", "major", 1), ("DOSE-01", "major", 1), ("ESC-02", "critical", 0),
+        ("BP-03", "major", 1)]
+    assert rows[0][4:8] == ["S-0042", "p-7f3a", "2026-03-02T09:15:00-08:00", "2026-03-02T17:15:00.000000+00:00"]
+    assert rows[0][10:] == ["samples/sessions.csv:43", "samples/sessions.csv:0000000043"]
+    assert "5 findings" in "".join(page.text)
     assert _attr(page.tags, "option", "value") == [
         "", "DOSE-01", "ESC-02", "BP-03", "CONS-04", "", "critical", "major", "minor", "info"]
 
@@ -244,9 +258,10 @@ def test_html_renders_10000_findings_once() -> None:
     report = full_report()
     base = report["findings"][0]
     report["findings"] = [dict(base, record_key=f"S-{i:05d}") for i in range(10_000)]
-    page = _render("html", report)
-    assert page.count('<tr class="finding"') == 10_000
-    assert "10000 of 10000 findings shown" in page
+    page = _parse(_render("html", report))
+    _, rows = _findings_data(page)
+    assert [row[4] for row in rows] == [f"S-{i:05d}" for i in range(10_000)]
+    assert "10000 findings" in "".join(page.text)
 
 
 def test_md_shows_first_findings_per_rule_then_a_count() -> None:
@@ -285,13 +300,16 @@ def test_html_escapes_hostile_values() -> None:
     text = _render("html", hostile_report())
     assert "<script>alert" not in text and "<img" not in text
     page = _parse(text)
-    assert page.scripts == [str(html_report.script()[0])]  # the page's own script, nothing else
+    raw, rows = _findings_data(page)
+    assert page.scripts[1:] == [str(html_report.script()[0])]  # the page's own script, nothing else
     assert "img" not in [tag for tag, _ in page.tags]
     assert not [(tag, name) for tag, attrs in page.tags for name, _ in attrs if name.startswith("on")]
     shown = "".join(page.text)
     assert shown.count(HOSTILE) >= 10  # shown as typed, "{{ 7*7 }}" too
-    rows = [dict(attrs) for tag, attrs in page.tags if tag == "tr" and dict(attrs).get("class") == "finding"]
-    assert rows[0]["data-rule"] == HOSTILE  # attribute values round-trip, quotes and all
+    # The data block holds no character that could end it or open markup, and reads back exact.
+    assert not set("<>&") & set(raw)
+    assert rows[0][2] == HOSTILE and all(row[4] == row[5] == HOSTILE for row in rows)
+    assert all(json.loads(row[9])["value"] == HOSTILE for row in rows)
 
 
 def _unescaped(text: str, char: str) -> int:

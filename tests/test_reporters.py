@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import cli
 from engine import reporters
 from engine.errors import UsageError
 from engine.reporters import csv_report, json_report, terminal_report
@@ -107,13 +108,27 @@ def test_json_rerun_is_byte_identical_and_keeps_spec_order() -> None:
     assert json.loads(first) == sample_report()
 
 
-def test_json_refuses_nan_without_writing_partial_output() -> None:
+def test_json_refuses_nan() -> None:
     report = sample_report()
     report["rules"][0]["compliance_rate"] = float("nan")
-    out = io.StringIO()
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        json_report.render(report, io.StringIO())
+
+
+def test_a_failed_render_leaves_no_file_behind(tmp_path: Path) -> None:
+    """The JSON report streams, so a failure midway is left to cli._write: nothing at the path,
+    no temporary file, and an existing report of the same name untouched."""
+    report = sample_report()
+    report["rules"][-1]["compliance_rate"] = float("nan")  # late in the document: some text was written
+    target = tmp_path / "report.json"
     with pytest.raises(ValueError):
-        json_report.render(report, out)
-    assert out.getvalue() == ""
+        cli._write(str(target), json_report.render, report)
+    assert list(tmp_path.iterdir()) == []
+    target.write_text("the previous report\n", encoding="utf-8")
+    with pytest.raises(ValueError):
+        cli._write(str(target), json_report.render, report)
+    assert list(tmp_path.iterdir()) == [target]
+    assert target.read_text(encoding="utf-8") == "the previous report\n"
 
 
 def _csv_rows(report: dict[str, Any]) -> list[dict[str, str]]:

@@ -65,10 +65,12 @@ def identifiers(report: dict[str, Any]) -> str:
     return "pseudonymised" if report.get("pseudonymised") else "as given (not pseudonymised)"
 
 
+_EVIDENCE = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(", ", ": "), default=str)
+
+
 def evidence(finding: dict[str, Any]) -> str:
     """The evidence as compact JSON with sorted keys (one stable form whatever the engine's order)."""
-    shown = json.dumps(finding.get("evidence") or {}, sort_keys=True, ensure_ascii=False,
-                       separators=(", ", ": "), default=str)
+    shown = _EVIDENCE.encode(finding.get("evidence") or {})
     missing = finding.get("missing")
     return shown + (f"; not documented: {', '.join(missing)}" if missing else "")
 
@@ -106,17 +108,20 @@ def _rule_row(rule: dict[str, Any]) -> dict[str, Any]:
                 status_class=status_class(rule.get("status")))
 
 
-def _finding_row(finding: dict[str, Any]) -> dict[str, Any]:
+def _finding_row(finding: dict[str, Any]) -> list[Any]:
+    """One finding as the page script's row: the fields in the order report.js reads them
+    (rank, severity, rule, outcome, record, patient, time, time sort key, message, evidence,
+    source, source sort key), every string with its invisible characters made visible."""
     where = finding.get("source") or {}
-    return {
-        "rule": finding["rule"], "pack": finding.get("pack"), "severity": finding["severity"],
-        "rank": _severity_rank(finding["severity"]), "outcome": finding["outcome"],
-        "record_key": text(finding.get("record_key")), "patient": text(finding.get("patient")),
-        "time": text(finding.get("time")), "time_sort": _time_sort(finding.get("time")),
-        "message": text(finding.get("message")), "evidence": evidence(finding),
-        "source": source(finding),
-        "source_sort": f"{where.get('path') or ''}:{where.get('line') or 0:010d}",
-    }
+    row = [
+        _severity_rank(finding["severity"]), finding["severity"], finding["rule"], finding["outcome"],
+        text(finding.get("record_key")), text(finding.get("patient")), text(finding.get("time")),
+        _time_sort(finding.get("time")), text(finding.get("message")), evidence(finding), source(finding),
+        f"{where.get('path') or ''}:{where.get('line') or 0:010d}",
+    ]
+    if _INVISIBLE.search("\n".join(row[1:])) is None:  # one search per finding: nearly always clean
+        return row
+    return [visible(value) for value in row]
 
 
 # Bar chart geometry (SVG user units): a label column, the 0-100% bar area, a text column.
@@ -244,5 +249,5 @@ def script() -> tuple[markupsafe.Markup, str]:
 def render(report: dict[str, Any], out: TextIO) -> None:
     """Write the report as one HTML page: no network access, scripts or styles from elsewhere."""
     code, digest = script()
-    page = environment().get_template("report.html.j2").render(context(report), script=code, script_hash=digest)
-    out.write(page)
+    template = environment().get_template("report.html.j2")
+    out.writelines(template.generate(context(report), script=code, script_hash=digest))
