@@ -26,6 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
+from tests.helpers import pack_text
 
 try:
     from playwright.sync_api import (
@@ -298,24 +299,7 @@ PAYLOADS = [
 ]
 HOSTILE_KEY = 'S-0" autofocus onfocus="window.__pwned=1'  # a record key lands in cells, perhaps attributes
 
-HOSTILE_PACK = """\
-pack: hostile
-version: "1"
-title: Hostile values
-timezone: UTC
-records:
-  session:
-    key: session_id
-    patient: patient_id
-    time: session_start
-    fields:
-      session_id: string
-      patient_id: string
-      session_start: datetime
-      escort_present: boolean
-      clinician: string
-      note: string
-rules:
+HOSTILE_PACK = pack_text("""\
   - id: ESC-01
     title: Escort at discharge
     severity: critical
@@ -334,7 +318,7 @@ rules:
     for: session
     require: {clinician: {one_of: [CL-001]}}
     message: "{clinician} is not credentialed"
-"""
+""", pack="hostile")
 
 
 # The report's Content-Security-Policy would stop injected script on its own; with it bypassed,
