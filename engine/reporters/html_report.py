@@ -60,8 +60,9 @@ def period(report: dict[str, Any]) -> str:
 
 def identifiers(report: dict[str, Any]) -> str:
     """How patient identifiers appear in the report."""
-    if report.get("identifiers"):
-        return str(report["identifiers"])
+    if report.get("identifiers"):  # under a "Patient identifiers" label: not said twice
+        said = str(report["identifiers"]).removeprefix("patient identifiers ")
+        return said[:1].upper() + said[1:]
     return "pseudonymised" if report.get("pseudonymised") else "as given (not pseudonymised)"
 
 
