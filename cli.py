@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import click
 
-from engine import pipeline, reporters
+from engine import packtest, pipeline, reporters
 from engine import report as report_builder
 from engine.conditions import describe
 from engine.errors import AuditError, PackError, UsageError
@@ -214,6 +214,41 @@ def validate(packs: tuple[str, ...]) -> None:
         for pack in load_packs(list(packs)):
             count = len(pack.rules)
             click.echo(f"{pack.path}: ok ({pack.id} {pack.version}, {count} rule{'s' if count != 1 else ''})")
+        return EXIT_SUCCESS
+
+    _guard(action)
+
+
+@main.command("test")
+@click.argument("packs", nargs=-1, required=True, metavar="PACK...")
+@click.option("--min-coverage", type=click.FloatRange(0, 100), metavar="PCT",
+              help="Fail (exit 1) when a rule's coverage is below PCT percent.")
+def test_packs(packs: tuple[str, ...], min_coverage: float | None) -> None:
+    """Run the packs' rule examples and the scenario files beside them; report coverage.
+
+    A pack's scenarios live in PACK.tests.yaml or PACK.tests/*.yaml beside it. Every failing
+    case is printed with its file:line, the expected and actual outcome and every condition
+    traced. Coverage per rule: a passing case, a failing case, and every condition decisive
+    in some case. Exit 1 when a case fails or a rule is below --min-coverage.
+
+    \b
+    Example:
+      protocol-audit test rules/ --min-coverage 100
+    """
+
+    def action() -> int:
+        failed = below = 0
+        for pack in load_packs(list(packs)):
+            result = packtest.run_pack(pack)
+            for line in packtest.report_lines(result, min_coverage):
+                click.echo(line)
+            failed += len(result.failed)
+            below += len(packtest.below_minimum(result, min_coverage))
+        if failed or below:
+            reasons = [f"{failed} case{'s' if failed != 1 else ''} failed"] if failed else []
+            reasons += [f"{below} rule{'s' if below != 1 else ''} below {min_coverage:g}% coverage"] if below else []
+            click.echo(f"protocol-audit: {'; '.join(reasons)}", err=True)
+            return EXIT_FINDINGS
         return EXIT_SUCCESS
 
     _guard(action)

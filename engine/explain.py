@@ -101,6 +101,25 @@ def _read(auditor: Auditor, files: list[str]) -> Iterator[Record | Rejected]:
         yield from read_input(path, type_name, auditor.types, auditor.tz, seen, InputStats(path, type_name))
 
 
+def trace(auditor: Auditor, rule: Rule, record: Record, patient: list[Record]) -> tuple[Outcome, list[str]]:
+    """The rule's outcome on a judged ``record`` in plain Python, and every condition traced.
+
+    ``patient`` holds the patient's records as judged (derived values and history answers in
+    place), the judged record among them; history conditions show their window and matches.
+    """
+    tracer = _Tracer(auditor, record, Timeline(patient, auditor.wheres))
+    when, when_lines = (True, ["when: always"]) if rule.when is None else tracer.trace(rule.when, 1)
+    require, require_lines = tracer.trace(rule.require, 1)
+    if when is None:
+        outcome = Outcome.NOT_EVALUABLE
+    elif when is False:
+        outcome = Outcome.NOT_APPLICABLE
+    else:
+        outcome = Outcome.PASS if require is True else Outcome.FAIL
+    lines = [f"when -> {_truth(when)}", *when_lines] if rule.when is not None else when_lines
+    return outcome, [*lines, f"require -> {_truth(require)}", *require_lines]
+
+
 def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str]) -> tuple[list[str], bool]:
     """The explanation as lines of text, and whether the rule engine gave the same outcome."""
     auditor = Auditor(packs)
@@ -125,24 +144,11 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str]) 
             judged[record.key] = outcome
 
     judge(packs, patient, on_outcome=keep)  # derives, answers history and judges, as an audit does
-    tracer = _Tracer(auditor, target, Timeline(patient, auditor.wheres))
-    when, when_lines = (True, ["when: always"]) if rule.when is None else tracer.trace(rule.when, 1)
-    require, require_lines = tracer.trace(rule.require, 1)
-    if when is None:
-        outcome = Outcome.NOT_EVALUABLE
-    elif when is False:
-        outcome = Outcome.NOT_APPLICABLE
-    else:
-        outcome = Outcome.PASS if require is True else Outcome.FAIL
+    outcome, trace_lines = trace(auditor, rule, target, patient)
     engine = judged.get(target.key)
     lines = [f'rule {rule.id} "{rule.title}" ({rule.pack}, {rule.severity})',
              f"record {target.type} {target.key} at {target.path}:{target.line}, patient {target.patient}, "
-             f"time {target.time.isoformat() if target.time else 'missing'}"]
-    if rule.when is not None:
-        lines += [f"when -> {_truth(when)}", *when_lines]
-    else:
-        lines += when_lines
-    lines += [f"require -> {_truth(require)}", *require_lines]
+             f"time {target.time.isoformat() if target.time else 'missing'}", *trace_lines]
     agrees = engine is outcome
     verdict = "the rule engine agrees" if agrees else f"the rule engine said {engine.value if engine else 'nothing'}"
     lines.append(f"outcome: {outcome.value} ({verdict})")

@@ -12,6 +12,11 @@ from .model import Pack, RecordType
 from .schema import build_pack
 
 PACK_SUFFIXES = (".yaml", ".yml")
+TESTS_STEM = ".tests"  # ketamine-iv.tests.yaml holds the scenarios of ketamine-iv.yaml, not a pack
+
+
+def is_pack_file(path: Path) -> bool:
+    return path.suffix in PACK_SUFFIXES and not path.stem.endswith(TESTS_STEM) and path.is_file()
 
 
 def shipped_dirs() -> list[Path]:
@@ -24,7 +29,7 @@ def shipped_packs() -> dict[str, Path]:
     for folder in shipped_dirs():
         if folder.is_dir():
             for path in sorted(folder.iterdir()):
-                if path.suffix in PACK_SUFFIXES:
+                if is_pack_file(path):
                     found.setdefault(path.stem, path)
     return found
 
@@ -33,7 +38,7 @@ def resolve(ref: str) -> list[str]:
     """The pack files ``ref`` names: a file, every YAML file of a folder, or a shipped pack's name."""
     path = Path(ref)
     if path.is_dir():
-        files = sorted(str(p) for p in path.iterdir() if p.suffix in PACK_SUFFIXES and p.is_file())
+        files = sorted(str(p) for p in path.iterdir() if is_pack_file(p))
         if not files:
             raise UsageError(f"{ref}: folder holds no .yaml pack")
         return files

@@ -255,7 +255,7 @@ def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: 
     return rules
 
 
-def _example_values(check: Checker, record: Node, rtype: RecordType | None, tz: Any) -> dict[str, Any]:
+def record_values(check: Checker, record: Node, rtype: RecordType | None, tz: Any) -> dict[str, Any]:
     """An example record's values as written, each checked against its declared type."""
     values: dict[str, Any] = record.plain()
     if rtype is None:
@@ -294,7 +294,7 @@ def _example_history(check: Checker, node: Node, types: dict[str, RecordType], t
         if record is None or not check.mapping(record, "history record",
                                                tuple(record.value) if isinstance(record.value, dict) else ()):
             continue
-        found.append({"type": type_name, "record": _example_values(check, record, rtype, tz),
+        found.append({"type": type_name, "record": record_values(check, record, rtype, tz),
                       "line": item.line})
     return found
 
@@ -317,7 +317,7 @@ def _examples(check: Checker, node: Node | None, rtype: RecordType | None, tz: A
         if record is None or not check.mapping(record, "example record",
                                                tuple(record.value) if isinstance(record.value, dict) else ()):
             continue
-        values = _example_values(check, record, rtype, tz)
+        values = record_values(check, record, rtype, tz)
         history: list[dict[str, Any]] = []
         if "history" in item.value:
             history = _example_history(check, item.value["history"], types, tz)
