@@ -114,6 +114,7 @@ def _scenario(check: Checker, node: Any, pack: Pack, number: int) -> Scenario | 
     name = check.text(node.value.get("name"), "name", f"scenario {number}")
     rules_by_id = {rule.id: rule for rule in pack.rules}
     rules = list(pack.rules)
+    scope_broken = False  # a misspelt id in rules: is reported once, not again at each expectation
     if "rules" in node.value:
         listed = node.value["rules"]
         if not isinstance(listed.value, list) or not listed.value:
@@ -125,6 +126,7 @@ def _scenario(check: Checker, node: Any, pack: Pack, number: int) -> Scenario | 
                 if rule_id in rules_by_id:
                     rules.append(rules_by_id[rule_id])
                 elif rule_id:
+                    scope_broken = True
                     check.node(item, f'no rule "{rule_id}" in pack {pack.id}{suggest(rule_id, rules_by_id, "rules")}')
     scenario = Scenario(name, check.mark(node), [], rules)
     tz = timezone(pack.timezone)
@@ -146,12 +148,15 @@ def _scenario(check: Checker, node: Any, pack: Pack, number: int) -> Scenario | 
         if not check.mapping(record_node, "scenario record",
                              tuple(record_node.value) if isinstance(record_node.value, dict) else ()):
             continue
-        values = record_values(check, record_node, rtype, tz)
+        known = len(check.problems)
+        values = record_values(check, record_node, rtype, tz, "scenario record")
         key = str(values[rtype.key]) if not is_missing(values.get(rtype.key)) else f"{type_name}-{index + 1}"
         if (type_name, key) in keys:
             check.node(item, f'a second {type_name} with key "{key}" in this scenario')
             continue
         keys[(type_name, key)] = item
+        if len(check.problems) > known:  # a value that does not convert: reported, the record not built
+            continue
         # records of one scenario share a patient unless they name their own; scenarios never share
         named = values.get(rtype.patient)
         mark = Mark(check.path, item.line, item.column)
@@ -177,8 +182,12 @@ def _scenario(check: Checker, node: Any, pack: Pack, number: int) -> Scenario | 
                 rule = in_scope.get(rule_id)
                 where = Mark(check.path, *per_rule.keys.get(rule_id, (per_rule.line, per_rule.column)))
                 if rule is None:
-                    known = "not in this scenario's rules" if rule_id in rules_by_id else f"not a rule of {pack.id}"
-                    check.key(per_rule, rule_id, f'"{rule_id}" is {known}{suggest(rule_id, in_scope, "rules")}')
+                    if rule_id not in rules_by_id:
+                        check.key(per_rule, rule_id, f'"{rule_id}" is not a rule of {pack.id}'
+                                                     f'{suggest(rule_id, rules_by_id, "rules")}')
+                    elif not scope_broken:
+                        check.key(per_rule, rule_id, f'"{rule_id}" is not in this scenario\'s rules '
+                                                     f'({", ".join(in_scope)}): add it there to check it')
                     continue
                 if rule.for_type not in types_by_key[key]:
                     check.key(per_rule, rule_id, f'{rule_id} judges {rule.for_type} records; "{key}" is a '

@@ -255,8 +255,9 @@ def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: 
     return rules
 
 
-def record_values(check: Checker, record: Node, rtype: RecordType | None, tz: Any) -> dict[str, Any]:
-    """An example record's values as written, each checked against its declared type."""
+def record_values(check: Checker, record: Node, rtype: RecordType | None, tz: Any,
+                  what: str = "example") -> dict[str, Any]:
+    """An example's (or a scenario's) record values as written, each checked against its declared type."""
     values: dict[str, Any] = record.plain()
     if rtype is None:
         return values
@@ -267,7 +268,7 @@ def record_values(check: Checker, record: Node, rtype: RecordType | None, tz: An
         if spec is None:
             hint = " (derived fields are computed, give their inputs)" if name in rtype.derived else \
                 suggest(name, rtype.fields)
-            check.key(record, name, f'example sets undeclared field "{name}"{hint}')
+            check.key(record, name, f'{what} sets undeclared field "{name}"{hint}')
         elif value.value is not None:
             values[name] = written(value, spec.type)
             try:

@@ -16,7 +16,7 @@ from engine.records import InputStats, Seen, bind_inputs, read_input
 from tests.reference import Reference
 
 ROOT = Path(__file__).resolve().parent.parent
-PACK_PATHS = sorted((ROOT / "rules").glob("*.yaml"))
+PACK_PATHS = sorted(p for p in (ROOT / "rules").glob("*.yaml") if not p.stem.endswith(".tests"))
 SAMPLES = ROOT / "samples"
 OTHER_FILES = sorted(str(p) for p in SAMPLES.glob("*.csv") if p.stem != "sessions")
 HISTORY = ROOT / "tests" / "golden" / "history"

@@ -10,7 +10,7 @@ from engine.examples import ExampleResult, run_examples
 from engine.packs import load_pack
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKS = [load_pack(str(p)) for p in sorted((ROOT / "rules").glob("*.yaml"))]
+PACKS = [load_pack(str(p)) for p in sorted((ROOT / "rules").glob("*.yaml")) if not p.stem.endswith(".tests")]
 RESULTS = [result for pack in PACKS for result in run_examples(pack)]
 
 
