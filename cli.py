@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 import click
 
+from engine import diff as impact
 from engine import packtest, pipeline, reporters
 from engine import report as report_builder
 from engine.conditions import describe
@@ -250,6 +251,55 @@ def test_packs(packs: tuple[str, ...], min_coverage: float | None) -> None:
             click.echo(f"protocol-audit: {'; '.join(reasons)}", err=True)
             return EXIT_FINDINGS
         return EXIT_SUCCESS
+
+    _guard(action)
+
+
+@main.command("diff")
+@click.option("--base", "base", multiple=True, required=True, metavar="PACK",
+              help="The rules before the change: a pack file, folder, shipped name or git:REV:PATH (repeatable).")
+@click.option("--head", "head", multiple=True, required=True, metavar="PACK",
+              help="The rules after the change (repeatable).")
+@click.argument("files", nargs=-1, required=True, metavar="[TYPE=]FILE...")
+@click.option("--output", "-o", "outputs", multiple=True, metavar="FILE",
+              help="Write the diff: .json or .md (a pull-request comment). Repeatable.")
+@click.option("--fail-on-new", type=click.Choice(SEVERITIES), metavar="SEVERITY",
+              help="Exit 1 when the change newly flags a record under a rule of this severity or worse.")
+@click.option("--max-records", default=20, show_default=True, type=click.IntRange(min=0), metavar="N",
+              help="Records listed per rule and direction in the terminal and Markdown forms.")
+@click.option("--as-of", "as_of", metavar="DATETIME", help="The run's time (ISO 8601). Default: now.")
+def diff_command(base: tuple[str, ...], head: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ...],
+                 fail_on_new: str | None, max_records: int, as_of: str | None) -> None:
+    """Audit the same records with two versions of the rules and show what changes.
+
+    Per rule: added, removed or changed (which parts), failures and compliance before and
+    after, and the records newly flagged and no longer flagged with their source lines.
+
+    \b
+    Example (in CI, against the merge base):
+      protocol-audit diff --base git:origin/main:rules/ --head rules/ exports/*.csv -o impact.md
+    """
+    run_time = _as_of(as_of)
+
+    def action() -> int:
+        writers = []
+        for path in outputs:
+            ext = os.path.splitext(path)[1].lower()
+            if ext not in (".json", ".md"):
+                raise UsageError(f'cannot write a diff as "{path}": use .json or .md')
+            writers.append((path, ext))
+        result = impact.compare(impact.load_side(list(base)), impact.load_side(list(head)), list(files), run_time,
+                                fail_on_new)
+        for path, ext in writers:
+            render = impact.render_json if ext == ".json" else \
+                functools.partial(impact.render_markdown, max_records=max_records)
+            _write(path, render, result)
+        if outputs:
+            click.echo(f"protocol-audit diff: {impact.headline(result)}; wrote {', '.join(outputs)}", err=True)
+        else:
+            click.echo("\n".join(impact.lines(result, max_records)))
+        new = result["summary"]["newly_flagged_at_or_above"]
+        return EXIT_FINDINGS if fail_on_new and new else EXIT_SUCCESS
 
     _guard(action)
 

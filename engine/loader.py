@@ -254,10 +254,15 @@ def read_pack_text(path: str) -> tuple[str, bytes]:
     from pathlib import Path
 
     data = Path(path).read_bytes()
+    return decode_pack(data, path), data
+
+
+def decode_pack(data: bytes, path: str) -> str:
+    """A pack's bytes as text; bytes that are not UTF-8 are a pack problem at their position."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         column = len(data[data.rfind(b"\n", 0, exc.start) + 1:exc.start].decode("utf-8-sig")) + 1
         raise PackError([Problem(path, line, column, f"pack is not UTF-8 (byte 0x{data[exc.start]:02x})")]) from None
-    return text, data
+    return text

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .errors import PackError, UsageError
-from .loader import load_yaml, read_pack_text
+from .loader import decode_pack, load_yaml, read_pack_text
 from .model import Pack, RecordType
 from .schema import build_pack
 
@@ -15,8 +15,14 @@ PACK_SUFFIXES = (".yaml", ".yml")
 TESTS_STEM = ".tests"  # ketamine-iv.tests.yaml holds the scenarios of ketamine-iv.yaml, not a pack
 
 
+def is_pack_name(name: str) -> bool:
+    """A pack's file name: YAML, and not a scenario file (``<pack>.tests.yaml``)."""
+    path = Path(name)
+    return path.suffix in PACK_SUFFIXES and not path.stem.endswith(TESTS_STEM)
+
+
 def is_pack_file(path: Path) -> bool:
-    return path.suffix in PACK_SUFFIXES and not path.stem.endswith(TESTS_STEM) and path.is_file()
+    return is_pack_name(path.name) and path.is_file()
 
 
 def shipped_dirs() -> list[Path]:
@@ -60,6 +66,11 @@ def load_pack(path: str) -> Pack:
     except OSError as exc:
         raise UsageError(f"{path}: cannot read pack ({exc.strerror or exc})") from None
     return build_pack(load_yaml(text, path), path, raw)
+
+
+def load_pack_bytes(data: bytes, label: str) -> Pack:
+    """A pack from its bytes (e.g. read from git); ``label`` names it in every problem."""
+    return build_pack(load_yaml(decode_pack(data, label), label), label, data)
 
 
 def load_packs(refs: list[str]) -> list[Pack]:

@@ -45,7 +45,7 @@ def _unlink(match: re.Match[str]) -> str:
     return "\\" + found if found == "://" else found[:-1] + "\\" + found[-1]
 
 
-def _table(header: list[str], rows: Iterable[list[Any]], right: frozenset[int] = frozenset()) -> list[str]:
+def table(header: list[str], rows: Iterable[list[Any]], right: frozenset[int] = frozenset()) -> list[str]:
     """A GFM table; header cells are ours, body cells are escaped values."""
     align = ["---:" if i in right else "---" for i in range(len(header))]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
@@ -71,10 +71,10 @@ def _header(report: dict[str, Any]) -> list[str]:
              f"- **Patient identifiers:** {md(identifiers(report))}",
              f"- **Records:** {summary['records_read']} read, {summary['records_judged']} judged, "
              f"{summary['records_rejected']} rejected", "", "## Rule packs", ""]
-    lines += _table(["Pack", "Title", "Version", "SHA-256"],
+    lines += table(["Pack", "Title", "Version", "SHA-256"],
                     ([p["id"], p.get("title") or "", p["version"], p["sha256"]] for p in report["packs"]))
     lines += ["", "## Inputs", ""]
-    lines += _table(["File", "Record type", "SHA-256", "Read", "Judged", "Rejected"],
+    lines += table(["File", "Record type", "SHA-256", "Read", "Judged", "Rejected"],
                     ([i["path"], i["record_type"], i["sha256"], i["records_read"], i["records_judged"],
                       i["records_rejected"]] for i in report["inputs"]), frozenset({3, 4, 5}))
     return lines
@@ -90,7 +90,7 @@ def _rules(report: dict[str, Any]) -> list[str]:
     rows = ([r["id"], r.get("title"), r["severity"], r.get("cite") or "—", r["applicable"], r["passed"],
              r["failed"], r["waived"], r["not_evaluable"], _compliance(r), target(r.get("target")),
              r.get("status") or "—"] for r in report["rules"])
-    return lines + _table(RULE_COLUMNS, rows, frozenset(range(4, 11)))
+    return lines + table(RULE_COLUMNS, rows, frozenset(range(4, 11)))
 
 
 def _strata(report: dict[str, Any]) -> list[str]:
@@ -105,7 +105,7 @@ def _strata(report: dict[str, Any]) -> list[str]:
             for row in strata.get("rows") or [])
     first = len(by) + 1
     return ["", f"## Results by {md(', '.join(by))}", "",
-            *_table(header, rows, frozenset(range(first, first + 5)))]
+            *table(header, rows, frozenset(range(first, first + 5)))]
 
 
 FINDING_COLUMNS = ["Severity", "Outcome", "Record", "Patient", "Time", "Message", "Evidence", "Source"]
@@ -125,7 +125,7 @@ def _findings(report: dict[str, Any], max_findings: int) -> list[str]:
         lines += ["", f"### {heading} ({len(findings)} finding{'' if len(findings) == 1 else 's'})", ""]
         rows = ([f["severity"], f["outcome"], f.get("record_key"), f.get("patient"), f.get("time"),
                  f.get("message"), evidence(f), source(f)] for f in findings[:max_findings])
-        lines += _table(FINDING_COLUMNS, rows)
+        lines += table(FINDING_COLUMNS, rows)
         if len(findings) > max_findings:
             lines += ["", f"(+{len(findings) - max_findings} more)"]
     return lines
@@ -137,7 +137,7 @@ def _data_quality(report: dict[str, Any], max_rows: int) -> list[str]:
              f"{report['summary']['records_rejected']} rejected, {len(not_evaluable)} not evaluable "
              "(counted apart from non-compliance)."]
     if rejected:
-        lines += ["", *_table(["Source", "Record type", "Reason"],
+        lines += ["", *table(["Source", "Record type", "Reason"],
                               ([source(r), r.get("record_type"), r.get("reason")] for r in rejected[:max_rows]))]
         if len(rejected) > max_rows:
             lines += ["", f"(+{len(rejected) - max_rows} more)"]
@@ -147,7 +147,7 @@ def _data_quality(report: dict[str, Any], max_rows: int) -> list[str]:
     rows = [[r["id"], r["not_evaluable"], ", ".join(sorted(missing.get((r.get("pack"), r["id"]), ())))]
             for r in report["rules"] if r.get("not_evaluable")]
     if rows:
-        lines += ["", *_table(["Rule", "Not evaluable", "Missing fields"], rows, frozenset({1}))]
+        lines += ["", *table(["Rule", "Not evaluable", "Missing fields"], rows, frozenset({1}))]
     return lines
 
 

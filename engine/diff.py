@@ -1,0 +1,336 @@
+"""``protocol-audit diff``: what a change to the rules would do to an audit of the same records.
+
+Both rule versions audit the same inputs through the same engine; rules are matched by pack
+and rule id. Per rule: added, removed, changed (which parts of its definition) or unchanged;
+failures and compliance before and after; and the records newly flagged and no longer
+flagged, by record type and key, with their source lines. Patients are never shown.
+
+A base given as ``git:REV:PATH`` is read from git (``git show REV:./PATH``, PATH relative to
+the working directory, a file or a folder of packs), so CI can compare with the merge base.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+from typing import Any, TextIO
+
+from . import conditions, pipeline
+from . import report as report_builder
+from .errors import PackError, Problem, UsageError
+from .model import SEVERITIES, Condition, Pack, Rule
+from .packs import is_pack_name, load_pack_bytes, load_packs
+from .privacy import Pseudonymiser
+from .reporters.md_report import md, table
+
+GIT_PREFIX = "git:"
+# The parts of a rule whose change can change outcomes or findings, as the report names them.
+PARTS = ("for", "when", "require", "derived fields", "severity", "message", "title")
+
+
+# -- packs from git ------------------------------------------------------------------------
+
+def _git(*args: str) -> bytes:
+    try:
+        done = subprocess.run(["git", *args], capture_output=True, check=False, timeout=60)
+    except FileNotFoundError:
+        raise UsageError("git is not installed: a git: pack reference needs it") from None
+    except subprocess.TimeoutExpired:
+        raise UsageError(f"git {' '.join(args)} did not answer in 60 s") from None
+    if done.returncode != 0:
+        reason = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise UsageError(f"git {' '.join(args)}: {reason[0] if reason else f'exit {done.returncode}'}")
+    return done.stdout
+
+
+def git_packs(ref: str) -> list[Pack]:
+    """The packs ``git:REV:PATH`` names: one pack file, or every pack of a folder, at REV."""
+    rev, sep, path = ref[len(GIT_PREFIX):].partition(":")
+    if not sep or not rev or not path:
+        raise UsageError(f'"{ref}": a git pack reference is git:REVISION:PATH, e.g. git:origin/main:rules/')
+    if path.startswith("/"):
+        raise UsageError(f'"{ref}": give the path relative to the working directory, not absolute')
+    path = path.removeprefix("./")
+    spec = f"{rev}:./{path}"
+    kind = _git("cat-file", "-t", spec).decode().strip()
+    if kind == "blob":
+        names = [path]
+    elif kind == "tree":
+        listed = _git("ls-tree", "--name-only", spec).decode("utf-8", "replace").splitlines()
+        names = [str(PurePosixPath(path) / name) for name in sorted(listed) if is_pack_name(name)]
+        if not names:
+            raise UsageError(f'"{ref}": folder holds no .yaml pack at {rev}')
+    else:
+        raise UsageError(f'"{ref}": {path} is a {kind} at {rev}, not a pack file or folder')
+    packs: list[Pack] = []
+    problems: list[Problem] = []
+    for name in names:
+        try:
+            packs.append(load_pack_bytes(_git("show", f"{rev}:./{name}"), f"{GIT_PREFIX}{rev}:{name}"))
+        except PackError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise PackError(problems)
+    return packs
+
+
+def load_side(refs: list[str]) -> list[Pack]:
+    """The packs of one side of a diff: files, folders, shipped names, or git: references."""
+    packs: list[Pack] = []
+    problems: list[Problem] = []
+    plain = [ref for ref in refs if not ref.startswith(GIT_PREFIX)]
+    try:
+        packs += load_packs(plain) if plain else []
+    except PackError as exc:
+        problems += exc.problems
+    for ref in refs:
+        if ref.startswith(GIT_PREFIX):
+            try:
+                packs += git_packs(ref)
+            except PackError as exc:
+                problems += exc.problems
+    if problems:
+        raise PackError(problems)
+    ids = [pack.id for pack in packs]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise UsageError(f'pack "{twice[0]}" is given twice on one side of the diff')
+    return packs
+
+
+# -- what changed in a rule ----------------------------------------------------------------
+
+def _plain(value: Any) -> Any:
+    """A condition (or any value) without source positions, for comparison across versions."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value).__name__,) + tuple(
+            (f.name, _plain(getattr(value, f.name))) for f in dataclasses.fields(value) if f.name != "mark")
+    if isinstance(value, (tuple, list)):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def _derived(pack: Pack, rule: Rule) -> dict[str, str]:
+    """The expressions of the derived fields the rule reads, its history conditions' included."""
+    found: dict[str, str] = {}
+
+    def add(type_name: str, cond: Condition | None) -> None:
+        rtype = pack.records.get(type_name)
+        if rtype is None:
+            return
+        for name in conditions.fields_of(cond):
+            if name in rtype.derived:
+                found[f"{type_name}.{name}"] = rtype.derived[name].source
+        for history in conditions.histories_of(cond):
+            add(history.of, history.where)
+
+    add(rule.for_type, rule.when)
+    add(rule.for_type, rule.require)
+    return found
+
+
+def changed_parts(base: tuple[Pack, Rule], head: tuple[Pack, Rule]) -> list[str]:
+    (base_pack, old), (head_pack, new) = base, head
+    parts = {
+        "for": (old.for_type, new.for_type), "when": (_plain(old.when), _plain(new.when)),
+        "require": (_plain(old.require), _plain(new.require)),
+        "derived fields": (_derived(base_pack, old), _derived(head_pack, new)),
+        "severity": (old.severity, new.severity), "message": (old.message, new.message),
+        "title": (old.title, new.title),
+    }
+    return [name for name in PARTS if parts[name][0] != parts[name][1]]
+
+
+# -- the two audits and their difference ------------------------------------------------------
+
+def _flagged(finding: dict[str, Any]) -> dict[str, Any]:
+    return {"record_type": finding["record_type"], "record_key": finding["record_key"], "time": finding["time"],
+            "source": finding["source"], "message": finding["message"]}
+
+
+def _side(report: dict[str, Any]) -> tuple[dict[tuple[str, str], dict[str, Any]],
+                                           dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]]]:
+    rules = {(r["pack"], r["id"]): r for r in report["rules"]}
+    flagged: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {key: {} for key in rules}
+    for finding in report["findings"]:
+        if finding["outcome"] == "fail":
+            flagged[(finding["pack"], finding["rule"])][(finding["record_type"], finding["record_key"])] = finding
+    return rules, flagged
+
+
+def _delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else round(after - before, 4)
+
+
+def _audit(packs: list[Pack], files: list[str], as_of: dt.datetime) -> dict[str, Any]:
+    # patients never appear in a diff; a throwaway key keeps them out of the findings all the same
+    result, stats = pipeline.run(packs, files, pseudonymise=Pseudonymiser(secrets.token_bytes(32), "a random key"))
+    return report_builder.build(result, stats, packs, as_of)
+
+
+def compare(base: list[Pack], head: list[Pack], files: list[str], as_of: dt.datetime,
+            fail_on_new: str | None = None) -> dict[str, Any]:
+    """Audit ``files`` with both rule versions; the diff as a plain dict (the JSON form)."""
+    before, after = _audit(base, files, as_of), _audit(head, files, as_of)
+    base_rules, base_flagged = _side(before)
+    head_rules, head_flagged = _side(after)
+    base_defs = {(p.id, r.id): (p, r) for p in base for r in p.rules}
+    head_defs = {(p.id, r.id): (p, r) for p in head for r in p.rules}
+    order = list(head_rules) + [key for key in base_rules if key not in head_rules]
+    rows = []
+    for key in order:
+        old, new = base_rules.get(key), head_rules.get(key)
+        was, now = base_flagged.get(key, {}), head_flagged.get(key, {})
+        parts: list[str] = []
+        if old is None:
+            status = "added"
+        elif new is None:
+            status = "removed"
+        else:
+            parts = changed_parts(base_defs[key], head_defs[key])
+            status = "changed" if parts else "unchanged"
+        shown = new or old
+        assert shown is not None
+        rows.append({
+            "pack": key[0], "id": key[1], "title": shown.get("title"), "status": status, "changes": parts,
+            "severity": shown["severity"], "severity_before": old["severity"] if old else None,
+            "failed_before": old["failed"] if old else None, "failed_after": new["failed"] if new else None,
+            "not_evaluable_before": old["not_evaluable"] if old else None,
+            "not_evaluable_after": new["not_evaluable"] if new else None,
+            "compliance_before": old["compliance_rate"] if old else None,
+            "compliance_after": new["compliance_rate"] if new else None,
+            "compliance_change": _delta(old["compliance_rate"] if old else None,
+                                        new["compliance_rate"] if new else None),
+            "newly_flagged": [_flagged(f) for k, f in now.items() if k not in was],
+            "no_longer_flagged": [_flagged(f) for k, f in was.items() if k not in now],
+        })
+    threshold = SEVERITIES.index(fail_on_new) if fail_on_new else None
+    new_at_threshold = sum(len(r["newly_flagged"]) for r in rows
+                           if threshold is not None and r["status"] != "removed"
+                           and SEVERITIES.index(r["severity"]) <= threshold)
+    return {
+        "tool": before["tool"], "as_of": before["as_of"],
+        "base": {"packs": before["packs"], "records_rejected": before["summary"]["records_rejected"]},
+        "head": {"packs": after["packs"], "records_rejected": after["summary"]["records_rejected"]},
+        "inputs": [{k: i[k] for k in ("path", "record_type", "sha256", "records_read")} for i in after["inputs"]],
+        "summary": {
+            "rules_added": sum(r["status"] == "added" for r in rows),
+            "rules_removed": sum(r["status"] == "removed" for r in rows),
+            "rules_changed": sum(r["status"] == "changed" for r in rows),
+            "rules_unchanged": sum(r["status"] == "unchanged" for r in rows),
+            "newly_flagged": sum(len(r["newly_flagged"]) for r in rows),
+            "no_longer_flagged": sum(len(r["no_longer_flagged"]) for r in rows),
+            "fail_on_new": fail_on_new,
+            "newly_flagged_at_or_above": new_at_threshold if fail_on_new else None,
+        },
+        "rules": rows,
+    }
+
+
+def affected(diff: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rules worth showing: every one whose definition or flagged records changed."""
+    return [r for r in diff["rules"] if r["status"] != "unchanged" or r["newly_flagged"] or r["no_longer_flagged"]
+            or r["failed_before"] != r["failed_after"] or r["not_evaluable_before"] != r["not_evaluable_after"]]
+
+
+# -- text forms ----------------------------------------------------------------------------
+
+def percent(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate * 100:.1f}%"
+
+
+def signed_points(change: float | None) -> str:
+    return "" if change is None else f"{change * 100:+.1f} pts"
+
+
+def count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _n(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def headline(diff: dict[str, Any]) -> str:
+    s = diff["summary"]
+    return (f"{_n(s['rules_changed'], 'rule')} changed, {s['rules_added']} added, {s['rules_removed']} removed; "
+            f"{_n(s['newly_flagged'], 'record')} newly flagged, {s['no_longer_flagged']} no longer flagged")
+
+
+def rule_change(row: dict[str, Any]) -> str:
+    if row["status"] in ("added", "removed"):
+        return str(row["status"])
+    if row["status"] == "changed":
+        return "changed: " + ", ".join(row["changes"])
+    return "unchanged (results differ)"
+
+
+def lines(diff: dict[str, Any], max_records: int) -> Iterator[str]:
+    """The terminal form."""
+    yield f"protocol-audit diff: {headline(diff)}"
+    for row in affected(diff):
+        yield ""
+        change = row["compliance_change"]
+        yield (f"{row['id']} ({row['pack']}, {row['severity']}) {rule_change(row)}: failed "
+               f"{count(row['failed_before'])} -> {count(row['failed_after'])}, compliance "
+               f"{percent(row['compliance_before'])} -> {percent(row['compliance_after'])}"
+               f"{f' ({signed_points(change)})' if change is not None else ''}")
+        for label, items in (("newly flagged", row["newly_flagged"]), ("no longer flagged", row["no_longer_flagged"])):
+            if not items:
+                continue
+            yield f"  {label}: {len(items)}"
+            for item in items[:max_records]:
+                yield f"    {record_line(item)}"
+            if len(items) > max_records:
+                yield f"    (+{len(items) - max_records} more in the JSON diff)"
+    if not affected(diff):
+        yield "no rule's definition or results changed"
+
+
+def record_line(item: dict[str, Any]) -> str:
+    source = item["source"]
+    return (f"{item['record_type']} {item['record_key']} at {item['time'] or 'no time'} "
+            f"({source['path']}:{source['line']}): {item['message']}")
+
+
+def render_json(diff: dict[str, Any], out: TextIO) -> None:
+    json.dump(diff, out, indent=2, ensure_ascii=False, allow_nan=False)
+    out.write("\n")
+
+
+def render_markdown(diff: dict[str, Any], out: TextIO, max_records: int = 20) -> None:
+    out.write(markdown(diff, max_records))
+
+
+def markdown(diff: dict[str, Any], max_records: int) -> str:
+    """GitHub-flavoured Markdown for a pull-request comment: every value escaped, long lists cut."""
+    out: list[str] = ["## protocol-audit: impact of the rule change", "", md(headline(diff)) + ".", ""]
+    rows = affected(diff)
+    if not rows:
+        return "\n".join([*out, "No rule's definition or results changed.", ""])
+    out += table(["Rule", "Pack", "Severity", "Change", "Failed before", "Failed after", "Compliance before",
+                  "Compliance after", "Change (pts)", "Newly flagged", "No longer flagged"],
+                 ([r["id"], r["pack"], r["severity"], rule_change(r), count(r["failed_before"]),
+                   count(r["failed_after"]), percent(r["compliance_before"]), percent(r["compliance_after"]),
+                   signed_points(r["compliance_change"]), len(r["newly_flagged"]), len(r["no_longer_flagged"])]
+                  for r in rows), right=frozenset(range(4, 11)))
+    for row in rows:
+        for label, items in (("newly flagged", row["newly_flagged"]), ("no longer flagged", row["no_longer_flagged"])):
+            if not items:
+                continue
+            out += ["", f"### {md(row['id'])}: {len(items)} {label}", ""]
+            out += table(["Record", "Time", "Source", "Message"],
+                         ([f"{i['record_type']} {i['record_key']}", i["time"],
+                           f"{i['source']['path']}:{i['source']['line']}", i["message"]] for i in items[:max_records]))
+            if len(items) > max_records:
+                out.append(f"(+{len(items) - max_records} more in the JSON diff)")
+    base = ", ".join(f"{p['id']} {p['version']}" for p in diff["base"]["packs"])
+    head = ", ".join(f"{p['id']} {p['version']}" for p in diff["head"]["packs"])
+    out += ["", md(f"Base: {base}. Head: {head}. Records: "
+                   f"{sum(i['records_read'] for i in diff['inputs'])} read from {len(diff['inputs'])} files."), ""]
+    return "\n".join(out)
