@@ -332,5 +332,5 @@ def markdown(diff: dict[str, Any], max_records: int) -> str:
     base = ", ".join(f"{p['id']} {p['version']}" for p in diff["base"]["packs"])
     head = ", ".join(f"{p['id']} {p['version']}" for p in diff["head"]["packs"])
     out += ["", md(f"Base: {base}. Head: {head}. Records: "
-                   f"{sum(i['records_read'] for i in diff['inputs'])} read from {len(diff['inputs'])} files."), ""]
+                   f"{sum(i['records_read'] for i in diff['inputs'])} read from {_n(len(diff['inputs']), 'file')}."), ""]
     return "\n".join(out)
