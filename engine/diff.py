@@ -331,6 +331,6 @@ def markdown(diff: dict[str, Any], max_records: int) -> str:
                 out.append(f"(+{len(items) - max_records} more in the JSON diff)")
     base = ", ".join(f"{p['id']} {p['version']}" for p in diff["base"]["packs"])
     head = ", ".join(f"{p['id']} {p['version']}" for p in diff["head"]["packs"])
-    out += ["", md(f"Base: {base}. Head: {head}. Records: "
-                   f"{sum(i['records_read'] for i in diff['inputs'])} read from {_n(len(diff['inputs']), 'file')}."), ""]
+    read = sum(i["records_read"] for i in diff["inputs"])
+    out += ["", md(f"Base: {base}. Head: {head}. Records: {read} read from {_n(len(diff['inputs']), 'file')}."), ""]
     return "\n".join(out)
