@@ -131,7 +131,7 @@ def _scenario(check: Checker, node: Any, pack: Pack, number: int) -> Scenario | 
     scenario = Scenario(name, check.mark(node), [], rules)
     tz = timezone(pack.timezone)
     keys: dict[tuple[str, str], Any] = {}
-    patient = f"scenario-{number}"
+    built: list[tuple[str, dict[str, Any], str, Mark]] = []
     records = node.value.get("records")
     if records is not None and (not isinstance(records.value, list) or not records.value):
         check.node(records, "records must be a non-empty list of {type: TYPE, record: {...}}")
@@ -157,12 +157,15 @@ def _scenario(check: Checker, node: Any, pack: Pack, number: int) -> Scenario | 
         keys[(type_name, key)] = item
         if len(check.problems) > known:  # a value that does not convert: reported, the record not built
             continue
-        # records of one scenario share a patient unless they name their own; scenarios never share
-        named = values.get(rtype.patient)
-        mark = Mark(check.path, item.line, item.column)
-        record = _record(pack, type_name, values, key,
-                         f"{patient}/{named if not is_missing(named) else ''}", mark)
-        scenario.records.append((record, key))
+        built.append((type_name, values, key, Mark(check.path, item.line, item.column)))
+    # A record without a patient belongs to the scenario's patient: the first one a record names.
+    # Scenarios never share patients (each is prefixed with the scenario's number).
+    named = [str(v[pack.records[t].patient]) for t, v, _, _ in built if not is_missing(v.get(pack.records[t].patient))]
+    default = named[0] if named else "patient"
+    for type_name, values, key, mark in built:
+        own = values.get(pack.records[type_name].patient)
+        patient = f"scenario-{number}/{own if not is_missing(own) else default}"
+        scenario.records.append((_record(pack, type_name, values, key, patient, mark), key))
     types_by_key: dict[str, list[str]] = {}
     for type_name, key in keys:
         types_by_key.setdefault(key, []).append(type_name)

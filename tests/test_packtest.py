@@ -140,6 +140,28 @@ def test_scenarios_are_separate_patients(tmp_path: Path) -> None:
     assert result.failed == []
 
 
+def test_records_without_a_patient_belong_to_the_scenarios_patient(tmp_path: Path) -> None:
+    """The screening names no patient: it is P-1's, the patient the sessions name, so S-1 passes
+    SCREEN; for P-2 (named on S-2 only) it is someone else's screening, so S-2 fails."""
+    scenarios = """\
+pack: sched
+scenarios:
+  - name: patients
+    rules: [SCREEN]
+    records:
+      - {type: screening, record: {screening_id: C-1, screened_at: "2026-02-25 09:00", score: 0}}
+      - {type: session, record: {session_id: S-1, patient_id: P-1, session_start: "2026-03-02 09:00", route: IV}}
+      - {type: session, record: {session_id: S-2, patient_id: P-2, session_start: "2026-03-02 09:00", route: IV}}
+    expect:
+      S-1: {SCREEN: pass}
+      S-2: {SCREEN: fail}
+"""
+    result = packtest.run_pack(load(write(tmp_path, scenarios=scenarios)))
+    assert result.failed == []
+    patients = {c.record.key: c.record.patient for c in result.cases if "scenario" in c.label}
+    assert patients == {"S-1": "scenario-1/P-1", "S-2": "scenario-1/P-2"}
+
+
 def test_a_wrong_expectation_fails_with_position_and_evidence(tmp_path: Path) -> None:
     scenarios = SCENARIOS.replace("S-2: {SPACING: fail}", "S-2: {SPACING: pass}")
     path = write(tmp_path, scenarios=scenarios)
