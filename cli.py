@@ -120,7 +120,8 @@ def main() -> None:
               help="A pack file, a folder of packs, or a shipped pack name (repeatable).")
 @click.argument("files", nargs=-1, required=True, metavar="[TYPE=]FILE...")
 @click.option("--output", "-o", "outputs", multiple=True, metavar="FILE",
-              help="Write a report; the format follows the extension (.json, .csv, .html, .md, .txt). Repeatable.")
+              help="Write a report; the format follows the extension: .json, .csv, .html, .md, .txt, "
+                   ".xml (JUnit), .sarif. Repeatable.")
 @click.option("--fail-on", type=click.Choice(SEVERITIES), default="major", show_default=True,
               help="Exit 1 when an unwaived finding of this severity or worse exists.")
 @click.option("--as-of", "as_of", metavar="DATETIME",

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from engine.errors import UsageError
-from engine.reporters import csv_report, html_report, json_report, md_report, terminal_report
+from engine.reporters import csv_report, html_report, json_report, junit_xml, md_report, sarif_log, terminal_report
 
 # Every renderer takes the one plain-dict form of the report (SPEC section 7), so formats
 # cannot drift apart; a new format is one module plus one line in each dict below.
@@ -20,6 +20,8 @@ FORMATS: dict[str, Renderer] = {
     "txt": terminal_report.render,
     "html": html_report.render,
     "md": md_report.render,
+    "junit": junit_xml.render,
+    "sarif": sarif_log.render,
 }
 
 EXTENSIONS: dict[str, str] = {
@@ -29,6 +31,8 @@ EXTENSIONS: dict[str, str] = {
     ".html": "html",
     ".htm": "html",
     ".md": "md",
+    ".xml": "junit",
+    ".sarif": "sarif",
 }
 
 
@@ -47,6 +51,8 @@ def get(name: str) -> Renderer:
 def for_path(path: str) -> Renderer:
     """The renderer for an output file, chosen by its extension (any case)."""
     ext = os.path.splitext(path)[1].lower()
+    if path.lower().endswith(".sarif.json"):  # the other name code-scanning tools look for
+        ext = ".sarif"
     if ext not in EXTENSIONS:
         known = ", ".join(sorted(EXTENSIONS))
         raise UsageError(f'cannot tell the report format of "{path}" from its extension '

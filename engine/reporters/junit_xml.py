@@ -1,0 +1,88 @@
+"""The JUnit XML report: a test suite per pack, a test case per rule, for CI test dashboards."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from typing import Any, TextIO
+
+# XML 1.0 cannot carry most control characters (a parser rejects the whole file), and bidi
+# overrides make a value read differently from what it is: both shown as visible escapes.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff"
+                      "\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(value: Any) -> str:
+    """``value`` as text an XML 1.0 document can hold, with invisible characters made visible."""
+    text = "" if value is None else str(value)
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
+
+
+def _finding_text(finding: dict[str, Any]) -> str:
+    source = finding.get("source") or {}
+    evidence = json.dumps(finding.get("evidence") or {}, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                          default=str)
+    missing = f" missing: {', '.join(finding['missing'])}" if finding.get("missing") else ""
+    return (f"{finding['record_type']} {finding['record_key']} at {finding.get('time') or 'no time'} "
+            f"({source.get('path')}:{source.get('line')}): {finding['message']}{missing} evidence: {evidence}")
+
+
+def _rate(rule: dict[str, Any]) -> str:
+    rate = rule.get("compliance_rate")
+    return "n/a" if rate is None else f"{rate * 100:.1f}%"
+
+
+def _case(suite: ET.Element, rule: dict[str, Any], findings: list[dict[str, Any]]) -> tuple[int, int]:
+    """One rule as a test case; returns (failures, skipped) it adds."""
+    case = ET.SubElement(suite, "testcase", classname=clean(rule["pack"]),
+                         name=clean(f"{rule['id']}: {rule.get('title') or ''}".rstrip(": ")))
+    failed = [f for f in findings if f["outcome"] == "fail"]
+    waived = [f for f in findings if f["outcome"] == "waived"]
+    if failed:
+        noun = "finding" if len(failed) == 1 else "findings"
+        failure = ET.SubElement(case, "failure", message=clean(f"{len(failed)} {noun} ({rule['severity']})"),
+                                type=clean(rule["severity"]))
+        failure.text = clean("\n".join(_finding_text(f) for f in failed))
+    elif waived:
+        reasons = sorted({str((f.get("waiver") or {}).get("reason") or "waived") for f in waived})
+        ET.SubElement(case, "skipped", message=clean(f"{len(waived)} waived: {'; '.join(reasons)}"))
+    out = ET.SubElement(case, "system-out")
+    out.text = clean(f"applicable {rule['applicable']}, passed {rule['passed']}, failed {rule['failed']}, "
+                     f"waived {rule['waived']}, not evaluable {rule['not_evaluable']}, "
+                     f"not applicable {rule['not_applicable']}; compliance {_rate(rule)}")
+    return (1 if failed else 0), (1 if not failed and waived else 0)
+
+
+def render(report: dict[str, Any], out: TextIO) -> None:
+    """Write the report as JUnit XML: <testsuites>, a <testsuite> per pack, a <testcase> per rule."""
+    by_rule: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for finding in report["findings"]:
+        by_rule.setdefault((finding["pack"], finding["rule"]), []).append(finding)
+    root = ET.Element("testsuites", name="protocol-audit")
+    totals = [0, 0, 0]
+    for pack in report["packs"]:
+        rules = [r for r in report["rules"] if r["pack"] == pack["id"]]
+        suite = ET.SubElement(root, "testsuite", name=clean(pack["id"]), tests=str(len(rules)),
+                              timestamp=clean(report["as_of"]), errors="0")
+        properties = ET.SubElement(suite, "properties")
+        for name in ("version", "sha256", "path"):
+            if pack.get(name) is not None:
+                ET.SubElement(properties, "property", name=f"pack.{name}", value=clean(pack[name]))
+        failures = skipped = 0
+        for rule in rules:
+            failed, waived = _case(suite, rule, by_rule.get((rule["pack"], rule["id"]), []))
+            failures += failed
+            skipped += waived
+        suite.set("failures", str(failures))
+        suite.set("skipped", str(skipped))
+        for i, count in enumerate((len(rules), failures, skipped)):
+            totals[i] += count
+    root.set("tests", str(totals[0]))
+    root.set("failures", str(totals[1]))
+    root.set("skipped", str(totals[2]))
+    root.set("errors", "0")
+    ET.indent(root)
+    out.write('<?xml version="1.0" encoding="UTF-8"?>\n')
+    out.write(ET.tostring(root, encoding="unicode"))
+    out.write("\n")
