@@ -166,11 +166,11 @@ def test_csv_row_contents() -> None:
 @pytest.mark.parametrize(("call", "arg", "message"), [
     (reporters.get, "jsn", 'unknown report format "jsn" (did you mean "json"?)'),
     (reporters.get, "JSON", 'unknown report format "JSON" (did you mean "json"?)'),
-    (reporters.get, "pdf", 'unknown report format "pdf" (known formats: csv, html, json, md, txt)'),
+    (reporters.get, "pdf", 'unknown report format "pdf" (known formats: csv, html, json, junit, md, sarif, txt)'),
     (reporters.for_path, "out/report.pdf", 'cannot tell the report format of "out/report.pdf" '
-     "from its extension (known extensions: .csv, .htm, .html, .json, .md, .txt)"),
+     "from its extension (known extensions: .csv, .htm, .html, .json, .md, .sarif, .txt, .xml)"),
     (reporters.for_path, "report", 'cannot tell the report format of "report" '
-     "from its extension (known extensions: .csv, .htm, .html, .json, .md, .txt)"),
+     "from its extension (known extensions: .csv, .htm, .html, .json, .md, .sarif, .txt, .xml)"),
 ], ids=["get-typo", "get-case", "get-unknown", "path-unknown-ext", "path-no-ext"])
 def test_registry_errors(call: Any, arg: str, message: str) -> None:
     with pytest.raises(UsageError) as caught:

@@ -7,6 +7,8 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any, TextIO
 
+from engine.reporters.packs_of import pack_lookup, pack_of
+
 # XML 1.0 cannot carry most control characters (a parser rejects the whole file), and bidi
 # overrides make a value read differently from what it is: both shown as visible escapes.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff"
@@ -35,7 +37,7 @@ def _rate(rule: dict[str, Any]) -> str:
 
 def _case(suite: ET.Element, rule: dict[str, Any], findings: list[dict[str, Any]]) -> tuple[int, int]:
     """One rule as a test case; returns (failures, skipped) it adds."""
-    case = ET.SubElement(suite, "testcase", classname=clean(rule["pack"]),
+    case = ET.SubElement(suite, "testcase", classname=clean(rule.get("pack") or ""),
                          name=clean(f"{rule['id']}: {rule.get('title') or ''}".rstrip(": ")))
     failed = [f for f in findings if f["outcome"] == "fail"]
     waived = [f for f in findings if f["outcome"] == "waived"]
@@ -57,12 +59,17 @@ def _case(suite: ET.Element, rule: dict[str, Any], findings: list[dict[str, Any]
 def render(report: dict[str, Any], out: TextIO) -> None:
     """Write the report as JUnit XML: <testsuites>, a <testsuite> per pack, a <testcase> per rule."""
     by_rule: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    lookup = pack_lookup(report)
     for finding in report["findings"]:
-        by_rule.setdefault((finding["pack"], finding["rule"]), []).append(finding)
+        by_rule.setdefault((pack_of(finding, lookup), finding["rule"]), []).append(finding)
     root = ET.Element("testsuites", name="protocol-audit")
     totals = [0, 0, 0]
-    for pack in report["packs"]:
-        rules = [r for r in report["rules"] if r["pack"] == pack["id"]]
+    # every pack the report lists, then any a rule names that the list lacks: no rule is left out
+    packs = list(report["packs"])
+    packs += [{"id": pid} for pid in dict.fromkeys(r.get("pack") or "" for r in report["rules"])
+              if pid not in {p["id"] for p in packs}]
+    for pack in packs:
+        rules = [r for r in report["rules"] if (r.get("pack") or "") == pack["id"]]
         suite = ET.SubElement(root, "testsuite", name=clean(pack["id"]), tests=str(len(rules)),
                               timestamp=clean(report["as_of"]), errors="0")
         properties = ET.SubElement(suite, "properties")
@@ -71,7 +78,7 @@ def render(report: dict[str, Any], out: TextIO) -> None:
                 ET.SubElement(properties, "property", name=f"pack.{name}", value=clean(pack[name]))
         failures = skipped = 0
         for rule in rules:
-            failed, waived = _case(suite, rule, by_rule.get((rule["pack"], rule["id"]), []))
+            failed, waived = _case(suite, rule, by_rule.get((rule.get("pack") or "", rule["id"]), []))
             failures += failed
             skipped += waived
         suite.set("failures", str(failures))

@@ -8,6 +8,8 @@ import urllib.parse
 from pathlib import Path, PurePath
 from typing import Any, TextIO
 
+from engine.reporters.packs_of import pack_lookup, pack_of
+
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 # Severity to SARIF level: a critical or major protocol breach is an error, a minor one a warning.
 LEVELS = {"critical": "error", "major": "error", "minor": "warning", "info": "note"}
@@ -30,11 +32,12 @@ def rule_id(pack: str, rule: str) -> str:
 
 def _driver_rule(rule: dict[str, Any]) -> dict[str, Any]:
     entry: dict[str, Any] = {
-        "id": rule_id(rule["pack"], rule["id"]),
+        "id": rule_id(rule.get("pack") or "", rule["id"]),
         "name": rule["id"],
         "shortDescription": {"text": rule.get("title") or rule["id"]},
         "defaultConfiguration": {"level": LEVELS.get(rule["severity"], "warning")},
-        "properties": {"severity": rule["severity"], "pack": rule["pack"], "tags": [rule["pack"], rule["severity"]]},
+        "properties": {"severity": rule["severity"], "pack": rule.get("pack"),
+                       "tags": [t for t in (rule.get("pack"), rule["severity"]) if t]},
     }
     if rule.get("rationale"):
         entry["fullDescription"] = {"text": rule["rationale"]}
@@ -43,12 +46,12 @@ def _driver_rule(rule: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _fingerprint(finding: dict[str, Any]) -> str:
-    key = "\x1f".join(str(finding.get(k)) for k in ("pack", "rule", "record_type", "record_key"))
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+def _fingerprint(pack: str, finding: dict[str, Any]) -> str:
+    key = "\x1f".join(str(finding.get(k)) for k in ("rule", "record_type", "record_key"))
+    return hashlib.sha256(f"{pack}\x1f{key}".encode()).hexdigest()
 
 
-def _result(finding: dict[str, Any], index: int) -> dict[str, Any]:
+def _result(finding: dict[str, Any], pack: str, index: int) -> dict[str, Any]:
     source = finding.get("source") or {}
     region = {"startLine": source["line"]} if isinstance(source.get("line"), int) and source["line"] >= 1 else {}
     location: dict[str, Any] = {"artifactLocation": {"uri": uri(source.get("path"))}}
@@ -60,12 +63,12 @@ def _result(finding: dict[str, Any], index: int) -> dict[str, Any]:
     if finding.get("missing"):
         properties["missing"] = finding["missing"]
     result: dict[str, Any] = {
-        "ruleId": rule_id(finding["pack"], finding["rule"]),
+        "ruleId": rule_id(pack, finding["rule"]),
         "ruleIndex": index,
         "level": LEVELS.get(finding["severity"], "warning"),
         "message": {"text": finding["message"]},
         "locations": [{"physicalLocation": location}],
-        "partialFingerprints": {"protocolAuditRecord/v1": _fingerprint(finding)},
+        "partialFingerprints": {"protocolAuditRecord/v1": _fingerprint(pack, finding)},
         "properties": properties,
     }
     if finding["outcome"] == "waived":
@@ -78,12 +81,13 @@ def sarif(report: dict[str, Any]) -> dict[str, Any]:
     """The report as a SARIF log: one run, each rule once in the driver, one result per finding."""
     rules = [_driver_rule(rule) for rule in report["rules"]]
     index = {rule["id"]: n for n, rule in enumerate(rules)}
-    for finding in report["findings"]:  # a finding of a rule the report does not list: listed too
-        key = rule_id(finding["pack"], finding["rule"])
+    lookup = pack_lookup(report)
+    packs = [pack_of(finding, lookup) for finding in report["findings"]]
+    for finding, pack in zip(report["findings"], packs):  # a rule the report does not list: added
+        key = rule_id(pack, finding["rule"])
         if key not in index:
             index[key] = len(rules)
-            rules.append(_driver_rule({"id": finding["rule"], "pack": finding["pack"],
-                                       "severity": finding["severity"]}))
+            rules.append(_driver_rule({"id": finding["rule"], "pack": pack, "severity": finding["severity"]}))
     tool = report["tool"]
     run: dict[str, Any] = {
         "tool": {"driver": {"name": tool["name"], "version": str(tool["version"]), "rules": rules}},
@@ -92,7 +96,7 @@ def sarif(report: dict[str, Any]) -> dict[str, Any]:
                        "properties": {"record_type": i["record_type"], "records_read": i["records_read"],
                                       "records_rejected": i["records_rejected"]}}
                       for i in report["inputs"]],
-        "results": [_result(f, index[rule_id(f["pack"], f["rule"])]) for f in report["findings"]],
+        "results": [_result(f, pack, index[rule_id(pack, f["rule"])]) for f, pack in zip(report["findings"], packs)],
         "properties": {"as_of": report["as_of"], "pseudonymised": report.get("pseudonymised"),
                        "packs": [{k: p.get(k) for k in ("id", "version", "sha256")} for p in report["packs"]]},
     }
