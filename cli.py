@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import os
 import sys
 import tempfile
@@ -239,6 +240,8 @@ def test_packs(packs: tuple[str, ...], min_coverage: float | None) -> None:
     """
 
     def action() -> int:
+        if min_coverage is not None and math.isnan(min_coverage):
+            raise UsageError("--min-coverage must be a number from 0 to 100")
         failed = below = 0
         for pack in load_packs(list(packs)):
             result = packtest.run_pack(pack)

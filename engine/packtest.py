@@ -123,7 +123,9 @@ def _scenario(check: Checker, node: Any, pack: Pack, number: int) -> Scenario | 
             rules = []
             for item in listed.value:
                 rule_id = check.text(item, "rule id")
-                if rule_id in rules_by_id:
+                if rule_id in rules_by_id and rules_by_id[rule_id] in rules:
+                    check.node(item, f'"{rule_id}" is listed twice')
+                elif rule_id in rules_by_id:
                     rules.append(rules_by_id[rule_id])
                 elif rule_id:
                     scope_broken = True
@@ -204,8 +206,9 @@ def _scenario(check: Checker, node: Any, pack: Pack, number: int) -> Scenario | 
     return scenario
 
 
-def load_scenarios(path: Path, pack: Pack) -> list[Scenario]:
-    """The scenarios of one test file; PackError lists every problem with its position."""
+def load_scenarios(path: Path, pack: Pack, first: int = 1) -> list[Scenario]:
+    """The scenarios of one test file, numbered from ``first`` (numbers name their patients, so
+    they must not repeat across a pack's files); PackError lists every problem with its position."""
     try:
         text, _ = read_pack_text(str(path))
     except OSError as exc:
@@ -221,7 +224,7 @@ def load_scenarios(path: Path, pack: Pack) -> list[Scenario]:
         if items is not None and not isinstance(items.value, list):
             check.node(items, "scenarios must be a list")
         for number, item in enumerate(items.value if items is not None and isinstance(items.value, list) else [],
-                                      start=1):
+                                      start=first):
             found = _scenario(check, item, pack, number)
             if found is not None:
                 scenarios.append(found)
@@ -296,11 +299,12 @@ def _outcome(rule: Rule, values: dict[str, Any], forced: dict[int, Truth]) -> Ou
 
 
 def decisive(rule: Rule, values: dict[str, Any], branch: Branch) -> bool:
-    """Whether setting ``branch`` alone to another truth value changes the rule's outcome."""
+    """Whether ``branch`` was compared (its value known) and setting it alone to the other truth
+    value changes the rule's outcome. A branch left unknown by a missing field was not tested."""
     actual = conditions.evaluate(branch, values)[0]
-    outcome = _outcome(rule, values, {})
-    return any(_outcome(rule, values, {id(branch): other}) is not outcome
-               for other in (True, False) if other is not actual)
+    if actual is None:
+        return False
+    return _outcome(rule, values, {id(branch): not actual}) is not _outcome(rule, values, {})
 
 
 @dataclass(slots=True)
@@ -357,7 +361,7 @@ def run_pack(pack: Pack) -> PackResult:
     problems: list[Problem] = []
     for path in files:
         try:
-            scenarios += load_scenarios(path, pack)
+            scenarios += load_scenarios(path, pack, first=len(scenarios) + 1)
         except PackError as exc:
             problems += exc.problems
     if problems:

@@ -217,6 +217,49 @@ def test_a_folder_of_packs_skips_test_files(tmp_path: Path) -> None:
     assert [p.id for p in load_packs([str(tmp_path)])] == ["sched"]
 
 
+def test_scenarios_of_different_files_are_different_patients(tmp_path: Path) -> None:
+    """The first scenario of each file must not share a patient with the other file's first: here
+    a screening in one file would otherwise make an unscreened session of the other pass."""
+    path = write(tmp_path, scenarios="""\
+pack: sched
+scenarios:
+  - name: screened
+    rules: [SCREEN]
+    records:
+      - {type: screening, record: {screening_id: C-1, patient_id: P-1, screened_at: "2026-03-01 09:00", score: 1}}
+      - {type: session, record: {session_id: S-1, patient_id: P-1, session_start: "2026-03-02 09:00", route: IV}}
+    expect:
+      S-1: {SCREEN: pass}
+""")
+    (tmp_path / "sched.tests").mkdir()
+    (tmp_path / "sched.tests" / "more.yaml").write_text("""\
+pack: sched
+scenarios:
+  - name: never screened
+    rules: [SCREEN]
+    records:
+      - {type: session, record: {session_id: S-2, patient_id: P-1, session_start: "2026-03-02 10:00", route: IV}}
+    expect:
+      S-2: {SCREEN: fail}
+""", encoding="utf-8")
+    result = packtest.run_pack(load(path))
+    assert result.scenarios == 2 and result.failed == []
+
+
+def test_a_rule_listed_twice_in_scope(tmp_path: Path) -> None:
+    write(tmp_path, scenarios=SCENARIOS.replace("rules: [SPACING, SCREEN]", "rules: [SPACING, SPACING]"))
+    with pytest.raises(PackError) as caught:
+        packtest.run_pack(load(tmp_path / "sched.yaml"))
+    assert [(p.line, p.message) for p in caught.value.problems] == [
+        (4, '"SPACING" is listed twice'),
+        (10, '"SCREEN" is not in this scenario\'s rules (SPACING): add it there to check it')]
+
+
+def test_min_coverage_must_be_a_number(tmp_path: Path) -> None:
+    out = run(str(write(tmp_path)), "--min-coverage", "nan")
+    assert out.exit_code == 2 and "--min-coverage must be a number" in out.output
+
+
 def test_a_tests_folder_beside_the_pack(tmp_path: Path) -> None:
     path = write(tmp_path, scenarios=None)
     (tmp_path / "sched.tests").mkdir()
@@ -332,10 +375,10 @@ def test_a_rule_without_a_failing_case(tmp_path: Path) -> None:
     ("{any: [{a: 1}, {b: 1}]}", {"a": 0, "b": 0}, [True, True]),
     ("{any: [{a: 1}, {b: 1}]}", {"a": 1, "b": 0}, [True, False]),
     ("{any: [{a: 1}, {b: 1}]}", {"a": 1, "b": 1}, [False, False]),
-    # not passes decisiveness through; in require an unknown fails like false, so a missing `a` is
-    # decisive only where true would pass, and `b` is not (false or unknown: a fail either way)
+    # not passes decisiveness through; a branch left unknown by a missing field was not compared,
+    # so it is never decisive; b is not either when a is unknown (false or unknown: a fail either way)
     ("{not: {a: 1}}", {"a": 1}, [True]),
-    ("{all: [{a: 1}, {b: 1}]}", {"b": 1}, [True, False]),
+    ("{all: [{a: 1}, {b: 1}]}", {"b": 1}, [False, False]),
     ("{all: [{a: 1}, {b: 1}]}", {"b": 0}, [False, False]),
 ])
 def test_decisive_branches(require: str, values: dict[str, int], decisive: list[bool]) -> None:
@@ -349,13 +392,26 @@ def test_decisive_branches(require: str, values: dict[str, int], decisive: list[
 
 def test_decisive_in_when_tells_unknown_from_false() -> None:
     """In `when`, unknown (not evaluable) differs from false (not applicable): with `a` missing and
-    b = 1 the record is not evaluable, and b alone turns it not applicable, so b is decisive."""
+    b = 1 the record is not evaluable, and b alone turns it not applicable, so b is decisive; `a`,
+    never compared, is not."""
     text = ("pack: d\nversion: '1'\ntimezone: UTC\nrecords:\n  r:\n    key: k\n    patient: p\n    time: t\n"
             "    fields: {k: string, p: string, t: datetime, a: integer, b: integer, c: integer}\n"
             "rules:\n  - id: D\n    title: D\n    severity: minor\n    for: r\n"
             "    when: {all: [{a: 1}, {b: 1}]}\n    require: {c: 1}\n")
     (rule,) = build_pack(load_yaml(text, "d.yaml"), "d.yaml", text.encode()).rules
-    assert [packtest.decisive(rule, {"b": 1, "c": 1}, b) for b in packtest.branches(rule.when)] == [True, True]
+    assert [packtest.decisive(rule, {"b": 1, "c": 1}, b) for b in packtest.branches(rule.when)] == [False, True]
+
+
+def test_a_not_evaluable_example_does_not_cover_the_branch_it_leaves_unknown(tmp_path: Path) -> None:
+    """An example without route makes ESCORT's `when` unknown: route = IN was never compared, so it
+    stays uncovered however the forced values would have come out."""
+    pack = PACK.replace("      - {record: {route: IV, escort: false}, expect: fail}\n",
+                        "      - {record: {route: IV, escort: false}, expect: fail}\n"
+                        "      - {record: {escort: true}, expect: not_evaluable}\n")
+    result = packtest.run_pack(load(write(tmp_path, pack=pack, scenarios=None)))
+    assert result.failed == []
+    escort = next(c for c in result.coverage if c.rule.id == "ESCORT")
+    assert [packtest.describe_branch(b) for b, _ in escort.uncovered] == ["route = IN"]
 
 
 # -- the shipped packs: what CI requires of every pack change -------------------------------------
