@@ -21,7 +21,7 @@ from engine.conditions import describe
 from engine.errors import AuditError, PackError, UsageError
 from engine.explain import explain as explain_outcome
 from engine.model import SEVERITIES
-from engine.packs import load_packs
+from engine.packs import is_tests_path, load_packs, orphan_tests
 from engine.privacy import KEY_VARIABLE, Pseudonymiser
 
 EXIT_SUCCESS = 0
@@ -43,7 +43,8 @@ def _guard(action: Callable[[], int]) -> None:
             click.echo(str(problem), err=True)
         count = len(exc.problems)
         files = len({problem.path for problem in exc.problems})
-        _fail(f"{count} problem{'s' if count != 1 else ''} in {files} rule pack{'s' if files != 1 else ''}")
+        noun = "file" if any(is_tests_path(problem.path) for problem in exc.problems) else "rule pack"
+        _fail(f"{count} problem{'s' if count != 1 else ''} in {files} {noun}{'s' if files != 1 else ''}")
     except AuditError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -242,6 +243,10 @@ def test_packs(packs: tuple[str, ...], min_coverage: float | None) -> None:
     def action() -> int:
         if min_coverage is not None and math.isnan(min_coverage):
             raise UsageError("--min-coverage must be a number from 0 to 100")
+        for ref in packs:  # scenarios whose pack was renamed or removed would silently stop running
+            if Path(ref).is_dir() and (orphans := orphan_tests(Path(ref))):
+                raise UsageError(f"{orphans[0]}: scenarios with no pack of that name beside them "
+                                 f"(rename them after their pack, or remove them)")
         failed = below = 0
         for pack in load_packs(list(packs)):
             result = packtest.run_pack(pack)

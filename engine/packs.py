@@ -15,6 +15,20 @@ PACK_SUFFIXES = (".yaml", ".yml")
 TESTS_STEM = ".tests"  # ketamine-iv.tests.yaml holds the scenarios of ketamine-iv.yaml, not a pack
 
 
+def is_tests_path(name: str) -> bool:
+    """A scenario file: ``<pack>.tests.yaml``, or a YAML file in a ``<pack>.tests/`` folder."""
+    path = Path(name)
+    return path.suffix in PACK_SUFFIXES and (path.stem.endswith(TESTS_STEM) or path.parent.name.endswith(TESTS_STEM))
+
+
+def orphan_tests(folder: Path) -> list[Path]:
+    """Scenario files and folders in ``folder`` with no pack of their name beside them."""
+    stems = {p.stem for p in folder.iterdir() if is_pack_file(p)}
+    found = [p for p in folder.iterdir() if (p.is_dir() and p.name.endswith(TESTS_STEM))
+             or (p.is_file() and p.suffix in PACK_SUFFIXES and p.stem.endswith(TESTS_STEM))]
+    return sorted(p for p in found if (p.name if p.is_dir() else p.stem).removesuffix(TESTS_STEM) not in stems)
+
+
 def is_pack_name(name: str) -> bool:
     """A pack's file name: YAML, and not a scenario file (``<pack>.tests.yaml``)."""
     path = Path(name)
@@ -49,6 +63,9 @@ def resolve(ref: str) -> list[str]:
             raise UsageError(f"{ref}: folder holds no .yaml pack")
         return files
     if path.is_file():
+        if is_tests_path(ref) and path.stem.endswith(TESTS_STEM):
+            raise UsageError(f"{ref} is a scenario file (the tests of {path.stem.removesuffix(TESTS_STEM)}"
+                             f"{path.suffix}), not a pack: give the pack, its scenarios are found beside it")
         return [ref]
     shipped = shipped_packs()
     if ref in shipped:

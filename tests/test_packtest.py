@@ -260,6 +260,27 @@ def test_min_coverage_must_be_a_number(tmp_path: Path) -> None:
     assert out.exit_code == 2 and "--min-coverage must be a number" in out.output
 
 
+def test_scenarios_without_their_pack_stop_the_run(tmp_path: Path) -> None:
+    write(tmp_path)
+    (tmp_path / "sched.tests.yaml").rename(tmp_path / "renamed.tests.yaml")
+    out = run(str(tmp_path))
+    assert out.exit_code == 2
+    assert f"{tmp_path / 'renamed.tests.yaml'}: scenarios with no pack of that name beside them" in out.output
+
+
+def test_a_scenario_file_given_as_a_pack(tmp_path: Path) -> None:
+    write(tmp_path)
+    out = run(str(tmp_path / "sched.tests.yaml"))
+    assert out.exit_code == 2
+    assert "sched.tests.yaml is a scenario file (the tests of sched.yaml), not a pack" in out.output
+
+
+def test_problems_in_scenario_files_are_not_called_pack_problems(tmp_path: Path) -> None:
+    write(tmp_path, scenarios="pack: sched\nscenarios: {}\n")
+    out = run(str(tmp_path / "sched.yaml"))
+    assert out.exit_code == 2 and "protocol-audit: 1 problem in 1 file" in out.output
+
+
 def test_a_tests_folder_beside_the_pack(tmp_path: Path) -> None:
     path = write(tmp_path, scenarios=None)
     (tmp_path / "sched.tests").mkdir()
