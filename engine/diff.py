@@ -24,13 +24,15 @@ from . import conditions, pipeline
 from . import report as report_builder
 from .errors import PackError, Problem, UsageError
 from .model import SEVERITIES, Condition, Pack, Rule
-from .packs import is_pack_name, load_pack_bytes, load_packs
+from .packs import is_pack_name, load_pack_bytes, load_packs, merged_types
 from .privacy import Pseudonymiser
+from .records import bind_inputs
 from .reporters.md_report import md, table
 
 GIT_PREFIX = "git:"
 # The parts of a rule whose change can change outcomes or findings, as the report names them.
-PARTS = ("for", "when", "require", "derived fields", "severity", "message", "title")
+PARTS = ("pack", "for", "when", "require", "derived fields", "field declarations", "severity", "message",
+         "title")
 
 
 # -- packs from git ------------------------------------------------------------------------
@@ -57,11 +59,15 @@ def git_packs(ref: str) -> list[Pack]:
         raise UsageError(f'"{ref}": give the path relative to the working directory, not absolute')
     path = path.removeprefix("./")
     spec = f"{rev}:./{path}"
-    kind = _git("cat-file", "-t", spec).decode().strip()
+    if rev.startswith("-"):
+        raise UsageError(f'"{ref}": a revision cannot start with "-"')
+    kind = _git("cat-file", "-t", "--end-of-options", spec).decode().strip()
     if kind == "blob":
         names = [path]
     elif kind == "tree":
-        listed = _git("ls-tree", "--name-only", spec).decode("utf-8", "replace").splitlines()
+        # -z: names as they are (without it git quotes non-ASCII names, and they would not match)
+        listed = [n for n in _git("ls-tree", "-z", "--name-only", "--end-of-options", spec)
+                  .decode("utf-8", "replace").split("\0") if n]
         names = [str(PurePosixPath(path) / name) for name in sorted(listed) if is_pack_name(name)]
         if not names:
             raise UsageError(f'"{ref}": folder holds no .yaml pack at {rev}')
@@ -71,7 +77,8 @@ def git_packs(ref: str) -> list[Pack]:
     problems: list[Problem] = []
     for name in names:
         try:
-            packs.append(load_pack_bytes(_git("show", f"{rev}:./{name}"), f"{GIT_PREFIX}{rev}:{name}"))
+            packs.append(load_pack_bytes(_git("show", "--end-of-options", f"{rev}:./{name}"),
+                                         f"{GIT_PREFIX}{rev}:{name}"))
         except PackError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -115,31 +122,39 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _derived(pack: Pack, rule: Rule) -> dict[str, str]:
-    """The expressions of the derived fields the rule reads, its history conditions' included."""
-    found: dict[str, str] = {}
+def _read_by(pack: Pack, rule: Rule) -> tuple[dict[str, str], dict[str, Any]]:
+    """What the rule reads beyond its own text: the expressions of the derived fields and the
+    declarations (type, values) of the fields, its history conditions' included, by ``type.field``."""
+    derived: dict[str, str] = {}
+    declared: dict[str, Any] = {}
 
     def add(type_name: str, cond: Condition | None) -> None:
         rtype = pack.records.get(type_name)
         if rtype is None:
             return
         for name in conditions.fields_of(cond):
-            if name in rtype.derived:
-                found[f"{type_name}.{name}"] = rtype.derived[name].source
+            spec = rtype.derived.get(name)
+            for field in (*spec.inputs, name) if spec else (name,):
+                if field in rtype.fields:
+                    declared[f"{type_name}.{field}"] = _plain(rtype.fields[field])
+            if spec:
+                derived[f"{type_name}.{name}"] = spec.source
         for history in conditions.histories_of(cond):
             add(history.of, history.where)
 
     add(rule.for_type, rule.when)
     add(rule.for_type, rule.require)
-    return found
+    return derived, declared
 
 
 def changed_parts(base: tuple[Pack, Rule], head: tuple[Pack, Rule]) -> list[str]:
     (base_pack, old), (head_pack, new) = base, head
+    (old_derived, old_fields), (new_derived, new_fields) = _read_by(base_pack, old), _read_by(head_pack, new)
     parts = {
+        "pack": (base_pack.id, head_pack.id),
         "for": (old.for_type, new.for_type), "when": (_plain(old.when), _plain(new.when)),
         "require": (_plain(old.require), _plain(new.require)),
-        "derived fields": (_derived(base_pack, old), _derived(head_pack, new)),
+        "derived fields": (old_derived, new_derived), "field declarations": (old_fields, new_fields),
         "severity": (old.severity, new.severity), "message": (old.message, new.message),
         "title": (old.title, new.title),
     }
@@ -148,76 +163,132 @@ def changed_parts(base: tuple[Pack, Rule], head: tuple[Pack, Rule]) -> list[str]
 
 # -- the two audits and their difference ------------------------------------------------------
 
+Where = tuple[str, int]  # a record's source: path and line
+
+
 def _flagged(finding: dict[str, Any]) -> dict[str, Any]:
     return {"record_type": finding["record_type"], "record_key": finding["record_key"], "time": finding["time"],
             "source": finding["source"], "message": finding["message"]}
 
 
-def _side(report: dict[str, Any]) -> tuple[dict[tuple[str, str], dict[str, Any]],
-                                           dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]]]:
-    rules = {(r["pack"], r["id"]): r for r in report["rules"]}
-    flagged: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {key: {} for key in rules}
-    for finding in report["findings"]:
-        if finding["outcome"] == "fail":
-            flagged[(finding["pack"], finding["rule"])][(finding["record_type"], finding["record_key"])] = finding
-    return rules, flagged
+@dataclasses.dataclass
+class _Side:
+    """One rule version's audit, indexed for comparison."""
+
+    report: dict[str, Any]
+    skipped: list[dict[str, str]]
+    rules: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
+    flagged: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    rejected: dict[Where, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rules = {(r["pack"], r["id"]): r for r in self.report["rules"]}
+        self.flagged = {key: {} for key in self.rules}
+        for finding in self.report["findings"]:
+            if finding["outcome"] == "fail":
+                record = (finding["record_type"], finding["record_key"])
+                self.flagged[(finding["pack"], finding["rule"])][record] = finding
+        self.rejected = {(r["source"]["path"], r["source"]["line"]): r["reason"] for r in self.report["rejected"]}
 
 
 def _delta(before: float | None, after: float | None) -> float | None:
     return None if before is None or after is None else round(after - before, 4)
 
 
-def _audit(packs: list[Pack], files: list[str], as_of: dt.datetime) -> dict[str, Any]:
+def _readable(files: list[str], packs: list[Pack], others: list[Pack]) -> tuple[list[str], list[dict[str, str]]]:
+    """The inputs one side can read: a file bound (by TYPE= or its name) to a record type that only
+    the other side declares is left out for this side, and said so, instead of stopping the diff."""
+    mine, _ = merged_types(packs)
+    theirs, _ = merged_types(others)
+    kept, skipped = [], []
+    for arg, (type_name, path) in zip(files, bind_inputs(files, {**theirs, **mine})):
+        if type_name is not None and type_name not in mine:
+            skipped.append({"path": path, "record_type": type_name})
+        else:
+            kept.append(arg)
+    return kept, skipped
+
+
+def _audit(packs: list[Pack], others: list[Pack], files: list[str], as_of: dt.datetime) -> _Side:
+    readable, skipped = _readable(files, packs, others)
     # patients never appear in a diff; a throwaway key keeps them out of the findings all the same
-    result, stats = pipeline.run(packs, files, pseudonymise=Pseudonymiser(secrets.token_bytes(32), "a random key"))
-    return report_builder.build(result, stats, packs, as_of)
+    result, stats = pipeline.run(packs, readable,
+                                 pseudonymise=Pseudonymiser(secrets.token_bytes(32), "a random key"))
+    return _Side(report_builder.build(result, stats, packs, as_of), skipped)
+
+
+def _pairs(base: _Side, head: _Side) -> list[tuple[tuple[str, str] | None, tuple[str, str] | None]]:
+    """Rules matched across versions: by pack and id, and a rule whose id is in one pack on each
+    side (moved to another pack, or its pack renamed) matched by id alone."""
+    removed = [key for key in base.rules if key not in head.rules]
+    added = [key for key in head.rules if key not in base.rules]
+    moved: dict[tuple[str, str], tuple[str, str]] = {}
+    for key in added:
+        was = [old for old in removed if old[1] == key[1]]
+        if len(was) == 1 and sum(new[1] == key[1] for new in added) == 1:
+            moved[key] = was[0]
+    pairs: list[tuple[tuple[str, str] | None, tuple[str, str] | None]] = []
+    for key in head.rules:
+        pairs.append((key if key in base.rules else moved.get(key), key))
+    pairs += [(key, None) for key in removed if key not in moved.values()]
+    return pairs
+
+
+def _row(base: _Side, head: _Side, old_key: tuple[str, str] | None, new_key: tuple[str, str] | None,
+         parts: list[str]) -> dict[str, Any]:
+    old = base.rules[old_key] if old_key else None
+    new = head.rules[new_key] if new_key else None
+    was = base.flagged.get(old_key, {}) if old_key else {}
+    now = head.flagged.get(new_key, {}) if new_key else {}
+    status = "added" if old is None else "removed" if new is None else "changed" if parts else "unchanged"
+    shown = new or old
+    assert shown is not None
+    gone = []
+    for key, finding in was.items():
+        if key in now:
+            continue
+        item = _flagged(finding)
+        reason = head.rejected.get((finding["source"]["path"], finding["source"]["line"]))
+        if reason is not None:  # not judged any more: rejected on reading, which is no improvement
+            item["now_rejected"] = reason
+        gone.append(item)
+    return {
+        "pack": shown["pack"], "id": shown["id"], "title": shown.get("title"), "status": status, "changes": parts,
+        "pack_before": old["pack"] if old else None,
+        "severity": shown["severity"], "severity_before": old["severity"] if old else None,
+        "failed_before": old["failed"] if old else None, "failed_after": new["failed"] if new else None,
+        "not_evaluable_before": old["not_evaluable"] if old else None,
+        "not_evaluable_after": new["not_evaluable"] if new else None,
+        "compliance_before": old["compliance_rate"] if old else None,
+        "compliance_after": new["compliance_rate"] if new else None,
+        "compliance_change": _delta(old["compliance_rate"] if old else None, new["compliance_rate"] if new else None),
+        "newly_flagged": [_flagged(f) for k, f in now.items() if k not in was],
+        "no_longer_flagged": gone,
+    }
 
 
 def compare(base: list[Pack], head: list[Pack], files: list[str], as_of: dt.datetime,
             fail_on_new: str | None = None) -> dict[str, Any]:
     """Audit ``files`` with both rule versions; the diff as a plain dict (the JSON form)."""
-    before, after = _audit(base, files, as_of), _audit(head, files, as_of)
-    base_rules, base_flagged = _side(before)
-    head_rules, head_flagged = _side(after)
+    before, after = _audit(base, head, files, as_of), _audit(head, base, files, as_of)
     base_defs = {(p.id, r.id): (p, r) for p in base for r in p.rules}
     head_defs = {(p.id, r.id): (p, r) for p in head for r in p.rules}
-    order = list(head_rules) + [key for key in base_rules if key not in head_rules]
-    rows = []
-    for key in order:
-        old, new = base_rules.get(key), head_rules.get(key)
-        was, now = base_flagged.get(key, {}), head_flagged.get(key, {})
-        parts: list[str] = []
-        if old is None:
-            status = "added"
-        elif new is None:
-            status = "removed"
-        else:
-            parts = changed_parts(base_defs[key], head_defs[key])
-            status = "changed" if parts else "unchanged"
-        shown = new or old
-        assert shown is not None
-        rows.append({
-            "pack": key[0], "id": key[1], "title": shown.get("title"), "status": status, "changes": parts,
-            "severity": shown["severity"], "severity_before": old["severity"] if old else None,
-            "failed_before": old["failed"] if old else None, "failed_after": new["failed"] if new else None,
-            "not_evaluable_before": old["not_evaluable"] if old else None,
-            "not_evaluable_after": new["not_evaluable"] if new else None,
-            "compliance_before": old["compliance_rate"] if old else None,
-            "compliance_after": new["compliance_rate"] if new else None,
-            "compliance_change": _delta(old["compliance_rate"] if old else None,
-                                        new["compliance_rate"] if new else None),
-            "newly_flagged": [_flagged(f) for k, f in now.items() if k not in was],
-            "no_longer_flagged": [_flagged(f) for k, f in was.items() if k not in now],
-        })
+    rows = [_row(before, after, old, new, changed_parts(base_defs[old], head_defs[new]) if old and new else [])
+            for old, new in _pairs(before, after)]
     threshold = SEVERITIES.index(fail_on_new) if fail_on_new else None
     new_at_threshold = sum(len(r["newly_flagged"]) for r in rows
                            if threshold is not None and r["status"] != "removed"
                            and SEVERITIES.index(r["severity"]) <= threshold)
+
+    def side(audit: _Side) -> dict[str, Any]:
+        return {"packs": audit.report["packs"], "records_rejected": audit.report["summary"]["records_rejected"],
+                "inputs_not_read": audit.skipped}
+
+    inputs = {i["path"]: i for i in before.report["inputs"]} | {i["path"]: i for i in after.report["inputs"]}
     return {
-        "tool": before["tool"], "as_of": before["as_of"],
-        "base": {"packs": before["packs"], "records_rejected": before["summary"]["records_rejected"]},
-        "head": {"packs": after["packs"], "records_rejected": after["summary"]["records_rejected"]},
-        "inputs": [{k: i[k] for k in ("path", "record_type", "sha256", "records_read")} for i in after["inputs"]],
+        "tool": before.report["tool"], "as_of": before.report["as_of"],
+        "base": side(before), "head": side(after),
+        "inputs": [{k: i[k] for k in ("path", "record_type", "sha256", "records_read")} for i in inputs.values()],
         "summary": {
             "rules_added": sum(r["status"] == "added" for r in rows),
             "rules_removed": sum(r["status"] == "removed" for r in rows),
@@ -225,6 +296,9 @@ def compare(base: list[Pack], head: list[Pack], files: list[str], as_of: dt.date
             "rules_unchanged": sum(r["status"] == "unchanged" for r in rows),
             "newly_flagged": sum(len(r["newly_flagged"]) for r in rows),
             "no_longer_flagged": sum(len(r["no_longer_flagged"]) for r in rows),
+            "now_rejected": sum(1 for r in rows for i in r["no_longer_flagged"] if "now_rejected" in i),
+            "records_rejected_before": before.report["summary"]["records_rejected"],
+            "records_rejected_after": after.report["summary"]["records_rejected"],
             "fail_on_new": fail_on_new,
             "newly_flagged_at_or_above": new_at_threshold if fail_on_new else None,
         },
@@ -258,21 +332,46 @@ def _n(number: int, noun: str) -> str:
 
 def headline(diff: dict[str, Any]) -> str:
     s = diff["summary"]
-    return (f"{_n(s['rules_changed'], 'rule')} changed, {s['rules_added']} added, {s['rules_removed']} removed; "
-            f"{_n(s['newly_flagged'], 'record')} newly flagged, {s['no_longer_flagged']} no longer flagged")
+    text = (f"{_n(s['rules_changed'], 'rule')} changed, {s['rules_added']} added, {s['rules_removed']} removed; "
+            f"{_n(s['newly_flagged'], 'record')} newly flagged, {s['no_longer_flagged'] - s['now_rejected']} "
+            "no longer flagged")
+    if s["now_rejected"]:
+        text += f", {s['now_rejected']} no longer judged (now rejected)"
+    if s["records_rejected_before"] != s["records_rejected_after"]:
+        text += f"; records rejected {s['records_rejected_before']} -> {s['records_rejected_after']}"
+    return text
+
+
+def notices(diff: dict[str, Any]) -> list[str]:
+    """Inputs a side could not read: their record type is declared by the other side only."""
+    said = []
+    for side in ("base", "head"):
+        for item in diff[side]["inputs_not_read"]:
+            said.append(f"{item['path']} was not read with the {side} rules: they declare no {item['record_type']} "
+                        "records")
+    return said
 
 
 def rule_change(row: dict[str, Any]) -> str:
     if row["status"] in ("added", "removed"):
         return str(row["status"])
     if row["status"] == "changed":
-        return "changed: " + ", ".join(row["changes"])
+        parts = [f"moved from pack {row['pack_before']}" if part == "pack" else part for part in row["changes"]]
+        return "changed: " + ", ".join(parts)
     return "unchanged (results differ)"
+
+
+def _groups(row: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    gone = row["no_longer_flagged"]
+    return [("newly flagged", row["newly_flagged"]),
+            ("no longer flagged", [i for i in gone if "now_rejected" not in i]),
+            ("no longer judged: now rejected on reading", [i for i in gone if "now_rejected" in i])]
 
 
 def lines(diff: dict[str, Any], max_records: int) -> Iterator[str]:
     """The terminal form."""
     yield f"protocol-audit diff: {headline(diff)}"
+    yield from (f"note: {notice}" for notice in notices(diff))
     for row in affected(diff):
         yield ""
         change = row["compliance_change"]
@@ -280,7 +379,7 @@ def lines(diff: dict[str, Any], max_records: int) -> Iterator[str]:
                f"{count(row['failed_before'])} -> {count(row['failed_after'])}, compliance "
                f"{percent(row['compliance_before'])} -> {percent(row['compliance_after'])}"
                f"{f' ({signed_points(change)})' if change is not None else ''}")
-        for label, items in (("newly flagged", row["newly_flagged"]), ("no longer flagged", row["no_longer_flagged"])):
+        for label, items in _groups(row):
             if not items:
                 continue
             yield f"  {label}: {len(items)}"
@@ -294,8 +393,9 @@ def lines(diff: dict[str, Any], max_records: int) -> Iterator[str]:
 
 def record_line(item: dict[str, Any]) -> str:
     source = item["source"]
+    reason = f" [rejected: {item['now_rejected']}]" if "now_rejected" in item else ""
     return (f"{item['record_type']} {item['record_key']} at {item['time'] or 'no time'} "
-            f"({source['path']}:{source['line']}): {item['message']}")
+            f"({source['path']}:{source['line']}): {item['message']}{reason}")
 
 
 def render_json(diff: dict[str, Any], out: TextIO) -> None:
@@ -310,6 +410,7 @@ def render_markdown(diff: dict[str, Any], out: TextIO, max_records: int = 20) ->
 def markdown(diff: dict[str, Any], max_records: int) -> str:
     """GitHub-flavoured Markdown for a pull-request comment: every value escaped, long lists cut."""
     out: list[str] = ["## protocol-audit: impact of the rule change", "", md(headline(diff)) + ".", ""]
+    out += [f"- {md(notice)}" for notice in notices(diff)] + ([""] if notices(diff) else [])
     rows = affected(diff)
     if not rows:
         return "\n".join([*out, "No rule's definition or results changed.", ""])
@@ -320,13 +421,15 @@ def markdown(diff: dict[str, Any], max_records: int) -> str:
                    signed_points(r["compliance_change"]), len(r["newly_flagged"]), len(r["no_longer_flagged"])]
                   for r in rows), right=frozenset(range(4, 11)))
     for row in rows:
-        for label, items in (("newly flagged", row["newly_flagged"]), ("no longer flagged", row["no_longer_flagged"])):
+        for label, items in _groups(row):
             if not items:
                 continue
             out += ["", f"### {md(row['id'])}: {len(items)} {label}", ""]
             out += table(["Record", "Time", "Source", "Message"],
                          ([f"{i['record_type']} {i['record_key']}", i["time"],
-                           f"{i['source']['path']}:{i['source']['line']}", i["message"]] for i in items[:max_records]))
+                           f"{i['source']['path']}:{i['source']['line']}",
+                           i["message"] + (f" [rejected: {i['now_rejected']}]" if "now_rejected" in i else "")]
+                          for i in items[:max_records]))
             if len(items) > max_records:
                 out.append(f"(+{len(items) - max_records} more in the JSON diff)")
     base = ", ".join(f"{p['id']} {p['version']}" for p in diff["base"]["packs"])

@@ -67,7 +67,8 @@ def test_the_dose_change_flags_exactly_the_sessions_between_0_8_and_1_0(tmp_path
     assert row["compliance_change"] < 0
     # every other rule: same definition, same results
     assert diff["summary"] == {"rules_added": 0, "rules_removed": 0, "rules_changed": 1, "rules_unchanged": 20,
-                               "newly_flagged": len(expected), "no_longer_flagged": 0, "fail_on_new": None,
+                               "newly_flagged": len(expected), "no_longer_flagged": 0, "now_rejected": 0,
+                               "records_rejected_before": 10, "records_rejected_after": 10, "fail_on_new": None,
                                "newly_flagged_at_or_above": None}
     # source lines point at the CSV rows of those sessions
     with open(SESSIONS, encoding="utf-8", newline="") as handle:
@@ -181,6 +182,89 @@ def test_added_removed_and_changed_parts(tmp_path: Path) -> None:
     assert [i["record_key"] for i in back["DOSE"]["no_longer_flagged"]] == ["S-1", "S-3"]
 
 
+def test_a_record_type_only_one_side_declares(tmp_path: Path) -> None:
+    """Head adds a screening type and a rule on it: the base audit leaves screenings.csv out (and says
+    so) instead of failing, and the new rule's findings are newly flagged."""
+    base = small_pack(tmp_path / "base.yaml", "1", "dose_mg / weight_kg", ["DOSE"])
+    text = small_pack(tmp_path / "head.yaml", "2", "dose_mg / weight_kg", ["DOSE"]).read_text(encoding="utf-8")
+    text = text.replace("derive:", """\
+  screening:
+    key: screening_id
+    patient: patient_id
+    time: screened_at
+    fields: {screening_id: string, patient_id: string, screened_at: datetime, score: integer}
+derive:""") + """\
+  - id: SCORE
+    title: Screen scored
+    severity: critical
+    for: screening
+    require: {score: {present: true}}
+"""
+    head = tmp_path / "head.yaml"
+    head.write_text(text, encoding="utf-8")
+    data = small_sessions(tmp_path / "sessions.csv")
+    screenings = tmp_path / "screenings.csv"
+    screenings.write_text("screening_id,patient_id,screened_at,score\nC-1,P-1,2026-03-01 09:00,\n", encoding="utf-8")
+    out = run("--base", str(base), "--head", str(head), str(data), str(screenings), "-o", str(tmp_path / "d.json"),
+              "--fail-on-new", "critical")
+    assert out.exit_code == 1, out.output
+    diff = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))
+    assert diff["base"]["inputs_not_read"] == [{"path": str(screenings), "record_type": "screening"}]
+    assert diff["head"]["inputs_not_read"] == []
+    (score,) = [r for r in diff["rules"] if r["id"] == "SCORE"]
+    assert score["status"] == "added" and [i["record_key"] for i in score["newly_flagged"]] == ["C-1"]
+    shown = run("--base", str(base), "--head", str(head), str(data), str(screenings)).output
+    assert f"note: {screenings} was not read with the base rules: they declare no screening records" in shown
+    # and the other way round: the base reads screenings, the head does not
+    back = run("--base", str(head), "--head", str(base), str(data), f"screening={screenings}")
+    assert back.exit_code == 0, back.output
+    assert "was not read with the head rules" in back.output
+
+
+def test_records_now_rejected_are_not_an_improvement(tmp_path: Path) -> None:
+    """Head declares weight_kg an integer: S-2 (70) still reads, S-3's 70.5 is rejected. S-3 leaves
+    the DOSE findings because it is no longer judged, and the diff says so."""
+    base = small_pack(tmp_path / "base.yaml", "1", "dose_mg / weight_kg", ["DOSE"])
+    head = small_pack(tmp_path / "head.yaml", "2", "dose_mg / weight_kg", ["DOSE"])
+    head.write_text(head.read_text(encoding="utf-8").replace("weight_kg: number", "weight_kg: integer"),
+                    encoding="utf-8")
+    data = small_sessions(tmp_path / "sessions.csv")
+    data.write_text(data.read_text(encoding="utf-8").replace("S-3,P-3,2026-03-02 11:00,60,70,",
+                                                            "S-3,P-3,2026-03-02 11:00,90,70.5,"), encoding="utf-8")
+    out = run("--base", str(base), "--head", str(head), str(data), "-o", str(tmp_path / "d.json"))
+    assert out.exit_code == 0, out.output
+    diff = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))
+    (row,) = diff["rules"]
+    assert row["changes"] == ["field declarations"]
+    (gone,) = row["no_longer_flagged"]
+    assert gone["record_key"] == "S-3" and "not an integer" in gone["now_rejected"]
+    assert (diff["summary"]["records_rejected_before"], diff["summary"]["records_rejected_after"]) == (0, 1)
+    shown = run("--base", str(base), "--head", str(head), str(data)).output
+    assert "0 no longer flagged, 1 no longer judged (now rejected); records rejected 0 -> 1" in shown
+    assert "no longer judged: now rejected on reading: 1" in shown
+
+
+def test_a_rule_moved_to_another_pack_is_not_new(tmp_path: Path) -> None:
+    (tmp_path / "base").mkdir()
+    (tmp_path / "head").mkdir()
+    base = small_pack(tmp_path / "base" / "small.yaml", "1", "dose_mg / weight_kg", ["DOSE", "ESCORT"])
+    small_pack(tmp_path / "head" / "small.yaml", "2", "dose_mg / weight_kg", ["DOSE"])
+    moved = small_pack(tmp_path / "head" / "other.yaml", "1", "dose_mg / weight_kg", ["ESCORT"])
+    moved.write_text(moved.read_text(encoding="utf-8").replace("pack: small", "pack: other"), encoding="utf-8")
+    data = small_sessions(tmp_path / "sessions.csv")
+    out = run("--base", str(base), "--head", str(tmp_path / "head"), str(data), "-o", str(tmp_path / "d.json"),
+              "--fail-on-new", "info")
+    assert out.exit_code == 0, out.output   # nothing is newly flagged
+    diff = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))
+    escort = next(r for r in diff["rules"] if r["id"] == "ESCORT")
+    assert (escort["status"], escort["changes"], escort["pack"], escort["pack_before"]) == (
+        "changed", ["pack"], "other", "small")
+    assert escort["newly_flagged"] == escort["no_longer_flagged"] == []
+    assert diff["summary"]["rules_added"] == diff["summary"]["rules_removed"] == 0
+    shown = run("--base", str(base), "--head", str(tmp_path / "head"), str(data)).output
+    assert "ESCORT (other, critical) changed: moved from pack small" in shown
+
+
 def test_markdown_for_a_pull_request(tmp_path: Path) -> None:
     base = small_pack(tmp_path / "base.yaml", "1", "dose_mg / weight_kg", ["DOSE"])
     head = small_pack(tmp_path / "head.yaml", "2", "dose_mg / weight_kg", ["DOSE", "NOTE"])
@@ -255,7 +339,20 @@ def test_base_from_git(repo: Path, base: str, tmp_path: Path) -> None:
     assert diff["base"]["packs"][0]["version"] == "1" and diff["head"]["packs"][0]["version"] == "2"
 
 
+def test_git_folder_with_a_non_ascii_pack_name(repo: Path, tmp_path: Path) -> None:
+    (repo / "rules" / "small.yaml").rename(repo / "rules" / "règles.yaml")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "renamed")
+    out = run("--base", "git:HEAD:rules", "--head", "rules", "sessions.csv", "-o", str(tmp_path / "d.json"))
+    assert out.exit_code == 0, out.output
+    diff = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))
+    assert diff["base"]["packs"][0]["path"] == "git:HEAD:rules/règles.yaml"
+    assert diff["summary"]["rules_added"] == 0 and diff["summary"]["rules_changed"] == 0
+
+
 def test_git_problems_are_clear(repo: Path) -> None:
+    out = run("--base", "git:--output=/tmp/x:rules", "--head", "rules", "sessions.csv")
+    assert out.exit_code == 2 and 'a revision cannot start with "-"' in out.output
     out = run("--base", "git:HEAD:nothing.yaml", "--head", "rules", "sessions.csv")
     assert out.exit_code == 2 and "does not exist in 'HEAD'" in out.output
     out = run("--base", "git:no-such-branch:rules", "--head", "rules", "sessions.csv")
