@@ -14,6 +14,7 @@ from .errors import PackError, Problem
 MAX_PACK_BYTES = 4 * 1024 * 1024
 MAX_NODES = 200_000  # bounds alias expansion ("billion laughs") as well as sheer size
 MAX_DEPTH = 64
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # only "\uXXXX" escapes make them; no encoding can write one
 
 # Scalar tags a pack may use. Anything else (!!python/object, custom tags) is refused:
 # a pack is data, and no tag may build an object.
@@ -109,6 +110,10 @@ class _Builder:
         value = self.constructor.construct_object(node)
         if isinstance(value, (dt.date, bytes)):
             value = node.value
+        if isinstance(value, str) and (surrogate := LONE_SURROGATE.search(value)):
+            # a "\ud800" escape: not a character, and no report could be written with it
+            self.problem(node, f"a lone surrogate (\\u{ord(surrogate[0]):04x}) is not a character")
+            value = LONE_SURROGATE.sub("\ufffd", value)
         return Node(value, line, column, quoted, source=source)
 
     def _mapping(self, node: yaml.MappingNode, depth: int, line: int, column: int) -> Node:

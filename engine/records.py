@@ -15,6 +15,7 @@ from pathlib import PurePath
 from typing import Any, BinaryIO, Self
 
 from .errors import InputError, UsageError
+from .loader import LONE_SURROGATE
 from .model import Field, Record, RecordType, Rejected
 from .values import ConversionError, convert, is_missing, not_a, text_converter
 
@@ -299,7 +300,24 @@ def _reject_constant(name: str) -> Any:
 
 
 def _loads(text: str) -> Any:
-    return json.loads(text, parse_constant=_reject_constant)
+    value = json.loads(text, parse_constant=_reject_constant)
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):  # rare: only then walk the value
+        raise ValueError("a lone surrogate escape (\\ud800-\\udfff) is not a character")
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a parsed JSON value holds a string with a lone surrogate (a pair decodes to one character)."""
+    if isinstance(value, str):
+        return LONE_SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 def _json_problem(exc: Exception, one_line: bool = False) -> str:

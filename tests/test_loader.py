@@ -474,6 +474,13 @@ def test_pack_file_with_bom_and_crlf_loads(tmp_path: Path) -> None:
     assert [r.id for r in load_pack(str(path)).rules] == ["R1"]
 
 
+def test_a_lone_surrogate_in_a_pack_is_a_problem() -> None:
+    text = pack_text('  - id: R1\n    severity: major\n    for: session\n    title: "dose \\ud800"\n'
+                     '    require: {escort_present: true}\n')
+    line = text.splitlines().index('    title: "dose \\ud800"') + 1
+    assert problems(text) == [f"{PATH}:{line}:12: a lone surrogate (\\ud800) is not a character"]
+
+
 def test_pack_file_problems_carry_its_path(tmp_path: Path) -> None:
     path = tmp_path / "typo.yaml"
     path.write_text(rule("    require: {dose_mg: {grater_than: 3}}\n"))

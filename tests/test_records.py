@@ -221,6 +221,19 @@ def test_ndjson_rejects_bad_lines_and_goes_on(tmp_path: Path, read: Read) -> Non
     assert stats.records_read == stats.records_judged + stats.records_rejected == 9
 
 
+def test_lone_surrogates_are_rejected_pairs_are_characters(tmp_path: Path, read: Read) -> None:
+    """A "\\ud800" escape parses but is no character: no report could be written with it."""
+    content = (b'{"session_id": "S-1\\ud800", "patient_id": "P-1"}\n'
+               b'{"session_id": "S-2", "patient_id": "P-1", "\\udfff": 1}\n'
+               b'{"session_id": "S-3 \\ud83d\\ude00", "patient_id": "P-1"}\n')
+    items, _ = read(write(tmp_path, "sessions.ndjson", content))
+    reason = "not valid JSON (a lone surrogate escape (\\ud800-\\udfff) is not a character)"
+    assert rejected(items) == [(1, reason), (2, reason)]
+    assert [r.key for r in accepted(items)] == ["S-3 \U0001f600"]
+    with pytest.raises(InputError, match="a lone surrogate escape"):
+        read(write(tmp_path, "sessions.json", b'[{"session_id": "S-1\\ud800", "patient_id": "P-1"}]'))
+
+
 def test_ndjson_line_longer_than_limit_is_rejected(tmp_path: Path, read: Read) -> None:
     content = b'{"session_id": "S-1", "patient_id": "P-1"}\n{"note": "' + b"x" * (2 << 20) + b'"}\n' \
               b'{"session_id": "S-2", "patient_id": "P-1"}\n'
