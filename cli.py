@@ -66,12 +66,20 @@ def _as_of(text: str | None) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
+def _check_folders(paths: tuple[str, ...]) -> None:
+    """Every output's folder exists, checked before the run: a run is not wasted, and no output
+    is written when another cannot be."""
+    for path in paths:
+        folder = Path(path).parent if str(Path(path).parent) else Path(".")
+        if not folder.is_dir():
+            raise UsageError(f"{path}: folder {folder} does not exist")
+
+
 def _write(path: str, render: reporters.Renderer, report: dict[str, Any]) -> None:
     """Write one report file whole or not at all (a temporary file renamed into place)."""
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise UsageError(f"{path}: folder {folder} does not exist")
+    _check_folders((path,))
     handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
@@ -154,6 +162,7 @@ def audit(packs: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ..
 
     def action() -> int:
         renderers = [(path, _renderer(path, max_findings)) for path in outputs]
+        _check_folders(outputs)
         loaded = load_packs(list(packs))
         pseudonymise = None if reveal_identifiers else Pseudonymiser.from_settings(key_file)
         if pseudonymise is not None and pseudonymise.source.startswith("a random key"):
@@ -297,6 +306,7 @@ def diff_command(base: tuple[str, ...], head: tuple[str, ...], files: tuple[str,
             if ext not in (".json", ".md"):
                 raise UsageError(f'cannot write a diff as "{path}": use .json or .md')
             writers.append((path, ext))
+        _check_folders(outputs)
         result = impact.compare(impact.load_side(list(base)), impact.load_side(list(head)), list(files), run_time,
                                 fail_on_new)
         for path, ext in writers:

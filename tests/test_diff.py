@@ -286,11 +286,20 @@ def test_markdown_escapes_record_values(tmp_path: Path) -> None:
     base = small_pack(tmp_path / "base.yaml", "1", "dose_mg / weight_kg", ["DOSE"])
     head = small_pack(tmp_path / "head.yaml", "2", "dose_mg / weight_kg", ["NOTE"])
     data = small_sessions(tmp_path / "sessions.csv")
-    data.write_text(data.read_text(encoding="utf-8").replace("S-2,P-2", "<b>S-2</b>|x,P-2"), encoding="utf-8")
+    data.write_text(data.read_text(encoding="utf-8").replace("S-2,P-2", "<b>S-2</b>|x,P-2")
+                    .replace("S-1,P-1", "S-1 @clinic/compliance,P-1").replace("true,ok", "true,"), encoding="utf-8")
     out = run("--base", str(base), "--head", str(head), str(data), "-o", str(tmp_path / "d.md"))
     assert out.exit_code == 0, out.output
     text = (tmp_path / "d.md").read_text(encoding="utf-8")
     assert "session &lt;b&gt;S-2&lt;/b&gt;\\|x |" in text and "<b>" not in text  # the pipe cannot split the row
+    assert "@\u2060clinic/compliance" in text and "@clinic" not in text  # no one is notified
+
+
+def test_a_missing_output_folder_stops_before_any_output(tmp_path: Path) -> None:
+    out = run("--base", "ketamine-iv", "--head", "ketamine-iv", str(SESSIONS), "-o", str(tmp_path / "d.json"),
+              "-o", str(tmp_path / "nowhere" / "d.md"))
+    assert out.exit_code == 2 and "folder" in out.output and "does not exist" in out.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_output_format_and_bad_packs(tmp_path: Path) -> None:

@@ -30,6 +30,8 @@ def md(value: Any) -> str:
             out.append("\\" + ch)
         elif ch in _ENTITIES:
             out.append(_ENTITIES[ch])
+        elif ch == "@":  # a word joiner after it: "@org/team" in a record must not notify anyone on GitHub
+            out.append("@\u2060")
         elif ch in "\t\n\r\v\f\u2028\u2029\x85":
             out.append(" ")  # a newline would end the table row or the paragraph
         elif unicodedata.category(ch) == "Cc" or ch in _BIDI:
