@@ -121,6 +121,20 @@ def test_junit_keeps_hostile_values_as_text() -> None:
     assert next(root.iter("testcase")).get("name", "").endswith("\\u202eexe.txt")
 
 
+def test_junit_keeps_one_line_per_finding_and_titles_whole() -> None:
+    """A line break inside a record value cannot split a finding's line, a carriage return (which
+    any parser reads back as a line feed) is shown as an escape, and a title keeps its own ending."""
+    report = copy.deepcopy(full_report())
+    report["findings"][0]["message"] = "line one\nline two\r\nend"
+    report["rules"][0]["title"] = "Dose checked:"
+    root = ET.fromstring(render(junit_xml.render, report))
+    failure = next(root.iter("failure"))
+    rule = report["rules"][0]
+    assert len((failure.text or "").splitlines()) == rule["failed"]
+    assert "line one\\nline two\\x0d\\nend" in (failure.text or "")
+    assert next(root.iter("testcase")).get("name") == f"{rule['id']}: Dose checked:"
+
+
 def test_junit_is_deterministic() -> None:
     assert render(junit_xml.render, report_with_waiver()) == render(junit_xml.render, report_with_waiver())
 

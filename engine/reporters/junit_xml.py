@@ -9,9 +9,10 @@ from typing import Any, TextIO
 
 from engine.reporters.packs_of import pack_lookup, pack_of
 
-# XML 1.0 cannot carry most control characters (a parser rejects the whole file), and bidi
-# overrides make a value read differently from what it is: both shown as visible escapes.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff"
+# XML 1.0 cannot carry most control characters (a parser rejects the whole file), a carriage
+# return in element text comes back from any parser as a line feed, and bidi overrides make a
+# value read differently from what it is: all shown as visible escapes.
+_NOT_XML = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff"
                       "\u202a-\u202e\u2066-\u2069]")
 
 
@@ -22,12 +23,14 @@ def clean(value: Any) -> str:
 
 
 def _finding_text(finding: dict[str, Any]) -> str:
+    """One line per finding: a line feed inside a record value is escaped so it cannot split it."""
     source = finding.get("source") or {}
     evidence = json.dumps(finding.get("evidence") or {}, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
                           default=str)
     missing = f" missing: {', '.join(finding['missing'])}" if finding.get("missing") else ""
-    return (f"{finding['record_type']} {finding['record_key']} at {finding.get('time') or 'no time'} "
+    line = (f"{finding['record_type']} {finding['record_key']} at {finding.get('time') or 'no time'} "
             f"({source.get('path')}:{source.get('line')}): {finding['message']}{missing} evidence: {evidence}")
+    return line.replace("\n", "\\n")
 
 
 def _rate(rule: dict[str, Any]) -> str:
@@ -38,7 +41,7 @@ def _rate(rule: dict[str, Any]) -> str:
 def _case(suite: ET.Element, rule: dict[str, Any], findings: list[dict[str, Any]]) -> tuple[int, int]:
     """One rule as a test case; returns (failures, skipped) it adds."""
     case = ET.SubElement(suite, "testcase", classname=clean(rule.get("pack") or ""),
-                         name=clean(f"{rule['id']}: {rule.get('title') or ''}".rstrip(": ")))
+                         name=clean(f"{rule['id']}: {rule['title']}" if rule.get("title") else rule["id"]))
     failed = [f for f in findings if f["outcome"] == "fail"]
     waived = [f for f in findings if f["outcome"] == "waived"]
     if failed:

@@ -104,5 +104,6 @@ def sarif(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(report: dict[str, Any], out: TextIO) -> None:
+    """Write the SARIF log as indented UTF-8 JSON; insertion order is the report's, so reruns match."""
     json.dump(sarif(report), out, indent=2, ensure_ascii=False, allow_nan=False)
     out.write("\n")
