@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -31,6 +32,17 @@ def _finding_text(finding: dict[str, Any]) -> str:
     line = (f"{finding['record_type']} {finding['record_key']} at {finding.get('time') or 'no time'} "
             f"({source.get('path')}:{source.get('line')}): {finding['message']}{missing} evidence: {evidence}")
     return line.replace("\n", "\\n")
+
+
+def _timestamp(as_of: str) -> str:
+    """``as_of`` in UTC without an offset: the JUnit schema's timestamp has none."""
+    try:
+        moment = dt.datetime.fromisoformat(as_of)
+    except ValueError:
+        return clean(as_of)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+    return moment.isoformat(timespec="seconds")
 
 
 def _rate(rule: dict[str, Any]) -> str:
@@ -74,7 +86,7 @@ def render(report: dict[str, Any], out: TextIO) -> None:
     for pack in packs:
         rules = [r for r in report["rules"] if (r.get("pack") or "") == pack["id"]]
         suite = ET.SubElement(root, "testsuite", name=clean(pack["id"]), tests=str(len(rules)),
-                              timestamp=clean(report["as_of"]), errors="0")
+                              timestamp=_timestamp(report["as_of"]), errors="0")
         properties = ET.SubElement(suite, "properties")
         for name in ("version", "sha256", "path"):
             if pack.get(name) is not None:
