@@ -98,6 +98,18 @@ def test_numbers_compare_as_numbers_not_strings() -> None:
     assert table["I"] == ["fail", "fail", "?"]
 
 
+@pytest.mark.parametrize("value", ["1e16", "-1e17", "1e300", "1e-5", "-2.5e-7", "12345678901234567", "0.0001"])
+def test_numbers_python_writes_with_an_exponent_are_judged(value: str) -> None:
+    """repr() writes 1e+16 and 1e-05 without a decimal point; durable_rules' parser misreads such a
+    number and the fact matches no rule (an engine error that stopped the audit). Sent as 1.0e+16."""
+    pack = make_pack(rule("BIG", "    require: {dose_mg: {at_most: 5}}")
+                     + rule("SMALL", "    require: {dose_mg: {greater_than: 0}}"))
+    table = outcomes(pack, [{"dose_mg": value}, {"dose_mg": "1"}])
+    number = float(value)
+    assert table["BIG"] == ["?" if number <= 5 else "fail", "?"]
+    assert table["SMALL"] == ["?" if number > 0 else "fail", "?"]
+
+
 def test_field_to_field_comparison_with_a_missing_side_fails_with_the_missing_field() -> None:
     # durable reads an uninitialised result when one side is absent and can MATCH
     pack = make_pack(rule("X", "    require: {dose_mg: {at_most: {field: dose_max}}}"))
