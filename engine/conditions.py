@@ -7,7 +7,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from .model import AnyOf, Condition, History, Leaf, Not
+from .model import AnyOf, Condition, History, Leaf, Not, Outcome
 from .patterns import compile_pattern, full_match
 from .values import format_duration
 
@@ -55,36 +55,34 @@ def _pattern(text: str) -> Any:
     return compile_pattern(text)
 
 
+_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "equals": operator.eq, "not_equals": operator.ne, "less_than": operator.lt, "at_most": operator.le,
+    "greater_than": operator.gt, "at_least": operator.ge,
+    "between": lambda value, bounds: bool(bounds[0] <= value <= bounds[1]),
+    "one_of": lambda value, items: value in items, "none_of": lambda value, items: value not in items,
+}
+
+
 def compare(op: str, value: Any, operand: Any) -> bool:
     """A leaf operator on two present values of one kind."""
-    if op == "equals":
-        return bool(value == operand)
-    if op == "not_equals":
-        return bool(value != operand)
-    if op == "less_than":
-        return bool(value < operand)
-    if op == "at_most":
-        return bool(value <= operand)
-    if op == "greater_than":
-        return bool(value > operand)
-    if op == "at_least":
-        return bool(value >= operand)
-    if op == "between":
-        return bool(operand[0] <= value <= operand[1])
-    if op == "one_of":
-        return value in operand
-    if op == "none_of":
-        return value not in operand
     if op == "matches":
         return full_match(_pattern(operand), value)
-    raise ValueError(f"unknown operator {op}")
+    test = _OPERATORS.get(op)
+    if test is None:
+        raise ValueError(f"unknown operator {op}")
+    return bool(test(value, operand))
 
 
-def evaluate(cond: Condition, values: dict[str, Any]) -> tuple[Truth, list[str]]:
+def evaluate(cond: Condition, values: dict[str, Any],
+             forced: dict[int, Truth] | None = None) -> tuple[Truth, list[str]]:
     """The condition's truth on ``values`` and, when unknown, the missing fields that made it so.
 
     A history condition's truth is in ``values`` under its name (put there from the timeline).
+    ``forced`` sets the truth of some parts, by id(), whatever the values say (rule-test coverage
+    asks what the outcome would have been).
     """
+    if forced and id(cond) in forced:
+        return forced[id(cond)], []
     if isinstance(cond, History):
         truth = values.get(cond.name)
         if truth is not None:
@@ -100,9 +98,9 @@ def evaluate(cond: Condition, values: dict[str, Any]) -> tuple[Truth, list[str]]
         operand = values[cond.ref] if cond.ref else cond.value
         return compare(cond.op, value, operand), []
     if isinstance(cond, Not):
-        truth, missing = evaluate(cond.part, values)
+        truth, missing = evaluate(cond.part, values, forced)
         return (None if truth is None else not truth), missing
-    results = [evaluate(part, values) for part in cond.parts]
+    results = [evaluate(part, values, forced) for part in cond.parts]
     decisive = isinstance(cond, AnyOf)  # any: one true decides; all: one false decides
     if any(truth is decisive for truth, _ in results):
         return decisive, []
@@ -115,6 +113,15 @@ def evaluate(cond: Condition, values: dict[str, Any]) -> tuple[Truth, list[str]]
 
 _SYMBOLS = {"equals": "=", "not_equals": "≠", "less_than": "<", "at_most": "≤", "greater_than": ">",
             "at_least": "≥", "one_of": "in", "none_of": "not in", "matches": "matches"}
+
+
+def outcome(when: Truth, require: Truth) -> Outcome:
+    """A rule's outcome from its ``when`` (True when it has none) and ``require`` truths (SPEC 4)."""
+    if when is None:
+        return Outcome.NOT_EVALUABLE
+    if when is False:
+        return Outcome.NOT_APPLICABLE
+    return Outcome.PASS if require is True else Outcome.FAIL
 
 
 def histories_of(cond: Condition | None) -> list[History]:
@@ -185,12 +192,6 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
-    "equals": operator.eq, "not_equals": operator.ne, "less_than": operator.lt, "at_most": operator.le,
-    "greater_than": operator.gt, "at_least": operator.ge,
-    "between": lambda value, bounds: bool(bounds[0] <= value <= bounds[1]),
-    "one_of": lambda value, items: value in items, "none_of": lambda value, items: value not in items,
-}
 
 
 def compile_condition(cond: Condition) -> Callable[[dict[str, Any]], Truth]:

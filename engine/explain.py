@@ -110,12 +110,7 @@ def trace(auditor: Auditor, rule: Rule, record: Record, patient: list[Record]) -
     tracer = _Tracer(auditor, record, Timeline(patient, auditor.wheres))
     when, when_lines = (True, ["when: always"]) if rule.when is None else tracer.trace(rule.when, 1)
     require, require_lines = tracer.trace(rule.require, 1)
-    if when is None:
-        outcome = Outcome.NOT_EVALUABLE
-    elif when is False:
-        outcome = Outcome.NOT_APPLICABLE
-    else:
-        outcome = Outcome.PASS if require is True else Outcome.FAIL
+    outcome = conditions.outcome(when, require)
     lines = [f"when -> {_truth(when)}", *when_lines] if rule.when is not None else when_lines
     return outcome, [*lines, f"require -> {_truth(require)}", *require_lines]
 

@@ -41,7 +41,7 @@ from .examples import example_records
 from .explain import trace
 from .grammar import Checker, suggest
 from .loader import load_yaml, read_pack_text
-from .model import AnyOf, Condition, History, Leaf, Mark, Not, Outcome, Pack, Record, Rule
+from .model import Condition, History, Leaf, Mark, Not, Outcome, Pack, Record, Rule
 from .packs import TESTS_STEM
 from .pipeline import judge
 from .schema import OUTCOMES, record_values
@@ -273,29 +273,9 @@ def branches(cond: Condition | None) -> list[Branch]:
     return [b for part in cond.parts for b in branches(part)]
 
 
-def _truth(cond: Condition, values: dict[str, Any], forced: dict[int, Truth]) -> Truth:
-    """Three-valued truth with some branches forced to a value (SPEC 4.1 combination rules)."""
-    if id(cond) in forced:
-        return forced[id(cond)]
-    if isinstance(cond, (Leaf, History)):
-        return conditions.evaluate(cond, values)[0]
-    if isinstance(cond, Not):
-        inner = _truth(cond.part, values, forced)
-        return None if inner is None else not inner
-    decisive = isinstance(cond, AnyOf)
-    truths = [_truth(part, values, forced) for part in cond.parts]
-    if any(t is decisive for t in truths):
-        return decisive
-    return None if any(t is None for t in truths) else not decisive
-
-
 def _outcome(rule: Rule, values: dict[str, Any], forced: dict[int, Truth]) -> Outcome:
-    when = True if rule.when is None else _truth(rule.when, values, forced)
-    if when is None:
-        return Outcome.NOT_EVALUABLE
-    if when is False:
-        return Outcome.NOT_APPLICABLE
-    return Outcome.PASS if _truth(rule.require, values, forced) is True else Outcome.FAIL
+    when = True if rule.when is None else conditions.evaluate(rule.when, values, forced)[0]
+    return conditions.outcome(when, conditions.evaluate(rule.require, values, forced)[0])
 
 
 def decisive(rule: Rule, values: dict[str, Any], branch: Branch) -> bool:
