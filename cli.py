@@ -307,7 +307,7 @@ def diff_command(base: tuple[str, ...], head: tuple[str, ...], files: tuple[str,
                 raise UsageError(f'cannot write a diff as "{path}": use .json or .md')
             writers.append((path, ext))
         _check_folders(outputs)
-        result = impact.compare(impact.load_side(list(base)), impact.load_side(list(head)), list(files), run_time,
+        result = impact.compare(load_packs(list(base)), load_packs(list(head)), list(files), run_time,
                                 fail_on_new)
         for path, ext in writers:
             render = impact.render_json if ext == ".json" else \

@@ -5,8 +5,8 @@ and rule id. Per rule: added, removed, changed (which parts of its definition) o
 failures and compliance before and after; and the records newly flagged and no longer
 flagged, by record type and key, with their source lines. Patients are never shown.
 
-A base given as ``git:REV:PATH`` is read from git (``git show REV:./PATH``, PATH relative to
-the working directory, a file or a folder of packs), so CI can compare with the merge base.
+Either side may be given as ``git:REV:PATH`` (engine/gitrefs.py), so CI can compare with the
+merge base.
 """
 
 from __future__ import annotations
@@ -15,16 +15,13 @@ import dataclasses
 import datetime as dt
 import json
 import secrets
-import subprocess
 from collections.abc import Iterator
-from pathlib import PurePosixPath
 from typing import Any, TextIO
 
 from . import conditions, pipeline
 from . import report as report_builder
-from .errors import PackError, Problem, UsageError
 from .model import SEVERITIES, Condition, Pack, Rule
-from .packs import is_pack_name, load_pack_bytes, load_packs, merged_types
+from .packs import merged_types
 from .privacy import Pseudonymiser
 from .records import bind_inputs
 from .reporters.md_report import md, table
@@ -33,81 +30,6 @@ GIT_PREFIX = "git:"
 # The parts of a rule whose change can change outcomes or findings, as the report names them.
 PARTS = ("pack", "for", "when", "require", "derived fields", "field declarations", "severity", "message",
          "title")
-
-
-# -- packs from git ------------------------------------------------------------------------
-
-def _git(*args: str) -> bytes:
-    try:
-        done = subprocess.run(["git", *args], capture_output=True, check=False, timeout=60)
-    except FileNotFoundError:
-        raise UsageError("git is not installed: a git: pack reference needs it") from None
-    except subprocess.TimeoutExpired:
-        raise UsageError(f"git {' '.join(args)} did not answer in 60 s") from None
-    if done.returncode != 0:
-        reason = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise UsageError(f"git {' '.join(args)}: {reason[0] if reason else f'exit {done.returncode}'}")
-    return done.stdout
-
-
-def git_packs(ref: str) -> list[Pack]:
-    """The packs ``git:REV:PATH`` names: one pack file, or every pack of a folder, at REV."""
-    rev, sep, path = ref[len(GIT_PREFIX):].partition(":")
-    if not sep or not rev or not path:
-        raise UsageError(f'"{ref}": a git pack reference is git:REVISION:PATH, e.g. git:origin/main:rules/')
-    if path.startswith("/"):
-        raise UsageError(f'"{ref}": give the path relative to the working directory, not absolute')
-    path = path.removeprefix("./")
-    spec = f"{rev}:./{path}"
-    if rev.startswith("-"):
-        raise UsageError(f'"{ref}": a revision cannot start with "-"')
-    kind = _git("cat-file", "-t", "--end-of-options", spec).decode().strip()
-    if kind == "blob":
-        names = [path]
-    elif kind == "tree":
-        # -z: names as they are (without it git quotes non-ASCII names, and they would not match)
-        listed = [n for n in _git("ls-tree", "-z", "--name-only", "--end-of-options", spec)
-                  .decode("utf-8", "replace").split("\0") if n]
-        names = [str(PurePosixPath(path) / name) for name in sorted(listed) if is_pack_name(name)]
-        if not names:
-            raise UsageError(f'"{ref}": folder holds no .yaml pack at {rev}')
-    else:
-        raise UsageError(f'"{ref}": {path} is a {kind} at {rev}, not a pack file or folder')
-    packs: list[Pack] = []
-    problems: list[Problem] = []
-    for name in names:
-        try:
-            packs.append(load_pack_bytes(_git("show", "--end-of-options", f"{rev}:./{name}"),
-                                         f"{GIT_PREFIX}{rev}:{name}"))
-        except PackError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise PackError(problems)
-    return packs
-
-
-def load_side(refs: list[str]) -> list[Pack]:
-    """The packs of one side of a diff: files, folders, shipped names, or git: references."""
-    packs: list[Pack] = []
-    problems: list[Problem] = []
-    plain = [ref for ref in refs if not ref.startswith(GIT_PREFIX)]
-    try:
-        packs += load_packs(plain) if plain else []
-    except PackError as exc:
-        problems += exc.problems
-    for ref in refs:
-        if ref.startswith(GIT_PREFIX):
-            try:
-                packs += git_packs(ref)
-            except PackError as exc:
-                problems += exc.problems
-    if problems:
-        raise PackError(problems)
-    ids = [pack.id for pack in packs]
-    twice = sorted({i for i in ids if ids.count(i) > 1})
-    if twice:
-        raise UsageError(f'pack "{twice[0]}" is given twice on one side of the diff')
-    return packs
 
 
 # -- what changed in a rule ----------------------------------------------------------------

@@ -27,9 +27,9 @@ class ExampleResult:
         return f"{self.rule.id}-{self.example.expect}-{self.number}"
 
 
-def _record(pack: Pack, type_name: str, raw: dict[str, Any], key: str, patient: str, path: str,
-            line: int) -> Record:
-    """A record of ``type_name`` from an example's values, converted exactly as a reader would."""
+def build_record(pack: Pack, type_name: str, raw: dict[str, Any], key: str, patient: str, path: str,
+                 line: int) -> Record:
+    """A record of ``type_name`` from values written in a pack or test file, converted exactly as a reader would."""
     rtype = pack.records[type_name]
     tz = timezone(pack.timezone)
     values = {name: convert(rtype.fields[name], value, tz) for name, value in raw.items() if not is_missing(value)}
@@ -43,9 +43,9 @@ def example_records(pack: Pack, rule: Rule, example: Example, index: int) -> lis
     """The example's record first, then its history; each example is a patient of its own."""
     patient = f"example-{index}"
     mark = example.mark
-    records = [_record(pack, rule.for_type, example.record, f"example-{index}", patient, mark.path, mark.line)]
+    records = [build_record(pack, rule.for_type, example.record, f"example-{index}", patient, mark.path, mark.line)]
     for number, entry in enumerate(example.history, start=1):
-        records.append(_record(pack, entry["type"], entry["record"], f"example-{index}-history-{number}",
+        records.append(build_record(pack, entry["type"], entry["record"], f"example-{index}-history-{number}",
                                patient, mark.path, entry.get("line", mark.line)))
     return records
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import sys
 from pathlib import Path
 
+from . import gitrefs
 from .errors import PackError, UsageError
-from .loader import decode_pack, load_yaml, read_pack_text
+from .loader import decode_pack, load_yaml
 from .model import Pack, RecordType
 from .schema import build_pack
 
@@ -76,13 +78,16 @@ def resolve(ref: str) -> list[str]:
     raise UsageError(f'{ref}: no such pack file, folder or shipped pack{hint}; shipped packs: {names}')
 
 
-def load_pack(path: str) -> Pack:
-    """Load and check one pack file; PackError lists every problem."""
+def _read(path: str) -> bytes:
     try:
-        text, raw = read_pack_text(path)
+        return Path(path).read_bytes()
     except OSError as exc:
         raise UsageError(f"{path}: cannot read pack ({exc.strerror or exc})") from None
-    return build_pack(load_yaml(text, path), path, raw)
+
+
+def load_pack(path: str) -> Pack:
+    """Load and check one pack file; PackError lists every problem."""
+    return load_pack_bytes(_read(path), path)
 
 
 def load_pack_bytes(data: bytes, label: str) -> Pack:
@@ -91,13 +96,18 @@ def load_pack_bytes(data: bytes, label: str) -> Pack:
 
 
 def load_packs(refs: list[str]) -> list[Pack]:
-    """Load every pack the references name, collecting the problems of all of them."""
+    """Load every pack the references name (files, folders, shipped names, ``git:REV:PATH``),
+    collecting the problems of all of them."""
     packs: list[Pack] = []
     problems = []
     for ref in refs:
-        for path in resolve(ref):
+        if gitrefs.is_git_ref(ref):
+            sources = gitrefs.pack_sources(ref, is_pack_name)
+        else:
+            sources = [(path, functools.partial(_read, path)) for path in resolve(ref)]
+        for label, read in sources:
             try:
-                packs.append(load_pack(path))
+                packs.append(load_pack_bytes(read(), label))
             except PackError as exc:
                 problems.extend(exc.problems)
     if problems:

@@ -28,7 +28,6 @@ A branch never decisive is one the tests cannot tell from a constant.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Any
 from . import conditions
 from .audit import Auditor
 from .errors import PackError, Problem, UsageError
-from .examples import example_records
+from .examples import build_record, example_records
 from .explain import trace
 from .grammar import Checker, suggest
 from .loader import load_yaml, read_pack_text
@@ -45,7 +44,7 @@ from .model import Condition, History, Leaf, Mark, Not, Outcome, Pack, Record, R
 from .packs import TESTS_STEM
 from .pipeline import judge
 from .schema import OUTCOMES, record_values
-from .values import convert, is_missing, timezone
+from .values import is_missing, timezone
 
 FILE_KEYS = ("pack", "scenarios")
 SCENARIO_KEYS = ("name", "rules", "records", "expect")
@@ -95,17 +94,6 @@ class Scenario:
     records: list[tuple[Record, str]]   # each record with the key it is known by in the file
     rules: list[Rule]                    # the rules in scope
     expect: dict[tuple[str, str], tuple[str, Mark]] = field(default_factory=dict)  # (key, rule) -> outcome
-
-
-def _record(pack: Pack, type_name: str, values: dict[str, Any], key: str, patient: str, mark: Mark) -> Record:
-    rtype = pack.records[type_name]
-    tz = timezone(pack.timezone)
-    converted = {name: convert(rtype.fields[name], value, tz) for name, value in values.items()
-                 if name in rtype.fields and not is_missing(value)}
-    when = converted.get(rtype.time)
-    if isinstance(when, dt.date) and not isinstance(when, dt.datetime):
-        when = dt.datetime(when.year, when.month, when.day, tzinfo=tz)
-    return Record(type_name, key, patient, when, converted, mark.path, mark.line)
 
 
 def _scenario(check: Checker, node: Any, pack: Pack, number: int) -> Scenario | None:
@@ -167,7 +155,7 @@ def _scenario(check: Checker, node: Any, pack: Pack, number: int) -> Scenario | 
     for type_name, values, key, mark in built:
         own = values.get(pack.records[type_name].patient)
         patient = f"scenario-{number}/{own if not is_missing(own) else default}"
-        scenario.records.append((_record(pack, type_name, values, key, patient, mark), key))
+        scenario.records.append((build_record(pack, type_name, values, key, patient, mark.path, mark.line), key))
     types_by_key: dict[str, list[str]] = {}
     for type_name, key in keys:
         types_by_key.setdefault(key, []).append(type_name)
