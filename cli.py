@@ -165,7 +165,7 @@ def audit(packs: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ..
         _check_folders(outputs)
         loaded = load_packs(list(packs))
         pseudonymise = None if reveal_identifiers else Pseudonymiser.from_settings(key_file)
-        if pseudonymise is not None and pseudonymise.source.startswith("a random key"):
+        if pseudonymise is not None and pseudonymise.random:
             click.echo(f"protocol-audit: patient identifiers are pseudonymised with a random key for this run; "
                        f"set {KEY_VARIABLE} or --key-file for pseudonyms that stay the same between runs",
                        err=True)
@@ -310,7 +310,7 @@ def diff_command(base: tuple[str, ...], head: tuple[str, ...], files: tuple[str,
         result = impact.compare(load_packs(list(base)), load_packs(list(head)), list(files), run_time,
                                 fail_on_new)
         for path, ext in writers:
-            render = impact.render_json if ext == ".json" else \
+            render = reporters.get("json") if ext == ".json" else \
                 functools.partial(impact.render_markdown, max_records=max_records)
             _write(path, render, result)
         if outputs:

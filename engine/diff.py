@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
-import secrets
 from collections.abc import Iterator
 from typing import Any, TextIO
 
@@ -135,7 +133,7 @@ def _audit(packs: list[Pack], others: list[Pack], files: list[str], as_of: dt.da
     readable, skipped = _readable(files, packs, others)
     # patients never appear in a diff; a throwaway key keeps them out of the findings all the same
     result, stats = pipeline.run(packs, readable,
-                                 pseudonymise=Pseudonymiser(secrets.token_bytes(32), "a random key"))
+                                 pseudonymise=Pseudonymiser.for_this_run())
     return _Side(report_builder.build(result, stats, packs, as_of), skipped)
 
 
@@ -318,11 +316,6 @@ def record_line(item: dict[str, Any]) -> str:
     reason = f" [rejected: {item['now_rejected']}]" if "now_rejected" in item else ""
     return (f"{item['record_type']} {item['record_key']} at {item['time'] or 'no time'} "
             f"({source['path']}:{source['line']}): {item['message']}{reason}")
-
-
-def render_json(diff: dict[str, Any], out: TextIO) -> None:
-    json.dump(diff, out, indent=2, ensure_ascii=False, allow_nan=False)
-    out.write("\n")
 
 
 def render_markdown(diff: dict[str, Any], out: TextIO, max_records: int = 20) -> None:

@@ -20,10 +20,16 @@ class Pseudonymiser:
     can find a patient's findings; without it the pseudonym reveals nothing.
     """
 
-    def __init__(self, key: bytes, source: str) -> None:
+    def __init__(self, key: bytes, source: str, random: bool = False) -> None:
         self.key = key
         self.source = source  # where the key came from, said in the report
+        self.random = random  # a key made for this run: its pseudonyms match no other run
         self._known: dict[str, str] = {}
+
+    @classmethod
+    def for_this_run(cls) -> Pseudonymiser:
+        """A random key: pseudonyms that say nothing and match no other run."""
+        return cls(secrets.token_bytes(32), "a random key for this run only", random=True)
 
     def __call__(self, identifier: str) -> str:
         found = self._known.get(identifier)
@@ -48,4 +54,4 @@ class Pseudonymiser:
             if len(text) < 16:
                 raise UsageError(f"{KEY_VARIABLE}: a pseudonym key needs at least 16 characters")
             return cls(text.encode("utf-8"), f"${KEY_VARIABLE}")
-        return cls(secrets.token_bytes(32), "a random key for this run only")
+        return cls.for_this_run()

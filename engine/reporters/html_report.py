@@ -14,6 +14,7 @@ import jinja2
 import markupsafe
 
 from engine.model import SEVERITIES
+from engine.reporters.common import escape_matches
 
 NONE = "—"  # an absent value, so an empty cell is never mistaken for an empty string
 # Control characters, and bidirectional overrides that make a value read differently from its
@@ -26,7 +27,7 @@ def visible(value: Any) -> Any:
     ``finalize``: every value shown goes through it); the page's own markup passes unchanged."""
     if not isinstance(value, str) or isinstance(value, markupsafe.Markup):
         return value
-    return _INVISIBLE.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", value)
+    return escape_matches(_INVISIBLE, value)
 
 
 def rate(value: float | None) -> str:

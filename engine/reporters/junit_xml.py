@@ -8,7 +8,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any, TextIO
 
-from engine.reporters.packs_of import pack_lookup, pack_of
+from engine.reporters.common import escape_matches, pack_lookup, pack_of
 
 # XML 1.0 cannot carry most control characters (a parser rejects the whole file), a carriage
 # return in element text comes back from any parser as a line feed, and bidi overrides make a
@@ -20,7 +20,7 @@ _NOT_XML = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff"
 def clean(value: Any) -> str:
     """``value`` as text an XML 1.0 document can hold, with invisible characters made visible."""
     text = "" if value is None else str(value)
-    return _NOT_XML.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
+    return escape_matches(_NOT_XML, text)
 
 
 def _finding_text(finding: dict[str, Any]) -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import urllib.parse
 from pathlib import Path, PurePath
 from typing import Any, TextIO
 
-from engine.reporters.packs_of import pack_lookup, pack_of
+from engine.reporters import json_report
+from engine.reporters.common import pack_lookup, pack_of
 
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 # Severity to SARIF level: a critical or major protocol breach is an error, a minor one a warning.
@@ -105,5 +105,4 @@ def sarif(report: dict[str, Any]) -> dict[str, Any]:
 
 def render(report: dict[str, Any], out: TextIO) -> None:
     """Write the SARIF log as indented UTF-8 JSON; insertion order is the report's, so reruns match."""
-    json.dump(sarif(report), out, indent=2, ensure_ascii=False, allow_nan=False)
-    out.write("\n")
+    json_report.render(sarif(report), out)

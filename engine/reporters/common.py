@@ -1,8 +1,15 @@
-"""Which pack a finding belongs to, for the formats that group or name findings by pack."""
+"""Helpers several formats share: which pack a finding belongs to, characters made visible."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+
+def escape_matches(pattern: re.Pattern[str], text: str) -> str:
+    """``text`` with each character ``pattern`` matches written as ``\\xNN`` or ``\\uNNNN``: control
+    characters, bidi overrides ("Trojan Source") and whatever else a format cannot show or hold."""
+    return pattern.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
 
 
 def pack_lookup(report: dict[str, Any]) -> dict[str, str]:
