@@ -66,25 +66,28 @@ def _as_of(text: str | None) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
+def _folder(path: str) -> Path:
+    """The existing folder an output goes to."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise UsageError(f"{path}: folder {folder} does not exist")
+    return folder
+
+
 def _check_folders(paths: tuple[str, ...]) -> None:
     """Every output's folder exists, checked before the run: a run is not wasted, and no output
     is written when another cannot be."""
     for path in paths:
-        folder = Path(path).parent if str(Path(path).parent) else Path(".")
-        if not folder.is_dir():
-            raise UsageError(f"{path}: folder {folder} does not exist")
+        _folder(path)
 
 
 def _write(path: str, render: reporters.Renderer, report: dict[str, Any]) -> None:
     """Write one report file whole or not at all (a temporary file renamed into place)."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    _check_folders((path,))
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    handle, temp = tempfile.mkstemp(dir=_folder(path), prefix=f".{Path(path).name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
             render(report, out)
-        os.replace(temp, target)
+        os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

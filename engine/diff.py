@@ -91,24 +91,20 @@ def _flagged(finding: dict[str, Any]) -> dict[str, Any]:
             "source": finding["source"], "message": finding["message"]}
 
 
-@dataclasses.dataclass
 class _Side:
     """One rule version's audit, indexed for comparison."""
 
-    report: dict[str, Any]
-    skipped: list[dict[str, str]]
-    rules: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
-    flagged: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = dataclasses.field(default_factory=dict)
-    rejected: dict[Where, str] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.rules = {(r["pack"], r["id"]): r for r in self.report["rules"]}
-        self.flagged = {key: {} for key in self.rules}
-        for finding in self.report["findings"]:
+    def __init__(self, report: dict[str, Any], skipped: list[dict[str, str]]) -> None:
+        self.report = report
+        self.skipped = skipped  # inputs this side could not read (a record type it lacks)
+        self.rules = {(r["pack"], r["id"]): r for r in report["rules"]}
+        self.flagged: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {key: {} for key in self.rules}
+        for finding in report["findings"]:
             if finding["outcome"] == "fail":
                 record = (finding["record_type"], finding["record_key"])
                 self.flagged[(finding["pack"], finding["rule"])][record] = finding
-        self.rejected = {(r["source"]["path"], r["source"]["line"]): r["reason"] for r in self.report["rejected"]}
+        self.rejected: dict[Where, str] = {(r["source"]["path"], r["source"]["line"]): r["reason"]
+                                           for r in report["rejected"]}
 
 
 def _delta(before: float | None, after: float | None) -> float | None:

@@ -18,8 +18,8 @@ from typing import Any
 from .conditions import compile_condition
 from .model import History, Record
 
-MAX_LISTED = 20
-Where = Callable[[dict[str, Any]], "bool | None"]  # matched records named in evidence; the count is always given
+MAX_LISTED = 20  # matched records named in evidence; the count is always given
+Where = Callable[[dict[str, Any]], "bool | None"]  # a history condition's compiled where
 
 
 class _Candidates:
