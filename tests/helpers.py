@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from engine import reporters
 from engine.loader import load_yaml
 from engine.model import Pack, Record
 from engine.schema import build_pack
@@ -62,3 +67,18 @@ def record(pack: Pack, values: dict[str, Any], line: int = 2, type_name: str = "
         when = dt.datetime(when.year, when.month, when.day, tzinfo=tz)
     return Record(type_name, str(converted.get(rtype.key, f"K{line}")), str(converted.get(rtype.patient, "P")),
                   when, converted, "mem", line)
+
+
+def render(name: str, report: dict[str, Any]) -> str:
+    """``report`` written in format ``name`` (json, csv, txt, html, md, junit, sarif), as text."""
+    out = io.StringIO(newline="")
+    reporters.get(name)(report, out)
+    return out.getvalue()
+
+
+def check_golden(got: bytes, path: Path, request: pytest.FixtureRequest) -> None:
+    """``got`` equals the golden file at ``path``; ``pytest --update-golden`` rewrites it first."""
+    if request.config.getoption("--update-golden"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(got)
+    assert got == path.read_bytes(), f"{path} differs; review, then rerun with --update-golden"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import io
 import json
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -16,17 +15,12 @@ from click.testing import CliRunner
 from cli import main
 from engine import reporters
 from engine.reporters import junit_xml, sarif_log
+from tests.helpers import render
 from tests.test_html_md_reports import full_report
 
 ROOT = Path(__file__).resolve().parent.parent
 SARIF_SCHEMA = ROOT.parent / "shared" / "schemas" / "sarif-schema-2.1.0.json"
 AS_OF = "2026-11-26T00:00:00+00:00"
-
-
-def render(render_function: Any, report: dict[str, Any]) -> str:
-    out = io.StringIO()
-    render_function(report, out)
-    return out.getvalue()
 
 
 def report_with_waiver() -> dict[str, Any]:
@@ -93,7 +87,7 @@ def test_junit_of_the_samples_agrees_with_the_json(sample_reports: dict[str, Any
 
 
 def test_junit_waived_rule_is_skipped_with_the_reason() -> None:
-    root = ET.fromstring(render(junit_xml.render, report_with_waiver()))
+    root = ET.fromstring(render("junit", report_with_waiver()))
     (case,) = [c for c in root.iter("testcase") if c.get("name", "").startswith("CONS-04")]
     skipped = case.find("skipped")
     assert skipped is not None and case.find("failure") is None
@@ -113,7 +107,7 @@ def test_junit_keeps_hostile_values_as_text() -> None:
     hostile = 'dose \x00\x1b[2J ]]> <script>alert(1)</script> & "quoted" \u202eexe.txt'
     report["findings"][0]["message"] = hostile
     report["rules"][0]["title"] = hostile
-    text = render(junit_xml.render, report)
+    text = render("junit", report)
     root = ET.fromstring(text)  # parses: no raw control character reached the XML
     assert "<script>" not in text and "\x1b" not in text and "\u202e" not in text
     failure = next(root.iter("failure"))
@@ -127,7 +121,7 @@ def test_junit_keeps_one_line_per_finding_and_titles_whole() -> None:
     report = copy.deepcopy(full_report())
     report["findings"][0]["message"] = "line one\nline two\r\nend"
     report["rules"][0]["title"] = "Dose checked:"
-    root = ET.fromstring(render(junit_xml.render, report))
+    root = ET.fromstring(render("junit", report))
     failure = next(root.iter("failure"))
     rule = report["rules"][0]
     assert len((failure.text or "").splitlines()) == rule["failed"]
@@ -136,7 +130,7 @@ def test_junit_keeps_one_line_per_finding_and_titles_whole() -> None:
 
 
 def test_junit_is_deterministic() -> None:
-    assert render(junit_xml.render, report_with_waiver()) == render(junit_xml.render, report_with_waiver())
+    assert render("junit", report_with_waiver()) == render("junit", report_with_waiver())
 
 
 # -- SARIF ---------------------------------------------------------------------------------

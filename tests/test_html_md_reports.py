@@ -18,6 +18,7 @@ import pytest
 
 from engine import reporters
 from engine.reporters import csv_report, html_report, md_report
+from tests.helpers import check_golden, render
 
 GOLDEN = Path(__file__).parent / "golden" / "reporters"
 PACK = "ketamine-iv"
@@ -115,28 +116,17 @@ def full_report() -> dict[str, Any]:
     }
 
 
-def _render(name: str, report: dict[str, Any]) -> str:
-    out = io.StringIO(newline="")
-    reporters.get(name)(report, out)
-    return out.getvalue()
-
-
 @pytest.mark.parametrize("name", ["html", "md"])
 def test_golden(name: str, request: pytest.FixtureRequest) -> None:
-    got = _render(name, full_report()).encode("utf-8")
-    path = GOLDEN / f"full_report.{name}"
-    if request.config.getoption("--update-golden"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(got)
-    assert got == path.read_bytes(), f"{path} differs; review, then rerun with --update-golden"
+    check_golden(render(name, full_report()).encode("utf-8"), GOLDEN / f"full_report.{name}", request)
 
 
 @pytest.mark.parametrize("name", ["html", "md"])
 def test_rerun_is_identical_and_input_untouched(name: str) -> None:
     report = full_report()
-    first = _render(name, report)
+    first = render(name, report)
     assert report == full_report()
-    assert first == _render(name, copy.deepcopy(report))
+    assert first == render(name, copy.deepcopy(report))
 
 
 @pytest.mark.parametrize(("path", "render"), [
@@ -156,7 +146,7 @@ def test_tolerates_a_report_without_the_newer_keys(name: str) -> None:
         for key in ("target", "ci95", "status", "cite"):
             del rule[key]
     del report["packs"][0]["title"]
-    text = _render(name, report)
+    text = render(name, report)
     assert "no record times" in text and "pseudonymised" in text
     assert ("site\\_id" if name == "md" else "site_id") not in text
 
@@ -166,7 +156,7 @@ def test_renders_an_audit_with_nothing_in_it(name: str) -> None:
     report = full_report()
     report.update(rules=[], findings=[], not_evaluable=[], rejected=[], by_month=[], strata=None)
     report["summary"].update(findings=0, records_rejected=0)
-    assert "No findings." in _render(name, report)
+    assert "No findings." in render(name, report)
 
 
 class _Page(HTMLParser):
@@ -215,7 +205,7 @@ def _findings_data(page: _Page) -> tuple[str, list[list[Any]]]:
 
 
 def test_html_is_self_contained_with_one_hashed_script() -> None:
-    page = _parse(_render("html", full_report()))
+    page = _parse(render("html", full_report()))
     code, _ = html_report.script()
     _findings_data(page)
     assert page.scripts[1:] == [str(code)]
@@ -230,7 +220,7 @@ def test_html_is_self_contained_with_one_hashed_script() -> None:
 
 
 def test_html_findings_table_hooks() -> None:
-    page = _parse(_render("html", full_report()))
+    page = _parse(render("html", full_report()))
     ids = [dict(attrs).get("id") for _, attrs in page.tags]
     assert {"filter-rule", "filter-severity", "findings", "finding-count"} <= set(ids)
     _, rows = _findings_data(page)
@@ -247,7 +237,7 @@ def test_html_findings_table_hooks() -> None:
 
 
 def test_html_action_plan_has_one_empty_row_per_failed_rule() -> None:
-    page = _render("html", full_report())
+    page = render("html", full_report())
     plan = page[page.index('<section id="action-plan"'):]
     plan = plan[:plan.index("</section>")]
     rows = re.findall(r"<tr><td>(\S+) .*?</td><td class=\"num\">(\d+)</td>((?:<td></td>){4})</tr>", plan)
@@ -258,16 +248,16 @@ def test_html_renders_10000_findings_once() -> None:
     report = full_report()
     base = report["findings"][0]
     report["findings"] = [dict(base, record_key=f"S-{i:05d}") for i in range(10_000)]
-    page = _parse(_render("html", report))
+    page = _parse(render("html", report))
     _, rows = _findings_data(page)
     assert [row[4] for row in rows] == [f"S-{i:05d}" for i in range(10_000)]
     assert "10000 findings" in "".join(page.text)
 
 
 def test_md_shows_first_findings_per_rule_then_a_count() -> None:
-    render = functools.partial(md_report.render, max_findings=2)  # as the CLI passes it
+    render_md = functools.partial(md_report.render, max_findings=2)  # as the CLI passes it
     out = io.StringIO()
-    render(full_report(), out)
+    render_md(full_report(), out)
     text = out.getvalue()
     assert text.count("S-0042") == 1 and "S-0047" not in text
     assert "(+1 more)" in text and text.count("more)") == 1
@@ -297,7 +287,7 @@ def hostile_report() -> dict[str, Any]:
 
 
 def test_html_escapes_hostile_values() -> None:
-    text = _render("html", hostile_report())
+    text = render("html", hostile_report())
     assert "<script>alert" not in text and "<img" not in text
     page = _parse(text)
     raw, rows = _findings_data(page)
@@ -323,7 +313,7 @@ def _cells(row: str) -> int:
 
 
 def test_md_escapes_hostile_values() -> None:
-    text = _render("md", hostile_report())
+    text = render("md", hostile_report())
     for raw in ("<script", "<img", "<", ">", "{{ 7*7 }}"):
         assert raw not in text, raw
     for char in ("[", "]", "`", "*", "_", "~"):  # "**" is only ever the header's own bold labels
@@ -344,7 +334,7 @@ def test_md_escapes_hostile_values() -> None:
 
 
 def test_csv_neutralises_the_hostile_formula() -> None:
-    rows = list(csv.DictReader(io.StringIO(_render("csv", hostile_report()), newline="")))
+    rows = list(csv.DictReader(io.StringIO(render("csv", hostile_report()), newline="")))
     assert rows and all(row["message"].startswith("'=HYPERLINK(") for row in rows)
     for row in rows:
         assert not any(cell.startswith(csv_report.FORMULA_PREFIXES) for cell in row.values())
@@ -354,7 +344,7 @@ def test_csv_neutralises_the_hostile_formula() -> None:
 def test_control_and_bidi_characters_show_as_escapes(name: str) -> None:
     report = full_report()
     report["findings"][0]["message"] = "dose \x1b[2Jcleared \u202egnp.exe\x00"
-    text = _render(name, report)
+    text = render(name, report)
     assert "\x1b" not in text and "\u202e" not in text and "\x00" not in text
     assert ("\\\\x1b" if name == "md" else "\\x1b") in text and "\\u202e" in text
 

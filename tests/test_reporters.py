@@ -15,6 +15,7 @@ import cli
 from engine import reporters
 from engine.errors import UsageError
 from engine.reporters import csv_report, json_report, terminal_report
+from tests.helpers import check_golden, render
 
 GOLDEN = Path(__file__).parent / "golden" / "reporters"
 
@@ -84,25 +85,14 @@ def sample_report() -> dict[str, Any]:
     }
 
 
-def _render(name: str, report: dict[str, Any]) -> str:
-    out = io.StringIO(newline="")
-    reporters.get(name)(report, out)
-    return out.getvalue()
-
-
 @pytest.mark.parametrize("name", sorted(reporters.FORMATS))
 def test_golden(name: str, request: pytest.FixtureRequest) -> None:
-    got = _render(name, sample_report()).encode("utf-8")
-    path = GOLDEN / f"report.{name}"
-    if request.config.getoption("--update-golden"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(got)
-    assert got == path.read_bytes(), f"{path} differs; review, then rerun with --update-golden"
+    check_golden(render(name, sample_report()).encode("utf-8"), GOLDEN / f"report.{name}", request)
 
 
 def test_json_rerun_is_byte_identical_and_keeps_spec_order() -> None:
-    first = _render("json", sample_report())
-    assert first == _render("json", copy.deepcopy(sample_report()))
+    first = render("json", sample_report())
+    assert first == render("json", copy.deepcopy(sample_report()))
     assert first.endswith("}\n")
     assert list(json.loads(first)) == list(sample_report())  # insertion order, not sorted
     assert json.loads(first) == sample_report()
@@ -132,7 +122,7 @@ def test_a_failed_render_leaves_no_file_behind(tmp_path: Path) -> None:
 
 
 def _csv_rows(report: dict[str, Any]) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(_render("csv", report), newline="")))
+    return list(csv.DictReader(io.StringIO(render("csv", report), newline="")))
 
 
 @pytest.mark.parametrize("prefix", ["=", "+", "-", "@", "\t", "\r"],
@@ -191,7 +181,7 @@ def test_every_extension_names_a_format() -> None:
 
 
 def _lines(report: dict[str, Any]) -> list[str]:
-    return _render("txt", report).splitlines()
+    return render("txt", report).splitlines()
 
 
 def test_terminal_fits_100_columns_and_shows_at_most_10_findings() -> None:
