@@ -15,7 +15,7 @@ from .evidence import display, evidence_fields, render_message
 from .facts import Layout
 from .model import History, Outcome, Pack, Record, Rejected, Rule
 from .packs import merged_types
-from .privacy import Pseudonymiser
+from .privacy import Privacy, Pseudonymiser
 from .timeline import Timeline
 from .values import timezone
 
@@ -68,15 +68,14 @@ class Auditor:
         for index, rule in enumerate(self.rules):
             self.rules_by_type.setdefault(rule.for_type, []).append(index)
         self.result = Result(self.rules, [Tally() for _ in self.rules], group_by=list(group_by or []))
-        self.pseudonymise = pseudonymise
-        self.result.pseudonymised = pseudonymise.source if pseudonymise else None
-        # fields a pack marks phi: true stay out of evidence unless identifiers are revealed
-        self.hidden = set() if reveal else {name for t in self.types.values() for name, f in t.fields.items()
-                                             if f.phi}
+        # the one gate identifying values pass on their way into the report
+        self.privacy = Privacy(self.types, None if reveal else pseudonymise)
+        self.result.pseudonymised = None if self.privacy.pseudonymise is None else self.privacy.pseudonymise.source
         self.derivers = {name: [(d.name, expressions.compile_expression(d.expr)) for d in rtype.derived.values()]
                          for name, rtype in self.types.items()}
+        # identifying fields stay out of the evidence (the finding names the patient by pseudonym)
         self.evidence_fields = [[name for name in evidence_fields(rule, self.types[rule.for_type])
-                                 if name not in self.hidden] for rule in self.rules]
+                                 if not self.privacy.hides(rule.for_type, name)] for rule in self.rules]
         self.histories = [conditions.histories_of(rule.when) + conditions.histories_of(rule.require)
                           for rule in self.rules]
         self.histories_by_type: dict[str, list[History]] = {}
@@ -96,7 +95,7 @@ class Auditor:
         self.worker = worker  # the engine process's entry point; tests substitute failing ones
 
     def _group_value(self, record: Record, name: str) -> str:
-        value = display(record.values.get(name))
+        value = self.privacy.value(record.type, name, display(record.values.get(name)))
         return "missing" if value is None else str(value)
 
     @property
@@ -148,6 +147,10 @@ class Auditor:
         self._flush()
         while self.in_flight:
             self._collect()
+
+    def where(self, record: Record) -> str:
+        """A record as an error message names it: type, key (through the privacy gate), file and line."""
+        return f"{record.type} {self.privacy.key(record.type, record.key)} ({record.path}:{record.line})"
 
     def reject(self, item: Rejected) -> None:
         self.result.rejected.append({"source": {"path": item.path, "line": item.line},
@@ -224,12 +227,11 @@ class Auditor:
         missing = sorted(expected - set(got))
         if missing:
             record = records[missing[0]]
-            raise EngineError(f"the rule engine gave no outcome for rule {rule.id} "
-                              f"on {record.type} {record.key} ({record.path}:{record.line})")
+            raise EngineError(f"the rule engine gave no outcome for rule {rule.id} on {self.where(record)}")
         extra = sorted(set(f for f in got if got.count(f) > 1 or f not in expected))
         record = records[min(extra[0], len(records) - 1)] if extra else records[0]
-        raise EngineError(f"the rule engine gave rule {rule.id} a second or misplaced "
-                          f"outcome on {record.type} {record.key} ({record.path}:{record.line})")
+        raise EngineError(f"the rule engine gave rule {rule.id} a second or misplaced outcome on "
+                          f"{self.where(record)}")
 
     # -- outcomes ----------------------------------------------------------------------------
     def _record_outcome(self, rule: Rule, index: int, record: Record, outcome: Outcome) -> None:
@@ -267,18 +269,19 @@ class Auditor:
         return require_missing
 
     def _disagree(self, rule: Rule, record: Record, outcome: Outcome) -> None:
-        raise EngineError(f"the rule engine judged rule {rule.id} {outcome.value} on {record.type} "
-                          f"{record.key} ({record.path}:{record.line}) but the plain check does not agree")
+        raise EngineError(f"the rule engine judged rule {rule.id} {outcome.value} on {self.where(record)} "
+                          f"but the plain check does not agree")
 
     def _finding(self, rule: Rule, index: int, record: Record) -> dict[str, Any]:
         missing = self._check(rule, record, Outcome.FAIL)
         finding: dict[str, Any] = {
             "rule": rule.id, "pack": rule.pack, "severity": rule.severity, "outcome": Outcome.FAIL.value,
-            "record_type": record.type, "record_key": record.key,
-            "patient": self.pseudonymise(record.patient) if self.pseudonymise and record.patient else record.patient,
+            "record_type": record.type, "record_key": self.privacy.key(record.type, record.key),
+            "patient": self.privacy.patient(record.patient),
             "time": record.time.isoformat() if record.time else None,
             "source": {"path": record.path, "line": record.line},
-            "message": render_message(rule.message, record.values),
+            "message": render_message(rule.message, record.values,
+                                      lambda name, value: self.privacy.value(record.type, name, value)),
             "evidence": self._evidence(index, record),
         }
         if missing:
@@ -289,10 +292,11 @@ class Auditor:
         shown = {name: display(record.values.get(name)) for name in self.evidence_fields[index]}
         for cond in self.histories[index]:
             shown[conditions.describe_history(cond)] = \
-                record.timeline.evidence(cond, record) if record.timeline is not None else None
+                record.timeline.evidence(cond, record, self.privacy) if record.timeline is not None else None
         return shown
 
     def _not_evaluable(self, rule: Rule, record: Record) -> dict[str, Any]:
-        return {"rule": rule.id, "pack": rule.pack, "record_type": record.type, "record_key": record.key,
+        return {"rule": rule.id, "pack": rule.pack, "record_type": record.type,
+                "record_key": self.privacy.key(record.type, record.key),
                 "missing": self._check(rule, record, Outcome.NOT_EVALUABLE),
                 "source": {"path": record.path, "line": record.line}}

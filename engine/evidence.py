@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from . import conditions
@@ -22,10 +23,12 @@ def display(value: Any) -> Any:
     return value
 
 
-def render_message(template: str, values: dict[str, Any]) -> str:
-    """``{field}`` placeholders filled with the record's values; nothing else is interpreted."""
+def render_message(template: str, values: dict[str, Any],
+                   gate: Callable[[str, Any], Any] = lambda name, value: value) -> str:
+    """``{field}`` placeholders filled with the record's values, each through ``gate`` (the privacy
+    gate: an identifying value becomes its pseudonym); nothing else is interpreted."""
     def fill(match: Any) -> str:
-        value = display(values.get(match.group(1)))
+        value = gate(match.group(1), display(values.get(match.group(1))))
         if value is None:
             return "missing"
         if isinstance(value, float) and value.is_integer():

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
 from .model import Example, Outcome, Pack, Record, Rule
 from .pipeline import judge
-from .values import convert, is_missing, timezone
+from .values import convert, is_missing, record_time, timezone
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +32,7 @@ def build_record(pack: Pack, type_name: str, raw: dict[str, Any], key: str, pati
     rtype = pack.records[type_name]
     tz = timezone(pack.timezone)
     values = {name: convert(rtype.fields[name], value, tz) for name, value in raw.items() if not is_missing(value)}
-    when = values.get(rtype.time)
-    if isinstance(when, dt.date) and not isinstance(when, dt.datetime):
-        when = dt.datetime(when.year, when.month, when.day, tzinfo=tz)
-    return Record(type_name, key, patient, when, values, path, line)
+    return Record(type_name, key, patient, record_time(values.get(rtype.time), tz), values, path, line)
 
 
 def example_records(pack: Pack, rule: Rule, example: Example, index: int) -> list[Record]:

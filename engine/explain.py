@@ -12,6 +12,7 @@ from .errors import UsageError
 from .evidence import display, render_message
 from .model import All, Condition, History, Leaf, Not, Outcome, Pack, Record, Rejected, Rule
 from .pipeline import judge
+from .privacy import Pseudonymiser
 from .records import InputStats, Seen, bind_inputs, read_input
 from .timeline import Timeline
 
@@ -35,6 +36,11 @@ class _Tracer:
         self.rtype = auditor.types[record.type]
         self.record = record
         self.timeline = timeline
+        self.privacy = auditor.privacy
+
+    def _value(self, name: str) -> str:
+        """A value the record holds, as the privacy gate lets it be shown."""
+        return _shown(self.privacy.value(self.record.type, name, display(self.record.values.get(name))))
 
     def trace(self, cond: Condition, depth: int) -> tuple[bool | None, list[str]]:
         pad = "  " * depth
@@ -42,7 +48,7 @@ class _Tracer:
         truth, _ = conditions.evaluate(cond, values)
         if isinstance(cond, History):
             lines = [f"{pad}{conditions.describe_history(cond)} -> {_truth(truth)}"]
-            for key, value in self.timeline.evidence(cond, self.record).items():
+            for key, value in self.timeline.evidence(cond, self.record, self.privacy).items():
                 if key != "result":
                     shown = " to ".join(value) if key == "window" else _listed(value)
                     lines.append(f"{pad}  {key}: {shown}")
@@ -59,7 +65,6 @@ class _Tracer:
         return truth, lines
 
     def _leaf(self, leaf: Leaf) -> str:
-        values = self.record.values
         read = [leaf.field] + ([leaf.ref] if leaf.ref else [])
         if leaf.op == "present":
             test = f"{leaf.field} {'documented' if leaf.value else 'not documented'}"
@@ -69,10 +74,10 @@ class _Tracer:
             test = f"{leaf.field} {_SYMBOLS[leaf.op]} {operand}"
         facts = []
         for name in read:
-            text = f"{name} = {_shown(values.get(name))}"
+            text = f"{name} = {self._value(name)}"
             derived = self.rtype.derived.get(name)
             if derived is not None:
-                inputs = ", ".join(f"{i} = {_shown(values.get(i))}" for i in derived.inputs)
+                inputs = ", ".join(f"{i} = {self._value(i)}" for i in derived.inputs)
                 text += f" (derived: {derived.source}; {inputs})"
             facts.append(text)
         return f"{test}: {'; '.join(facts)}"
@@ -98,7 +103,8 @@ def _read(auditor: Auditor, files: list[str]) -> Iterator[Record | Rejected]:
     """Every input read as an audit reads it (the same rejections, duplicates included)."""
     seen = Seen()
     for type_name, path in bind_inputs(files, auditor.types):
-        yield from read_input(path, type_name, auditor.types, auditor.tz, seen, InputStats(path, type_name))
+        yield from read_input(path, type_name, auditor.types, auditor.tz, seen, InputStats(path, type_name),
+                              auditor.privacy)
 
 
 def trace(auditor: Auditor, rule: Rule, record: Record, patient: list[Record]) -> tuple[Outcome, list[str]]:
@@ -115,13 +121,20 @@ def trace(auditor: Auditor, rule: Rule, record: Record, patient: list[Record]) -
     return outcome, [*lines, f"require -> {_truth(require)}", *require_lines]
 
 
-def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str]) -> tuple[list[str], bool]:
-    """The explanation as lines of text, and whether the rule engine gave the same outcome."""
-    auditor = Auditor(packs)
+def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
+            pseudonymise: Pseudonymiser | None = None) -> tuple[list[str], bool]:
+    """The explanation as lines of text, and whether the rule engine gave the same outcome.
+
+    With ``pseudonymise``, identifying values are shown as the audit report shows them, and
+    ``record_key`` may be the key or its pseudonym from a report.
+    """
+    auditor = Auditor(packs, pseudonymise=pseudonymise)
+    privacy = auditor.privacy
     rule = _find_rule(auditor, rule_id)
     target: Record | None = None
     for item in _read(auditor, files):
-        if isinstance(item, Record) and item.type == rule.for_type and item.key == record_key:
+        if isinstance(item, Record) and item.type == rule.for_type and \
+                record_key in (item.key, privacy.key(item.type, item.key)):
             target = item
             break
     if target is None:
@@ -142,11 +155,14 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str]) 
     outcome, trace_lines = trace(auditor, rule, target, patient)
     engine = judged.get(target.key)
     lines = [f'rule {rule.id} "{rule.title}" ({rule.pack}, {rule.severity})',
-             f"record {target.type} {target.key} at {target.path}:{target.line}, patient {target.patient}, "
+             f"record {target.type} {privacy.key(target.type, target.key)} at {target.path}:{target.line}, "
+             f"patient {privacy.patient(target.patient)}, "
              f"time {target.time.isoformat() if target.time else 'missing'}", *trace_lines]
     agrees = engine is outcome
     verdict = "the rule engine agrees" if agrees else f"the rule engine said {engine.value if engine else 'nothing'}"
     lines.append(f"outcome: {outcome.value} ({verdict})")
     if outcome is Outcome.FAIL:
-        lines.append(f"message: {render_message(rule.message, target.values)}")
+        kind = target.type
+        message = render_message(rule.message, target.values, lambda name, value: privacy.value(kind, name, value))
+        lines.append(f"message: {message}")
     return lines, agrees

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import difflib
+import math
+import operator
 import re
 import warnings
 from collections.abc import Callable
@@ -14,6 +16,8 @@ from typing import Any
 FUNCTIONS = ("minutes", "hours", "days", "coalesce")
 _ELAPSED = {"minutes": 60.0, "hours": 3600.0, "days": 86400.0}
 _OPS: dict[type, str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+_ARITHMETIC: dict[str, Callable[[Any, Any], Any]] = {"+": operator.add, "-": operator.sub, "*": operator.mul,
+                                                     "/": operator.truediv}
 MAX_EXPRESSION_CHARS = 2000
 
 
@@ -96,7 +100,13 @@ def _col(text: str, byte_offset: int | None) -> int:
 def _convert(node: ast.AST, text: str, lead: int) -> Expr:
     offset = lead + _col(text, getattr(node, "col_offset", 0))
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-        return Expr("num", float(node.value), offset=offset)
+        try:
+            number = float(node.value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ExpressionError("the number is too large", offset)
+        return Expr("num", number, offset=offset)
     if isinstance(node, ast.Name):
         return Expr("field", node.id, offset=offset)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
@@ -200,20 +210,20 @@ def compile_expression(expr: Expr) -> Callable[[dict[str, Any]], Any]:
         return negate
     left, right = (compile_expression(arg) for arg in expr.args)
     if kind == "bin":
-        op = expr.value
+        operation = _ARITHMETIC[expr.value]
 
         def arithmetic(values: dict[str, Any]) -> Any:
             a = left(values)
             b = right(values)
             if a is None or b is None:
                 return None
-            if op == "+":
-                return float(a + b)
-            if op == "-":
-                return float(a - b)
-            if op == "*":
-                return float(a * b)
-            return None if b == 0 else float(a / b)
+            try:
+                result = float(operation(a, b))
+            except (ZeroDivisionError, OverflowError):
+                return None
+            # like a division by zero, a result too large for a number (1e200 * 1e200) is missing:
+            # no number can stand for it, and the rule engine could not compare one
+            return result if math.isfinite(result) else None
         return arithmetic
     if expr.value == "coalesce":
         def coalesce(values: dict[str, Any]) -> Any:
@@ -228,6 +238,8 @@ def compile_expression(expr: Expr) -> Callable[[dict[str, Any]], Any]:
         if start is None or end is None:
             return None
         if isinstance(start, dt.datetime):
-            return (end - start).total_seconds() / scale
+            # in UTC: two times that share a zone object subtract as wall-clock times in Python,
+            # wrong by an hour across a daylight-saving change
+            return (end.astimezone(dt.UTC) - start.astimezone(dt.UTC)).total_seconds() / scale
         return (end - start).days * 86400.0 / scale
     return elapsed

@@ -49,7 +49,7 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
         for type_name, path in bindings:
             stats = InputStats(path, type_name)
             stats_list.append(stats)
-            for item in read_input(path, type_name, auditor.types, auditor.tz, seen, stats):
+            for item in read_input(path, type_name, auditor.types, auditor.tz, seen, stats, auditor.privacy):
                 if isinstance(item, Rejected):
                     auditor.reject(item)
                 else:

@@ -17,7 +17,8 @@ from typing import Any, BinaryIO, Self
 from .errors import InputError, UsageError
 from .loader import LONE_SURROGATE
 from .model import Field, Record, RecordType, Rejected
-from .values import ConversionError, convert, is_missing, not_a, text_converter
+from .privacy import REVEAL_ALL, Privacy
+from .values import ConversionError, OutOfRange, convert, is_missing, not_a, quote, record_time, text_converter
 
 MAX_LINE = 1024 * 1024  # bytes in one physical line (and one CSV cell); SPEC 5: no hang on huge input
 _BOM = b"\xef\xbb\xbf"
@@ -94,8 +95,11 @@ class Seen:
 
 
 def read_input(path: str, record_type: str | None, types: Mapping[str, RecordType], tz: dt.tzinfo,
-               seen: Seen, stats: InputStats) -> Iterator[Record | Rejected]:
-    """Stream the records of one file; raises InputError (eagerly for a missing file or format)."""
+               seen: Seen, stats: InputStats, privacy: Privacy = REVEAL_ALL) -> Iterator[Record | Rejected]:
+    """Stream the records of one file; raises InputError (eagerly for a missing file or format).
+
+    Rejection reasons quote identifying values through ``privacy``.
+    """
     suffix = PurePath(path).suffix.lower()
     if suffix not in _FORMATS:
         shown = f'"{suffix}"' if suffix else "no extension"
@@ -103,7 +107,7 @@ def read_input(path: str, record_type: str | None, types: Mapping[str, RecordTyp
     if record_type is not None and record_type not in types:
         raise UsageError(f'unknown record type "{record_type}"{_did_you_mean(record_type, types)}')
     handle = _open(path)
-    builder = _Builder(path, record_type, types, tz, seen, stats)
+    builder = _Builder(path, record_type, types, tz, seen, stats, privacy)
     readers = {"csv": _read_csv, "json": _read_json, "ndjson": _read_ndjson}
     return readers[_FORMATS[suffix]](handle, builder)
 
@@ -125,9 +129,9 @@ class _Builder:
     """Turns one parsed row or object into a Record or a Rejected, counting both."""
 
     def __init__(self, path: str, record_type: str | None, types: Mapping[str, RecordType], tz: dt.tzinfo,
-                 seen: Seen, stats: InputStats) -> None:
+                 seen: Seen, stats: InputStats, privacy: Privacy = REVEAL_ALL) -> None:
         self.path, self.record_type, self.types, self.tz = path, record_type, types, tz
-        self.seen, self.stats = seen, stats
+        self.seen, self.stats, self.privacy = seen, stats, privacy
         self.plans: dict[str, list[tuple[str, Field, Any]]] = {}
 
     def reject(self, line: int, reason: str, type_name: str | None = None) -> Rejected:
@@ -161,16 +165,16 @@ class _Builder:
                         values[field_name] = from_text(text, field, tz)
                         continue
                     except ConversionError as exc:
-                        problems.append(str(exc))
+                        problems.append(self._reason(name, exc))
                         continue
                     except (ValueError, TypeError, OverflowError):
-                        problems.append(str(not_a(field, raw)))
+                        problems.append(self._reason(name, not_a(field, raw)))
                         continue
             elif raw is not None:
                 try:
                     values[field_name] = convert(field, raw, tz)
                 except ConversionError as exc:
-                    problems.append(str(exc))
+                    problems.append(self._reason(name, exc))
                 continue
             if field_name == spec.key:
                 problems.append(f"{field_name}: missing record key")
@@ -179,23 +183,26 @@ class _Builder:
         for needed, what in ((spec.key, "record key"), (spec.patient, "patient")):
             if not problems and needed not in values:  # only when the pack did not declare it
                 problems.append(f"{needed}: missing {what}")
+        when = None
+        if not problems:
+            try:
+                when = record_time(values.get(spec.time), tz)
+            except OutOfRange as exc:
+                problems.append(self._reason(name, ConversionError(spec.time, str(exc), data.get(spec.time))))
         if problems:
             return self.reject(line, "; ".join(problems), name)
         key = str(values[spec.key])
         first = self.seen.first(name, key)
         if first is not None:
-            return self.reject(line, f'duplicate {spec.key} "{key}" (first at {first[0]}:{first[1]})', name)
+            shown = self.privacy.quoted(name, spec.key, key, lambda text: f'"{text}"')
+            return self.reject(line, f"duplicate {spec.key} {shown} (first at {first[0]}:{first[1]})", name)
         self.seen.add(name, key, self.path, line)
         self.stats.records_read += 1
-        return Record(name, key, str(values[spec.patient]), self._time(values.get(spec.time)),
-                      values, self.path, line)
+        return Record(name, key, str(values[spec.patient]), when, values, self.path, line)
 
-    def _time(self, value: Any) -> dt.datetime | None:
-        if isinstance(value, dt.datetime):
-            return value
-        if isinstance(value, dt.date):
-            return dt.datetime.combine(value, dt.time(), tzinfo=self.tz)
-        return None
+    def _reason(self, type_name: str, exc: ConversionError) -> str:
+        return exc.render(lambda raw: self.privacy.quoted(type_name, exc.field, raw, quote))
+
 
 
 class _LineTooLong(Exception):

@@ -12,24 +12,28 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import itertools
 from collections.abc import Callable
 from typing import Any
 
 from .conditions import compile_condition
 from .model import History, Record
+from .privacy import REVEAL_ALL, Privacy
 
 MAX_LISTED = 20  # matched records named in evidence; the count is always given
 Where = Callable[[dict[str, Any]], "bool | None"]  # a history condition's compiled where
 
 
 class _Candidates:
-    """The records one history condition can match, per join value, sorted by time."""
+    """The records one history condition can match, per join value, sorted by time; ``members``
+    holds id() of each, so the judged record is left out of a count in O(1) however many share its time."""
 
-    __slots__ = ("times", "records")
+    __slots__ = ("times", "records", "members")
 
     def __init__(self) -> None:
         self.times: list[float] = []
         self.records: list[Record] = []
+        self.members: set[int] = set()
 
 
 class Timeline:
@@ -75,6 +79,7 @@ class Timeline:
             group = index[key] = _Candidates()
             group.times = [item[0] for item in items]
             group.records = [item[2] for item in items]
+            group.members = {id(item[2]) for item in items}
         return index
 
     def _window(self, cond: History, moment: float) -> tuple[float, float]:
@@ -84,31 +89,25 @@ class Timeline:
         after = cond.after.total_seconds() if cond.after is not None else 0.0
         return moment - before, moment + after
 
-    def _others(self, cond: History, record: Record, low: float, high: float) -> list[Record]:
+    def _others(self, cond: History, record: Record, low: float, high: float,
+                limit: int = MAX_LISTED, strictly_before: bool = False) -> list[Record]:
+        """The first ``limit`` other candidates in [low, high] (in [low, high) when ``strictly_before``)."""
         group = self._candidates(cond, record)
         if group is None:
             return []
         start = bisect.bisect_left(group.times, low)
-        end = bisect.bisect_right(group.times, high)
-        return [r for r in group.records[start:end] if r is not record]
+        end = (bisect.bisect_left if strictly_before else bisect.bisect_right)(group.times, high)
+        records = group.records  # indexed, not sliced: a slice would copy every tied record per call
+        return list(itertools.islice((records[i] for i in range(start, end) if records[i] is not record), limit))
 
     def _count(self, cond: History, record: Record, low: float, high: float) -> int:
         group = self._candidates(cond, record)
         if group is None:
             return 0
-        start = bisect.bisect_left(group.times, low)
-        end = bisect.bisect_right(group.times, high)
-        count = end - start
-        if record.type == cond.of and record.time is not None:
-            # the judged record is among the candidates only at its own time: look at the ties there
-            moment = self.moment(record)
-            if low <= moment <= high:
-                tie = bisect.bisect_left(group.times, moment)
-                while tie < len(group.times) and group.times[tie] == moment:
-                    if group.records[tie] is record:
-                        count -= 1
-                        break
-                    tie += 1
+        count = bisect.bisect_right(group.times, high) - bisect.bisect_left(group.times, low)
+        # the judged record is a candidate itself only at its own moment; it never counts
+        if id(record) in group.members and low <= self.moment(record) <= high:
+            count -= 1
         return count
 
     def _previous(self, cond: History, record: Record, moment: float) -> Record | None:
@@ -141,8 +140,13 @@ class Timeline:
             return count >= 1
         return (cond.at_most is None or count <= cond.at_most) and (cond.at_least is None or count >= cond.at_least)
 
-    def evidence(self, cond: History, record: Record) -> dict[str, Any]:
-        """What an officer needs to follow the answer back: the window searched and what matched."""
+    def evidence(self, cond: History, record: Record, privacy: Privacy = REVEAL_ALL) -> dict[str, Any]:
+        """What an officer needs to follow the answer back: the window searched and what matched
+        (other records named by key through the privacy gate; at most MAX_LISTED, with the count)."""
+        def describe(other: Record) -> str:
+            when = other.time.isoformat() if other.time else "no time"
+            return f"{privacy.key(other.type, other.key)} at {when} ({other.path}:{other.line})"
+
         if self._unknown(cond, record):
             missing = cond.time_field if record.time is None else cond.join
             return {"result": "unknown", "missing": missing}
@@ -154,30 +158,27 @@ class Timeline:
             if previous is None or previous.time is None:
                 shown["previous"] = f"no earlier {cond.of}"
             else:
-                shown["previous"] = _describe(previous)
+                shown["previous"] = describe(previous)
                 shown["hours_since"] = round((moment - previous.time.timestamp()) / 3600, 2)
             return shown
         if cond.form == "first":
-            low, high = float("-inf"), moment
-            earlier = [r for r in self._others(cond, record, low, high) if r.time and r.time.timestamp() < moment]
-            shown["earlier"] = [_describe(r) for r in earlier[:MAX_LISTED]] or f"no earlier {cond.of}"
+            earlier = self._others(cond, record, float("-inf"), moment, strictly_before=True)
+            shown["earlier"] = [describe(r) for r in earlier] or f"no earlier {cond.of}"
             return shown
         low, high = self._window(cond, moment)
         shown["window"] = _span(record.time, low, high, moment)
+        shown["count"] = self._count(cond, record, low, high)
         matched = self._others(cond, record, low, high)
-        shown["count"] = len(matched)
-        shown["matched"] = [_describe(r) for r in matched[:MAX_LISTED]] or f"no matching {cond.of}"
+        shown["matched"] = [describe(r) for r in matched] or f"no matching {cond.of}"
         return shown
-
-
-def _describe(record: Record) -> str:
-    when = record.time.isoformat() if record.time else "no time"
-    return f"{record.key} at {when} ({record.path}:{record.line})"
 
 
 def _span(time: dt.datetime, low: float, high: float, moment: float) -> list[str]:
     def show(edge: float) -> str:
         if edge in (float("-inf"), float("inf")):
             return "any time"
-        return (time + dt.timedelta(seconds=edge - moment)).isoformat()
+        try:
+            return (time + dt.timedelta(seconds=edge - moment)).isoformat()
+        except OverflowError:  # a window reaching past the calendar's ends
+            return "any time"
     return [show(low), show(high)]

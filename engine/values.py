@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,8 +20,25 @@ _INTEGER = re.compile(r"[+-]?\d+")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
+_NO_VALUE: Any = object()
+
+
 class ConversionError(ValueError):
-    """A value that does not convert to its declared type; the message is user-facing."""
+    """A value that does not convert to its declared type; the message is user-facing.
+
+    It keeps the field, the raw value and what was expected apart, so that the privacy gate can
+    quote an identifying value by its pseudonym (``render``).
+    """
+
+    def __init__(self, field: str, expected: str, raw: Any = _NO_VALUE) -> None:
+        self.field, self.expected, self.raw = field, expected, raw
+        super().__init__(self.render(quote))
+
+    def render(self, show: Callable[[Any], str]) -> str:
+        """The message with the raw value written by ``show`` (``quote`` for the plain message)."""
+        if self.raw is _NO_VALUE:
+            return f"{self.field}: {self.expected}"
+        return f"{self.field}: {show(self.raw)} {self.expected}"
 
 
 def is_missing(raw: Any) -> bool:
@@ -27,12 +46,32 @@ def is_missing(raw: Any) -> bool:
     return raw is None or (isinstance(raw, str) and raw.strip() == "")
 
 
+class OutOfRange(ValueError):
+    """A value of the right form that no calendar or comparison can hold; the message says why."""
+
+
+# Durations and windows are bounded so that every window around every record time stays inside
+# the calendar (years 1-9999) and every count of seconds is exact in a double.
+MAX_DURATION = dt.timedelta(days=3_650_000)
+# Integers beyond 2**53 are not exact as doubles, the rule engine's numbers: refused, not misjudged.
+MAX_INTEGER = 2 ** 53 - 1
+# Record times keep a day from the calendar's ends, so that any time zone can show them.
+_EARLIEST = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
+_LATEST = dt.datetime(9999, 12, 30, tzinfo=dt.UTC)
+
+
 def parse_duration(text: str) -> dt.timedelta | None:
-    """``30m``, ``40h``, ``90d``, ``2w`` (also ``1.5h``); None when it is not a duration."""
+    """``30m``, ``40h``, ``90d``, ``2w`` (also ``1.5h``); None when it is not a duration.
+
+    Raises OutOfRange for a duration longer than MAX_DURATION.
+    """
     match = _DURATION.fullmatch(text.strip())
     if not match:
         return None
-    return dt.timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not seconds <= MAX_DURATION.total_seconds():
+        raise OutOfRange(f"is longer than {format_duration(MAX_DURATION)}")
+    return dt.timedelta(seconds=seconds)
 
 
 def format_duration(value: dt.timedelta) -> str:
@@ -44,35 +83,81 @@ def format_duration(value: dt.timedelta) -> str:
     return f"{seconds:g}s"
 
 
-def parse_datetime(text: str, tz: dt.tzinfo) -> dt.datetime:
-    """ISO 8601, seconds optional, ``T`` or space; a naive time is local to ``tz`` (fold=0)."""
-    value = dt.datetime.fromisoformat(text.strip())
+@functools.lru_cache(maxsize=256)
+def _fixed_zone(offset: dt.timedelta) -> dt.timezone:
+    return dt.UTC if not offset else dt.timezone(offset)
+
+
+def in_zone(value: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
+    """``value`` (naive: local to ``tz``, fold=0 in a gap or fold) with its UTC offset fixed.
+
+    A fixed offset makes Python's datetime arithmetic exact elapsed time: two datetimes that share
+    a zone object subtract and compare as wall-clock times, which is wrong across a daylight-saving
+    change (SPEC 4.1). Raises OutOfRange for a time at the calendar's ends, which no zone can show.
+    """
     if value.tzinfo is None:
         value = value.replace(tzinfo=tz, fold=0)
-    return value
+    offset = value.utcoffset()
+    assert offset is not None
+    fixed = value.replace(tzinfo=_fixed_zone(offset), fold=0)
+    try:
+        inside = _EARLIEST <= fixed <= _LATEST
+    except OverflowError:
+        inside = False
+    if not inside:
+        raise OutOfRange("is too close to the ends of the calendar (years 1 and 9999)")
+    return fixed
+
+
+def parse_datetime(text: str, tz: dt.tzinfo) -> dt.datetime:
+    """ISO 8601, seconds optional, ``T`` or space; a naive time is local to ``tz`` (fold=0).
+
+    The result carries a fixed UTC offset (see ``in_zone``).
+    """
+    return in_zone(dt.datetime.fromisoformat(text.strip()), tz)
+
+
+def record_time(value: Any, tz: dt.tzinfo) -> dt.datetime | None:
+    """A record's moment from its time field: a datetime, or a date's midnight in ``tz``.
+
+    Raises OutOfRange when a date's midnight falls outside the calendar in UTC.
+    """
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, dt.date):
+        return in_zone(dt.datetime.combine(value, dt.time()), tz)
+    return None
 
 
 def timezone(name: str) -> dt.tzinfo:
     return dt.UTC if name in ("UTC", "utc") else ZoneInfo(name)
 
 
-def _quote(raw: Any) -> str:
+def quote(raw: Any) -> str:
     text = raw if isinstance(raw, str) else repr(raw)
     if len(text) > 40:
         text = text[:37] + "..."
     return '"' + text.replace('"', '\\"') + '"'
 
 
+def _in_range(number: int) -> int:
+    if abs(number) > MAX_INTEGER:
+        raise OutOfRange(f"is out of range (at most {MAX_INTEGER:,} either side of 0)")
+    return number
+
+
 def _text_integer(text: str, spec: Field, tz: dt.tzinfo) -> int:
     if "_" in text:
         raise ValueError
     try:
-        return int(text)
+        return _in_range(int(text))
+    except OutOfRange:
+        raise
     except ValueError:
         number = float(text)
         if not number.is_integer():
             raise
-        return int(number)
+        return _in_range(int(number))
 
 
 def _text_number(text: str, spec: Field, tz: dt.tzinfo) -> float:
@@ -86,7 +171,7 @@ def _text_number(text: str, spec: Field, tz: dt.tzinfo) -> float:
 
 def _text_enum(text: str, spec: Field, tz: dt.tzinfo) -> str:
     if text not in spec.values:
-        raise ConversionError(f"{spec.name}: {_quote(text)} is not one of {', '.join(spec.values)}")
+        raise ConversionError(spec.name, f"is not one of {', '.join(spec.values)}", text)
     return text
 
 
@@ -106,16 +191,26 @@ def _text_duration(text: str, spec: Field, tz: dt.tzinfo) -> dt.timedelta:
     return duration
 
 
+def _ranged(from_text: Callable[[str, Field, dt.tzinfo], Any]) -> Callable[[str, Field, dt.tzinfo], Any]:
+    """``from_text`` with an out-of-range value reported as such (not as "is not a ...")."""
+    def checked(text: str, spec: Field, tz: dt.tzinfo) -> Any:
+        try:
+            return from_text(text, spec, tz)
+        except OutOfRange as exc:
+            raise ConversionError(spec.name, str(exc), text) from None
+    return checked
+
+
 # Text is what CSV gives for every cell: a direct path per type (the general one handles JSON values).
 _FROM_TEXT: dict[str, Any] = {
     "string": lambda text, spec, tz: text,
     "enum": _text_enum,
     "boolean": _text_boolean,
-    "integer": _text_integer,
+    "integer": _ranged(_text_integer),
     "number": _text_number,
     "date": lambda text, spec, tz: dt.date.fromisoformat(text),
-    "datetime": lambda text, spec, tz: parse_datetime(text, tz),
-    "duration": _text_duration,
+    "datetime": _ranged(lambda text, spec, tz: parse_datetime(text, tz)),
+    "duration": _ranged(_text_duration),
 }
 
 
@@ -126,7 +221,7 @@ def text_converter(kind: str) -> Any:
 
 def not_a(spec: Field, raw: Any) -> ConversionError:
     article = "an" if spec.type[0] in "aeiou" else "a"
-    return ConversionError(f"{spec.name}: {_quote(raw)} is not {article} {spec.type}")
+    return ConversionError(spec.name, f"is not {article} {spec.type}", raw)
 
 
 def convert(spec: Field, raw: Any, tz: dt.tzinfo) -> Any:
@@ -140,7 +235,7 @@ def convert(spec: Field, raw: Any, tz: dt.tzinfo) -> Any:
         except (ValueError, TypeError, OverflowError):
             raise not_a(spec, raw) from None
     if isinstance(raw, (dict, list)):
-        raise ConversionError(f"{spec.name}: a {type(raw).__name__} is not a {kind}")
+        raise ConversionError(spec.name, f"a {type(raw).__name__} is not a {kind}")
     text = raw.strip() if isinstance(raw, str) else raw
     try:
         if kind == "string":
@@ -151,7 +246,7 @@ def convert(spec: Field, raw: Any, tz: dt.tzinfo) -> Any:
             value = text if isinstance(text, str) else str(text)
             if value not in spec.values:
                 allowed = ", ".join(spec.values)
-                raise ConversionError(f"{spec.name}: {_quote(raw)} is not one of {allowed}")
+                raise ConversionError(spec.name, f"is not one of {allowed}", raw)
             return value
         if kind == "boolean":
             if isinstance(text, bool):
@@ -166,13 +261,13 @@ def convert(spec: Field, raw: Any, tz: dt.tzinfo) -> Any:
             if isinstance(text, bool):
                 raise ValueError
             if isinstance(text, int):
-                return text
+                return _in_range(text)
             if isinstance(text, float) and text.is_integer():
-                return int(text)
+                return _in_range(int(text))
             if isinstance(text, str) and _INTEGER.fullmatch(text):
-                return int(text)
+                return _in_range(int(text))
             if isinstance(text, str) and _NUMBER.fullmatch(text) and float(text).is_integer():
-                return int(float(text))
+                return _in_range(int(float(text)))
             raise ValueError
         if kind == "number":
             if isinstance(text, bool):
@@ -203,6 +298,8 @@ def convert(spec: Field, raw: Any, tz: dt.tzinfo) -> Any:
             return duration
     except ConversionError:
         raise
+    except OutOfRange as exc:
+        raise ConversionError(spec.name, str(exc), raw) from None
     except (ValueError, TypeError, OverflowError):
         pass
     raise not_a(spec, raw)
