@@ -116,6 +116,12 @@ def _facts_json(payload: bytes, templates: dict[int, str]) -> str:
     return _BARE_EXPONENT.sub(r":\1.0e", "[" + ",".join(facts) + "]")
 
 
+def engine_json(ruleset: dict[str, Any]) -> str:
+    """The compiled ruleset as durable_rules reads it right: a pack's threshold of 0.00001 or 1e16
+    is written 1e-05 / 1e+16 by json.dumps, which durable refuses (error 204) unless written 1.0e-05."""
+    return _BARE_EXPONENT.sub(r":\1.0e", json.dumps(ruleset, separators=(",", ":")))
+
+
 class DurableEvaluator:
     """A durable_rules worker process judging batches of facts, with crash and hang detection."""
 
@@ -128,7 +134,7 @@ class DurableEvaluator:
         # a batch or a result (over 64 KB, a pipe's buffer) is in transit, so the two processes
         # overlap instead of taking turns.
         self.results = context.Queue()
-        arguments = (json.dumps(ruleset), json.dumps(keys), self.tasks, self.results)
+        arguments = (engine_json(ruleset), json.dumps(keys), self.tasks, self.results)
         self.process = context.Process(target=target, args=arguments, daemon=True, name="durable-rules-worker")
         self.process.start()
         self.pending: dict[int, str] = {}
