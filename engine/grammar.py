@@ -25,7 +25,7 @@ from .model import (
     RecordType,
 )
 from .patterns import PatternError, compile_pattern
-from .values import ConversionError, convert, parse_duration
+from .values import ConversionError, OutOfRange, convert, parse_duration
 
 COMBINATORS = ("all", "any", "not")
 HISTORY_FORMS = ("exists", "count", "since_previous", "first")
@@ -97,10 +97,15 @@ class Checker:
     def text(self, node: Node | None, what: str, default: str = "") -> str:
         if node is None:
             return default
-        if isinstance(node.value, bool) or not isinstance(node.value, (str, int, float)):
-            self.node(node, f"{what} must be text")
-            return default
-        return str(node.value)
+        if isinstance(node.value, str):
+            return node.value
+        if isinstance(node.value, (bool, int, float)) and node.source is not None:
+            # YAML reads 12, 2026.10, 0x1F or yes as a number or boolean, and its text back differs
+            # from what was written ("2026.1", "31", "True"): ask for quotes rather than guess
+            self.node(node, f'{what} must be text: put it in quotes ("{node.source}")')
+            return node.source
+        self.node(node, f"{what} must be text")
+        return default
 
     def mark(self, node: Node) -> Mark:
         return Mark(self.path, node.line, node.column)
@@ -322,9 +327,13 @@ class Conditions:
                        mark=Mark(check.path, line, column))
 
     def _duration(self, node: Node) -> dt.timedelta | None:
-        duration = parse_duration(node.value) if isinstance(node.value, str) else None
+        shown = node.source if node.source is not None else str(node.value)
+        try:
+            duration = parse_duration(node.value) if isinstance(node.value, str) else None
+        except OutOfRange as exc:
+            self.check.node(node, f'"{shown}" {exc}')
+            return None
         if duration is None:
-            shown = node.source if node.source is not None else str(node.value)
             self.check.node(node, f'"{shown}" is not a duration (write 30m, 40h, 90d or 2w)')
         return duration
 

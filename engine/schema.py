@@ -52,11 +52,12 @@ def build_pack(root: Node, path: str, raw: bytes) -> Pack:
         rules_node = Node([], *root.keys["rules"])
     rules = _rules(check, rules_node, types, tz, check.text(top.get("pack"), "pack", "?"))
     targets = _targets(check, top["targets"]) if "targets" in top else {}
+    version, title = check.text(top.get("version"), "version"), check.text(top.get("title"), "title")
+    source = check.text(top.get("source"), "source")
     if check.problems:
         raise PackError(check.problems)
     return Pack(
-        id=check.text(top.get("pack"), "pack"), version=check.text(top.get("version"), "version"),
-        title=check.text(top.get("title"), "title"), source=check.text(top.get("source"), "source"),
+        id=check.text(top.get("pack"), "pack"), version=version, title=title, source=source,
         timezone=tz_name, records=types, rules=tuple(rules), path=path,
         sha256=hashlib.sha256(raw).hexdigest(), targets=targets)
 

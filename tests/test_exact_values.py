@@ -1,0 +1,251 @@
+"""Values at the edges: exact elapsed time across daylight-saving changes, numbers the rule engine
+must represent, times at the calendar's ends, long windows, many records at one moment, and pack
+text that YAML would read as something else. Each is judged (or refused with a reason), never an
+internal error or a wrong outcome."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from engine.errors import PackError
+from engine.loader import load_yaml
+from engine.model import Outcome, Pack
+from engine.pipeline import judge
+from engine.schema import build_pack
+from engine.values import MAX_INTEGER, parse_datetime, timezone
+from tests.helpers import make_pack, record
+
+LA = "America/Los_Angeles"
+OBSERVED = "  observed: minutes(session_start, discharged)\n"
+DERIVE_FIELDS = "      discharged: datetime\n"
+
+
+def with_fields(text: str, extra: str) -> str:
+    return text.replace("      wait: duration\n", "      wait: duration\n" + extra)
+
+
+def pack_of(rules: str, derive: str = "", extra_fields: str = "", tz: str = "UTC") -> Pack:
+    from tests.helpers import pack_text
+    text = with_fields(pack_text(rules, derive, timezone=tz), extra_fields)
+    return build_pack(load_yaml(text, "pack.yaml"), "pack.yaml", text.encode())
+
+
+def outcomes(pack: Pack, rows: list[dict[str, object]]) -> list[str]:
+    records = [record(pack, dict(row, patient_id=row.get("patient_id", "P")), line=n + 2) for n, row in enumerate(rows)]
+    found: dict[str, str] = {}
+
+    def keep(rule: object, rec: object, outcome: Outcome) -> None:
+        found[rec.key] = outcome.value  # type: ignore[attr-defined]
+
+    judge([pack], records, on_outcome=keep)
+    return [found[r.key] for r in records]
+
+
+OBSERVATION_RULE = """\
+  - id: OBS
+    title: observed at least 60 minutes
+    severity: major
+    for: session
+    require: {observed: {at_least: 60}}
+"""
+
+
+@pytest.mark.parametrize("start, end, minutes", [
+    ("2026-03-08 01:50", "2026-03-08 03:05", 15),     # spring forward: 02:00 -> 03:00
+    ("2026-11-01 00:50", "2026-11-01 02:10", 140),    # fall back: 01:00-02:00 happens twice
+    ("2026-03-07 12:00", "2026-03-08 12:00", 23 * 60),
+    ("2026-07-01 10:00", "2026-07-01 11:00", 60),
+], ids=["spring-forward", "fall-back", "day-with-23-hours", "summer"])
+def test_derived_minutes_are_elapsed_time_across_dst(start: str, end: str, minutes: int) -> None:
+    pack = pack_of(OBSERVATION_RULE, OBSERVED, DERIVE_FIELDS, tz=LA)
+    rec = record(pack, {"session_id": "S1", "patient_id": "P", "session_start": start, "discharged": end})
+    from engine.expressions import compile_expression
+    compute = compile_expression(pack.records["session"].derived["observed"].expr)
+    assert compute(rec.values) == minutes
+    expected = "pass" if minutes >= 60 else "fail"
+    assert outcomes(pack, [{"session_id": "S1", "session_start": start, "discharged": end}]) == [expected]
+
+
+def test_comparing_two_local_times_in_a_dst_gap_agrees_with_the_engine() -> None:
+    # 02:30 does not exist on 2026-03-08 in Los Angeles; it resolves as 02:30 PST = 03:30 PDT,
+    # after 03:15 PDT: as wall-clock times the order is the other way round
+    rule = """\
+  - id: ORDER
+    title: discharge after start
+    severity: major
+    for: session
+    require: {session_start: {at_most: {field: discharged}}}
+"""
+    pack = pack_of(rule, extra_fields=DERIVE_FIELDS, tz=LA)
+    rows = [{"session_id": "S1", "session_start": "2026-03-08 02:30", "discharged": "2026-03-08 03:15"},
+            {"session_id": "S2", "session_start": "2026-03-08 01:30", "discharged": "2026-03-08 03:15"}]
+    assert outcomes(pack, rows) == ["fail", "pass"]
+
+
+def test_times_carry_a_fixed_offset() -> None:
+    value = parse_datetime("2026-03-08 01:50", timezone(LA))
+    later = parse_datetime("2026-03-08 03:05", timezone(LA))
+    assert value.isoformat() == "2026-03-08T01:50:00-08:00" and later.isoformat() == "2026-03-08T03:05:00-07:00"
+    assert later - value == dt.timedelta(minutes=15)
+
+
+def test_a_derived_value_too_large_for_a_number_is_missing_not_an_aborted_audit() -> None:
+    rule = """\
+  - id: SQ
+    title: square small
+    severity: major
+    for: session
+    require: {square: {at_most: 100}}
+"""
+    pack = pack_of(rule, "  square: dose_mg * dose_mg\n")
+    rows = [{"session_id": "S1", "session_start": "2026-01-01 10:00", "dose_mg": "1e200"},
+            {"session_id": "S2", "session_start": "2026-01-01 11:00", "dose_mg": "9"},
+            {"session_id": "S3", "session_start": "2026-01-01 12:00", "dose_mg": "1e154"}]
+    assert outcomes(pack, rows) == ["fail", "pass", "fail"]
+
+
+@pytest.mark.parametrize("threshold, below, above", [
+    ("0.00001", "0.000001", "0.0001"),
+    ("1e-7", "1e-8", "1e-6"),
+    ("1e16", "1e15", "2e16"),
+    ("1.5e300", "1e300", "1e301"),
+    ("5e-324", "0", "1e-300"),
+], ids=["1e-05", "1e-07", "1e16", "1.5e300", "smallest-double"])
+def test_thresholds_validate_accepts_the_engine_runs(threshold: str, below: str, above: str) -> None:
+    rule = f"""\
+  - id: T
+    title: threshold
+    severity: major
+    for: session
+    require: {{dose_mg: {{at_least: {threshold}}}}}
+    tests:
+      - {{record: {{dose_mg: {above}}}, expect: pass}}
+      - {{record: {{dose_mg: {below}}}, expect: fail}}
+"""
+    pack = pack_of(rule)
+    rows = [{"session_id": "S1", "session_start": "2026-01-01 10:00", "dose_mg": above},
+            {"session_id": "S2", "session_start": "2026-01-01 11:00", "dose_mg": below},
+            {"session_id": "S3", "session_start": "2026-01-01 12:00", "dose_mg": threshold}]
+    assert outcomes(pack, rows) == ["pass", "fail", "pass"]
+
+
+def audit_rejections(tmp_path: Path, header: str, rows: list[str], tz: str = "UTC") -> list[str]:
+    rule = "  - id: R\n    title: R\n    severity: major\n    for: session\n    require: {dose_mg: {present: true}}\n"
+    from tests.helpers import pack_text
+    (tmp_path / "pack.yaml").write_text(pack_text(rule, timezone=tz))
+    (tmp_path / "sessions.csv").write_text("\n".join([header, *rows]) + "\n")
+    result = CliRunner().invoke(main, ["audit", "--pack", str(tmp_path / "pack.yaml"), str(tmp_path / "sessions.csv"),
+                                       "--reveal-identifiers", "-o", str(tmp_path / "r.json")])
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    return [r["reason"] for r in report["rejected"]]
+
+
+def test_times_at_the_ends_of_the_calendar_are_rejected_with_a_reason(tmp_path: Path) -> None:
+    reasons = audit_rejections(tmp_path, "session_id,patient_id,session_start,signed_on", [
+        "S1,P,0001-01-01T00:00:00+01:00,",
+        "S2,P,9999-12-31T23:59:59-12:00,",
+        "S3,P,2026-01-01T10:00:00,",
+        "S4,P,2026-01-02T10:00:00,0001-01-01",
+    ], tz="Asia/Tokyo")
+    assert reasons == [
+        'session_start: "0001-01-01T00:00:00+01:00" is too close to the ends of the calendar (years 1 and 9999)',
+        'session_start: "9999-12-31T23:59:59-12:00" is too close to the ends of the calendar (years 1 and 9999)',
+    ]
+
+
+def test_integers_beyond_exact_doubles_are_rejected(tmp_path: Path) -> None:
+    reasons = audit_rejections(tmp_path, "session_id,patient_id,session_start,devices", [
+        f"S1,P,2026-01-01T10:00:00,{MAX_INTEGER}",
+        f"S2,P,2026-01-01T11:00:00,{MAX_INTEGER + 1}",
+        f"S3,P,2026-01-01T12:00:00,-{'9' * 4000}",
+    ])
+    assert reasons == [f'devices: "{MAX_INTEGER + 1}" is out of range (at most {MAX_INTEGER:,} either side of 0)',
+                       f'devices: "-{"9" * 36}..." is out of range (at most {MAX_INTEGER:,} either side of 0)']
+
+
+@pytest.mark.parametrize("fragment, message", [
+    ("derive:\n  big: dose_mg * " + "9" * 400 + "\n", "the number is too large"),
+    ("derive:\n  big: dose_mg * 1e400\n", "the number is too large"),
+], ids=["400-digit-integer", "infinite-literal"])
+def test_derive_literals_too_large_are_validation_errors(fragment: str, message: str) -> None:
+    rule = "  - id: R\n    title: R\n    severity: major\n    for: session\n    require: {big: {at_most: 1}}\n"
+    from tests.helpers import pack_text
+    text = pack_text(rule).replace("rules:\n", fragment + "rules:\n")
+    with pytest.raises(PackError) as caught:
+        build_pack(load_yaml(text, "pack.yaml"), "pack.yaml", text.encode())
+    assert [p.message for p in caught.value.problems] == [f'derive "big": {message}']
+
+
+@pytest.mark.parametrize("window", ["9999999999999999d", "999999999d", "3650001d"])
+def test_windows_longer_than_the_calendar_are_validation_errors(window: str) -> None:
+    rule = f"""\
+  - id: W
+    title: W
+    severity: major
+    for: session
+    require:
+      count: {{of: session, within: {{before: {window}}}, at_most: 3}}
+"""
+    with pytest.raises(PackError) as caught:
+        make_pack(rule)
+    assert [str(p) for p in caught.value.problems] == [f'pack.yaml:31:45: "{window}" is longer than 3650000d']
+
+
+def test_the_longest_window_audits() -> None:
+    rule = """\
+  - id: W
+    title: W
+    severity: major
+    for: session
+    require:
+      count: {of: session, within: {before: 3650000d, after: 3650000d}, at_most: 0}
+"""
+    pack = make_pack(rule)
+    rows = [{"session_id": "S1", "session_start": "0002-01-01 10:00"},   # the window reaches past year 1
+            {"session_id": "S2", "session_start": "0003-01-01 11:00"}]
+    assert outcomes(pack, rows) == ["fail", "fail"]
+
+
+def test_many_records_at_one_moment_count_each_other_and_never_themselves() -> None:
+    rule = """\
+  - id: C
+    title: at most 2 others in the day
+    severity: major
+    for: session
+    require:
+      count: {of: session, within: {before: 1d}, at_most: 2}
+"""
+    pack = make_pack(rule)
+    few = [{"session_id": f"S{n}", "session_start": "2026-01-01 10:00"} for n in range(3)]
+    assert outcomes(pack, few) == ["pass"] * 3
+    many = [{"session_id": f"S{n}", "session_start": "2026-01-01 10:00"} for n in range(3000)]
+    records = [record(pack, dict(row, patient_id="P"), line=n + 2) for n, row in enumerate(many)]
+    result = judge([pack], records)
+    assert result.tallies[0].failed == 3000
+    (evidence,) = [v for k, v in result.findings[0]["evidence"].items() if k.startswith("count")]
+    assert evidence["count"] == 2999 and len(evidence["matched"]) == 20
+
+
+@pytest.mark.parametrize("line, replacement, message", [
+    ("  - id: R", "  - id: 12", 'id must be text: put it in quotes ("12")'),
+    ("    message: m", "    message: 42", 'message must be text: put it in quotes ("42")'),
+    ('version: "1"', "version: 2026.10", 'version must be text: put it in quotes ("2026.10")'),
+    ("      note: string", '      note: {type: string, phi: "yes"}', "phi must be true or false"),
+], ids=["id", "message", "version", "phi"])
+def test_pack_text_that_yaml_reads_as_a_number_is_a_problem(line: str, replacement: str, message: str) -> None:
+    rule = "  - id: R\n    title: R\n    severity: major\n    for: session\n    require: {dose_mg: {present: true}}\n" \
+           "    message: m\n"
+    from tests.helpers import pack_text
+    text = pack_text(rule)
+    assert line in text
+    text = text.replace(line, replacement)
+    with pytest.raises(PackError) as caught:
+        build_pack(load_yaml(text, "pack.yaml"), "pack.yaml", text.encode())
+    assert [p.message for p in caught.value.problems] == [message]
