@@ -1,0 +1,125 @@
+"""Properties over generated inputs, one per class of defect: no identifier leaks into any report
+format, and every duration (derived, windows, since_previous) is exact elapsed time in any zone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine import reporters
+from engine import report as report_builder
+from engine.expressions import compile_expression
+from engine.model import Outcome
+from engine.packs import load_packs
+from engine.pipeline import judge, run
+from engine.privacy import Pseudonymiser
+from tests.helpers import make_pack, record
+from tests.test_privacy_gate import PACK
+
+# Identifiers are drawn from letters a pseudonym (hex digits) and the report's own words never use.
+IDENTIFIER = st.text(alphabet="GHJKQVWXZ", min_size=10, max_size=14)
+FORMATS = ("json", "csv", "html", "md", "txt", "junit", "sarif")
+
+
+@st.composite
+def exports(draw: st.DrawFn) -> list[tuple[str, ...]]:
+    patients = draw(st.lists(IDENTIFIER, min_size=1, max_size=4, unique=True))
+    keys = draw(st.lists(IDENTIFIER, min_size=2, max_size=10, unique=True))
+    rows = []
+    for number, key in enumerate(keys):
+        start = dt.datetime(2026, 1, 1) + dt.timedelta(hours=draw(st.integers(0, 24 * 20)))
+        mrn = draw(st.one_of(st.integers(10 ** 8, 10 ** 9).map(str), IDENTIFIER))  # a bad value is rejected
+        rows.append((draw(st.sampled_from([key, keys[0]])),  # duplicate keys too
+                     draw(st.sampled_from(patients)), start.isoformat(" "), mrn,
+                     str(draw(st.integers(0, 20))), draw(st.sampled_from(["A", "B", ""])),
+                     draw(st.one_of(st.just(""), IDENTIFIER))))
+    return rows
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=exports())
+def test_no_identifier_from_the_export_appears_in_any_format(rows: list[tuple[str, ...]], tmp_path: Path) -> None:
+    pack_path = tmp_path / "clinic.yaml"
+    pack_path.write_text(PACK)
+    export = tmp_path / "sessions.csv"
+    export.write_text("session_id,patient_id,start,mrn,dose,site,note\n" + "".join(",".join(r) + "\n" for r in rows))
+    packs = load_packs([str(pack_path)])
+    result, stats = run(packs, [str(export)], group_by=["patient_id", "mrn", "note"],
+                        pseudonymise=Pseudonymiser(b"property-key-0123456789abcdef", "test"))
+    report = report_builder.build(result, stats, packs, dt.datetime(2026, 2, 1, tzinfo=dt.UTC))
+    identifiers = {value for row in rows for value in (row[0], row[1], row[3], row[6]) if value}
+    for name in FORMATS:
+        out = io.StringIO()
+        reporters.get(name)(report, out)
+        text = out.getvalue()
+        assert not [value for value in identifiers if value in text], name
+
+
+TIMES = st.datetimes(min_value=dt.datetime(2024, 1, 1), max_value=dt.datetime(2028, 12, 31))
+ZONES = ["UTC", "Asia/Tokyo", "America/Los_Angeles", "Europe/London", "Australia/Lord_Howe"]
+
+
+def elapsed_seconds(start: dt.datetime, end: dt.datetime, zone: str) -> float:
+    """The reference: both naive times placed in the zone (fold=0), then UTC instants subtracted."""
+    tz = ZoneInfo(zone)
+    return end.replace(tzinfo=tz).timestamp() - start.replace(tzinfo=tz).timestamp()
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=TIMES, end=TIMES, zone=st.sampled_from(ZONES))
+def test_derived_durations_are_elapsed_time(start: dt.datetime, end: dt.datetime, zone: str) -> None:
+    start, end = start.replace(second=0, microsecond=0), end.replace(second=0, microsecond=0)
+    derive = ("  m: minutes(session_start, discharged)\n  h: hours(session_start, discharged)\n"
+              "  d: days(session_start, discharged)\n")
+    rule = "  - id: R\n    title: R\n    severity: major\n    for: session\n    require: {m: {at_least: 0}}\n"
+    from tests.test_exact_values import pack_of
+    pack = pack_of(rule, derive, "      discharged: datetime\n", tz=zone)
+    rec = record(pack, {"session_id": "S", "patient_id": "P", "session_start": start.isoformat(" "),
+                        "discharged": end.isoformat(" ")})
+    seconds = elapsed_seconds(start, end, zone)
+    derived = pack.records["session"].derived
+    for name, unit in (("m", 60), ("h", 3600), ("d", 86400)):
+        assert abs(compile_expression(derived[name].expr)(rec.values) - seconds / unit) < 1e-9
+    if zone in ("UTC", "Asia/Tokyo"):  # no daylight saving: the naive difference is the answer
+        assert seconds == (end - start).total_seconds()
+
+
+@settings(max_examples=60, deadline=None)
+@given(times=st.lists(TIMES, min_size=2, max_size=8), zone=st.sampled_from(ZONES),
+       hours=st.integers(1, 72))
+def test_windows_and_gaps_are_elapsed_time(times: list[dt.datetime], zone: str, hours: int) -> None:
+    rules = f"""\
+  - id: WINDOW
+    title: W
+    severity: major
+    for: session
+    require:
+      count: {{of: session, within: {{before: {hours}h}}, at_most: 0}}
+  - id: GAP
+    title: G
+    severity: major
+    for: session
+    require:
+      since_previous: {{of: session, at_least: {hours}h}}
+"""
+    pack = make_pack(rules, timezone=zone)
+    naive = [t.replace(second=0, microsecond=0) for t in times]
+    records = [record(pack, {"session_id": f"S{n}", "patient_id": "P", "session_start": t.isoformat(" ")}, line=n + 2)
+               for n, t in enumerate(naive)]
+    got: dict[tuple[str, str], str] = {}
+    judge([pack], records, on_outcome=lambda rule, rec, outcome: got.__setitem__((rule.id, rec.key), outcome.value))
+    instants = [t.replace(tzinfo=ZoneInfo(zone)).timestamp() for t in naive]
+    window = hours * 3600
+    for n, moment in enumerate(instants):
+        others = [m for k, m in enumerate(instants) if k != n]
+        in_window = [m for m in others if moment - window <= m <= moment]
+        earlier = [m for m in others if m <= moment]
+        # since_previous looks at the latest other record at or before this one
+        gap_ok = not earlier or moment - max(earlier) >= window
+        assert got[("WINDOW", f"S{n}")] == (Outcome.PASS if not in_window else Outcome.FAIL).value
+        assert got[("GAP", f"S{n}")] == (Outcome.PASS if gap_ok else Outcome.FAIL).value
