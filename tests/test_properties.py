@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import reporters
 from engine import report as report_builder
+from engine import reporters
 from engine.expressions import compile_expression
 from engine.model import Outcome
 from engine.packs import load_packs
@@ -31,7 +31,7 @@ def exports(draw: st.DrawFn) -> list[tuple[str, ...]]:
     patients = draw(st.lists(IDENTIFIER, min_size=1, max_size=4, unique=True))
     keys = draw(st.lists(IDENTIFIER, min_size=2, max_size=10, unique=True))
     rows = []
-    for number, key in enumerate(keys):
+    for key in keys:
         start = dt.datetime(2026, 1, 1) + dt.timedelta(hours=draw(st.integers(0, 24 * 20)))
         mrn = draw(st.one_of(st.integers(10 ** 8, 10 ** 9).map(str), IDENTIFIER))  # a bad value is rejected
         rows.append((draw(st.sampled_from([key, keys[0]])),  # duplicate keys too
