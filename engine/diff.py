@@ -125,11 +125,10 @@ def _readable(files: list[str], packs: list[Pack], others: list[Pack]) -> tuple[
     return kept, skipped
 
 
-def _audit(packs: list[Pack], others: list[Pack], files: list[str], as_of: dt.datetime) -> _Side:
+def _audit(packs: list[Pack], others: list[Pack], files: list[str], as_of: dt.datetime,
+           pseudonymise: Pseudonymiser) -> _Side:
     readable, skipped = _readable(files, packs, others)
-    # patients never appear in a diff; a throwaway key keeps them out of the findings all the same
-    result, stats = pipeline.run(packs, readable,
-                                 pseudonymise=Pseudonymiser.for_this_run())
+    result, stats = pipeline.run(packs, readable, pseudonymise=pseudonymise)
     return _Side(report_builder.build(result, stats, packs, as_of), skipped)
 
 
@@ -186,7 +185,11 @@ def _row(base: _Side, head: _Side, old_key: tuple[str, str] | None, new_key: tup
 def compare(base: list[Pack], head: list[Pack], files: list[str], as_of: dt.datetime,
             fail_on_new: str | None = None) -> dict[str, Any]:
     """Audit ``files`` with both rule versions; the diff as a plain dict (the JSON form)."""
-    before, after = _audit(base, head, files, as_of), _audit(head, base, files, as_of)
+    # patients never appear in a diff; a throwaway key keeps them and other identifying values out
+    # of it all the same, one key for both sides, so a record's pseudonymised key matches across them
+    pseudonymise = Pseudonymiser.for_this_run()
+    before = _audit(base, head, files, as_of, pseudonymise)
+    after = _audit(head, base, files, as_of, pseudonymise)
     base_defs = {(p.id, r.id): (p, r) for p in base for r in p.rules}
     head_defs = {(p.id, r.id): (p, r) for p in head for r in p.rules}
     rows = [_row(before, after, old, new, changed_parts(base_defs[old], head_defs[new]) if old and new else [])

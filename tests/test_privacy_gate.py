@@ -149,3 +149,19 @@ def load_packs_from_text(text: str) -> list:
     from engine.loader import load_yaml
     from engine.schema import build_pack
     return [build_pack(load_yaml(text, "clinic.yaml"), "clinic.yaml", text.encode())]
+
+
+def test_diff_matches_records_whose_keys_are_pseudonymised(export: Path) -> None:
+    head = export / "head" / "clinic.yaml"
+    head.parent.mkdir()
+    head.write_text(PACK.replace("{dose: {at_most: 10}}", "{dose: {at_most: 12}}"))
+    out = export / "diff.json"
+    result = CliRunner().invoke(main, ["diff", "--base", str(export / "clinic.yaml"), "--head", str(head),
+                                       str(export / "sessions.csv"), "--as-of", "2026-02-01", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert not [marker for marker in MARKERS if marker in text]
+    (dose,) = [rule for rule in json.loads(text)["rules"] if rule["id"] == "DOSE"]
+    # the session at 12 is no longer flagged; the one at 15 stays flagged and is in neither list
+    assert [r["record_key"][:4] for r in dose["no_longer_flagged"]] == ["phi-"]
+    assert dose["newly_flagged"] == []
