@@ -249,3 +249,33 @@ def test_pack_text_that_yaml_reads_as_a_number_is_a_problem(line: str, replaceme
     with pytest.raises(PackError) as caught:
         build_pack(load_yaml(text, "pack.yaml"), "pack.yaml", text.encode())
     assert [p.message for p in caught.value.problems] == [message]
+
+
+@pytest.mark.parametrize("earlier, later, rule, expected", [
+    ("2026-03-07 09:00", "2026-03-08 09:00", "since_previous: {of: session, at_least: 24h}", "fail"),  # 23 h
+    ("2026-10-31 09:00", "2026-11-01 09:00", "since_previous: {of: session, at_least: 25h}", "pass"),  # 25 h
+    ("2026-03-07 09:30", "2026-03-08 09:00", "count: {of: session, within: {before: 1d}, at_most: 0}", "fail"),
+    ("2026-10-31 08:30", "2026-11-01 09:00", "count: {of: session, within: {before: 1d}, at_most: 0}", "pass"),
+    ("2026-03-08 09:00", "2026-03-07 09:30", "count: {of: session, within: {after: 1d}, at_most: 0}", "fail"),
+    ("2026-11-01 09:00", "2026-10-31 08:30", "count: {of: session, within: {after: 1d}, at_most: 0}", "pass"),
+], ids=["gap-spring", "gap-fall", "before-spring", "before-fall", "after-spring", "after-fall"])
+def test_history_windows_are_elapsed_time_across_both_dst_changes(earlier: str, later: str, rule: str,
+                                                                    expected: str) -> None:
+    pack = make_pack(f"  - id: H\n    title: H\n    severity: major\n    for: session\n    require: {{{rule}}}\n",
+                     timezone=LA)
+    rows = [{"session_id": "S1", "session_start": earlier}, {"session_id": "S2", "session_start": later}]
+    assert outcomes(pack, rows)[1] == expected
+
+
+def test_months_of_the_report_are_the_packs_local_months(tmp_path: Path) -> None:
+    rule = "  - id: R\n    title: R\n    severity: major\n    for: session\n    require: {dose_mg: {present: true}}\n"
+    from tests.helpers import pack_text
+    (tmp_path / "pack.yaml").write_text(pack_text(rule, timezone=LA))
+    (tmp_path / "sessions.csv").write_text("session_id,patient_id,session_start,dose_mg\n"
+                                           "S1,P,2026-03-31 23:30,5\nS2,P,2026-11-30T23:30:00-08:00,\n")
+    result = CliRunner().invoke(main, ["audit", "--pack", str(tmp_path / "pack.yaml"), str(tmp_path / "sessions.csv"),
+                                       "-o", str(tmp_path / "r.json")])
+    assert result.exit_code == 1, result.output
+    months = [(row["month"], row["passed"], row["failed"])
+              for row in json.loads((tmp_path / "r.json").read_text())["by_month"]]
+    assert months == [("2026-03", 1, 0), ("2026-11", 0, 1)]

@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from engine import report as report_builder
@@ -72,6 +72,8 @@ def elapsed_seconds(start: dt.datetime, end: dt.datetime, zone: str) -> float:
 
 @settings(max_examples=300, deadline=None)
 @given(start=TIMES, end=TIMES, zone=st.sampled_from(ZONES))
+@example(start=dt.datetime(2026, 3, 8, 1, 50), end=dt.datetime(2026, 3, 8, 3, 5), zone="America/Los_Angeles")
+@example(start=dt.datetime(2026, 11, 1, 0, 50), end=dt.datetime(2026, 11, 1, 2, 10), zone="America/Los_Angeles")
 def test_derived_durations_are_elapsed_time(start: dt.datetime, end: dt.datetime, zone: str) -> None:
     start, end = start.replace(second=0, microsecond=0), end.replace(second=0, microsecond=0)
     derive = ("  m: minutes(session_start, discharged)\n  h: hours(session_start, discharged)\n"
@@ -92,6 +94,10 @@ def test_derived_durations_are_elapsed_time(start: dt.datetime, end: dt.datetime
 @settings(max_examples=60, deadline=None)
 @given(times=st.lists(TIMES, min_size=2, max_size=8), zone=st.sampled_from(ZONES),
        hours=st.integers(1, 72))
+@example(times=[dt.datetime(2026, 3, 7, 9, 30), dt.datetime(2026, 3, 8, 9)], zone="America/Los_Angeles", hours=24)
+@example(times=[dt.datetime(2026, 10, 31, 8, 30), dt.datetime(2026, 11, 1, 9)], zone="America/Los_Angeles",
+         hours=25)
+@example(times=[dt.datetime(2026, 3, 29, 0, 30), dt.datetime(2026, 3, 29, 1, 30)], zone="Europe/London", hours=1)
 def test_windows_and_gaps_are_elapsed_time(times: list[dt.datetime], zone: str, hours: int) -> None:
     rules = f"""\
   - id: WINDOW
