@@ -5,17 +5,23 @@ engine runs in a child process that the audit watches. A crash or a hang becomes
 that names what was not judged, never a report that looks complete. Inside the worker the C
 module is driven directly (assert_facts / start_action_for_state / complete_and_start_action /
 delete_state) so the Python Host with its background threads, swallowed action errors and state
-re-assertion loop is never used.
+re-assertion loop is never used. The worker never outlives the process that started it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import marshal
 import multiprocessing as mp
+import multiprocessing.connection
+import os
 import queue
 import re
 import signal
+import sys
+import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator
@@ -29,6 +35,71 @@ _RULE_NAME = re.compile(r'"(r\d+_[pfae]_\d+|zz_sentinel)":')
 _FACT_ID = re.compile(r'"id": ?"(\d+)"')
 DEFAULT_TIMEOUT = 120.0  # seconds one batch may take before the engine is declared hung
 MAX_IN_FLIGHT = 3
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _worker_start(target: Callable[..., None], *arguments: Any) -> None:
+    """The worker process's entry: tie its life to the parent's, then run ``target``.
+
+    Ctrl-C on a terminal reaches every process of the foreground group; the parent handles it
+    (and stops the worker), so the worker ignores it instead of printing a traceback of its own.
+    It was started with SIGINT blocked (see _sigint_blocked), so one that came while the
+    interpreter started is dropped here rather than breaking the start with a fatal error.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    _die_with_parent()
+    target(*arguments)
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT blocked on this thread: a process started meanwhile inherits the mask (as
+    multiprocessing starts its resource tracker); here a Ctrl-C is delayed, not lost."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no such mask, nor process groups
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _die_with_parent() -> None:
+    """End this process when the parent ends, however it ends (a SIGKILL runs no clean-up).
+
+    A worker left behind would hold the parent's stdout and stderr open (a pipe reading them never
+    ends) and keep multiprocessing's resource tracker alive. On Linux the kernel kills it
+    (PR_SET_PDEATHSIG; it follows the thread that started the worker, and evaluators are made on
+    the main thread). Everywhere, a thread waits on the parent's end of the pipe multiprocessing
+    opened to start this process, which closes when the parent dies; it acts only between the
+    engine's C calls, which hold the interpreter lock.
+    """
+    parent = mp.parent_process()
+    if parent is None:  # not started by multiprocessing: nothing to follow
+        return
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the thread below still watches
+            pass
+    if os.getppid() != parent.pid:  # the parent died before the death signal was armed
+        os._exit(1)
+    threading.Thread(target=exit_when_closed, args=(parent.sentinel, _exit_now), daemon=True,
+                     name="parent-watch").start()
+
+
+def _exit_now() -> None:
+    os._exit(1)
+
+
+def exit_when_closed(sentinel: Any, end: Callable[[], None]) -> None:
+    """Wait until ``sentinel`` (the parent's end of a pipe, or its process handle) is ready, which
+    happens only when the parent has gone, then call ``end``."""
+    multiprocessing.connection.wait([sentinel])
+    end()
 
 
 def worker_main(ruleset_json: str, keys_json: str, tasks: Any, results: Any) -> None:
@@ -135,8 +206,10 @@ class DurableEvaluator:
         # overlap instead of taking turns.
         self.results = context.Queue()
         arguments = (engine_json(ruleset), json.dumps(keys), self.tasks, self.results)
-        self.process = context.Process(target=target, args=arguments, daemon=True, name="durable-rules-worker")
-        self.process.start()
+        self.process = context.Process(target=_worker_start, args=(target, *arguments), daemon=True,
+                                       name="durable-rules-worker")
+        with _sigint_blocked():
+            self.process.start()
         self.pending: dict[int, str] = {}
         self.next_id = 0
 
