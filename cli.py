@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import math
 import os
+import signal
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn
 
 import click
@@ -23,36 +26,241 @@ from engine.explain import explain as explain_outcome
 from engine.model import SEVERITIES
 from engine.packs import is_tests_path, load_packs, orphan_tests
 from engine.privacy import KEY_VARIABLE, Pseudonymiser
+from engine.reporters.common import printable
 
 EXIT_SUCCESS = 0
 EXIT_FINDINGS = 1
 EXIT_ERROR = 2
+# The reader of our output went away (`... | head -1`): what a tool killed by SIGPIPE reports in
+# the shell. Not 0: for audit and test that would claim a verdict the reader never got (a
+# `set -o pipefail` CI step would pass); not 2 with a message: nobody is left to read it.
+EXIT_CLOSED_PIPE = 128 + 13
+
+
+class _ReaderGone(Exception):
+    """stdout or stderr is a pipe whose reader has gone: a normal end for a command-line tool."""
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the same clean-up (worker stopped, no temporary file left)."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+def _echo(text: str, err: bool = False) -> None:
+    """Print one message: every control character of it made visible (an escape sequence from a
+    CSV header or a pack could rewrite the user's terminal; a line break could forge a line)."""
+    _print(lambda: click.echo(printable(text, absent=""), err=err))
+
+
+def _echo_lines(lines: Iterable[str]) -> None:
+    """Print lines on stdout, each made visible like a message."""
+    text = "".join(printable(line, absent="") + "\n" for line in lines)
+    _print(lambda: click.echo(text, nl=False))
+
+
+def _print(write: Callable[[], None]) -> None:
+    """Run ``write`` and flush stdout; a closed pipe there is a _ReaderGone, so that only a closed
+    stdout or stderr, never the engine's own pipes, ends the run quietly."""
+    try:
+        write()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise _ReaderGone from None
+
+
+def _silence(*streams: Any) -> None:
+    """Point closed pipes at the null device, so the interpreter's last flush does not fail again."""
+    for stream in streams:
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # not a real file (click's test runner)
+            continue
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
 
 
 def _fail(message: str) -> NoReturn:
-    click.echo(f"protocol-audit: {message}", err=True)
+    try:
+        _echo(f"protocol-audit: {message}", err=True)
+    except _ReaderGone:
+        _silence(sys.stderr)
     sys.exit(EXIT_ERROR)
 
 
-def _guard(action: Callable[[], int]) -> None:
+class _Outputs:
+    """The report files of one run, written all or none: every one is rendered to a temporary file
+    beside it first, and only when all rendered are they renamed into place; what was written is
+    known at every moment, so an interruption can say it."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+        self.written: list[str] = []
+
+    def check(self, inputs: Iterable[tuple[str, str]]) -> None:
+        """Refuse, before anything is read, an output that would replace an input (``inputs``:
+        what it is, its path) or another output, and one that cannot be written."""
+        inputs = list(inputs)
+        for number, path in enumerate(self.paths):
+            for earlier in self.paths[:number]:
+                if _same_file(path, earlier):
+                    raise UsageError(f"cannot write {path}: -o {earlier} names the same file")
+            for what, other in inputs:
+                if _existing_same_file(path, other):
+                    raise UsageError(f"cannot write {path}: it is {what} {other}")
+            folder = _folder(path)
+            if os.path.isdir(path):
+                raise UsageError(f"cannot write {path}: is a directory")
+            # the one sure test that the folder takes a new file (permissions, a read-only mount)
+            with _signals_held():
+                try:
+                    handle, probe = tempfile.mkstemp(dir=folder, prefix=".protocol-audit-", suffix=".tmp")
+                except OSError as exc:
+                    raise UsageError(f"cannot write {path}: {_reason(exc)}") from None
+                os.close(handle)
+                os.unlink(probe)
+
+    def write(self, renderers: Sequence[tuple[str, reporters.Renderer]], report: dict[str, Any]) -> None:
+        """Render every output to its temporary file, then rename them all into place."""
+        temps: dict[str, str] = {}
+        path = ""
+        try:
+            for path, render in renderers:
+                with _signals_held():  # a Ctrl-C between the two would leave the file behind
+                    handle, temps[path] = tempfile.mkstemp(dir=_folder(path), prefix=f".{Path(path).name}.",
+                                                           suffix=".tmp")
+                with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+                    render(report, out)
+            # Renames are quick and cannot all be undone: a signal waits until they are done, so
+            # the message it leads to says what is on disk.
+            with _signals_held():
+                for path, _ in renderers:
+                    os.replace(temps[path], path)
+                    del temps[path]
+                    self.written.append(path)
+        except OSError as exc:
+            raise AuditError(f"cannot write {path}: {_reason(exc)}; {self.what_was_written()}") from None
+        finally:
+            with _signals_held():
+                for temp in temps.values():
+                    Path(temp).unlink(missing_ok=True)
+
+    def what_was_written(self) -> str:
+        """``no report was written``, ``wrote a.json, b.html``, or which were written and which not."""
+        if not self.written:
+            return "no report was written"
+        wrote = f"wrote {', '.join(self.written)}"
+        missing = [path for path in self.paths if path not in self.written]
+        if not missing:
+            return wrote
+        return f"{wrote}; {', '.join(missing)} {'was' if len(missing) == 1 else 'were'} not written"
+
+
+def _write(path: str, render: reporters.Renderer, report: dict[str, Any]) -> None:
+    """Write one report file whole or not at all."""
+    _Outputs([path]).write([(path, render)], report)
+
+
+def _same_file(one: str, other: str) -> bool:
+    """Whether two paths name one file, whichever spelling, symlink or hard link; for a file that
+    does not exist yet, whether they lead to the same place."""
+    if _existing_same_file(one, other):
+        return True
+    return os.path.normcase(os.path.realpath(one)) == os.path.normcase(os.path.realpath(other))
+
+
+def _existing_same_file(one: str, other: str) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except (OSError, ValueError):  # one of them does not exist (or is no path at all)
+        return False
+
+
+def _reason(exc: OSError) -> str:
+    """An OSError as a message's reason: "permission denied", "no space left on device"."""
+    return (exc.strerror or str(exc) or type(exc).__name__).lower()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done where they would leave a half state (a
+    temporary file not yet known, renames half done); then they act as they would have.
+
+    The handlers are swapped rather than the signals masked: a signal masked on this thread can
+    be delivered to another one (the engine queues' feeder threads), and Python runs its handler
+    here anyway."""
+    caught: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+
+    previous: dict[int, Any] = {}
+    try:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            previous[number] = signal.signal(number, hold)
+    except ValueError:  # not the main thread, where signals are not handled anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        for held, handler in previous.items():
+            signal.signal(held, handler)
+        if caught:
+            handler = previous[caught[0]]
+            if callable(handler):
+                handler(caught[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(caught[0])
+
+
+def _inputs(files: Iterable[str], packs: Iterable[str] = (), key_file: str | None = None) -> Iterator[tuple[str, str]]:
+    """Everything a run reads that an output must never replace: each FILE (and the path of a
+    TYPE=FILE), pack files, the key file."""
+    for arg in files:
+        yield "the input", arg
+        if "=" in arg:
+            yield "the input", arg.partition("=")[2]
+    for pack in packs:
+        if os.path.isfile(pack):
+            yield "the pack", pack
+    if key_file:
+        yield "the key file", key_file
+
+
+def _guard(action: Callable[[], int], outputs: _Outputs | None = None) -> None:
     """Run a command; every AuditError becomes a clear message and exit 2, never a traceback."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: SIGTERM keeps its meaning
+        previous = None
     try:
         code = action()
     except PackError as exc:
         for problem in exc.problems:
-            click.echo(str(problem), err=True)
+            _echo(str(problem), err=True)
         count = len(exc.problems)
         files = len({problem.path for problem in exc.problems})
         noun = "file" if any(is_tests_path(problem.path) for problem in exc.problems) else "rule pack"
         _fail(f"{count} problem{'s' if count != 1 else ''} in {files} {noun}{'s' if files != 1 else ''}")
     except AuditError as exc:
         _fail(str(exc))
-    except KeyboardInterrupt:
-        _fail("interrupted; no report was written")
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, _Terminated) else "interrupted"
+        _fail(f"{what}; {outputs.what_was_written() if outputs else 'no report was written'}")
+    except _ReaderGone:
+        _silence(sys.stdout, sys.stderr)
+        sys.exit(EXIT_CLOSED_PIPE)
     except Exception as exc:  # a bug: say so plainly; the traceback is there when asked for
         if os.environ.get("PROTOCOL_AUDIT_DEBUG"):
             raise
         _fail(f"internal error: {type(exc).__name__}: {exc} (set PROTOCOL_AUDIT_DEBUG=1 for details)")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     sys.exit(code)
 
 
@@ -72,25 +280,6 @@ def _folder(path: str) -> Path:
     if not folder.is_dir():
         raise UsageError(f"{path}: folder {folder} does not exist")
     return folder
-
-
-def _check_folders(paths: tuple[str, ...]) -> None:
-    """Every output's folder exists, checked before the run: a run is not wasted, and no output
-    is written when another cannot be."""
-    for path in paths:
-        _folder(path)
-
-
-def _write(path: str, render: reporters.Renderer, report: dict[str, Any]) -> None:
-    """Write one report file whole or not at all (a temporary file renamed into place)."""
-    handle, temp = tempfile.mkstemp(dir=_folder(path), prefix=f".{Path(path).name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            render(report, out)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _renderer(path: str, max_findings: int) -> reporters.Renderer:
@@ -117,7 +306,32 @@ class _Progress:
             click.echo("\r" + " " * 40 + "\r", err=True, nl=False)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@contextlib.contextmanager
+def _visible_usage_errors() -> Iterator[None]:
+    """click's own usage errors quote what was typed (an option, a value): made visible too."""
+    try:
+        yield
+    except click.ClickException as exc:
+        # click declares the attribute final; it is only read when click shows the error
+        exc.message = printable(exc.message, absent="")  # type: ignore[misc]
+        raise
+
+
+class _Commands(click.Group):
+    """The command group; click's parsing and the commands' parameter errors go through
+    _visible_usage_errors."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        with _visible_usage_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _visible_usage_errors():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version=report_builder.tool_version(), prog_name="protocol-audit")
 def main() -> None:
     """Audit clinical protocol compliance: YAML rule packs judged against exported session records.
@@ -162,16 +376,16 @@ def audit(packs: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ..
       protocol-audit audit --pack ketamine-iv samples/sessions.csv -o report.json -o findings.csv
     """
     run_time = _as_of(as_of)
+    written = _Outputs(outputs)
 
     def action() -> int:
         renderers = [(path, _renderer(path, max_findings)) for path in outputs]
-        _check_folders(outputs)
+        written.check(_inputs(files, packs, key_file))
         loaded = load_packs(list(packs))
         pseudonymise = None if reveal_identifiers else Pseudonymiser.from_settings(key_file)
         if pseudonymise is not None and pseudonymise.random:
-            click.echo(f"protocol-audit: patient identifiers are pseudonymised with a random key for this run; "
-                       f"set {KEY_VARIABLE} or --key-file for pseudonyms that stay the same between runs",
-                       err=True)
+            _echo(f"protocol-audit: patient identifiers are pseudonymised with a random key for this run; "
+                  f"set {KEY_VARIABLE} or --key-file for pseudonyms that stay the same between runs", err=True)
         progress = _Progress()
         try:
             result, stats = pipeline.run(loaded, list(files), progress=progress, group_by=list(group_by),
@@ -179,17 +393,16 @@ def audit(packs: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ..
         finally:
             progress.done()
         report = report_builder.build(result, stats, loaded, run_time, fail_on)
-        for path, render in renderers:
-            _write(path, render, report)
+        written.write(renderers, report)
         if outputs:
             summary = report["summary"]
-            click.echo(f"{summary['records_read']} records read, {summary['records_rejected']} rejected, "
-                       f"{summary['findings']} findings; wrote {', '.join(outputs)}", err=True)
-        else:
-            reporters.get("txt")(report, sys.stdout)
+            _echo(f"{summary['records_read']} records read, {summary['records_rejected']} rejected, "
+                  f"{summary['findings']} findings; wrote {', '.join(outputs)}", err=True)
+        else:  # the terminal report makes its own values visible
+            _print(lambda: reporters.get("txt")(report, sys.stdout))
         return EXIT_FINDINGS if report_builder.failing_findings(report, fail_on) else EXIT_SUCCESS
 
-    _guard(action)
+    _guard(action, written)
 
 
 @main.command()
@@ -212,9 +425,9 @@ def explain(packs: tuple[str, ...], rule_id: str, record_key: str, files: tuple[
 
     def action() -> int:
         lines, agrees = explain_outcome(load_packs(list(packs)), rule_id, record_key, list(files))
-        click.echo("\n".join(lines))
+        _echo_lines(lines)
         if not agrees:
-            click.echo("protocol-audit: the rule engine and the explanation disagree: please report this", err=True)
+            _echo("protocol-audit: the rule engine and the explanation disagree: please report this", err=True)
             return EXIT_ERROR
         return EXIT_SUCCESS
 
@@ -229,7 +442,7 @@ def validate(packs: tuple[str, ...]) -> None:
     def action() -> int:
         for pack in load_packs(list(packs)):
             count = len(pack.rules)
-            click.echo(f"{pack.path}: ok ({pack.id} {pack.version}, {count} rule{'s' if count != 1 else ''})")
+            _echo(f"{pack.path}: ok ({pack.id} {pack.version}, {count} rule{'s' if count != 1 else ''})")
         return EXIT_SUCCESS
 
     _guard(action)
@@ -262,14 +475,13 @@ def test_packs(packs: tuple[str, ...], min_coverage: float | None) -> None:
         failed = below = 0
         for pack in load_packs(list(packs)):
             result = packtest.run_pack(pack)
-            for line in packtest.report_lines(result, min_coverage):
-                click.echo(line)
+            _echo_lines(packtest.report_lines(result, min_coverage))
             failed += len(result.failed)
             below += len(packtest.below_minimum(result, min_coverage))
         if failed or below:
             reasons = [f"{failed} case{'s' if failed != 1 else ''} failed"] if failed else []
             reasons += [f"{below} rule{'s' if below != 1 else ''} below {min_coverage:g}% coverage"] if below else []
-            click.echo(f"protocol-audit: {'; '.join(reasons)}", err=True)
+            _echo(f"protocol-audit: {'; '.join(reasons)}", err=True)
             return EXIT_FINDINGS
         return EXIT_SUCCESS
 
@@ -301,6 +513,7 @@ def diff_command(base: tuple[str, ...], head: tuple[str, ...], files: tuple[str,
       protocol-audit diff --base git:origin/main:rules/ --head rules/ exports/*.csv -o impact.md
     """
     run_time = _as_of(as_of)
+    written = _Outputs(outputs)
 
     def action() -> int:
         writers = []
@@ -308,22 +521,21 @@ def diff_command(base: tuple[str, ...], head: tuple[str, ...], files: tuple[str,
             ext = os.path.splitext(path)[1].lower()
             if ext not in (".json", ".md"):
                 raise UsageError(f'cannot write a diff as "{path}": use .json or .md')
-            writers.append((path, ext))
-        _check_folders(outputs)
-        result = impact.compare(load_packs(list(base)), load_packs(list(head)), list(files), run_time,
-                                fail_on_new)
-        for path, ext in writers:
             render = reporters.get("json") if ext == ".json" else \
                 functools.partial(impact.render_markdown, max_records=max_records)
-            _write(path, render, result)
+            writers.append((path, render))
+        written.check(_inputs(files, (*base, *head)))
+        result = impact.compare(load_packs(list(base)), load_packs(list(head)), list(files), run_time,
+                                fail_on_new)
+        written.write(writers, result)
         if outputs:
-            click.echo(f"protocol-audit diff: {impact.headline(result)}; wrote {', '.join(outputs)}", err=True)
+            _echo(f"protocol-audit diff: {impact.headline(result)}; wrote {', '.join(outputs)}", err=True)
         else:
-            click.echo("\n".join(impact.lines(result, max_records)))
+            _echo_lines(impact.lines(result, max_records))
         new = result["summary"]["newly_flagged_at_or_above"]
         return EXIT_FINDINGS if fail_on_new and new else EXIT_SUCCESS
 
-    _guard(action)
+    _guard(action, written)
 
 
 @main.command()
@@ -333,11 +545,11 @@ def rules(packs: tuple[str, ...]) -> None:
 
     def action() -> int:
         for pack in load_packs(list(packs)):
-            click.echo(f"{pack.id} {pack.version} - {pack.title} ({pack.path})")
+            _echo(f"{pack.id} {pack.version} - {pack.title} ({pack.path})")
             width = max((len(r.id) for r in pack.rules), default=2)
             for rule in pack.rules:
-                click.echo(f"  {rule.id:<{width}}  {rule.severity:<8}  {rule.for_type:<10}  {rule.title}")
-                click.echo(f"  {'':<{width}}  applies when: {describe(rule.when)}")
+                _echo(f"  {rule.id:<{width}}  {rule.severity:<8}  {rule.for_type:<10}  {rule.title}")
+                _echo(f"  {'':<{width}}  applies when: {describe(rule.when)}")
         return EXIT_SUCCESS
 
     _guard(action)

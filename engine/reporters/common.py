@@ -1,4 +1,5 @@
-"""Helpers several formats share: which pack a finding belongs to, characters made visible."""
+"""Helpers several formats (and the command line's messages) share: which pack a finding belongs
+to, characters made visible."""
 
 from __future__ import annotations
 
@@ -10,6 +11,24 @@ def escape_matches(pattern: re.Pattern[str], text: str) -> str:
     """``text`` with each character ``pattern`` matches written as ``\\xNN`` or ``\\uNNNN``: control
     characters, bidi overrides ("Trojan Source") and whatever else a format cannot show or hold."""
     return pattern.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
+
+
+# Control characters (C0, DEL, C1) and the bidirectional overrides that make a line read differently
+# from its characters ("Trojan Source").
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(value: Any, absent: str = "-", spaces: str = "") -> str:
+    """``value`` as text a terminal shows as it is, ``absent`` for None: record values, CSV headers
+    and pack keys are untrusted, and an escape sequence in them could rewrite the user's terminal.
+    Control characters and bidi overrides become visible escapes (``\\x1b``), except those in
+    ``spaces`` (the terminal report's tab and line breaks, which would break its layout), which
+    become a space. The one implementation for the terminal report and the command line's messages.
+    """
+    text = absent if value is None else str(value)
+    if spaces:
+        text = text.translate({ord(ch): " " for ch in spaces})
+    return escape_matches(_UNPRINTABLE, text)
 
 
 def pack_lookup(report: dict[str, Any]) -> dict[str, str]:

@@ -8,27 +8,17 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from engine.model import SEVERITIES
+from engine.reporters.common import printable
 
 WIDTH = 100
 MAX_FINDINGS = 10
 MAX_REJECTED = 5
-# Bidirectional overrides can make a line read differently from its bytes ("Trojan Source").
-_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def _clean(value: Any, absent: str = "-") -> str:
-    """``value`` as one printable line: record values are untrusted, and an escape sequence
-    in a message could rewrite the officer's terminal, a newline break the layout."""
-    text = absent if value is None else str(value)
-    out = []
-    for ch in text:
-        if ch in "\t\n\r":
-            out.append(" ")
-        elif unicodedata.category(ch) == "Cc" or ch in _BIDI:
-            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+    """``value`` as one printable line: record values are untrusted, and an escape sequence in a
+    message could rewrite the officer's terminal, a newline break the layout."""
+    return printable(value, absent, spaces="\t\n\r")
 
 
 def _char_width(ch: str) -> int:
