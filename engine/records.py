@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -293,9 +294,10 @@ def _header(row: list[str], path: str, record_type: str | None) -> list[str]:
     if any("\x00" in cell for cell in header):
         raise InputError(f"{path}: header row contains a NUL byte")
     names = [name for name in header if name]
-    for name in names:
-        if names.count(name) > 1:
-            raise InputError(f'{path}: column "{name}" appears twice in the header')
+    counts = Counter(names)  # one pass: a header may have 100,000 columns
+    twice = next((name for name in names if counts[name] > 1), None)
+    if twice is not None:
+        raise InputError(f'{path}: column "{twice}" appears twice in the header')
     if record_type is None and DISPATCH_KEY not in names:
         raise InputError(f"{path}: no record type: name the file after a type (sessions.csv), "
                          f"bind it as TYPE={path}, or add a {DISPATCH_KEY} column")
