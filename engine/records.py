@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from .values import ConversionError, OutOfRange, convert, is_missing, not_a, quo
 
 MAX_LINE = 1024 * 1024  # bytes in one physical line (and one CSV cell); SPEC 5: no hang on huge input
 _BOM = b"\xef\xbb\xbf"
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_FILE_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 _FORMATS = {".csv": "csv", ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson"}
 _TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 DISPATCH_KEY = "record_type"
@@ -101,6 +105,7 @@ def read_input(path: str, record_type: str | None, types: Mapping[str, RecordTyp
 
     Rejection reasons quote identifying values through ``privacy``.
     """
+    _regular_file(path)
     suffix = PurePath(path).suffix.lower()
     if suffix not in _FORMATS:
         shown = f'"{suffix}"' if suffix else "no extension"
@@ -113,17 +118,56 @@ def read_input(path: str, record_type: str | None, types: Mapping[str, RecordTyp
     return readers[_FORMATS[suffix]](handle, builder)
 
 
-def _open(path: str) -> BinaryIO:
-    if os.path.isdir(path):
-        raise InputError(f"{path}: is a directory, not a file")
+def check_input(path: str) -> None:
+    """Raise InputError unless ``path`` is a regular file this process may read.
+
+    Missing, a directory, a named pipe, a device or a socket, or not readable: each is named. A pipe
+    is refused rather than read: reading it could wait for a writer forever, or never end.
+    """
+    _open(path).close()
+
+
+def _regular_file(path: str) -> None:
+    """Raise InputError unless ``path`` names a regular file (it is not opened: opening a device can act)."""
     try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
+        mode = os.stat(path).st_mode
     except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        raise _unreadable(path, exc) from None
+    _check_mode(path, mode)
+
+
+def _unreadable(path: str, exc: OSError) -> InputError:
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        return InputError(f"{path}: no such file")
+    if isinstance(exc, PermissionError):
+        return InputError(f"{path}: permission denied")
+    return InputError(f"{path}: cannot be read ({exc.strerror or exc})")
+
+
+def _check_mode(path: str, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{path}: is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "an unknown kind of file")
+        raise InputError(f"{path}: not a regular file ({kind})")
+
+
+def _open(path: str) -> BinaryIO:
+    _regular_file(path)
+    try:
+        # without blocking: a file swapped for a pipe since the check must not hang the open
+        fd = os.open(path, os.O_RDONLY | _NONBLOCK)
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    handle = os.fdopen(fd, "rb")
+    try:
+        _check_mode(path, os.fstat(fd).st_mode)  # what was opened: the path may have changed since the check
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
 
 
 class _Builder:

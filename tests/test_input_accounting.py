@@ -3,13 +3,18 @@ physical line (SPEC 5), whatever the quoting, size, encoding, kind of file or du
 
 from __future__ import annotations
 
+import os
+import socket
+import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from engine.errors import InputError
 from engine.model import Field, Record, RecordType, Rejected
-from engine.records import InputStats, Seen, read_input
+from engine.records import InputStats, Seen, check_input, read_input
 from engine.values import timezone
 
 UTC = timezone("UTC")
@@ -72,3 +77,69 @@ def test_header_of_100000_columns_is_read_and_a_duplicate_named(tmp_path: Path) 
     with pytest.raises(InputError) as info:
         read(path)
     assert str(info.value) == f'{path}: column "c7" appears twice in the header'
+
+
+# --- what kind of file an input is ----------------------------------------------------------------
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A folder with a short path: a socket's path is limited to about 100 bytes."""
+    with tempfile.TemporaryDirectory(prefix="pa-") as folder:
+        yield Path(folder)
+
+
+def make_fifo(folder: Path) -> Path:
+    path = folder / "sessions.csv"
+    os.mkfifo(path)
+    return path
+
+
+def make_socket(folder: Path) -> Path:
+    path = folder / "sessions.csv"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.close()  # the socket file stays
+    return path
+
+
+def make_directory(folder: Path) -> Path:
+    path = folder / "sessions.csv"
+    path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda folder: Path("/dev/null"), "/dev/null: not a regular file (a character device)"),
+    (make_fifo, "{path}: not a regular file (a named pipe)"),
+    (make_socket, "{path}: not a regular file (a socket)"),
+    (make_directory, "{path}: is a directory, not a file"),
+    (lambda folder: folder / "absent.csv", "{path}: no such file"),
+    (lambda folder: folder / "file.csv" / "in.csv", "{path}: no such file"),
+], ids=["character-device", "named-pipe", "socket", "directory", "missing", "under-a-file"])
+def test_input_that_is_not_a_regular_file_is_named_for_what_it_is(short_dir: Path, make: object,
+                                                                   message: str) -> None:
+    (short_dir / "file.csv").write_text(CSV)
+    path = make(short_dir)  # type: ignore[operator]
+    expected = message.format(path=path)
+    with pytest.raises(InputError) as info:
+        check_input(str(path))
+    assert str(info.value) == expected
+    with pytest.raises(InputError) as info:  # read_input refuses it the same way, before any reading
+        read_input(str(path), "session", TYPES, UTC, Seen(), InputStats(str(path), "session"))
+    assert str(info.value) == expected
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_input_without_read_permission_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "sessions.csv", CSV)
+    path.chmod(0)
+    try:
+        with pytest.raises(InputError) as info:
+            check_input(str(path))
+        assert str(info.value) == f"{path}: permission denied"
+    finally:
+        path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+def test_regular_file_passes_the_input_check(tmp_path: Path) -> None:
+    check_input(str(write(tmp_path, "sessions.csv", CSV)))
