@@ -24,6 +24,9 @@ from .values import ConversionError, OutOfRange, convert, is_missing, not_a, quo
 
 MAX_LINE = 1024 * 1024  # bytes in one physical line (and one CSV cell); SPEC 5: no hang on huge input
 _BOM = b"\xef\xbb\xbf"
+# Byte-order marks of encodings read as UTF-8 only line by line, each line failing: refused as a file.
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+              (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _FILE_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
@@ -113,6 +116,11 @@ def read_input(path: str, record_type: str | None, types: Mapping[str, RecordTyp
     if record_type is not None and record_type not in types:
         raise UsageError(f'unknown record type "{record_type}"{_did_you_mean(record_type, types)}')
     handle = _open(path)
+    wide = _wide_encoding(handle.read(64))
+    if wide:
+        handle.close()
+        raise InputError(f"{path}: {wide} text; save the export as UTF-8")
+    handle.seek(0)
     builder = _Builder(path, record_type, types, tz, seen, stats, privacy)
     readers = {"csv": _read_csv, "json": _read_json, "ndjson": _read_ndjson}
     return readers[_FORMATS[suffix]](handle, builder)
@@ -168,6 +176,22 @@ def _open(path: str) -> BinaryIO:
         handle.close()
         raise
     return handle
+
+
+def _wide_encoding(head: bytes) -> str | None:
+    """The encoding, UTF-16 or UTF-32, of a file whose first bytes are its byte-order mark, or have
+    the NUL bytes ASCII text has between its characters in it; None for any other file."""
+    for bom, name in _WIDE_BOMS:
+        if head.startswith(bom):
+            return name
+    sample = head[:len(head) // 4 * 4]
+    if not sample:
+        return None
+    nul = [sample[k::4].count(0) / len(sample[k::4]) for k in range(4)]  # NUL share per position mod 4
+    for name, high in (("UTF-32", (1, 2, 3)), ("UTF-32", (0, 1, 2)), ("UTF-16", (1, 3)), ("UTF-16", (0, 2))):
+        if all(nul[k] >= 0.75 if k in high else nul[k] <= 0.25 for k in range(4)):
+            return name
+    return None
 
 
 class _Builder:

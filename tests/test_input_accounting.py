@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from cli import main
 from engine.errors import InputError
 from engine.model import Field, Record, RecordType, Rejected
 from engine.records import InputStats, Seen, check_input, read_input
@@ -77,6 +79,42 @@ def test_header_of_100000_columns_is_read_and_a_duplicate_named(tmp_path: Path) 
     with pytest.raises(InputError) as info:
         read(path)
     assert str(info.value) == f'{path}: column "c7" appears twice in the header'
+
+
+# --- encodings other than UTF-8 --------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "content", "encoding", "shown"), [
+    ("in.ndjson", NDJSON, "utf-16", "UTF-16"),
+    ("in.ndjson", NDJSON, "utf-16-le", "UTF-16"),
+    ("in.ndjson", NDJSON, "utf-16-be", "UTF-16"),
+    ("in.ndjson", NDJSON, "utf-32", "UTF-32"),
+    ("in.ndjson", NDJSON, "utf-32-be", "UTF-32"),
+    ("in.json", JSON, "utf-16", "UTF-16"),
+    ("in.json", JSON, "utf-32-le", "UTF-32"),
+    ("in.csv", CSV, "utf-16", "UTF-16"),
+    ("in.csv", CSV, "utf-16-le", "UTF-16"),
+    ("in.json", "[]", "utf-16-le", "UTF-16"),
+], ids=["ndjson-utf16-bom", "ndjson-utf16le", "ndjson-utf16be", "ndjson-utf32-bom", "ndjson-utf32be",
+        "json-utf16-bom", "json-utf32le", "csv-utf16-bom", "csv-utf16le", "json-tiny-utf16le"])
+def test_utf16_and_utf32_files_are_refused_whole(tmp_path: Path, name: str, content: str, encoding: str,
+                                                 shown: str) -> None:
+    path = write(tmp_path, name, content.encode(encoding))
+    with pytest.raises(InputError) as info:
+        read(path)
+    assert str(info.value) == f"{path}: {shown} text; save the export as UTF-8"
+
+
+def test_utf16_input_stops_the_audit_with_exit_2(tmp_path: Path) -> None:
+    path = write(tmp_path, "sessions.ndjson", NDJSON.encode("utf-16"))
+    result = CliRunner().invoke(main, ["audit", "--pack", "ketamine-iv", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}: UTF-16 text; save the export as UTF-8" in result.stderr
+
+
+def test_nul_bytes_that_are_not_utf16_are_rejected_by_line(tmp_path: Path) -> None:
+    content = b'{"session_id": "S-1", "patient_id": "P\x00"}\n{"session_id": "S-2", "patient_id": "P-1"}\n'
+    items, _ = read(write(tmp_path, "in.ndjson", content))
+    assert rejected(items) == [(1, "line contains a NUL byte")]
 
 
 # --- what kind of file an input is ----------------------------------------------------------------
