@@ -3,6 +3,7 @@ physical line (SPEC 5), whatever the quoting, size, encoding, kind of file or du
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -181,3 +182,42 @@ def test_input_without_read_permission_is_named(tmp_path: Path) -> None:
 
 def test_regular_file_passes_the_input_check(tmp_path: Path) -> None:
     check_input(str(write(tmp_path, "sessions.csv", CSV)))
+
+
+# --- JSON objects with a key twice -----------------------------------------------------------------
+
+def test_ndjson_object_with_a_key_twice_is_rejected(tmp_path: Path) -> None:
+    content = ('{"session_id": "S-1", "patient_id": "P-1", "dose_mg": 10, "dose_mg": 1000}\n'
+               '{"session_id": "S-2", "patient_id": "P-1", "dose_mg": {"value": 1, "value": 2}}\n'
+               '{"session_id": "S-3", "patient_id": "P-1", "extra": [{"a": 1, "a": 1}]}\n'
+               '{"session_id": "S-4", "patient_id": "P-1", "dose_mg": 10}\n'
+               '{"session_id": "S-5", "patient_id": "P-1", "dose_mg": 10, "dose_mg": }\n'
+               '{"session_id": "S-6", "patient_id": "P-1", "a": {"b": 1}, "c": {"b": 2}}\n')
+    items, stats = read(write(tmp_path, "in.ndjson", content))
+    assert rejected(items) == [
+        (1, 'duplicate key "dose_mg"'),
+        (2, 'duplicate key "value"'),
+        (3, 'duplicate key "a"'),
+        (5, "not valid JSON (Expecting value at column 70)"),
+    ]
+    assert accepted(items) == [("S-4", 4), ("S-6", 6)]
+    assert stats.records_read == 6
+
+
+def test_json_array_element_with_a_key_twice_is_rejected_by_position(tmp_path: Path) -> None:
+    doc = ('{"records": [{"session_id": "S-1", "patient_id": "P-1"},'
+           ' {"session_id": "S-2", "patient_id": "P-1", "patient_id": "P-2"},'
+           ' {"session_id": "S-3", "patient_id": "P-1", "note": {"x": [{"y": 1, "y": 2}]}},'
+           ' {"session_id": "S-4", "patient_id": "P-1"}]}')
+    items, _ = read(write(tmp_path, "in.json", doc))
+    assert rejected(items) == [(2, 'duplicate key "patient_id"'), (3, 'duplicate key "y"')]
+    assert accepted(items) == [("S-1", 1), ("S-4", 4)]
+
+
+def test_json_top_level_object_with_a_key_twice_is_refused(tmp_path: Path) -> None:
+    doc = {"records": [{"session_id": "S-1", "patient_id": "P-1"}]}
+    text = json.dumps(doc)[:-1] + ', "records": []}'
+    path = write(tmp_path, "in.json", text)
+    with pytest.raises(InputError) as info:
+        read(path)
+    assert str(info.value) == f'{path}: duplicate key "records" in the top-level object'
