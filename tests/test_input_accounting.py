@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from cli import main
 from engine.errors import InputError
 from engine.model import Field, Record, RecordType, Rejected
-from engine.records import InputStats, Seen, check_input, read_input
+from engine.records import MAX_LINE, MAX_ROW_LINES, InputStats, Seen, check_input, read_input
 from engine.values import timezone
 
 UTC = timezone("UTC")
@@ -66,6 +66,142 @@ def rejected(items: Items) -> list[tuple[int, str]]:
 
 def accepted(items: Items) -> list[tuple[str, int]]:
     return [(item.key, item.line) for item in items if isinstance(item, Record)]
+
+
+# --- CSV: quotes, line breaks and sizes follow physical lines ------------------------------------
+
+def test_stray_quote_never_closed_rejects_each_row_it_swallowed(tmp_path: Path) -> None:
+    # data row 5 (line 6) opens a quote that nothing closes: rows 6-50 used to vanish into its cell
+    content = HEADER + rows(1, 4) + row(5, '"approx') + rows(6, 50)
+    items, stats = read(write(tmp_path, "in.csv", content))
+    assert stats.records_read == 50
+    assert accepted(items) == [(f"S-{n}", n + 1) for n in range(1, 5)]
+    assert rejected(items) == [(line, "an opening quote at line 6 is never closed") for line in range(6, 52)]
+
+
+def test_stray_quote_in_last_row_rejects_that_row(tmp_path: Path) -> None:
+    items, stats = read(write(tmp_path, "in.csv", HEADER + rows(1, 3) + row(4, '"approx').rstrip("\n")))
+    assert rejected(items) == [(5, "an opening quote at line 5 is never closed")]
+    assert stats.records_read == 4
+
+
+def test_stray_quote_closed_by_a_later_quote_rejects_every_line_between(tmp_path: Path) -> None:
+    # the stray quote on line 3 closes at the quoted note of line 6; after it, rows read as usual
+    content = HEADER + row(1) + row(2, '"stray') + rows(3, 4) + row(5, '"slow, steady"') + rows(6, 7)
+    items, stats = read(write(tmp_path, "in.csv", content))
+    reason = "a quote opened at line 3 closes at line 6: the row has 6 cells, header has 5"
+    assert rejected(items) == [(line, reason) for line in range(3, 7)]
+    assert accepted(items) == [("S-1", 2), ("S-6", 7), ("S-7", 8)]
+    assert stats.records_read == 7
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
+def test_quoted_cell_with_line_breaks_is_one_record_at_its_first_line(tmp_path: Path, newline: str) -> None:
+    content = (HEADER + row(1) + row(2, '"calm,\nthen drowsy\n\ndischarged"') + rows(3, 4)).replace("\n", newline)
+    items, stats = read(write(tmp_path, "in.csv", "\ufeff" + content))
+    assert accepted(items) == [("S-1", 2), ("S-2", 3), ("S-3", 7), ("S-4", 8)]
+    notes = {item.key: item.values.get("note") for item in items if isinstance(item, Record)}
+    assert notes["S-2"] == f"calm,{newline}then drowsy{newline}{newline}discharged"
+    assert stats.records_read == 4
+
+
+def test_quote_open_past_the_row_bound_rejects_each_line_to_its_close(tmp_path: Path) -> None:
+    # a quote that closes 1,500 lines later, with the row's shape right: no longer one record
+    swallowed = "".join(f"text {n}\n" for n in range(1, 1500))
+    content = HEADER + row(1) + row(2, '"begins') + swallowed + 'ends"\n' + rows(3, 4)
+    items, stats = read(write(tmp_path, "in.csv", content))
+    reason = (f"a quote opened at line 3 is still open at line {3 + MAX_ROW_LINES - 1} "
+              f"(a row may span {MAX_ROW_LINES:,} lines and 4 MiB)")
+    assert rejected(items) == [(line, reason) for line in range(3, 1504)]  # the closing line included
+    assert accepted(items) == [("S-1", 2), ("S-3", 1504), ("S-4", 1505)]
+    assert stats.records_read == 1504
+
+
+def test_quoted_cell_spanning_exactly_the_row_bound_is_one_record(tmp_path: Path) -> None:
+    note = '"' + "\n" * (MAX_ROW_LINES - 1) + 'end"'
+    items, stats = read(write(tmp_path, "in.csv", HEADER + row(1, note) + row(2)))
+    assert accepted(items) == [("S-1", 2), ("S-2", 2 + MAX_ROW_LINES)]
+    assert stats.records_read == 2
+
+
+def test_quote_open_past_the_row_bound_to_the_end_rejects_every_line(tmp_path: Path) -> None:
+    content = HEADER + row(1) + row(2, '"approx') + rows(3, 3000)
+    items, stats = read(write(tmp_path, "in.csv", content))
+    assert accepted(items) == [("S-1", 2)]
+    assert [line for line, _ in rejected(items)] == list(range(3, 3002))
+    assert {reason for _, reason in rejected(items)} == {
+        f"a quote opened at line 3 is still open at line 1002 (a row may span {MAX_ROW_LINES:,} lines and 4 MiB)"}
+    assert stats.records_read == 3000
+
+
+def test_quoted_cell_of_exactly_the_size_limit_is_read(tmp_path: Path) -> None:
+    half = MAX_LINE // 2
+    note = '"' + "x" * (half - 1) + "\n" + "y" * (MAX_LINE - half) + '"'
+    items, _ = read(write(tmp_path, "in.csv", HEADER + row(1, note) + row(2)))
+    assert accepted(items) == [("S-1", 2), ("S-2", 4)]
+    assert len(next(item for item in items if isinstance(item, Record)).values["note"]) == MAX_LINE
+
+
+def test_quoted_cell_over_the_size_limit_is_one_rejected_record(tmp_path: Path) -> None:
+    # 60 lines of 20,000 characters in one quoted cell: its lines used to be read as rows
+    note = '"' + "\n".join(["y" * 20_000] * 60) + '"'
+    items, stats = read(write(tmp_path, "in.csv", HEADER + rows(1, 2) + row(3, note) + rows(4, 11)))
+    assert rejected(items) == [(4, "a cell is longer than 1 MiB")]
+    assert accepted(items) == [("S-1", 2), ("S-2", 3)] + [(f"S-{n}", n + 60) for n in range(4, 12)]
+    assert stats.records_read == 11
+
+
+def test_quoted_cell_one_over_the_size_limit_is_rejected(tmp_path: Path) -> None:
+    half = MAX_LINE // 2
+    note = '"' + "x" * half + "\n" + "y" * (MAX_LINE - half) + '"'
+    items, _ = read(write(tmp_path, "in.csv", HEADER + row(1, note) + row(2)))
+    assert rejected(items) == [(2, "a cell is longer than 1 MiB")]
+    assert accepted(items) == [("S-2", 4)]
+
+
+def test_line_over_the_limit_is_one_rejected_row(tmp_path: Path) -> None:
+    items, stats = read(write(tmp_path, "in.csv", HEADER + row(1, "z" * (MAX_LINE + 10)) + row(2)))
+    assert rejected(items) == [(2, "line is longer than 1 MiB")]
+    assert accepted(items) == [("S-2", 3)]
+    assert stats.records_read == 2
+
+
+def test_line_over_the_limit_inside_a_quoted_cell_ends_where_the_quote_closes(tmp_path: Path) -> None:
+    note = '"short\n' + "z" * (MAX_LINE + 10) + '\nclosed"'
+    items, stats = read(write(tmp_path, "in.csv", HEADER + row(1, note) + row(2)))
+    assert rejected(items) == [(2, "line 3 is longer than 1 MiB")]
+    assert accepted(items) == [("S-2", 5)]
+    assert stats.records_read == 2
+
+
+def test_quote_never_closed_after_a_line_over_the_limit_rejects_each_line(tmp_path: Path) -> None:
+    content = HEADER + row(1, '"open') + "z" * (MAX_LINE + 10) + "\n" + rows(2, 3)
+    items, stats = read(write(tmp_path, "in.csv", content))
+    assert rejected(items) == [(line, "an opening quote at line 2 is never closed") for line in range(2, 6)]
+    assert stats.records_read == 4
+
+
+def test_row_over_the_size_bound_rejects_each_line(tmp_path: Path) -> None:
+    # cells each under 1 MiB, a quote left open at every line's end: the row passes 4 MiB
+    line = "x" * 900_000 + '","'
+    content = HEADER + row(1, '"' + line) + "".join(line + "\n" for _ in range(6)) + 'end"\n' + row(2)
+    items, stats = read(write(tmp_path, "in.csv", content))
+    reason = f"a quote opened at line 6 is still open at line 6 (a row may span {MAX_ROW_LINES:,} lines and 4 MiB)"
+    assert rejected(items) == [(line, reason) for line in range(2, 10)]
+    assert accepted(items) == [("S-2", 10)]
+    assert stats.records_read == 9
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('session_id,"patient_id,dose_mg\n' + rows(1, 3), "header row: an opening quote at line 1 is never closed"),
+    ('session_id,"patient\nid",note\n' + rows(1, 3),
+     "header row: a quote opened at line 1 closes at line 2; a column name cannot hold a line break"),
+], ids=["never-closed", "closed-on-a-later-line"])
+def test_header_with_a_quote_across_lines_is_refused(tmp_path: Path, content: str, message: str) -> None:
+    path = write(tmp_path, "in.csv", content)
+    with pytest.raises(InputError) as info:
+        read(path)
+    assert str(info.value) == f"{path}: {message}"
 
 
 # --- CSV: a wide header ------------------------------------------------------------------------------
