@@ -501,11 +501,9 @@ def test_a_pack_problem_keeps_its_position_with_the_escape_shown(workdir: Path) 
 
 
 def test_a_line_break_in_a_message_cannot_forge_a_line(workdir: Path) -> None:
-    forged = '"a\nprotocol-audit: all good"'
-    (workdir / "esc.csv").write_text(f"session_id,patient_id,{forged},{forged}\nS-1,P-1,x,y\n")
-    code, _, stderr = run("audit", "--pack", "pack.yaml", "session=esc.csv")
+    code, _, stderr = run("validate", "pack\nprotocol-audit: all good")
     assert code == 2
-    assert len(stderr.splitlines()) == 1 and "a\\x0aprotocol-audit: all good" in stderr
+    assert len(stderr.splitlines()) == 1 and "pack\\x0aprotocol-audit: all good" in stderr
 
 
 def test_the_terminal_report_and_the_messages_share_one_cleaner() -> None:
