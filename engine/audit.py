@@ -64,6 +64,8 @@ class Auditor:
         self.tz = timezone(zone)
         self.rules = [rule for pack in packs for rule in pack.rules]
         self.layout = Layout(self.types, self.rules)
+        # compiled before any record is read: a pack the engine cannot hold stops the run here
+        self.ruleset = compile_rules(self.rules, self.layout)
         self.rules_by_type: dict[str, list[int]] = {}
         for index, rule in enumerate(self.rules):
             self.rules_by_type.setdefault(rule.for_type, []).append(index)
@@ -172,7 +174,7 @@ class Auditor:
         layout = self.layout
         if self.evaluator is None:
             keys = {code: layout.keys(name) for name, code in layout.type_codes.items()}
-            self.evaluator = DurableEvaluator(compile_rules(self.rules, layout), keys, self.timeout, self.worker)
+            self.evaluator = DurableEvaluator(self.ruleset, keys, self.timeout, self.worker)
         codes = layout.type_codes
         rows = [(codes[r.type], *layout.encode_row(r.type, r.values)) for r in self.batch]
         first, last = self.batch[0], self.batch[-1]

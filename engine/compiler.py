@@ -261,13 +261,53 @@ def parse_rule_name(name: str) -> tuple[int, str]:
     return int(index[1:]), code
 
 
+# durable walks its test network with a stack of 64 entries (events.c, handleAlpha) and fails a
+# fact with error 303 when more branches match at one node: with every pack rule's tests hanging
+# off the type test, a fact of a type with more than about 64 rules could not be judged. Rules
+# are therefore grouped by eight under always-true tests on the guard (one operator per level,
+# so the levels are distinct nodes), which bounds every node's matching branches.
+FAN_OUT = 8
+_LEVEL_TESTS = ("gt", "gte", "neq")  # _a (= 1) > -(n+1), >= -(n+1), != -(n+1): true, distinct per n
+# A fact holds at most 255 properties (state.h); id, sid, the guard and the type take four.
+MAX_FACT_KEYS = 250
+
+
+def _grouping(position: int, count: int) -> list[Atom]:
+    """Always-true tests placing the ``position``-th of ``count`` rules of a type in a tree of
+    groups of FAN_OUT (none when FAN_OUT or fewer rules share the type)."""
+    atoms: list[Atom] = []
+    span = FAN_OUT
+    level = 0
+    while span < count:
+        atoms.append((_LEVEL_TESTS[level], GUARD, -(position // span + 1)))
+        span *= FAN_OUT
+        level += 1
+    return atoms[::-1]  # the widest groups first
+
+
+def _check_fact_size(rules: list[Rule], layout: Layout) -> list[Problem]:
+    problems = []
+    for type_name in layout.type_codes:
+        size = len(layout.keys(type_name))
+        if size > MAX_FACT_KEYS:
+            first = next(rule for rule in rules if rule.for_type == type_name).mark
+            problems.append(Problem(first.path, first.line, first.column,
+                                    f'the rules on record type "{type_name}" read too many fields for the rule '
+                                    f"engine ({size} values per record; it holds {MAX_FACT_KEYS}, a field "
+                                    f"taking two and a pattern one): audit some of the rules in another run"))
+    return problems
+
+
 def compile_rules(rules: list[Rule], layout: Layout) -> dict[str, Any]:
     """The durable ruleset document for ``rules``; rule ``i`` of the list is ``r<i>_<code>_<term>``."""
     ruleset: dict[str, Any] = {}
-    problems: list[Problem] = []
+    problems: list[Problem] = _check_fact_size(rules, layout)
+    of_type = {name: [i for i, rule in enumerate(rules) if rule.for_type == name] for name in layout.type_codes}
     for index, rule in enumerate(rules):
         compiler = RuleCompiler(layout, rule.for_type)
-        guard: list[Atom] = [("eq", GUARD, 1), ("eq", TYPE, layout.type_codes[rule.for_type])]
+        siblings = of_type[rule.for_type]
+        guard: list[Atom] = [("eq", GUARD, 1), ("eq", TYPE, layout.type_codes[rule.for_type]),
+                             *_grouping(siblings.index(index), len(siblings))]
         try:
             for code, formula in compiler.outcomes(rule).items():
                 for number, term in enumerate(terms(formula)):

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from . import gitrefs
+from .compiler import compile_rules
 from .errors import PackError, UsageError
+from .facts import Layout
 from .loader import decode_pack, load_yaml
 from .model import Pack, RecordType
 from .schema import build_pack
@@ -107,7 +109,10 @@ def load_packs(refs: list[str]) -> list[Pack]:
             sources = [(path, functools.partial(_read, path)) for path in resolve(ref)]
         for label, read in sources:
             try:
-                packs.append(load_pack_bytes(read(), label))
+                pack = load_pack_bytes(read(), label)
+                # what validate accepts, the engine must run: its limits are checked here
+                compile_rules(list(pack.rules), Layout(pack.records, list(pack.rules)))
+                packs.append(pack)
             except PackError as exc:
                 problems.extend(exc.problems)
     if problems:
