@@ -14,11 +14,11 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 
 from .audit import BATCH_SIZE, Auditor, OutcomeHook, Result
-from .errors import EngineError, InputError, UsageError
+from .errors import EngineError, UsageError
 from .evaluator import DEFAULT_TIMEOUT, worker_main
 from .model import Pack, Record, Rejected
 from .privacy import Pseudonymiser
-from .records import InputStats, Seen, bind_inputs, read_input
+from .records import InputStats, Seen, bind_inputs, check_input, read_input
 
 
 def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = None,
@@ -40,8 +40,7 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
             raise UsageError(f'--group-by "{name}" is not a field of any record type{hint}')
     bindings = bind_inputs(files, auditor.types)
     for _, path in bindings:
-        if not os.path.isfile(path):
-            raise InputError(f"{path}: no such file")
+        check_input(path)  # missing, a folder, a pipe or a device: said before anything is read
     seen = Seen()
     stats_list: list[InputStats] = []
 

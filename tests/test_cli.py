@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,15 @@ def test_usage_errors_exit_2_with_one_line(in_golden: Path, args: list[str], mes
     assert code == 2
     assert message in stderr
     assert "Traceback" not in stderr and stdout == ""
+
+
+def test_inputs_that_are_not_regular_files_are_named_for_what_they_are(tmp_path: Path) -> None:
+    fifo = tmp_path / "sessions.csv"
+    os.mkfifo(fifo)  # reading it would wait for a writer for ever
+    for path, kind in ((fifo, "a named pipe"), (Path("/dev/null"), "a character device")):
+        code, stdout, stderr = run("audit", "--pack", str(GOLDEN / "pack.yaml"), f"session={path}")
+        assert (code, stdout) == (2, "")
+        assert stderr == f"protocol-audit: {path}: not a regular file ({kind})\n"
 
 
 def test_bad_pack_exits_2_listing_every_problem(tmp_path: Path) -> None:
