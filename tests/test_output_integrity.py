@@ -184,7 +184,11 @@ def test_an_interrupt_while_renaming_says_what_was_written(workdir: Path, monkey
         os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(os, "replace", replace_then_interrupt)
-    code, _, stderr = run(*AUDIT, "-o", "r.json", "-o", "r.csv")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # even where the run ignores Ctrl-C
+    try:
+        code, _, stderr = run(*AUDIT, "-o", "r.json", "-o", "r.csv")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     replaced = [name for name in ("r.json", "r.csv") if (workdir / name).read_text() != PREVIOUS]
     left = [name for name in ("r.json", "r.csv") if name not in replaced]
     assert code == 2
@@ -346,12 +350,15 @@ def test_a_stopped_audit_leaves_no_process_and_no_temporary_file(big_export: Pat
     scratch = tmp_path / "tmp"  # where the audit spills records by patient (its history rules)
     scratch.mkdir()
     errors = tmp_path / "stderr"
-    # its own session: SIGINT goes to the whole group, as Ctrl-C on a terminal does
+    # Its own session: SIGINT goes to the whole group, as Ctrl-C on a terminal does. SIGINT set to
+    # its default there: a test run started in the background of a script ignores it, and so
+    # would the audit, rightly (that is how `command &` is protected from Ctrl-C).
     with errors.open("wb") as stderr:
         process = subprocess.Popen(command("audit", "--pack", "ketamine-iv", str(big_export), "-o",
                                            str(out / "report.json"), "-o", str(out / "report.html")),
                                    stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
-                                   env={**os.environ, "TMPDIR": str(scratch)})
+                                   env={**os.environ, "TMPDIR": str(scratch)},
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     below: dict[int, tuple[str, str]] = {}
     try:
         below = _until(lambda: (found := _descendants(process.pid))
