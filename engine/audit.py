@@ -52,6 +52,16 @@ class Result:
     pseudonymised: str | None = None  # where the pseudonym key came from; None: identifiers as given
 
 
+def _places(records: list[Record]) -> str:
+    """Where a batch's records come from, for an error naming what was not judged: per file, the
+    first and last line (a batch judged patient by patient is not in file order)."""
+    lines: dict[str, list[int]] = {}
+    for record in records:
+        lines.setdefault(record.path, []).append(record.line)
+    return "; ".join(f"{path} line {low}" if low == high else f"{path} lines {low}-{high}"
+                     for path, numbers in lines.items() for low, high in [(min(numbers), max(numbers))])
+
+
 class Auditor:
     """Judges every rule on every record of its type through durable_rules."""
 
@@ -177,10 +187,7 @@ class Auditor:
             self.evaluator = DurableEvaluator(self.ruleset, keys, self.timeout, self.worker)
         codes = layout.type_codes
         rows = [(codes[r.type], *layout.encode_row(r.type, r.values)) for r in self.batch]
-        first, last = self.batch[0], self.batch[-1]
-        where = f"{first.path} line {first.line}" if first is last else \
-            f"{first.path} lines {first.line}-{last.line}" if first.path == last.path else \
-            f"{first.path} line {first.line} to {last.path} line {last.line}"
+        where = _places(self.batch)
         while self.evaluator.full:
             self._collect()
         batch_id = self.evaluator.submit(rows, f"{len(self.batch)} records ({where})")
