@@ -7,7 +7,6 @@ import copyreg
 import datetime as dt
 import difflib
 import functools
-import os
 import pickle
 import tempfile
 import zlib
@@ -59,8 +58,7 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
 
     try:
         if auditor.needs_history:
-            with tempfile.TemporaryDirectory(prefix="protocol-audit-") as folder:
-                _judge_by_patient(auditor, records(), folder)
+            _judge_by_patient(auditor, records())
         else:
             for record in records():
                 auditor.add(record)
@@ -90,11 +88,14 @@ _DISPATCH = copyreg.dispatch_table.copy()
 _DISPATCH[dt.timezone] = lambda zone: (_fixed_zone, (zone.utcoffset(None).total_seconds(),))
 
 
-def _judge_by_patient(auditor: Auditor, records: Iterator[Record], folder: str) -> None:
+def _judge_by_patient(auditor: Auditor, records: Iterator[Record]) -> None:
     """History needs each patient's records together: spill them to partition files by patient,
-    then judge one partition at a time, so memory holds a partition rather than the whole export."""
-    paths = [os.path.join(folder, f"part{n:02d}.pickle") for n in range(PARTITIONS)]
-    files = [open(path, "wb") for path in paths]
+    then judge one partition at a time, so memory holds a partition rather than the whole export.
+
+    The partitions hold the export's values, identifiers included: they are anonymous temporary
+    files (no name in any folder), so nothing is left on disk even when the audit is killed.
+    """
+    files = [tempfile.TemporaryFile(prefix="protocol-audit-") for _ in range(PARTITIONS)]
     picklers = [pickle.Pickler(handle, protocol=pickle.HIGHEST_PROTOCOL) for handle in files]
     for pickler in picklers:
         pickler.dispatch_table = _DISPATCH
@@ -109,13 +110,10 @@ def _judge_by_patient(auditor: Auditor, records: Iterator[Record], folder: str) 
                 pickler = picklers[zlib.crc32((record.patient or "").encode()) % PARTITIONS]
                 pickler.dump(row)
                 pickler.clear_memo()
-    finally:
-        for handle in files:
-            handle.close()
-    names = list(sources)
-    for path in paths:
-        by_patient: dict[str, list[Record]] = {}
-        with open(path, "rb") as source_file:
+        names = list(sources)
+        for source_file in files:
+            by_patient: dict[str, list[Record]] = {}
+            source_file.seek(0)
             while True:
                 try:
                     kind, key, patient, time, values, source, line = pickle.load(source_file)
@@ -123,9 +121,12 @@ def _judge_by_patient(auditor: Auditor, records: Iterator[Record], folder: str) 
                     break
                 record = Record(kind, key, patient, time, values, names[source], line)
                 by_patient.setdefault(patient or "", []).append(record)
-        os.unlink(path)
-        for patient in sorted(by_patient):
-            auditor.add_patient(by_patient[patient])
+            source_file.close()  # its disk space goes back now, not at the end
+            for patient in sorted(by_patient):
+                auditor.add_patient(by_patient[patient])
+    finally:
+        for handle in files:
+            handle.close()
 
 
 def judge(packs: list[Pack], records: Iterable[Record], timeout: float = DEFAULT_TIMEOUT,
