@@ -9,8 +9,7 @@ import math
 import os
 import signal
 import sys
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -24,6 +23,7 @@ from engine.conditions import describe
 from engine.errors import AuditError, PackError, UsageError
 from engine.explain import explain as explain_outcome
 from engine.model import SEVERITIES
+from engine.outputs import Outputs, inputs_of
 from engine.packs import is_tests_path, load_packs, orphan_tests
 from engine.privacy import KEY_VARIABLE, Pseudonymiser
 from engine.reporters.common import printable
@@ -91,147 +91,7 @@ def _fail(message: str) -> NoReturn:
     sys.exit(EXIT_ERROR)
 
 
-class _Outputs:
-    """The report files of one run, written all or none: every one is rendered to a temporary file
-    beside it first, and only when all rendered are they renamed into place; what was written is
-    known at every moment, so an interruption can say it."""
-
-    def __init__(self, paths: Sequence[str]) -> None:
-        self.paths = list(paths)
-        self.written: list[str] = []
-
-    def check(self, inputs: Iterable[tuple[str, str]]) -> None:
-        """Refuse, before anything is read, an output that would replace an input (``inputs``:
-        what it is, its path) or another output, and one that cannot be written."""
-        inputs = list(inputs)
-        for number, path in enumerate(self.paths):
-            for earlier in self.paths[:number]:
-                if _same_file(path, earlier):
-                    raise UsageError(f"cannot write {path}: -o {earlier} names the same file")
-            for what, other in inputs:
-                if _existing_same_file(path, other):
-                    raise UsageError(f"cannot write {path}: it is {what} {other}")
-            folder = _folder(path)
-            if os.path.isdir(path):
-                raise UsageError(f"cannot write {path}: is a directory")
-            # the one sure test that the folder takes a new file (permissions, a read-only mount)
-            with _signals_held():
-                try:
-                    handle, probe = tempfile.mkstemp(dir=folder, prefix=".protocol-audit-", suffix=".tmp")
-                except OSError as exc:
-                    raise UsageError(f"cannot write {path}: {_reason(exc)}") from None
-                os.close(handle)
-                os.unlink(probe)
-
-    def write(self, renderers: Sequence[tuple[str, reporters.Renderer]], report: dict[str, Any]) -> None:
-        """Render every output to its temporary file, then rename them all into place."""
-        temps: dict[str, str] = {}
-        path = ""
-        try:
-            for path, render in renderers:
-                with _signals_held():  # a Ctrl-C between the two would leave the file behind
-                    handle, temps[path] = tempfile.mkstemp(dir=_folder(path), prefix=f".{Path(path).name}.",
-                                                           suffix=".tmp")
-                with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-                    render(report, out)
-            # Renames are quick and cannot all be undone: a signal waits until they are done, so
-            # the message it leads to says what is on disk.
-            with _signals_held():
-                for path, _ in renderers:
-                    os.replace(temps[path], path)
-                    del temps[path]
-                    self.written.append(path)
-        except OSError as exc:
-            raise AuditError(f"cannot write {path}: {_reason(exc)}; {self.what_was_written()}") from None
-        finally:
-            with _signals_held():
-                for temp in temps.values():
-                    Path(temp).unlink(missing_ok=True)
-
-    def what_was_written(self) -> str:
-        """``no report was written``, ``wrote a.json, b.html``, or which were written and which not."""
-        if not self.written:
-            return "no report was written"
-        wrote = f"wrote {', '.join(self.written)}"
-        missing = [path for path in self.paths if path not in self.written]
-        if not missing:
-            return wrote
-        return f"{wrote}; {', '.join(missing)} {'was' if len(missing) == 1 else 'were'} not written"
-
-
-def _write(path: str, render: reporters.Renderer, report: dict[str, Any]) -> None:
-    """Write one report file whole or not at all."""
-    _Outputs([path]).write([(path, render)], report)
-
-
-def _same_file(one: str, other: str) -> bool:
-    """Whether two paths name one file, whichever spelling, symlink or hard link; for a file that
-    does not exist yet, whether they lead to the same place."""
-    if _existing_same_file(one, other):
-        return True
-    return os.path.normcase(os.path.realpath(one)) == os.path.normcase(os.path.realpath(other))
-
-
-def _existing_same_file(one: str, other: str) -> bool:
-    try:
-        return os.path.samefile(one, other)
-    except (OSError, ValueError):  # one of them does not exist (or is no path at all)
-        return False
-
-
-def _reason(exc: OSError) -> str:
-    """An OSError as a message's reason: "permission denied", "no space left on device"."""
-    return (exc.strerror or str(exc) or type(exc).__name__).lower()
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until the block is done where they would leave a half state (a
-    temporary file not yet known, renames half done); then they act as they would have.
-
-    The handlers are swapped rather than the signals masked: a signal masked on this thread can
-    be delivered to another one (the engine queues' feeder threads), and Python runs its handler
-    here anyway."""
-    caught: list[int] = []
-
-    def hold(signum: int, frame: FrameType | None) -> None:
-        caught.append(signum)
-
-    previous: dict[int, Any] = {}
-    try:
-        for number in (signal.SIGINT, signal.SIGTERM):
-            previous[number] = signal.signal(number, hold)
-    except ValueError:  # not the main thread, where signals are not handled anyway
-        yield
-        return
-    try:
-        yield
-    finally:
-        for held, handler in previous.items():
-            signal.signal(held, handler)
-        if caught:
-            handler = previous[caught[0]]
-            if callable(handler):
-                handler(caught[0], None)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(caught[0])
-
-
-def _inputs(files: Iterable[str], packs: Iterable[str] = (), key_file: str | None = None) -> Iterator[tuple[str, str]]:
-    """Everything a run reads that an output must never replace: each FILE (and the path of a
-    TYPE=FILE), pack files, the key file."""
-    for arg in files:
-        yield "the input", arg
-        if "=" in arg:
-            yield "the input", arg.partition("=")[2]
-    for pack in packs:
-        if os.path.isfile(pack):
-            yield "the pack", pack
-    if key_file:
-        yield "the key file", key_file
-
-
-def _guard(action: Callable[[], int], outputs: _Outputs | None = None) -> None:
+def _guard(action: Callable[[], int], outputs: Outputs | None = None) -> None:
     """Run a command; every AuditError becomes a clear message and exit 2, never a traceback."""
     try:
         previous = signal.signal(signal.SIGTERM, _terminate)
@@ -272,14 +132,6 @@ def _as_of(text: str | None) -> dt.datetime:
     except ValueError:
         raise click.BadParameter(f'"{text}" is not an ISO 8601 date or datetime') from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-def _folder(path: str) -> Path:
-    """The existing folder an output goes to."""
-    folder = Path(path).parent
-    if not folder.is_dir():
-        raise UsageError(f"{path}: folder {folder} does not exist")
-    return folder
 
 
 def _renderer(path: str, max_findings: int) -> reporters.Renderer:
@@ -376,11 +228,11 @@ def audit(packs: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ..
       protocol-audit audit --pack ketamine-iv samples/sessions.csv -o report.json -o findings.csv
     """
     run_time = _as_of(as_of)
-    written = _Outputs(outputs)
+    written = Outputs(outputs)
 
     def action() -> int:
         renderers = [(path, _renderer(path, max_findings)) for path in outputs]
-        written.check(_inputs(files, packs, key_file))
+        written.check(inputs_of(files, packs, key_file))
         loaded = load_packs(list(packs))
         pseudonymise = None if reveal_identifiers else Pseudonymiser.from_settings(key_file)
         if pseudonymise is not None and pseudonymise.random:
@@ -513,7 +365,7 @@ def diff_command(base: tuple[str, ...], head: tuple[str, ...], files: tuple[str,
       protocol-audit diff --base git:origin/main:rules/ --head rules/ exports/*.csv -o impact.md
     """
     run_time = _as_of(as_of)
-    written = _Outputs(outputs)
+    written = Outputs(outputs)
 
     def action() -> int:
         writers = []
@@ -524,7 +376,7 @@ def diff_command(base: tuple[str, ...], head: tuple[str, ...], files: tuple[str,
             render = reporters.get("json") if ext == ".json" else \
                 functools.partial(impact.render_markdown, max_records=max_records)
             writers.append((path, render))
-        written.check(_inputs(files, (*base, *head)))
+        written.check(inputs_of(files, (*base, *head)))
         result = impact.compare(load_packs(list(base)), load_packs(list(head)), list(files), run_time,
                                 fail_on_new)
         written.write(writers, result)

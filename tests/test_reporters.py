@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-import cli
-from engine import reporters
+from engine import outputs, reporters
 from engine.errors import UsageError
 from engine.reporters import csv_report, json_report, terminal_report
 from tests.helpers import check_golden, render
@@ -106,17 +105,17 @@ def test_json_refuses_nan() -> None:
 
 
 def test_a_failed_render_leaves_no_file_behind(tmp_path: Path) -> None:
-    """The JSON report streams, so a failure midway is left to cli._write: nothing at the path,
+    """The JSON report streams, so a failure midway is left to outputs.write_one: nothing at the path,
     no temporary file, and an existing report of the same name untouched."""
     report = sample_report()
     report["rules"][-1]["compliance_rate"] = float("nan")  # late in the document: some text was written
     target = tmp_path / "report.json"
     with pytest.raises(ValueError):
-        cli._write(str(target), json_report.render, report)
+        outputs.write_one(str(target), json_report.render, report)
     assert list(tmp_path.iterdir()) == []
     target.write_text("the previous report\n", encoding="utf-8")
     with pytest.raises(ValueError):
-        cli._write(str(target), json_report.render, report)
+        outputs.write_one(str(target), json_report.render, report)
     assert list(tmp_path.iterdir()) == [target]
     assert target.read_text(encoding="utf-8") == "the previous report\n"
 
