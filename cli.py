@@ -194,6 +194,26 @@ def main() -> None:
     """
 
 
+def _identifier_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--reveal-identifiers and --key-file, the same for every command that shows record values."""
+    command = click.option("--key-file", metavar="FILE",
+                           help=f"The pseudonym key (else ${KEY_VARIABLE}; else a random key for this run "
+                                "only).")(command)
+    return click.option("--reveal-identifiers", is_flag=True,
+                        help="Show patient identifiers and fields marked phi as they are in the inputs.")(command)
+
+
+def _pseudonymiser(reveal_identifiers: bool, key_file: str | None) -> Pseudonymiser | None:
+    """The run's pseudonym key, or None when identifiers are revealed; a random key is announced."""
+    if reveal_identifiers:
+        return None
+    pseudonymise = Pseudonymiser.from_settings(key_file)
+    if pseudonymise.random:
+        _echo(f"protocol-audit: patient identifiers are pseudonymised with a random key for this run; "
+              f"set {KEY_VARIABLE} or --key-file for pseudonyms that stay the same between runs", err=True)
+    return pseudonymise
+
+
 @main.command()
 @click.option("--pack", "-p", "packs", multiple=True, required=True, metavar="PACK",
               help="A pack file, a folder of packs, or a shipped pack name (repeatable).")
@@ -209,10 +229,7 @@ def main() -> None:
               help="Add counts and rates per value of FIELD (or per month of the record time). Repeatable.")
 @click.option("--max-findings", default=20, show_default=True, metavar="N",
               type=click.IntRange(min=0), help="Findings listed per rule in a Markdown report.")
-@click.option("--reveal-identifiers", is_flag=True,
-              help="Show patient identifiers and fields marked phi as they are in the inputs.")
-@click.option("--key-file", metavar="FILE",
-              help=f"The pseudonym key (else ${KEY_VARIABLE}; else a random key for this run only).")
+@_identifier_options
 def audit(packs: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ...], fail_on: str,
           as_of: str | None, group_by: tuple[str, ...], max_findings: int, reveal_identifiers: bool,
           key_file: str | None) -> None:
@@ -234,10 +251,7 @@ def audit(packs: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ..
         renderers = [(path, _renderer(path, max_findings)) for path in outputs]
         written.check(inputs_of(files, packs, key_file))
         loaded = load_packs(list(packs))
-        pseudonymise = None if reveal_identifiers else Pseudonymiser.from_settings(key_file)
-        if pseudonymise is not None and pseudonymise.random:
-            _echo(f"protocol-audit: patient identifiers are pseudonymised with a random key for this run; "
-                  f"set {KEY_VARIABLE} or --key-file for pseudonyms that stay the same between runs", err=True)
+        pseudonymise = _pseudonymiser(reveal_identifiers, key_file)
         progress = _Progress()
         try:
             result, stats = pipeline.run(loaded, list(files), progress=progress, group_by=list(group_by),
@@ -263,12 +277,15 @@ def audit(packs: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ..
 @click.option("--rule", "rule_id", required=True, metavar="ID", help="The rule to explain.")
 @click.option("--record", "record_key", required=True, metavar="KEY", help="The key of the judged record.")
 @click.argument("files", nargs=-1, required=True, metavar="[TYPE=]FILE...")
-def explain(packs: tuple[str, ...], rule_id: str, record_key: str, files: tuple[str, ...]) -> None:
+@_identifier_options
+def explain(packs: tuple[str, ...], rule_id: str, record_key: str, files: tuple[str, ...],
+            reveal_identifiers: bool, key_file: str | None) -> None:
     """Show why a rule gave one record its outcome.
 
     Every condition of the rule with the values it read and whether it held, history conditions
     with the window searched and the records matched; give all the files the audit read, so the
-    patient's history is the same.
+    patient's history is the same. Identifiers are pseudonymised as in the audit's report (the
+    same key gives the same pseudonyms); KEY may be the record's key or its pseudonym.
 
     \b
     Example:
@@ -276,7 +293,9 @@ def explain(packs: tuple[str, ...], rule_id: str, record_key: str, files: tuple[
     """
 
     def action() -> int:
-        lines, agrees = explain_outcome(load_packs(list(packs)), rule_id, record_key, list(files))
+        loaded = load_packs(list(packs))
+        lines, agrees = explain_outcome(loaded, rule_id, record_key, list(files),
+                                        _pseudonymiser(reveal_identifiers, key_file))
         _echo_lines(lines)
         if not agrees:
             _echo("protocol-audit: the rule engine and the explanation disagree: please report this", err=True)

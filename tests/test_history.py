@@ -228,14 +228,16 @@ def test_the_audit_path_and_in_memory_judging_agree(tmp_path: Path) -> None:
     assert via_files == in_memory and len(via_files) == 24
 
 
-def test_explain_a_history_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("reveal, patient", [(False, "pt-a2feb751f3f3"), (True, "P1")],
+                         ids=["pseudonymised", "revealed"])
+def test_explain_a_history_finding(monkeypatch: pytest.MonkeyPatch, reveal: bool, patient: str) -> None:
     monkeypatch.chdir(GOLDEN)
     code, stdout, _ = run_cli("explain", "--pack", "pack.yaml", "--rule", "FREQ-01", "--record", "S4",
-                              "sessions.csv", "screenings.csv", "vitals.csv")
+                              "sessions.csv", "screenings.csv", "vitals.csv", *(["--reveal-identifiers"] * reveal))
     assert code == 0
     assert stdout.splitlines() == [
         'rule FREQ-01 "at most 3 a week" (hist, major)',
-        "record session S4 at sessions.csv:5, patient P1, time 2026-03-06T09:00:00-08:00",
+        f"record session S4 at sessions.csv:5, patient {patient}, time 2026-03-06T09:00:00-08:00",
         "when: always",
         "require -> false",
         "  count session within 7d before, at most 2 -> false",
