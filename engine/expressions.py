@@ -238,8 +238,10 @@ def compile_expression(expr: Expr) -> Callable[[dict[str, Any]], Any]:
         if start is None or end is None:
             return None
         if isinstance(start, dt.datetime):
-            # in UTC: two times that share a zone object subtract as wall-clock times in Python,
-            # wrong by an hour across a daylight-saving change
-            return (end.astimezone(dt.UTC) - start.astimezone(dt.UTC)).total_seconds() / scale
+            if type(start.tzinfo) is not dt.timezone or type(end.tzinfo) is not dt.timezone:
+                # in UTC: two times that share a zone object subtract as wall-clock times in
+                # Python, wrong by an hour across a daylight-saving change
+                start, end = start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+            return (end - start).total_seconds() / scale  # fixed offsets (as read) subtract exactly
         return (end - start).days * 86400.0 / scale
     return elapsed

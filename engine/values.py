@@ -97,9 +97,14 @@ def in_zone(value: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
     """
     if value.tzinfo is None:
         value = value.replace(tzinfo=tz, fold=0)
-    offset = value.utcoffset()
-    assert offset is not None
-    fixed = value.replace(tzinfo=_fixed_zone(offset), fold=0)
+    if type(value.tzinfo) is dt.timezone:  # an offset written in the text: fixed already
+        fixed = value
+    else:
+        offset = value.utcoffset()
+        assert offset is not None
+        fixed = value.replace(tzinfo=_fixed_zone(offset), fold=0)
+    if 1 < fixed.year < 9999:  # more than a day from either end whatever the offset (at most 24 h)
+        return fixed
     try:
         inside = _EARLIEST <= fixed <= _LATEST
     except OverflowError:
