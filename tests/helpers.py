@@ -82,3 +82,13 @@ def check_golden(got: bytes, path: Path, request: pytest.FixtureRequest) -> None
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(got)
     assert got == path.read_bytes(), f"{path} differs; review, then rerun with --update-golden"
+
+
+def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    """``content`` written to ``tmp_path / name`` byte for byte (text as UTF-8, line ends kept)."""
+    path = tmp_path / name
+    if isinstance(content, str):
+        path.write_text(content, encoding="utf-8", newline="")
+    else:
+        path.write_bytes(content)
+    return path

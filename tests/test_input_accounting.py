@@ -19,6 +19,7 @@ from engine.errors import InputError
 from engine.model import Field, Record, RecordType, Rejected
 from engine.records import MAX_LINE, MAX_ROW_LINES, InputStats, Seen, check_input, read_input
 from engine.values import timezone
+from tests.helpers import write
 
 UTC = timezone("UTC")
 TYPES = {"session": RecordType("session", "session_id", "patient_id", "session_start", {
@@ -41,15 +42,6 @@ def read(path: Path, record_type: str | None = "session") -> tuple[Items, InputS
     items = list(read_input(str(path), record_type, TYPES, UTC, Seen(), stats))
     assert stats.records_read == stats.records_judged + stats.records_rejected == len(items)
     return items, stats
-
-
-def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
-    path = tmp_path / name
-    if isinstance(content, str):
-        path.write_text(content, encoding="utf-8", newline="")
-    else:
-        path.write_bytes(content)
-    return path
 
 
 def row(n: int, note: str = "ok") -> str:

@@ -14,6 +14,7 @@ from engine.errors import InputError, UsageError
 from engine.model import Field, Record, RecordType, Rejected
 from engine.records import InputStats, Seen, bind_inputs, read_input
 from engine.values import timezone
+from tests.helpers import write
 
 UTC = dt.UTC
 LA = timezone("America/Los_Angeles")
@@ -58,15 +59,6 @@ def read(types: dict[str, RecordType]) -> Read:
         return items, stats
 
     return run
-
-
-def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
-    path = tmp_path / name
-    if isinstance(content, str):
-        path.write_text(content, encoding="utf-8", newline="")
-    else:
-        path.write_bytes(content)
-    return path
 
 
 def rejected(items: Items) -> list[tuple[int, str]]:
