@@ -13,7 +13,6 @@ doubled match is an engine fault the evaluator detects.
 
 from __future__ import annotations
 
-from itertools import product
 from typing import Any, Union
 
 from .errors import PackError, Problem
@@ -78,6 +77,10 @@ def exclusive_or(branches: list[tuple[Formula, Formula]]) -> Formula:
     for yes, no in branches:
         alternatives.append(and_(*before, yes))
         before.append(no)
+        # each alternative is n atoms long: past a few times the term limit, the outcome cannot
+        # fit anyway, and building the rest would cost n**2 (a pack must not make validate slow)
+        if len(alternatives) > 4 * MAX_TERMS:
+            raise TooComplex(len(alternatives))
     return or_(*alternatives)
 
 
@@ -86,40 +89,71 @@ class TooComplex(Exception):
 
 
 def terms(formula: Formula, limit: int = MAX_TERMS) -> list[tuple[Atom, ...]]:
-    """The disjunctive normal form: a list of conjunctions, contradictory ones left out."""
+    """The disjunctive normal form: a list of conjunctions, contradictory ones left out.
+
+    Raises TooComplex as soon as more than ``limit`` terms are found: a pack must not make
+    validation slow (an exclusive disjunction of n parts costs n**2 atoms, its check n**3 before).
+    """
+    return [tuple(dict.fromkeys(term.atoms)) for term in _dnf(formula, limit)]
+
+
+class _Term:
+    """A conjunction being built, with what its atoms fix (for the consistency check of each new atom)."""
+
+    __slots__ = ("atoms", "equal", "seen")
+
+    def __init__(self, atoms: tuple[Atom, ...] = (), equal: dict[str, Any] | None = None,
+                 seen: dict[tuple[str, Any], str] | None = None) -> None:
+        self.atoms = atoms
+        self.equal: dict[str, Any] = equal if equal is not None else {}
+        self.seen: dict[tuple[str, Any], str] = seen if seen is not None else {}
+
+    def joined(self, other: _Term) -> _Term | None:
+        """This conjunction and ``other``'s, or None when two atoms cannot both hold
+        (pruning only; may miss some). Costs the length of ``other`` in Python steps."""
+        joined = _Term(self.atoms + other.atoms, dict(self.equal), dict(self.seen))
+        for atom in other.atoms:
+            if not joined.admit(atom):
+                return None
+        return joined
+
+    def admit(self, atom: Atom) -> bool:
+        op, key, operand = atom
+        if op == "eq":
+            if key in self.equal and self.equal[key] != operand:
+                return False
+            self.equal[key] = operand
+        frozen = (key, _freeze(operand))
+        opposite = self.seen.get(frozen)
+        if opposite is not None and _NEGATE.get(opposite) == op:
+            return False
+        self.seen[frozen] = op
+        return True
+
+
+def _dnf(formula: Formula, limit: int) -> list[_Term]:
     if formula == FALSE:
         return []
     if formula == TRUE:
-        return [()]
+        return [_Term()]
     if formula[0] == "or":
-        found = [t for part in formula[1] for t in terms(part, limit)]
-    elif formula[0] == "and":
-        found = [()]
+        found: list[_Term] = []
         for part in formula[1]:
-            found = [a + b for a, b in product(found, terms(part, limit)) if _consistent(a + b)]
+            found.extend(_dnf(part, limit))
             if len(found) > limit:
                 raise TooComplex(len(found))
-    else:
-        return [(formula,)]  # type: ignore[list-item]
-    if len(found) > limit:
-        raise TooComplex(len(found))
-    return [tuple(dict.fromkeys(t)) for t in found]
-
-
-def _consistent(atoms: tuple[Atom, ...]) -> bool:
-    """False when two atoms of the conjunction cannot both hold (pruning only; may miss some)."""
-    seen: dict[tuple[str, Any], str] = {}
-    equal: dict[str, Any] = {}
-    for op, key, operand in atoms:
-        if op == "eq":
-            if key in equal and equal[key] != operand:
-                return False
-            equal[key] = operand
-        opposite = seen.get((key, _freeze(operand)))
-        if opposite is not None and _NEGATE.get(opposite) == op:
-            return False
-        seen[(key, _freeze(operand))] = op
-    return True
+        return found
+    if formula[0] == "and":
+        found = [_Term()]
+        for part in formula[1]:
+            options = _dnf(part, limit)
+            found = [joined for a in found for b in options if (joined := a.joined(b)) is not None]
+            if len(found) > limit:
+                raise TooComplex(len(found))
+        return found
+    term = _Term((formula,))  # type: ignore[arg-type]
+    term.admit(formula)  # type: ignore[arg-type]
+    return [term]
 
 
 def _freeze(operand: Any) -> Any:

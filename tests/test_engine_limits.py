@@ -100,3 +100,15 @@ def test_a_failed_batch_names_its_lines_in_order_per_file() -> None:
     batch = [Record("session", k, "P", None, {}, path, line)
              for k, path, line in (("A", "s.csv", 9), ("B", "s.csv", 2), ("C", "v.csv", 40), ("D", "s.csv", 6))]
     assert _places(batch) == "s.csv lines 2-9; v.csv line 40"
+
+
+@pytest.mark.parametrize("leaves", [400, 800, 3000])
+def test_a_rule_with_hundreds_of_conditions_is_refused_promptly(tmp_path: object, leaves: int) -> None:
+    # the exclusive disjunction of n parts is n**2 atoms; checking it was n**3 (800 parts: minutes)
+    body = "{all: [" + ", ".join(f"{{f0: {{not_equals: {i}}}}}" for i in range(leaves)) + "]}"
+    path = tmp_path / "long.yaml"  # type: ignore[operator]
+    path.write_text(wide_pack(1, [body]))
+    with pytest.raises(PackError) as caught:
+        load_packs([str(path)])
+    (problem,) = caught.value.problems
+    assert problem.message.startswith("rule W0 is too complex for the rule engine (more than 256 alternatives")
