@@ -108,6 +108,11 @@ def _records(check: Checker, node: Node | None) -> dict[str, RecordType]:
                     check.node(ref, f'{role} field "{ref_name}" is not declared in fields{suggest(ref_name, fields)}')
             elif allowed and fields[ref_name].type not in allowed:
                 check.node(ref, f'time field "{ref_name}" must be a datetime or date, not {fields[ref_name].type}')
+            elif role == "time" and fields[ref_name].phi:
+                # every report shows the record time (findings, the period, months, windows): a
+                # pseudonym there would leave no audit; a date that identifies belongs elsewhere
+                check.node(ref, f'time field "{ref_name}" is marked phi, but every report shows record times '
+                                "(findings, the period, months): choose a time field that is not phi")
         types[name] = RecordType(
             name=name, key=check.text(decl.value.get("key"), "key"),
             patient=check.text(decl.value.get("patient"), "patient"),

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
+from engine.errors import PackError
 from engine.explain import explain
 from engine.packs import load_packs
 from engine.privacy import Privacy, Pseudonymiser, identifying_fields
@@ -165,3 +166,13 @@ def test_diff_matches_records_whose_keys_are_pseudonymised(export: Path) -> None
     # the session at 12 is no longer flagged; the one at 15 stays flagged and is in neither list
     assert [r["record_key"][:4] for r in dose["no_longer_flagged"]] == ["phi-"]
     assert dose["newly_flagged"] == []
+
+
+def test_a_time_field_marked_phi_is_a_pack_problem() -> None:
+    # reports show record times everywhere (findings, period, months, windows): no gate can hide them
+    text = PACK.replace("      start: datetime\n", "      start: {type: datetime, phi: true}\n")
+    with pytest.raises(PackError) as caught:
+        load_packs_from_text(text)
+    assert [str(p) for p in caught.value.problems] == [
+        'clinic.yaml:9:11: time field "start" is marked phi, but every report shows record times (findings, '
+        "the period, months): choose a time field that is not phi"]
