@@ -52,8 +52,10 @@ def suggest(word: str, choices: Any, known: str = "") -> str:
 
 
 def written(node: Node, kind: str) -> Any:
-    """The value for a string or enum field: an unquoted yes/no/on/off/1.0 as written, not as YAML 1.1 reads it."""
-    if kind in ("string", "enum") and not node.quoted and node.source is not None \
+    """A pack value as written, read like the same text in an export, not as YAML 1.1 reads it:
+    for a string or enum field an unquoted yes/no/on/off/1.0; for a number or integer field
+    010 (10, not octal 8), 1:30 (not 90), 0x1F, 1_000 or 1e-400 (refused, as in an export)."""
+    if kind in ("string", "enum", "number", "integer") and not node.quoted and node.source is not None \
             and isinstance(node.value, (bool, int, float)):
         return node.source
     return node.value

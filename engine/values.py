@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import functools
 import math
 import re
@@ -17,6 +18,7 @@ _FALSE = frozenset({"false", "no", "n", "0"})
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _INTEGER = re.compile(r"[+-]?\d+")
+_NONZERO = re.compile(r"[1-9]")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -159,18 +161,31 @@ def _text_integer(text: str, spec: Field, tz: dt.tzinfo) -> int:
     except OutOfRange:
         raise
     except ValueError:
-        number = float(text)
-        if not number.is_integer():
-            raise
-        return _in_range(int(number))
+        # "2.0" or "1e3" is an integer; "2.00000000000000001" is not, though float() rounds it to 2
+        try:
+            exact = decimal.Decimal(text)
+        except decimal.InvalidOperation:
+            raise ValueError from None
+        if not exact.is_finite() or exact != exact.to_integral_value():
+            raise ValueError from None
+        if abs(exact) > MAX_INTEGER:
+            raise OutOfRange(f"is out of range (at most {MAX_INTEGER:,} either side of 0)") from None
+        return int(exact)
 
 
 def _text_number(text: str, spec: Field, tz: dt.tzinfo) -> float:
     if "_" in text:  # float() would take "1_000"; an export would not mean it
         raise ValueError
-    number = float(text)
+    return _finite(float(text), text)
+
+
+def _finite(number: float, text: str) -> float:
+    """``number`` read from ``text``, refused when it is not finite or when a value that is not
+    zero became 0 (1e-400): a number is exact or refused."""
     if not math.isfinite(number):
         raise ValueError
+    if number == 0.0 and _NONZERO.search(text.lower().partition("e")[0]):
+        raise OutOfRange("is too small for a number (it would read as 0)")
     return number
 
 
@@ -212,7 +227,7 @@ _FROM_TEXT: dict[str, Any] = {
     "enum": _text_enum,
     "boolean": _text_boolean,
     "integer": _ranged(_text_integer),
-    "number": _text_number,
+    "number": _ranged(_text_number),
     "date": lambda text, spec, tz: dt.date.fromisoformat(text),
     "datetime": _ranged(lambda text, spec, tz: parse_datetime(text, tz)),
     "duration": _ranged(_text_duration),
@@ -280,9 +295,8 @@ def convert(spec: Field, raw: Any, tz: dt.tzinfo) -> Any:
             if isinstance(text, str):
                 if not _NUMBER.fullmatch(text):
                     raise ValueError
-                number = float(text)
-            else:
-                number = float(text)
+                return _finite(float(text), text)
+            number = float(text)
             if not math.isfinite(number):
                 raise ValueError
             return number

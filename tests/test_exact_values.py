@@ -279,3 +279,39 @@ def test_months_of_the_report_are_the_packs_local_months(tmp_path: Path) -> None
     months = [(row["month"], row["passed"], row["failed"])
               for row in json.loads((tmp_path / "r.json").read_text())["by_month"]]
     assert months == [("2026-03", 1, 0), ("2026-11", 0, 1)]
+
+
+@pytest.mark.parametrize("written, expected", [
+    ("010", 10.0), ("1.50", 1.5), ("-.5", -0.5), ("1e3", 1000.0),
+    ("1:30", 'dose_mg: "1:30" is not a number'), ("0x1F", 'dose_mg: "0x1F" is not a number'),
+    ("0b101", 'dose_mg: "0b101" is not a number'), ("1_000", 'dose_mg: "1_000" is not a number'),
+    ("1.0e-400", 'dose_mg: "1.0e-400" is too small for a number (it would read as 0)'),
+], ids=["leading-zero", "trailing-zero", "bare-point", "exponent", "sexagesimal", "hex", "binary", "underscore",
+        "underflow"])
+def test_pack_numbers_read_as_written_like_export_text(written: str, expected: float | str) -> None:
+    rule = ("  - id: N\n    title: N\n    severity: major\n    for: session\n"
+            f"    require: {{dose_mg: {{at_most: {written}}}}}\n")
+    if isinstance(expected, float):
+        (leaf,) = [make_pack(rule).rules[0].require]
+        assert leaf.value == expected  # type: ignore[union-attr]
+    else:
+        with pytest.raises(PackError) as caught:
+            make_pack(rule)
+        assert [p.message for p in caught.value.problems] == [expected]
+
+
+def test_one_of_numbers_read_as_written() -> None:
+    rule = ("  - id: N\n    title: N\n    severity: major\n    for: session\n"
+            "    require: {devices: {one_of: [010, 2]}}\n")
+    assert make_pack(rule).rules[0].require.value == (10, 2)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("header, cell, reason", [
+    ("devices", "2.00000000000000001", 'devices: "2.00000000000000001" is not an integer'),
+    ("devices", "9007199254740991.4", 'devices: "9007199254740991.4" is not an integer'),
+    ("dose_mg", "1e-400", 'dose_mg: "1e-400" is too small for a number (it would read as 0)'),
+], ids=["almost-two", "almost-max", "underflow"])
+def test_export_numbers_are_exact_or_refused(tmp_path: Path, header: str, cell: str, reason: str) -> None:
+    reasons = audit_rejections(tmp_path, f"session_id,patient_id,session_start,{header}",
+                               [f"S1,P,2026-01-01T10:00:00,{cell}", "S2,P,2026-01-01T11:00:00,2.0"])
+    assert reasons == [reason]
