@@ -20,7 +20,7 @@ from .model import (
     RecordType,
     Rule,
 )
-from .values import ConversionError, convert, timezone
+from .values import ConversionError, OutOfRange, convert, record_time, timezone
 
 PACK_KEYS = ("pack", "version", "title", "source", "timezone", "records", "derive", "rules", "targets")
 RECORD_KEYS = ("key", "patient", "time", "fields")
@@ -278,9 +278,13 @@ def record_values(check: Checker, record: Node, rtype: RecordType | None, tz: An
         elif value.value is not None:
             values[name] = written(value, spec.type)
             try:
-                convert(spec, values[name], tz)
+                converted = convert(spec, values[name], tz)
+                if name == rtype.time:
+                    record_time(converted, tz)  # a date's midnight must lie inside the calendar too
             except ConversionError as exc:
                 check.node(value, str(exc))
+            except OutOfRange as exc:
+                check.node(value, str(ConversionError(name, str(exc), values[name])))
     return values
 
 

@@ -315,3 +315,33 @@ def test_export_numbers_are_exact_or_refused(tmp_path: Path, header: str, cell: 
     reasons = audit_rejections(tmp_path, f"session_id,patient_id,session_start,{header}",
                                [f"S1,P,2026-01-01T10:00:00,{cell}", "S2,P,2026-01-01T11:00:00,2.0"])
     assert reasons == [reason]
+
+
+def test_an_example_date_time_at_the_calendars_ends_is_a_pack_problem() -> None:
+    # a date-typed record time is its midnight in the pack's zone: 0001-01-01 in Tokyo is year 0 in UTC
+    text = """\
+pack: p
+version: "1"
+timezone: Asia/Tokyo
+records:
+  screening:
+    key: screening_id
+    patient: patient_id
+    time: screened_on
+    fields: {screening_id: string, patient_id: string, screened_on: date}
+rules:
+  - id: D
+    title: D
+    severity: major
+    for: screening
+    require: {screened_on: {present: true}}
+    tests:
+      - {record: {screened_on: "9999-12-31"}, expect: pass}
+      - {record: {screened_on: "2026-01-01"}, expect: pass,
+         history: [{type: screening, record: {screened_on: "0001-01-01"}}]}
+"""
+    with pytest.raises(PackError) as caught:
+        build_pack(load_yaml(text, "p.yaml"), "p.yaml", text.encode())
+    assert [str(p) for p in caught.value.problems] == [
+        f'p.yaml:{line}: screened_on: "{value}" is too close to the ends of the calendar (years 1 and 9999)'
+        for line, value in (("17:32", "9999-12-31"), ("19:60", "0001-01-01"))]
