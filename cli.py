@@ -27,6 +27,7 @@ from engine.outputs import Outputs, inputs_of
 from engine.packs import is_tests_path, load_packs, orphan_tests
 from engine.privacy import KEY_VARIABLE, Pseudonymiser
 from engine.reporters.common import printable
+from engine.values import OutOfRange, in_zone
 
 EXIT_SUCCESS = 0
 EXIT_FINDINGS = 1
@@ -131,7 +132,10 @@ def _as_of(text: str | None) -> dt.datetime:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
         raise click.BadParameter(f'"{text}" is not an ISO 8601 date or datetime') from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    try:
+        return in_zone(value, dt.UTC)  # without an offset: UTC
+    except OutOfRange as exc:  # reports convert it to UTC and other zones
+        raise click.BadParameter(f'"{text}" {exc}') from None
 
 
 def _renderer(path: str, max_findings: int) -> reporters.Renderer:

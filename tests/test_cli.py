@@ -189,3 +189,11 @@ def test_an_engine_crash_exits_2_naming_what_was_not_judged(tmp_path: Path, monk
     assert stderr.startswith("protocol-audit: the rule engine crashed (SIGSEGV); not judged: 500 records (")
     assert "sessions.ndjson were not read; the audit is incomplete and no report was written" in stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("as_of", ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00"])
+def test_an_as_of_at_the_calendars_ends_is_a_usage_error(in_golden: Path, as_of: str) -> None:
+    code, stdout, stderr = run("audit", "--pack", "pack.yaml", "sessions.csv", "--as-of", as_of, "-o", "r.xml")
+    assert (code, stdout) == (2, "")
+    assert f'"{as_of}" is too close to the ends of the calendar (years 1 and 9999)' in stderr
+    assert not Path("r.xml").exists()
