@@ -21,6 +21,14 @@ from .model import History, Record
 from .privacy import REVEAL_ALL, Privacy
 
 MAX_LISTED = 20  # matched records named in evidence; the count is always given
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def micros(time: dt.datetime) -> int:
+    """``time`` in whole microseconds since 1970 (UTC). Integers, not float seconds: a window's
+    edge computed in floats can round past a record exactly on it (timestamps near 2**30 s)."""
+    return (time - _EPOCH) // _MICROSECOND
 Where = Callable[[dict[str, Any]], "bool | None"]  # a history condition's compiled where
 
 
@@ -43,13 +51,14 @@ class Timeline:
         # keyed by id(): conditions live as long as their pack, and hashing a frozen
         # dataclass walks its whole where-tree on every lookup
         self._index: dict[int, dict[Any, _Candidates]] = {}
-        self._moments = {id(r): r.time.timestamp() for r in records if r.time is not None}
+        self._moments = {id(r): micros(r.time) for r in records if r.time is not None}
 
-    def moment(self, record: Record) -> float:
+    def moment(self, record: Record) -> int:
+        """The record's time in whole microseconds since 1970 (UTC)."""
         found = self._moments.get(id(record))
         if found is None:
             assert record.time is not None
-            found = self._moments[id(record)] = record.time.timestamp()
+            found = self._moments[id(record)] = micros(record.time)
         return found
 
     def _candidates(self, cond: History, record: Record) -> _Candidates | None:
@@ -85,8 +94,8 @@ class Timeline:
     def _window(self, cond: History, moment: float) -> tuple[float, float]:
         if cond.before is None and cond.after is None:
             return float("-inf"), float("inf")
-        before = cond.before.total_seconds() if cond.before is not None else 0.0
-        after = cond.after.total_seconds() if cond.after is not None else 0.0
+        before = cond.before // _MICROSECOND if cond.before is not None else 0
+        after = cond.after // _MICROSECOND if cond.after is not None else 0
         return moment - before, moment + after
 
     def _others(self, cond: History, record: Record, low: float, high: float,
@@ -134,7 +143,7 @@ class Timeline:
             previous = self._previous(cond, record, moment)
             if previous is None or previous.time is None or cond.gap is None:
                 return True  # no earlier record: nothing to be too close to
-            return moment - self.moment(previous) >= cond.gap.total_seconds()
+            return moment - self.moment(previous) >= cond.gap // _MICROSECOND
         count = self._count(cond, record, *self._window(cond, moment))
         if cond.form == "exists":
             return count >= 1
@@ -159,7 +168,7 @@ class Timeline:
                 shown["previous"] = f"no earlier {cond.of}"
             else:
                 shown["previous"] = describe(previous)
-                shown["hours_since"] = round((moment - previous.time.timestamp()) / 3600, 2)
+                shown["hours_since"] = round((moment - self.moment(previous)) / 3_600_000_000, 2)
             return shown
         if cond.form == "first":
             earlier = self._others(cond, record, float("-inf"), moment, strictly_before=True)
@@ -178,7 +187,7 @@ def _span(time: dt.datetime, low: float, high: float, moment: float) -> list[str
         if edge in (float("-inf"), float("inf")):
             return "any time"
         try:
-            return (time + dt.timedelta(seconds=edge - moment)).isoformat()
+            return (time + dt.timedelta(microseconds=edge - moment)).isoformat()
         except OverflowError:  # a window reaching past the calendar's ends
             return "any time"
     return [show(low), show(high)]

@@ -345,3 +345,16 @@ rules:
     assert [str(p) for p in caught.value.problems] == [
         f'p.yaml:{line}: screened_on: "{value}" is too close to the ends of the calendar (years 1 and 9999)'
         for line, value in (("17:32", "9999-12-31"), ("19:60", "0001-01-01"))]
+
+
+@pytest.mark.parametrize("earlier, later, rule", [
+    ("2004-01-10T13:36:04.000014Z", "2004-01-10T13:37:04.000014Z",
+     "exists: {of: session, within: {before: 1m}}"),                     # the window edge crosses 2**30 s
+    ("2038-01-19T03:13:08.000003Z", "2038-01-19T03:14:08.000003Z",
+     "exists: {of: session, within: {before: 1m}}"),                     # and 2**31 s
+    ("2004-01-08T13:37:04.000014Z", "2004-01-10T13:37:04.000014Z", "since_previous: {of: session, at_least: 48h}"),
+], ids=["window-2**30", "window-2**31", "gap-2**30"])
+def test_a_record_exactly_on_a_window_edge_is_inside(earlier: str, later: str, rule: str) -> None:
+    pack = make_pack(f"  - id: E\n    title: E\n    severity: major\n    for: session\n    require: {{{rule}}}\n")
+    rows = [{"session_id": "A", "session_start": earlier}, {"session_id": "B", "session_start": later}]
+    assert outcomes(pack, rows)[1] == "pass"
