@@ -7,6 +7,7 @@ import copyreg
 import datetime as dt
 import difflib
 import functools
+import os
 import pickle
 import tempfile
 import zlib
@@ -38,8 +39,16 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
             hint = f' (did you mean "{close[0]}"?)' if close else ""
             raise UsageError(f'--group-by "{name}" is not a field of any record type{hint}')
     bindings = bind_inputs(files, auditor.types)
+    identities: dict[tuple[int, int], str] = {}
     for _, path in bindings:
         check_input(path)  # missing, a folder, a pipe or a device: said before anything is read
+        # the same file twice would reject every record of the second reading as a duplicate
+        found = os.stat(path)
+        first = identities.get((found.st_dev, found.st_ino))
+        if first is not None:
+            also = "" if first == path else f" (also as {first})"
+            raise UsageError(f"{path}: the same file is given twice{also}")
+        identities[(found.st_dev, found.st_ino)] = path
     seen = Seen()
     stats_list: list[InputStats] = []
 

@@ -108,7 +108,12 @@ def test_terminal_summary_without_output(in_golden: Path) -> None:
     (["audit", "--pack", "pack.yaml", "sesion=sessions.csv"], 'unknown record type "sesion"'),
     (["audit", "--pack", "pack.yaml", "sessions.csv", "-o", "no/such/dir/r.json"],
      "protocol-audit: no/such/dir/r.json: folder no/such/dir does not exist\n"),
-], ids=["missing-file", "unknown-pack", "unknown-format", "unknown-type", "missing-folder"])
+    (["audit", "--pack", "pack.yaml", "sessions.csv", "./sessions.csv"],
+     "protocol-audit: ./sessions.csv: the same file is given twice (also as sessions.csv)\n"),
+    (["audit", "--pack", "pack.yaml", "sessions.csv", "session=sessions.csv"],
+     "protocol-audit: sessions.csv: the same file is given twice\n"),
+], ids=["missing-file", "unknown-pack", "unknown-format", "unknown-type", "missing-folder", "input-twice",
+        "input-twice-bound"])
 def test_usage_errors_exit_2_with_one_line(in_golden: Path, args: list[str], message: str) -> None:
     code, stdout, stderr = run(*args)
     assert code == 2
