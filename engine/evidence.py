@@ -13,12 +13,15 @@ from .values import format_duration
 
 
 def display(value: Any) -> Any:
-    """A value as JSON shows it: times in ISO 8601, durations as ``90m``, numbers rounded to 4 places."""
+    """A value as JSON shows it: times in ISO 8601, durations as ``90m``, numbers rounded to 4 places
+    (small ones to 4 significant digits)."""
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
         return format_duration(value)
     if isinstance(value, float):
+        if value and abs(value) < 0.01:  # 4 places would show 0.00001 as 0.0: keep 4 significant digits
+            return float(f"{value:.4g}")
         return round(value, 4)
     return value
 

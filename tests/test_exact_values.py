@@ -358,3 +358,10 @@ def test_a_record_exactly_on_a_window_edge_is_inside(earlier: str, later: str, r
     pack = make_pack(f"  - id: E\n    title: E\n    severity: major\n    for: session\n    require: {{{rule}}}\n")
     rows = [{"session_id": "A", "session_start": earlier}, {"session_id": "B", "session_start": later}]
     assert outcomes(pack, rows)[1] == "pass"
+
+
+@pytest.mark.parametrize("value, shown", [(1e-5, 1e-5), (-0.0031415, -0.003142), (5e-324, 5e-324), (0.0, 0.0),
+                                          (1234.56789, 1234.5679), (0.012345, 0.0123)])
+def test_evidence_shows_small_numbers_as_the_rule_judged_them(value: float, shown: float) -> None:
+    from engine.evidence import display
+    assert display(value) == shown  # four places would show 0.00001, judged against 0.00001, as 0.0
