@@ -126,6 +126,12 @@ def read_input(path: str, record_type: str | None, types: Mapping[str, RecordTyp
         handle.close()
         raise InputError(f"{path}: {wide} text; save the export as UTF-8")
     handle.seek(0)
+    if _FORMATS[suffix] != "json" and b"\r" in handle.readline(MAX_LINE).rstrip(b"\r\n"):
+        # lines ended by CR alone (classic Mac OS) would read as one line: one row, or one bad record
+        handle.close()
+        raise InputError(f"{path}: lines end in a carriage return alone; save the export with LF or CRLF "
+                         "line endings")
+    handle.seek(0)
     builder = _Builder(path, record_type, types, tz, seen, stats, privacy)
     readers = {"csv": _read_csv, "json": _read_json, "ndjson": _read_ndjson}
     return readers[_FORMATS[suffix]](handle, builder)

@@ -349,3 +349,22 @@ def test_json_top_level_object_with_a_key_twice_is_refused(tmp_path: Path) -> No
     with pytest.raises(InputError) as info:
         read(path)
     assert str(info.value) == f'{path}: duplicate key "records" in the top-level object'
+
+
+@pytest.mark.parametrize("name, content", [
+    ("sessions.csv", "session_id,patient_id,session_start\r" + row(1).replace("\n", "\r") + row(2).replace("\n", "\r")),
+    ("sessions.ndjson", '{"session_id": "S-1"}\r{"session_id": "S-2"}\r'),
+], ids=["csv", "ndjson"])
+def test_lines_ended_by_a_carriage_return_alone_refuse_the_file(tmp_path: Path, name: str, content: str) -> None:
+    # read by \n, the whole file was one line: one row or one bad record where there were several
+    path = write(tmp_path, name, content)
+    with pytest.raises(InputError) as caught:
+        read(path)
+    assert str(caught.value) == (f"{path}: lines end in a carriage return alone; save the export with LF or CRLF "
+                                 "line endings")
+
+
+def test_crlf_files_are_read_line_by_line(tmp_path: Path) -> None:
+    items, stats = read(write(tmp_path, "sessions.csv", ("session_id,patient_id,session_start,dose_mg,note\n"
+                                                         + rows(1, 3)).replace("\n", "\r\n")))
+    assert stats.records_read == 3 and not rejected(items)
