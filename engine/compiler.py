@@ -190,7 +190,7 @@ class RuleCompiler:
     def _compare(self, leaf: Leaf, negate: bool) -> Formula:
         """The leaf's comparison (or its exact negation) on present values."""
         key = f"v{self._slot(leaf.field)}"
-        if leaf.op == "matches":
+        if leaf in self.layout.patterns:  # evaluated in Python (a pattern, a long list): a 0/1 slot
             return ("eq", f"x{self.layout.patterns[leaf]}", 0 if negate else 1)
         if leaf.op in ("one_of", "none_of"):
             # distinct items keep the branches exclusive

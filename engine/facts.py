@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .conditions import leaves_of
@@ -20,7 +21,9 @@ class Layout:
     0 missing); a missing value is sent as 0 so that no comparison ever meets an absent operand.
     Strings and enums travel as interned integers and booleans as 0/1, so the engine only ever
     compares numbers (durable compares mistyped values as strings). ``matches`` is evaluated here
-    with RE2 and sent as a 0/1 slot ``x<j>``, because durable's own regex dialect has false negatives.
+    with RE2 and sent as a 0/1 slot ``x<j>``, because durable's own regex dialect has false negatives;
+    so is ``one_of`` / ``none_of`` with more than MAX_SET_IN_ENGINE values (a code list), which the
+    engine could only test as that many alternatives, each an engine rule.
     """
 
     def __init__(self, types: dict[str, RecordType], rules: list[Rule]) -> None:
@@ -29,7 +32,8 @@ class Layout:
         self.slots: dict[tuple[str, str], int] = {}
         self.patterns: dict[Leaf, int] = {}
         self.per_type: dict[str, list[tuple[str, int, str]]] = {name: [] for name in self.type_codes}
-        self.regex_per_type: dict[str, list[tuple[str, str, Matcher]]] = {name: [] for name in self.type_codes}
+        # per type: (field, slot key, test) of each leaf evaluated here and sent as 0/1
+        self.precomputed: dict[str, list[tuple[str, str, Callable[[Any], bool]]]] = {n: [] for n in self.type_codes}
         self.strings: dict[str, int] = {}
         for rule in rules:
             rtype = types[rule.for_type]
@@ -41,10 +45,11 @@ class Layout:
                         kind = kind_of(rtype, name)
                         assert kind is not None
                         self.per_type[rule.for_type].append((name, slot, kind))
-                if leaf.op == "matches" and leaf not in self.patterns:
+                test = _precomputed(leaf)
+                if test is not None and leaf not in self.patterns:
                     index = len(self.patterns)
                     self.patterns[leaf] = index
-                    self.regex_per_type[rule.for_type].append((leaf.field, f"x{index}", Matcher(leaf.value)))
+                    self.precomputed[rule.for_type].append((leaf.field, f"x{index}", test))
 
         self._encoders = {name: self._plan(name) for name in self.type_codes}
 
@@ -81,7 +86,7 @@ class Layout:
     def keys(self, type_name: str) -> list[str]:
         """The fact keys of a type, in the order of ``encode_row``."""
         keys = [k for _, status, value, _ in self._encoders[type_name] for k in (status, value)]
-        return keys + [key for _, key, _ in self.regex_per_type[type_name]]
+        return keys + [key for _, key, _ in self.precomputed[type_name]]
 
     def encode_row(self, type_name: str, values: dict[str, Any]) -> tuple[Any, ...]:
         """The fact's values in ``keys`` order: plain numbers, cheap to send to the engine's process."""
@@ -95,7 +100,7 @@ class Layout:
             else:
                 append(1)
                 append(value if encoder is None else encoder(value))
-        for name, _, matcher in self.regex_per_type[type_name]:
+        for name, _, matcher in self.precomputed[type_name]:
             value = values.get(name)
             append(1 if value is not None and matcher(value) else 0)
         return tuple(row)
@@ -105,6 +110,22 @@ class Layout:
         fact: dict[str, Any] = {"id": str(fact_id), GUARD: 1, TYPE: self.type_codes[type_name]}
         fact.update(zip(self.keys(type_name), self.encode_row(type_name, values)))
         return fact
+
+
+MAX_SET_IN_ENGINE = 16  # one_of / none_of values compiled into engine tests; a longer list is tested here
+
+
+def _precomputed(leaf: Leaf) -> Callable[[Any], bool] | None:
+    """The test of a leaf evaluated in Python and sent as a 0/1 slot (true when the leaf holds on a
+    present value), or None for a leaf the engine tests itself."""
+    if leaf.op == "matches":
+        return Matcher(leaf.value)
+    if leaf.op in ("one_of", "none_of") and len(leaf.value) > MAX_SET_IN_ENGINE:
+        items = frozenset(leaf.value)
+        if leaf.op == "one_of":
+            return items.__contains__
+        return lambda value: value not in items
+    return None
 
 
 def sentinel() -> dict[str, Any]:

@@ -112,3 +112,13 @@ def test_a_rule_with_hundreds_of_conditions_is_refused_promptly(tmp_path: object
         load_packs([str(path)])
     (problem,) = caught.value.problems
     assert problem.message.startswith("rule W0 is too complex for the rule engine (more than 256 alternatives")
+
+
+@pytest.mark.parametrize("op", ["one_of", "none_of"])
+def test_a_long_code_list_is_judged(op: str) -> None:
+    # 300 values were 300 alternatives: "too complex", with advice (split the rule) that cannot apply
+    codes = ", ".join(str(100 + n) for n in range(300))
+    pack = build(wide_pack(2, [f"{{f0: {{{op}: [{codes}]}}}}", f"{{any: [{{f0: {{{op}: [{codes}]}}}}, "
+                                                                 "{f1: {at_most: 50}}]}"]))
+    counts = judged_against_plain_python(pack, records_of(pack, 2, 60, seed=3))
+    assert sum(counts.values()) == 120 and counts["pass"] and counts["fail"]
