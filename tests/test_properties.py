@@ -3,8 +3,10 @@ format, and every duration (derived, windows, since_previous) is exact elapsed t
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
+import tempfile
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -13,11 +15,13 @@ from hypothesis import strategies as st
 
 from engine import report as report_builder
 from engine import reporters
+from engine.errors import InputError
 from engine.expressions import compile_expression
-from engine.model import Outcome
+from engine.model import Field, Outcome, Record, RecordType
 from engine.packs import load_packs
 from engine.pipeline import judge, run
 from engine.privacy import Pseudonymiser
+from engine.records import InputStats, Seen, read_input
 from tests.helpers import make_pack, record
 from tests.test_privacy_gate import PACK
 
@@ -129,3 +133,58 @@ def test_windows_and_gaps_are_elapsed_time(times: list[dt.datetime], zone: str, 
         gap_ok = not earlier or moment - max(earlier) >= window
         assert got[("WINDOW", f"S{n}")] == (Outcome.PASS if not in_window else Outcome.FAIL).value
         assert got[("GAP", f"S{n}")] == (Outcome.PASS if gap_ok else Outcome.FAIL).value
+
+
+FINITE = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=25, deadline=None)
+@given(threshold=FINITE, values=st.lists(FINITE, min_size=1, max_size=12))
+@example(threshold=1e-05, values=[1e-06, 1e-04])
+@example(threshold=1e16, values=[1e15, 2e16])
+@example(threshold=5e-324, values=[0.0, -5e-324, 5e-324])
+def test_the_engine_judges_any_finite_number_as_python_does(threshold: float, values: list[float]) -> None:
+    rule = ("  - id: N\n    title: N\n    severity: major\n    for: session\n"
+            f"    require: {{dose_mg: {{at_least: {threshold!r}}}}}\n")
+    pack = make_pack(rule)
+    records = [record(pack, {"session_id": f"S{n}", "patient_id": f"P{n}", "dose_mg": repr(value)}, line=n + 2)
+               for n, value in enumerate(values)]
+    got: dict[str, str] = {}
+    judge([pack], records, on_outcome=lambda rule, rec, outcome: got.__setitem__(rec.key, outcome.value))
+    for n, value in enumerate(values):
+        assert got[f"S{n}"] == ("pass" if value >= threshold else "fail"), (threshold, value)
+
+
+CELL = st.text(alphabet='ab,"\n\r ', max_size=6)
+
+
+CSV_TYPES = {"session": RecordType("session", "session_id", "patient_id", "session_start", {
+    "session_id": Field("session_id", "string"), "patient_id": Field("patient_id", "string"),
+    "session_start": Field("session_start", "datetime"), "note": Field("note", "string")})}
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.lists(CELL, min_size=1, max_size=4), max_size=8), quoted=st.booleans())
+def test_every_csv_row_is_read_or_rejected_never_lost(rows: list[list[str]], quoted: bool) -> None:
+    """Written by a CSV writer, every row is one record; written raw (stray quotes, bare line breaks),
+    every item is accounted for: read = judged + rejected, one item per line at most, in order."""
+    header = ["session_id", "patient_id", "session_start", "note"]
+    data = [[f"S{n}", "P", "2026-01-01T10:00:00", " ".join(cells)] for n, cells in enumerate(rows)]
+    text = io.StringIO(newline="")
+    if quoted:  # QUOTE_ALL: the minimal quoting leaves a carriage return alone in a cell unquoted
+        csv.writer(text, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows([header, *data])
+    else:
+        text.write(",".join(header) + "\n" + "".join(",".join(row) + "\n" for row in data))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "sessions.csv"
+        path.write_text(text.getvalue(), encoding="utf-8", newline="")
+        stats = InputStats(str(path), "session")
+        try:
+            items = list(read_input(str(path), "session", CSV_TYPES, dt.UTC, Seen(), stats))
+        except InputError:  # refused whole, with its reason (a carriage return alone ends the header line)
+            return
+    assert stats.records_read == stats.records_judged + stats.records_rejected == len(items)
+    lines = [item.line for item in items]
+    assert lines == sorted(set(lines)) and all(line >= 2 for line in lines)
+    if quoted:
+        assert [item.key for item in items if isinstance(item, Record)] == [row[0] for row in data]
