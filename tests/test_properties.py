@@ -1,5 +1,6 @@
 """Properties over generated inputs, one per class of defect: no identifier leaks into any report
-format, and every duration (derived, windows, since_previous) is exact elapsed time in any zone."""
+format; every duration (derived, windows, since_previous) is exact elapsed time in any zone; the
+engine judges any finite number as Python does; no CSV row is lost."""
 
 from __future__ import annotations
 
