@@ -94,6 +94,8 @@ class Auditor:
         for rule, found in zip(self.rules, self.histories):
             known = self.histories_by_type.setdefault(rule.for_type, [])
             known.extend(h for h in found if h not in known)
+        # the plain-Python judgement of each rule, that every answer of the engine is checked against
+        self.plain = [conditions.compile_outcome(rule.when, rule.require) for rule in self.rules]
         self.wheres = {id(h): conditions.compile_condition(h.where)
                        for hs in self.histories for h in hs if h.where is not None}
         # record types an audit must keep: those judged and those history conditions look at
@@ -205,6 +207,13 @@ class Auditor:
         strata = self.result.strata
         for rule_index, code, ids in segments:
             judged.setdefault(rule_index, []).extend(ids)
+            # Every answer is judged again in plain Python, passes and not-applicables included: a
+            # finding the engine lost (a fail answered as a pass) must stop the audit, not vanish.
+            plain, answer = self.plain[rule_index], _OUTCOMES[code]
+            wrong = [fact_id for fact_id in ids if plain(records[fact_id].values) is not answer]
+            if wrong:
+                record = records[wrong[0]]
+                self._disagree(self.rules[rule_index], record, answer, plain(record.values))
             if code == _PASS and hook is None:
                 tallies[rule_index].passed += len(ids)
                 for fact_id in ids:
@@ -261,28 +270,19 @@ class Auditor:
         if self.on_outcome is not None:
             self.on_outcome(rule, record, outcome)
 
-    def _check(self, rule: Rule, record: Record, expected: Outcome) -> list[str]:
-        """Re-judge a non-pass outcome in plain Python; return the missing fields that decided it.
+    def _missing(self, rule: Rule, record: Record, outcome: Outcome) -> list[str]:
+        """The missing fields that made a fail or a not-evaluable (the outcome is checked already)."""
+        if outcome is Outcome.NOT_EVALUABLE:
+            assert rule.when is not None
+            return conditions.evaluate(rule.when, record.values)[1]
+        return conditions.evaluate(rule.require, record.values)[1]
 
-        Findings are few, so this costs little, and a wrong answer from the C engine becomes an
-        error instead of a finding (or a missing one) in the report.
-        """
-        when, when_missing = (True, []) if rule.when is None else conditions.evaluate(rule.when, record.values)
-        if expected is Outcome.NOT_EVALUABLE:
-            if when is not None:
-                self._disagree(rule, record, expected)
-            return when_missing
-        require, require_missing = conditions.evaluate(rule.require, record.values)
-        if when is not True or require is True:
-            self._disagree(rule, record, expected)
-        return require_missing
-
-    def _disagree(self, rule: Rule, record: Record, outcome: Outcome) -> None:
-        raise EngineError(f"the rule engine judged rule {rule.id} {outcome.value} on {self.where(record)} "
-                          f"but the plain check does not agree")
+    def _disagree(self, rule: Rule, record: Record, engine: Outcome, plain: Outcome) -> None:
+        raise EngineError(f"the rule engine judged rule {rule.id} {engine.value} on {self.where(record)}, "
+                          f"the plain-Python check {plain.value}")
 
     def _finding(self, rule: Rule, index: int, record: Record) -> dict[str, Any]:
-        missing = self._check(rule, record, Outcome.FAIL)
+        missing = self._missing(rule, record, Outcome.FAIL)
         finding: dict[str, Any] = {
             "rule": rule.id, "pack": rule.pack, "severity": rule.severity, "outcome": Outcome.FAIL.value,
             "record_type": record.type, "record_key": self.privacy.key(record.type, record.key),
@@ -307,5 +307,5 @@ class Auditor:
     def _not_evaluable(self, rule: Rule, record: Record) -> dict[str, Any]:
         return {"rule": rule.id, "pack": rule.pack, "record_type": record.type,
                 "record_key": self.privacy.key(record.type, record.key),
-                "missing": self._check(rule, record, Outcome.NOT_EVALUABLE),
+                "missing": self._missing(rule, record, Outcome.NOT_EVALUABLE),
                 "source": {"path": record.path, "line": record.line}}

@@ -124,6 +124,23 @@ def outcome(when: Truth, require: Truth) -> Outcome:
     return Outcome.PASS if require is True else Outcome.FAIL
 
 
+def compile_outcome(when: Condition | None, require: Condition) -> Callable[[dict[str, Any]], Outcome]:
+    """A rule's outcome on a record's values as a closure (``outcome`` of the compiled truths): the
+    plain-Python judgement every answer of the rule engine is checked against."""
+    test_when = compile_condition(when) if when is not None else None
+    test_require = compile_condition(require)
+
+    def judge(values: dict[str, Any]) -> Outcome:
+        if test_when is not None:
+            truth = test_when(values)
+            if truth is None:
+                return Outcome.NOT_EVALUABLE
+            if truth is False:
+                return Outcome.NOT_APPLICABLE
+        return Outcome.PASS if test_require(values) is True else Outcome.FAIL
+    return judge
+
+
 def histories_of(cond: Condition | None) -> list[History]:
     """Every history condition in a condition tree, in order."""
     if cond is None or isinstance(cond, Leaf):
@@ -194,6 +211,32 @@ def _show(value: Any) -> str:
 
 
 
+def _constant_leaf(op: str, field: str, expected: Any,
+                   test: Callable[[Any, Any], bool]) -> Callable[[dict[str, Any]], Truth]:
+    """A leaf comparing a field with a constant, with the common operators specialised: every
+    record's every rule is judged through these (each answer of the engine is checked)."""
+    if op in ("one_of", "none_of"):
+        items = frozenset(expected)
+        inside = op == "one_of"
+
+        def member(values: dict[str, Any]) -> Truth:
+            value = values.get(field)
+            return None if value is None else (value in items) is inside
+        return member
+    if op == "between":
+        low, high = expected
+
+        def between(values: dict[str, Any]) -> Truth:
+            value = values.get(field)
+            return None if value is None else low <= value <= high
+        return between
+
+    def leaf(values: dict[str, Any]) -> Truth:
+        value = values.get(field)
+        return None if value is None else test(value, expected)
+    return leaf
+
+
 def compile_condition(cond: Condition) -> Callable[[dict[str, Any]], Truth]:
     """The condition's truth (True, False or None for unknown) as a closure: the same answers as
     evaluate(), without the missing-field lists, several times faster for the many candidate records
@@ -213,13 +256,12 @@ def compile_condition(cond: Condition) -> Callable[[dict[str, Any]], Truth]:
                 value = values.get(field)
                 return None if value is None else full_match(pattern, value)
             return matches
-        check = test
-
-        def leaf(values: dict[str, Any]) -> Truth:
-            value = values.get(field)
-            operand = values.get(ref) if ref else expected
-            return None if value is None or operand is None else check(value, operand)
-        return leaf
+        if ref:
+            def compared(values: dict[str, Any]) -> Truth:
+                value, operand = values.get(field), values.get(ref)
+                return None if value is None or operand is None else test(value, operand)
+            return compared
+        return _constant_leaf(cond.op, field, expected, test)
     if isinstance(cond, Not):
         inner = compile_condition(cond.part)
 

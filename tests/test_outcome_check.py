@@ -1,0 +1,100 @@
+"""Every answer of the rule engine is checked: a wrong reply of each kind (a fail turned into a pass
+and back, not-applicable and not-evaluable swapped, a pair missing or doubled) stops the audit with
+exit 2, naming the rule, the record, its file:line and both outcomes, and no report is written."""
+
+from __future__ import annotations
+
+import functools
+import re
+from array import array
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli import main
+from engine import pipeline
+from engine.compiler import OUTCOME_CODES
+from engine.evaluator import worker_main
+from engine.model import Outcome
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "golden" / "audit"
+CODES = {outcome: number for number, outcome in enumerate(OUTCOME_CODES.values())}
+
+
+class _Tampering:
+    """The worker's results queue, with the first segment of one outcome changed by ``mode``."""
+
+    def __init__(self, results: Any, mode: str) -> None:
+        self.results, self.mode, self.done = results, mode, False
+
+    def put(self, item: tuple[int, bytes, str | None]) -> None:
+        batch_id, data, error = item
+        if data and not self.done:
+            data = self._tamper(data)
+        self.results.put((batch_id, data, error))
+
+    def _tamper(self, data: bytes) -> bytes:
+        flat = array("i")
+        flat.frombytes(data)
+        source, target = {"fail->pass": (Outcome.FAIL, Outcome.PASS), "pass->fail": (Outcome.PASS, Outcome.FAIL),
+                          "not_applicable->not_evaluable": (Outcome.NOT_APPLICABLE, Outcome.NOT_EVALUABLE),
+                          "not_evaluable->not_applicable": (Outcome.NOT_EVALUABLE, Outcome.NOT_APPLICABLE),
+                          "missing": (Outcome.FAIL, None), "doubled": (Outcome.FAIL, None)}[self.mode]
+        position = 0
+        while position < len(flat):
+            rule, outcome, count = flat[position:position + 3]
+            if outcome == CODES[source] and count:
+                self.done = True
+                if target is not None:
+                    flat[position + 1] = CODES[target]
+                elif self.mode == "missing":  # the segment's last fact loses its outcome
+                    flat[position + 2] = count - 1
+                    del flat[position + 3 + count - 1]
+                else:  # the segment's first fact gets its outcome twice
+                    flat[position + 2] = count + 1
+                    flat.insert(position + 3, flat[position + 3])
+                break
+            position += 3 + count
+        return flat.tobytes()
+
+
+def _tampering_worker(mode: str, ruleset_json: str, keys_json: str, tasks: Any, results: Any) -> None:
+    worker_main(ruleset_json, keys_json, tasks, _Tampering(results, mode))
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("fail->pass", "judged rule {rule} pass on session {key} (sessions.csv:{line}), the plain-Python check fail"),
+    ("pass->fail", "judged rule {rule} fail on session {key} (sessions.csv:{line}), the plain-Python check pass"),
+    ("not_applicable->not_evaluable", "judged rule {rule} not_evaluable on session {key} (sessions.csv:{line}), "
+                                      "the plain-Python check not_applicable"),
+    ("not_evaluable->not_applicable", "judged rule {rule} not_applicable on session {key} (sessions.csv:{line}), "
+                                      "the plain-Python check not_evaluable"),
+    ("missing", "gave no outcome for rule {rule} on session {key} (sessions.csv:{line})"),
+    ("doubled", "gave rule {rule} a second or misplaced outcome on session {key} (sessions.csv:{line})"),
+])
+def test_a_wrong_answer_of_the_engine_stops_the_audit(mode: str, message: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    real_run = pipeline.run
+    monkeypatch.setattr(pipeline, "run",
+                        lambda *a, **k: real_run(*a, **k, worker=functools.partial(_tampering_worker, mode)))
+    monkeypatch.chdir(GOLDEN)
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(main, ["audit", "--pack", "pack.yaml", "sessions.csv", "--reveal-identifiers",
+                                       "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert not out.exists()
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("protocol-audit: the rule engine ") and line.endswith(
+        "; the audit is incomplete and no report was written")
+    # the message names a real rule, record and line of the export
+    ids = re.findall(r"^  - id: (\S+)$", (GOLDEN / "pack.yaml").read_text(), re.MULTILINE)
+    rules = [rule for rule in ids if f"rule {rule} " in line]
+    assert rules, line
+    rows = (GOLDEN / "sessions.csv").read_text().splitlines()
+    named = [(key, number) for number, row in enumerate(rows[1:], 2) if (key := row.split(",")[0])
+             and message.format(rule=rules[0], key=key, line=number) in line]
+    assert named, line
