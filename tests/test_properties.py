@@ -96,7 +96,7 @@ def test_derived_durations_are_elapsed_time(start: dt.datetime, end: dt.datetime
         assert seconds == (end - start).total_seconds()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(times=st.lists(TIMES, min_size=2, max_size=8), zone=st.sampled_from(ZONES),
        hours=st.integers(1, 72))
 @example(times=[dt.datetime(2026, 3, 7, 9, 30), dt.datetime(2026, 3, 8, 9)], zone="America/Los_Angeles", hours=24)
@@ -139,7 +139,7 @@ def test_windows_and_gaps_are_elapsed_time(times: list[dt.datetime], zone: str, 
 FINITE = st.floats(allow_nan=False, allow_infinity=False)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(threshold=FINITE, values=st.lists(FINITE, min_size=1, max_size=12))
 @example(threshold=1e-05, values=[1e-06, 1e-04])
 @example(threshold=1e16, values=[1e15, 2e16])
