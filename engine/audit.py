@@ -149,10 +149,7 @@ class Auditor:
         for record in records:
             histories = self.histories_by_type.get(record.type)
             if histories:
-                for cond in histories:
-                    truth = timeline.truth(cond, record)
-                    if truth is not None:
-                        record.values[cond.name] = truth
+                record.answers = timeline.answers(histories, record)
                 record.timeline = timeline
             self.add(record)
 
@@ -188,7 +185,7 @@ class Auditor:
             keys = {code: layout.keys(name) for name, code in layout.type_codes.items()}
             self.evaluator = DurableEvaluator(self.ruleset, keys, self.timeout, self.worker)
         codes = layout.type_codes
-        rows = [(codes[r.type], *layout.encode_row(r.type, r.values)) for r in self.batch]
+        rows = [(codes[r.type], *layout.encode_row(r.type, r.judged_values())) for r in self.batch]
         where = _places(self.batch)
         while self.evaluator.full:
             self._collect()
@@ -205,15 +202,15 @@ class Auditor:
         tallies = self.result.tallies
         hook = self.on_outcome
         strata = self.result.strata
+        views = [record.judged_values() for record in records]
         for rule_index, code, ids in segments:
             judged.setdefault(rule_index, []).extend(ids)
             # Every answer is judged again in plain Python, passes and not-applicables included: a
             # finding the engine lost (a fail answered as a pass) must stop the audit, not vanish.
             plain, answer = self.plain[rule_index], _OUTCOMES[code]
-            wrong = [fact_id for fact_id in ids if plain(records[fact_id].values) is not answer]
+            wrong = [fact_id for fact_id in ids if plain(views[fact_id]) is not answer]
             if wrong:
-                record = records[wrong[0]]
-                self._disagree(self.rules[rule_index], record, answer, plain(record.values))
+                self._disagree(self.rules[rule_index], records[wrong[0]], answer, plain(views[wrong[0]]))
             if code == _PASS and hook is None:
                 tallies[rule_index].passed += len(ids)
                 for fact_id in ids:
@@ -274,8 +271,8 @@ class Auditor:
         """The missing fields that made a fail or a not-evaluable (the outcome is checked already)."""
         if outcome is Outcome.NOT_EVALUABLE:
             assert rule.when is not None
-            return conditions.evaluate(rule.when, record.values)[1]
-        return conditions.evaluate(rule.require, record.values)[1]
+            return conditions.evaluate(rule.when, record.judged_values())[1]
+        return conditions.evaluate(rule.require, record.judged_values())[1]
 
     def _disagree(self, rule: Rule, record: Record, engine: Outcome, plain: Outcome) -> None:
         raise EngineError(f"the rule engine judged rule {rule.id} {engine.value} on {self.where(record)}, "

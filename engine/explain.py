@@ -32,20 +32,20 @@ def _shown(value: Any) -> str:
 
 
 class _Tracer:
-    def __init__(self, auditor: Auditor, record: Record, timeline: Timeline) -> None:
+    def __init__(self, auditor: Auditor, record: Record, timeline: Timeline, values: dict[str, Any]) -> None:
         self.rtype = auditor.types[record.type]
         self.record = record
         self.timeline = timeline
+        self.values = values  # the record's values and its history answers
         self.privacy = auditor.privacy
 
     def _value(self, name: str) -> str:
         """A value the record holds, as the privacy gate lets it be shown."""
-        return _shown(self.privacy.value(self.record.type, name, display(self.record.values.get(name))))
+        return _shown(self.privacy.value(self.record.type, name, display(self.values.get(name))))
 
     def trace(self, cond: Condition, depth: int) -> tuple[bool | None, list[str]]:
         pad = "  " * depth
-        values = self.record.values
-        truth, _ = conditions.evaluate(cond, values)
+        truth, _ = conditions.evaluate(cond, self.values)
         if isinstance(cond, History):
             lines = [f"{pad}{conditions.describe_history(cond)} -> {_truth(truth)}"]
             for key, value in self.timeline.evidence(cond, self.record, self.privacy).items():
@@ -107,13 +107,26 @@ def _read(auditor: Auditor, files: list[str]) -> Iterator[Record | Rejected]:
                               auditor.privacy)
 
 
-def trace(auditor: Auditor, rule: Rule, record: Record, patient: list[Record]) -> tuple[Outcome, list[str]]:
-    """The rule's outcome on a judged ``record`` in plain Python, and every condition traced.
+def judged_values(auditor: Auditor, rule: Rule, record: Record, patient: list[Record],
+                  timeline: Timeline | None = None) -> dict[str, Any]:
+    """What ``rule`` reads of ``record``: its values (derived ones included) and the answers of the
+    rule's history conditions from ``patient``'s records, the record among them. Needs no audit to
+    have run first; deriving again gives the same values."""
+    for other in patient:
+        auditor.derive(other)
+    timeline = timeline or Timeline(patient, auditor.wheres)
+    histories = conditions.histories_of(rule.when) + conditions.histories_of(rule.require)
+    return {**record.values, **timeline.answers(histories, record)}
 
-    ``patient`` holds the patient's records as judged (derived values and history answers in
-    place), the judged record among them; history conditions show their window and matches.
+
+def trace(auditor: Auditor, rule: Rule, record: Record, patient: list[Record]) -> tuple[Outcome, list[str]]:
+    """The rule's outcome on ``record`` in plain Python, and every condition traced.
+
+    ``patient`` holds the patient's records, the judged one among them; history conditions show
+    their window and matches.
     """
-    tracer = _Tracer(auditor, record, Timeline(patient, auditor.wheres))
+    timeline = Timeline(patient, auditor.wheres)
+    tracer = _Tracer(auditor, record, timeline, judged_values(auditor, rule, record, patient, timeline))
     when, when_lines = (True, ["when: always"]) if rule.when is None else tracer.trace(rule.when, 1)
     require, require_lines = tracer.trace(rule.require, 1)
     outcome = conditions.outcome(when, require)

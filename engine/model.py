@@ -198,6 +198,13 @@ class Record:
     line: int
     timeline: Any = None  # the patient's Timeline, while history conditions are being judged
     stratum: tuple[str, ...] = ()  # (month, group-by values...) for the report's per-stratum counts
+    # the truths of the history conditions on this record, by condition name (None: none asked);
+    # kept beside the values, which stay as read and derived
+    answers: dict[str, bool] | None = None
+
+    def judged_values(self) -> dict[str, Any]:
+        """What the rules read: the record's values and, beside them, its history answers."""
+        return self.values if not self.answers else {**self.values, **self.answers}
 
 
 @dataclass(frozen=True, slots=True)

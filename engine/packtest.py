@@ -37,7 +37,7 @@ from . import conditions
 from .audit import Auditor
 from .errors import PackError, Problem, UsageError
 from .examples import build_record, example_records
-from .explain import trace
+from .explain import judged_values, trace
 from .grammar import Checker, suggest
 from .loader import load_yaml, read_pack_text
 from .model import Condition, History, Leaf, Mark, Not, Outcome, Pack, Record, Rule
@@ -296,12 +296,12 @@ class Coverage:
         return self.met == self.total
 
 
-def coverage(rule: Rule, cases: list[Case]) -> Coverage:
+def coverage(rule: Rule, cases: list[Case], auditor: Auditor) -> Coverage:
     mine = [case for case in cases if case.rule is rule]
     outcomes = {case.actual for case in mine}
     labelled = [(b, "when") for b in branches(rule.when)] + [(b, "require") for b in branches(rule.require)]
-    uncovered = [(b, part) for b, part in labelled
-                 if not any(decisive(rule, case.record.values, b) for case in mine)]
+    seen = [judged_values(auditor, rule, case.record, case.patient) for case in mine]
+    uncovered = [(b, part) for b, part in labelled if not any(decisive(rule, values, b) for values in seen)]
     return Coverage(rule, Outcome.PASS.value in outcomes, Outcome.FAIL.value in outcomes, uncovered,
                     2 + len(labelled))
 
@@ -344,7 +344,9 @@ def run_pack(pack: Pack) -> PackResult:
     for case in cases:
         case.actual = actual[(case.rule.id, id(case.record))].value
     examples = sum(len(rule.examples) for rule in pack.rules)
-    return PackResult(pack, files, cases, [coverage(rule, cases) for rule in pack.rules], examples, len(scenarios))
+    auditor = Auditor([pack])
+    return PackResult(pack, files, cases, [coverage(rule, cases, auditor) for rule in pack.rules], examples,
+                      len(scenarios))
 
 
 def evidence(pack: Pack, case: Case) -> list[str]:

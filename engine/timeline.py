@@ -131,6 +131,15 @@ class Timeline:
     def _unknown(self, cond: History, record: Record) -> bool:
         return record.time is None or (cond.join is not None and record.values.get(cond.join) is None)
 
+    def answers(self, conds: list[History], record: Record) -> dict[str, bool]:
+        """The truths of ``conds`` on ``record`` by condition name; an unknown one is left out."""
+        found = {}
+        for cond in conds:
+            truth = self.truth(cond, record)
+            if truth is not None:
+                found[cond.name] = truth
+        return found
+
     def truth(self, cond: History, record: Record) -> bool | None:
         """Whether ``cond`` holds for ``record``; None when it is unknown."""
         if self._unknown(cond, record):

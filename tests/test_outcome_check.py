@@ -98,3 +98,64 @@ def test_a_wrong_answer_of_the_engine_stops_the_audit(mode: str, message: str, t
     named = [(key, number) for number, row in enumerate(rows[1:], 2) if (key := row.split(",")[0])
              and message.format(rule=rules[0], key=key, line=number) in line]
     assert named, line
+
+
+HISTORY_PACK = """\
+pack: hist
+version: "1"
+records:
+  session:
+    key: session_id
+    patient: patient_id
+    time: session_start
+    fields: {session_id: string, patient_id: string, session_start: datetime, dose_mg: number, weight_kg: number}
+derive:
+  dose_mg_per_kg: dose_mg / weight_kg
+rules:
+  - id: GAP
+    title: two days apart, dose at most 1 mg/kg
+    severity: major
+    for: session
+    require:
+      all:
+        - since_previous: {of: session, where: {dose_mg_per_kg: {greater_than: 0}}, at_least: 48h}
+        - dose_mg_per_kg: {at_most: 1}
+"""
+
+
+def _history_records() -> tuple[Any, list[Any]]:
+    from engine.loader import load_yaml
+    from engine.schema import build_pack
+    from tests.helpers import record
+
+    pack = build_pack(load_yaml(HISTORY_PACK, "hist.yaml"), "hist.yaml", HISTORY_PACK.encode())
+    rows = [("S1", "2026-03-01 09:00"), ("S2", "2026-03-02 09:00"), ("S3", "2026-03-06 09:00")]
+    return pack, [record(pack, {"session_id": key, "patient_id": "P", "session_start": start, "dose_mg": "35",
+                                "weight_kg": "70"}, line=n + 2) for n, (key, start) in enumerate(rows)]
+
+
+def test_judging_leaves_the_values_as_read_and_derived() -> None:
+    from engine.pipeline import judge
+
+    pack, records = _history_records()
+    outcomes: dict[str, str] = {}
+    judge([pack], records, on_outcome=lambda rule, rec, outcome: outcomes.__setitem__(rec.key, outcome.value))
+    assert outcomes == {"S1": "pass", "S2": "fail", "S3": "pass"}
+    for rec in records:
+        assert set(rec.values) == {"session_id", "patient_id", "session_start", "dose_mg", "weight_kg",
+                                   "dose_mg_per_kg"}  # history answers are kept beside, not in, the values
+        assert list((rec.answers or {}).values()) == [rec.key != "S2"]
+
+
+def test_explain_needs_no_audit_before_it() -> None:
+    from engine.audit import Auditor
+    from engine.explain import trace
+
+    pack, records = _history_records()  # fresh records: not derived, not judged
+    outcome, lines = trace(Auditor([pack]), pack.rules[0], records[1], records)
+    assert outcome is Outcome.FAIL
+    # the history where reads a derived field of the other records: derived here, not by an audit
+    assert lines[3:] == ["    since_previous session where (dose_mg_per_kg > 0) at least 2d -> false",
+                         "      previous: S1 at 2026-03-01T09:00:00+00:00 (mem:2)", "      hours_since: 24.0",
+                         "    dose_mg_per_kg ≤ 1.0: dose_mg_per_kg = 0.5 (derived: dose_mg / weight_kg; "
+                         "dose_mg = 35.0, weight_kg = 70.0) -> true"]
