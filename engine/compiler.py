@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Union
 
+from . import operators
 from .errors import PackError, Problem
 from .facts import GUARD, SENTINEL, TYPE, Layout
 from .model import All, Condition, History, Leaf, Not, Outcome, Rule, kind_of
@@ -33,8 +34,6 @@ TRUE = "true"
 FALSE = "false"
 
 _NEGATE = {"eq": "neq", "neq": "eq", "lt": "gte", "gte": "lt", "lte": "gt", "gt": "lte"}
-_LEAF_OP = {"equals": "eq", "not_equals": "neq", "less_than": "lt", "at_most": "lte",
-            "greater_than": "gt", "at_least": "gte"}
 _DURABLE = {"neq": "$neq", "lt": "$lt", "lte": "$lte", "gt": "$gt", "gte": "$gte"}
 
 
@@ -203,7 +202,8 @@ class RuleCompiler:
             if negate:
                 return or_(("lt", key, low), ("gt", key, high))
             return and_(("gte", key, low), ("lte", key, high))
-        op = _LEAF_OP[leaf.op]
+        op = operators.get(leaf.op).engine
+        assert op is not None, leaf.op
         op = _NEGATE[op] if negate else op
         if leaf.ref is not None:
             return (op, key, ("$m", f"v{self._slot(leaf.ref)}"))

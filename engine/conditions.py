@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
+from . import operators
 from .model import AnyOf, Condition, History, Leaf, Not, Outcome
 from .patterns import compile_pattern, full_match
 from .values import format_duration
@@ -50,27 +49,9 @@ def leaves_of(cond: Condition | None) -> list[Leaf]:
     return [leaf for part in cond.parts for leaf in leaves_of(part)]
 
 
-@lru_cache(maxsize=1024)
-def _pattern(text: str) -> Any:
-    return compile_pattern(text)
-
-
-_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
-    "equals": operator.eq, "not_equals": operator.ne, "less_than": operator.lt, "at_most": operator.le,
-    "greater_than": operator.gt, "at_least": operator.ge,
-    "between": lambda value, bounds: bool(bounds[0] <= value <= bounds[1]),
-    "one_of": lambda value, items: value in items, "none_of": lambda value, items: value not in items,
-}
-
-
 def compare(op: str, value: Any, operand: Any) -> bool:
     """A leaf operator on two present values of one kind."""
-    if op == "matches":
-        return full_match(_pattern(operand), value)
-    test = _OPERATORS.get(op)
-    if test is None:
-        raise ValueError(f"unknown operator {op}")
-    return bool(test(value, operand))
+    return bool(operators.get(op).test(value, operand))
 
 
 def evaluate(cond: Condition, values: dict[str, Any],
@@ -109,10 +90,6 @@ def evaluate(cond: Condition, values: dict[str, Any],
         return None, list(dict.fromkeys(unknown))
     return not decisive, []
 
-
-
-_SYMBOLS = {"equals": "=", "not_equals": "≠", "less_than": "<", "at_most": "≤", "greater_than": ">",
-            "at_least": "≥", "one_of": "in", "none_of": "not in", "matches": "matches"}
 
 
 def outcome(when: Truth, require: Truth) -> Outcome:
@@ -188,9 +165,9 @@ def describe(cond: Condition | None) -> str:
         if cond.op == "present":
             return f"{cond.field} {'documented' if cond.value else 'not documented'}"
         if cond.op == "between":
-            return f"{cond.field} in [{_show(cond.value[0])}, {_show(cond.value[1])}]"
+            return f"{cond.field} between [{_show(cond.value[0])}, {_show(cond.value[1])}]"
         operand = cond.ref if cond.ref else _show(cond.value)
-        return f"{cond.field} {_SYMBOLS[cond.op]} {operand}"
+        return f"{cond.field} {operators.get(cond.op).symbol} {operand}"
     if isinstance(cond, Not):
         return f"not ({describe(cond.part)})"
     joiner = " and " if not isinstance(cond, AnyOf) else " or "
@@ -223,6 +200,13 @@ def _constant_leaf(op: str, field: str, expected: Any,
             value = values.get(field)
             return None if value is None else (value in items) is inside
         return member
+    if op == "matches":
+        pattern = compile_pattern(expected)
+
+        def matches(values: dict[str, Any]) -> Truth:
+            value = values.get(field)
+            return None if value is None else full_match(pattern, value)
+        return matches
     if op == "between":
         low, high = expected
 
@@ -248,14 +232,7 @@ def compile_condition(cond: Condition) -> Callable[[dict[str, Any]], Truth]:
         field, ref, expected = cond.field, cond.ref, cond.value
         if cond.op == "present":
             return lambda values: (values.get(field) is not None) == expected
-        test = _OPERATORS.get(cond.op)
-        if test is None:  # matches
-            pattern = _pattern(expected)
-
-            def matches(values: dict[str, Any]) -> Truth:
-                value = values.get(field)
-                return None if value is None else full_match(pattern, value)
-            return matches
+        test = operators.get(cond.op).test
         if ref:
             def compared(values: dict[str, Any]) -> Truth:
                 value, operand = values.get(field), values.get(ref)

@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Iterator
 from typing import Any
 
-from . import conditions
+from . import conditions, operators
 from .audit import Auditor
 from .errors import UsageError
 from .evidence import display, render_message
@@ -15,9 +15,6 @@ from .pipeline import judge
 from .privacy import Pseudonymiser
 from .records import InputStats, Seen, bind_inputs, read_input
 from .timeline import Timeline
-
-_SYMBOLS = {"equals": "=", "not_equals": "≠", "less_than": "<", "at_most": "≤", "greater_than": ">",
-            "at_least": "≥", "one_of": "one of", "none_of": "none of", "matches": "matches", "between": "between"}
 
 
 def _truth(value: bool | None) -> str:
@@ -71,7 +68,7 @@ class _Tracer:
         else:
             constant = list(leaf.value) if isinstance(leaf.value, tuple) else leaf.value
             operand = leaf.ref if leaf.ref else _shown(constant)
-            test = f"{leaf.field} {_SYMBOLS[leaf.op]} {operand}"
+            test = f"{leaf.field} {operators.get(leaf.op).symbol} {operand}"
         facts = []
         for name in read:
             text = f"{name} = {self._value(name)}"

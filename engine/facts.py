@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from . import operators
 from .conditions import leaves_of
 from .model import Leaf, RecordType, Rule, kind_of
 from .patterns import Matcher
@@ -118,13 +119,12 @@ MAX_SET_IN_ENGINE = 16  # one_of / none_of values compiled into engine tests; a 
 def _precomputed(leaf: Leaf) -> Callable[[Any], bool] | None:
     """The test of a leaf evaluated in Python and sent as a 0/1 slot (true when the leaf holds on a
     present value), or None for a leaf the engine tests itself."""
-    if leaf.op == "matches":
+    form = operators.get(leaf.op).operand
+    if form == "regex":
         return Matcher(leaf.value)
-    if leaf.op in ("one_of", "none_of") and len(leaf.value) > MAX_SET_IN_ENGINE:
-        items = frozenset(leaf.value)
-        if leaf.op == "one_of":
-            return items.__contains__
-        return lambda value: value not in items
+    if form == "set" and len(leaf.value) > MAX_SET_IN_ENGINE:
+        items, test = frozenset(leaf.value), operators.get(leaf.op).test
+        return lambda value: test(value, items)
     return None
 
 

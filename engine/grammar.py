@@ -24,6 +24,7 @@ from .model import (
     Not,
     RecordType,
 )
+from .operators import OPERATORS
 from .patterns import PatternError, compile_pattern
 from .values import ConversionError, OutOfRange, convert, parse_duration
 
@@ -34,12 +35,6 @@ HISTORY_KEYS = {
     "count": ("of", "where", "within", "join", "at_most", "at_least"),
     "since_previous": ("of", "where", "at_least", "join"),
     "first": ("of", "where", "join"),
-}
-# operator -> what its operand is
-OPERATORS = {
-    "equals": "value", "not_equals": "value",
-    "less_than": "order", "at_most": "order", "greater_than": "order", "at_least": "order",
-    "between": "range", "one_of": "set", "none_of": "set", "present": "flag", "matches": "regex",
 }
 
 
@@ -180,11 +175,12 @@ class Conditions:
 
     def _leaf(self, name: str, kind: str, op: str, operand: Node, ops: Node | None = None) -> Leaf | None:
         check = self.check
-        form = OPERATORS.get(op)
-        if form is None:
+        known = OPERATORS.get(op)
+        if known is None:
             where = ops if ops is not None else operand
             check.key(where, op, f'unknown operator "{op}"{suggest(op, OPERATORS, "operators")}')
             return None
+        form = known.operand
         mark = check.mark(operand)
         if form == "flag":
             if not isinstance(operand.value, bool):
@@ -206,7 +202,7 @@ class Conditions:
                 check.inside(operand, exc.offset, f'invalid regular expression "{operand.value}": {exc}')
                 return None
             return Leaf(name, op, operand.value, mark=mark)
-        if form in ("order", "range") and kind not in ORDERED_TYPES:
+        if known.ordered and kind not in ORDERED_TYPES:
             where = ops if ops is not None else operand
             check.key(where, op, f'operator "{op}" does not fit {kind} field "{name}" '
                                  f"({kind}s compare for equality only)")
