@@ -204,6 +204,9 @@ class Auditor:
         strata = self.result.strata
         views = [record.judged_values() for record in records]
         for rule_index, code, ids in segments:
+            if ids and max(ids) >= len(records):
+                raise EngineError(f"the rule engine answered rule {self.rules[rule_index].id} for a record it was "
+                                  f"not given (batch of {len(records)} records: {_places(records)})")
             judged.setdefault(rule_index, []).extend(ids)
             # Every answer is judged again in plain Python, passes and not-applicables included: a
             # finding the engine lost (a fail answered as a pass) must stop the audit, not vanish.

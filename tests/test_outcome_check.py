@@ -41,7 +41,8 @@ class _Tampering:
         source, target = {"fail->pass": (Outcome.FAIL, Outcome.PASS), "pass->fail": (Outcome.PASS, Outcome.FAIL),
                           "not_applicable->not_evaluable": (Outcome.NOT_APPLICABLE, Outcome.NOT_EVALUABLE),
                           "not_evaluable->not_applicable": (Outcome.NOT_EVALUABLE, Outcome.NOT_APPLICABLE),
-                          "missing": (Outcome.FAIL, None), "doubled": (Outcome.FAIL, None)}[self.mode]
+                          "missing": (Outcome.FAIL, None), "doubled": (Outcome.FAIL, None),
+                          "stranger": (Outcome.FAIL, None)}[self.mode]
         position = 0
         while position < len(flat):
             rule, outcome, count = flat[position:position + 3]
@@ -52,6 +53,8 @@ class _Tampering:
                 elif self.mode == "missing":  # the segment's last fact loses its outcome
                     flat[position + 2] = count - 1
                     del flat[position + 3 + count - 1]
+                elif self.mode == "stranger":  # an outcome for a fact the batch does not have
+                    flat[position + 3] = 100_000
                 else:  # the segment's first fact gets its outcome twice
                     flat[position + 2] = count + 1
                     flat.insert(position + 3, flat[position + 3])
@@ -73,6 +76,7 @@ def _tampering_worker(mode: str, ruleset_json: str, keys_json: str, tasks: Any, 
                                       "the plain-Python check not_evaluable"),
     ("missing", "gave no outcome for rule {rule} on session {key} (sessions.csv:{line})"),
     ("doubled", "gave rule {rule} a second or misplaced outcome on session {key} (sessions.csv:{line})"),
+    ("stranger", "answered rule {rule} for a record it was not given (batch of 5 records: sessions.csv lines 2-7)"),
 ])
 def test_a_wrong_answer_of_the_engine_stops_the_audit(mode: str, message: str, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
