@@ -67,14 +67,22 @@ def audit(tmp_path: Path, *extra: str) -> tuple[dict, str, str]:
     return json.loads(out.read_text()), csv_out.read_text(), result.stderr
 
 
+@pytest.fixture(scope="module")
+def default_audit(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, str]:
+    """The samples audited once with the test key, shared by the tests that only read the result."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PROTOCOL_AUDIT_KEY", "test-key-not-a-secret-0123456789")  # as conftest sets it per test
+        return audit(tmp_path_factory.mktemp("default-audit"))
+
+
 def raw_patients() -> set[str]:
     text = (SAMPLES / "sessions.csv").read_text().splitlines()
     column = text[0].split(",").index("patient_id")
     return {line.split(",")[column] for line in text[1:] if line.count(",") >= column}
 
 
-def test_identifiers_are_pseudonymised_by_default(tmp_path: Path) -> None:
-    report, csv_text, _ = audit(tmp_path)
+def test_identifiers_are_pseudonymised_by_default(default_audit: tuple[dict, str, str]) -> None:
+    report, csv_text, _ = default_audit
     assert report["pseudonymised"] is True
     patients = {f["patient"] for f in report["findings"]}
     assert patients and all(p.startswith("pt-") and len(p) == 15 for p in patients)
@@ -84,8 +92,9 @@ def test_identifiers_are_pseudonymised_by_default(tmp_path: Path) -> None:
     assert not any("patient_id" in f["evidence"] for f in report["findings"])
 
 
-def test_the_same_key_gives_the_same_pseudonyms_and_reveal_shows_the_identifiers(tmp_path: Path) -> None:
-    first, _, _ = audit(tmp_path)
+def test_the_same_key_gives_the_same_pseudonyms_and_reveal_shows_the_identifiers(
+        tmp_path: Path, default_audit: tuple[dict, str, str]) -> None:
+    first, _, _ = default_audit
     again, _, _ = audit(tmp_path)
     assert first == again
     revealed, _, _ = audit(tmp_path, "--reveal-identifiers")
@@ -107,8 +116,8 @@ def test_without_a_key_a_random_one_is_used_and_said(tmp_path: Path, monkeypatch
     assert "random key" not in stderr and with_file["identifiers"].endswith(f"key file {key}")
 
 
-def test_rules_carry_target_interval_and_status(tmp_path: Path) -> None:
-    report, _, _ = audit(tmp_path)
+def test_rules_carry_target_interval_and_status(default_audit: tuple[dict, str, str]) -> None:
+    report, _, _ = default_audit
     for rule in report["rules"]:
         assert rule["target"] == {"critical": 1.0, "major": 0.95, "minor": 0.9}.get(rule["severity"])
         if rule["applicable"]:
