@@ -337,11 +337,11 @@ def compile_rules(rules: list[Rule], layout: Layout) -> dict[str, Any]:
     ruleset: dict[str, Any] = {}
     problems: list[Problem] = _check_fact_size(rules, layout)
     of_type = {name: [i for i, rule in enumerate(rules) if rule.for_type == name] for name in layout.type_codes}
+    position = {index: number for indexes in of_type.values() for number, index in enumerate(indexes)}
     for index, rule in enumerate(rules):
         compiler = RuleCompiler(layout, rule.for_type)
-        siblings = of_type[rule.for_type]
         guard: list[Atom] = [("eq", GUARD, 1), ("eq", TYPE, layout.type_codes[rule.for_type]),
-                             *_grouping(siblings.index(index), len(siblings))]
+                             *_grouping(position[index], len(of_type[rule.for_type]))]
         try:
             for code, formula in compiler.outcomes(rule).items():
                 for number, term in enumerate(terms(formula)):

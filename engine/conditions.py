@@ -190,30 +190,19 @@ def _show(value: Any) -> str:
 
 def _constant_leaf(op: str, field: str, expected: Any,
                    test: Callable[[Any, Any], bool]) -> Callable[[dict[str, Any]], Truth]:
-    """A leaf comparing a field with a constant, with the common operators specialised: every
-    record's every rule is judged through these (each answer of the engine is checked)."""
-    if op in ("one_of", "none_of"):
-        items = frozenset(expected)
-        inside = op == "one_of"
-
-        def member(values: dict[str, Any]) -> Truth:
-            value = values.get(field)
-            return None if value is None else (value in items) is inside
-        return member
-    if op == "matches":
+    """A leaf comparing a field with a constant through the operator table's test; a list operand
+    becomes a set and a pattern is compiled once, since every record's every rule is judged through
+    these (each answer of the engine is checked)."""
+    form = operators.get(op).operand
+    if form == "set":  # the table's membership test, on a set rather than the pack's list
+        expected = frozenset(expected)
+    if form == "regex":
         pattern = compile_pattern(expected)
 
         def matches(values: dict[str, Any]) -> Truth:
             value = values.get(field)
             return None if value is None else full_match(pattern, value)
         return matches
-    if op == "between":
-        low, high = expected
-
-        def between(values: dict[str, Any]) -> Truth:
-            value = values.get(field)
-            return None if value is None else low <= value <= high
-        return between
 
     def leaf(values: dict[str, Any]) -> Truth:
         value = values.get(field)
