@@ -137,13 +137,16 @@ def read_input(path: str, record_type: str | None, types: Mapping[str, RecordTyp
     return readers[_FORMATS[suffix]](handle, builder)
 
 
-def check_input(path: str) -> None:
-    """Raise InputError unless ``path`` is a regular file this process may read.
+def check_input(path: str) -> tuple[int, int]:
+    """Raise InputError unless ``path`` is a regular file this process may read; return the file's
+    identity (device, inode), which tells two spellings of one file apart from two files.
 
     Missing, a directory, a named pipe, a device or a socket, or not readable: each is named. A pipe
     is refused rather than read: reading it could wait for a writer forever, or never end.
     """
-    _open(path).close()
+    with _open(path) as handle:
+        found = os.fstat(handle.fileno())
+    return found.st_dev, found.st_ino
 
 
 def _regular_file(path: str) -> None:

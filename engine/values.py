@@ -84,7 +84,8 @@ def format_duration(value: dt.timedelta) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _fixed_zone(offset: dt.timedelta) -> dt.timezone:
+def fixed_zone(offset: dt.timedelta) -> dt.timezone:
+    """The zone of a fixed UTC offset, one object per offset."""
     return dt.UTC if not offset else dt.timezone(offset)
 
 
@@ -102,7 +103,7 @@ def in_zone(value: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
     else:
         offset = value.utcoffset()
         assert offset is not None
-        fixed = value.replace(tzinfo=_fixed_zone(offset), fold=0)
+        fixed = value.replace(tzinfo=fixed_zone(offset), fold=0)
     if 1 < fixed.year < 9999:  # more than a day from either end whatever the offset (at most 24 h)
         return fixed
     try:
