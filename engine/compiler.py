@@ -189,8 +189,8 @@ class RuleCompiler:
     def _compare(self, leaf: Leaf, negate: bool) -> Formula:
         """The leaf's comparison (or its exact negation) on present values."""
         key = f"v{self._slot(leaf.field)}"
-        if leaf in self.layout.patterns:  # evaluated in Python (a pattern, a long list): a 0/1 slot
-            return ("eq", f"x{self.layout.patterns[leaf]}", 0 if negate else 1)
+        if leaf in self.layout.tested_here:  # evaluated in Python (a pattern, a long list): a 0/1 slot
+            return ("eq", f"x{self.layout.tested_here[leaf]}", 0 if negate else 1)
         if leaf.op in ("one_of", "none_of"):
             # distinct items keep the branches exclusive
             items = list(dict.fromkeys(self._operand(leaf.field, v) for v in leaf.value))

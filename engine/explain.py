@@ -104,7 +104,7 @@ def _read(auditor: Auditor, files: list[str]) -> Iterator[Record | Rejected]:
                               auditor.privacy)
 
 
-def judged_values(auditor: Auditor, rule: Rule, record: Record, patient: list[Record],
+def rule_values(auditor: Auditor, rule: Rule, record: Record, patient: list[Record],
                   timeline: Timeline | None = None) -> dict[str, Any]:
     """What ``rule`` reads of ``record``: its values (derived ones included) and the answers of the
     rule's history conditions from ``patient``'s records, the record among them. Needs no audit to
@@ -123,7 +123,7 @@ def trace(auditor: Auditor, rule: Rule, record: Record, patient: list[Record]) -
     their window and matches.
     """
     timeline = Timeline(patient, auditor.wheres)
-    tracer = _Tracer(auditor, record, timeline, judged_values(auditor, rule, record, patient, timeline))
+    tracer = _Tracer(auditor, record, timeline, rule_values(auditor, rule, record, patient, timeline))
     when, when_lines = (True, ["when: always"]) if rule.when is None else tracer.trace(rule.when, 1)
     require, require_lines = tracer.trace(rule.require, 1)
     outcome = conditions.outcome(when, require)

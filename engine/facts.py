@@ -31,7 +31,7 @@ class Layout:
         self.types = types
         self.type_codes = {name: code for code, name in enumerate(sorted({r.for_type for r in rules}))}
         self.slots: dict[tuple[str, str], int] = {}
-        self.patterns: dict[Leaf, int] = {}
+        self.tested_here: dict[Leaf, int] = {}  # leaves evaluated in Python -> their x<j> slot
         self.per_type: dict[str, list[tuple[str, int, str]]] = {name: [] for name in self.type_codes}
         # per type: (field, slot key, test) of each leaf evaluated here and sent as 0/1
         self.precomputed: dict[str, list[tuple[str, str, Callable[[Any], bool]]]] = {n: [] for n in self.type_codes}
@@ -47,9 +47,9 @@ class Layout:
                         assert kind is not None
                         self.per_type[rule.for_type].append((name, slot, kind))
                 test = _precomputed(leaf)
-                if test is not None and leaf not in self.patterns:
-                    index = len(self.patterns)
-                    self.patterns[leaf] = index
+                if test is not None and leaf not in self.tested_here:
+                    index = len(self.tested_here)
+                    self.tested_here[leaf] = index
                     self.precomputed[rule.for_type].append((leaf.field, f"x{index}", test))
 
         self._encoders = {name: self._plan(name) for name in self.type_codes}
@@ -101,9 +101,9 @@ class Layout:
             else:
                 append(1)
                 append(value if encoder is None else encoder(value))
-        for name, _, matcher in self.precomputed[type_name]:
+        for name, _, test in self.precomputed[type_name]:
             value = values.get(name)
-            append(1 if value is not None and matcher(value) else 0)
+            append(1 if value is not None and test(value) else 0)
         return tuple(row)
 
     def encode(self, type_name: str, values: dict[str, Any], fact_id: int) -> dict[str, Any]:

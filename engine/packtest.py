@@ -37,7 +37,7 @@ from . import conditions
 from .audit import Auditor
 from .errors import PackError, Problem, UsageError
 from .examples import build_record, example_records
-from .explain import judged_values, trace
+from .explain import rule_values, trace
 from .grammar import Checker, suggest
 from .loader import load_yaml, read_pack_text
 from .model import Condition, History, Leaf, Mark, Not, Outcome, Pack, Record, Rule
@@ -300,7 +300,7 @@ def coverage(rule: Rule, cases: list[Case], auditor: Auditor) -> Coverage:
     mine = [case for case in cases if case.rule is rule]
     outcomes = {case.actual for case in mine}
     labelled = [(b, "when") for b in branches(rule.when)] + [(b, "require") for b in branches(rule.require)]
-    seen = [judged_values(auditor, rule, case.record, case.patient) for case in mine]
+    seen = [rule_values(auditor, rule, case.record, case.patient) for case in mine]
     uncovered = [(b, part) for b, part in labelled if not any(decisive(rule, values, b) for values in seen)]
     return Coverage(rule, Outcome.PASS.value in outcomes, Outcome.FAIL.value in outcomes, uncovered,
                     2 + len(labelled))
