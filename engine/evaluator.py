@@ -25,6 +25,7 @@ import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator
+from multiprocessing import resource_tracker
 from typing import Any
 
 from .errors import EngineError
@@ -50,7 +51,8 @@ def _worker_start(target: Callable[..., None], *arguments: Any) -> None:
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _die_with_parent()
-    target(*arguments)
+    ruleset_json, keys_json, tasks, results = arguments
+    target(ruleset_json, keys_json, _Channel(tasks), _Channel(results))
 
 
 @contextlib.contextmanager
@@ -193,23 +195,73 @@ def engine_json(ruleset: dict[str, Any]) -> str:
     return _BARE_EXPONENT.sub(r":\1.0e", json.dumps(ruleset, separators=(",", ":")))
 
 
+class _Channel:
+    """One end of a one-way pipe as the worker sees it: ``get`` what the audit sent, ``put`` a reply."""
+
+    def __init__(self, connection: multiprocessing.connection.Connection) -> None:
+        self.connection = connection
+
+    def get(self) -> Any:
+        return self.connection.recv()
+
+    def put(self, item: Any) -> None:
+        self.connection.send(item)
+
+
+def _feed(tasks: queue.SimpleQueue[Any], connection: multiprocessing.connection.Connection) -> None:
+    """Send queued batches to the worker until the closing None is sent or the worker is gone."""
+    with contextlib.suppress(OSError, ValueError):
+        while True:
+            task = tasks.get()
+            connection.send(task)
+            if task is None:
+                return
+
+
+def _collect(connection: multiprocessing.connection.Connection, results: queue.SimpleQueue[Any]) -> None:
+    """Queue the worker's replies as they come; a None when its end closes (it ended, however)."""
+    with contextlib.suppress(EOFError, OSError, ValueError):
+        while True:
+            results.put(connection.recv())
+    results.put(None)
+
+
 class DurableEvaluator:
-    """A durable_rules worker process judging batches of facts, with crash and hang detection."""
+    """A durable_rules worker process judging batches of facts, with crash and hang detection.
+
+    Plain pipes carry batches and replies, each side's pipe I/O done by a thread of the audit's
+    process (so reading, judging and writing overlap, a batch or reply larger than a pipe's buffer
+    included). Pipes, not multiprocessing queues: a queue's locks are named semaphores that a
+    Ctrl-C arriving at the wrong moment leaves for the resource tracker to report on stderr.
+    """
 
     def __init__(self, ruleset: dict[str, Any], keys: dict[int, list[str]], timeout: float = DEFAULT_TIMEOUT,
                  target: Callable[..., None] = worker_main) -> None:
         context = mp.get_context("spawn")
         self.timeout = timeout
-        self.tasks = context.Queue()
-        # Queues, not a pipe, both ways: their feeder threads let each side go on working while
-        # a batch or a result (over 64 KB, a pipe's buffer) is in transit, so the two processes
-        # overlap instead of taking turns.
-        self.results = context.Queue()
-        arguments = (engine_json(ruleset), json.dumps(keys), self.tasks, self.results)
-        self.process = context.Process(target=_worker_start, args=(target, *arguments), daemon=True,
-                                       name="durable-rules-worker")
+        task_reader, task_writer = context.Pipe(duplex=False)
+        result_reader, result_writer = context.Pipe(duplex=False)
+        self.process = context.Process(target=_worker_start, args=(
+            target, engine_json(ruleset), json.dumps(keys), task_reader, result_writer),
+            daemon=True, name="durable-rules-worker")
+        if sys.platform != "win32":
+            # spawning starts multiprocessing's resource tracker, and starting it unblocks SIGINT
+            # on this thread (Python 3.11): started first, it cannot undo the mask below
+            resource_tracker.ensure_running()
         with _sigint_blocked():
             self.process.start()
+        # the worker's ends belong to the worker alone: its death then ends this side's reads
+        task_reader.close()
+        result_writer.close()
+        self.tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._connections = (task_writer, result_reader)
+        self._threads = (threading.Thread(target=_feed, args=(self.tasks, task_writer), daemon=True,
+                                          name="engine-feed"),
+                         threading.Thread(target=_collect, args=(result_reader, self.results), daemon=True,
+                                          name="engine-replies"))
+        for thread in self._threads:
+            thread.start()
         self.pending: dict[int, str] = {}
         self.next_id = 0
 
@@ -233,16 +285,14 @@ class DurableEvaluator:
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                batch_id, data, error = self.results.get(timeout=0.2)
-                break
+                reply = self.results.get(timeout=0.2)
             except queue.Empty:
-                pass
-            if not self.process.is_alive():
-                try:  # what it sent just before it ended has arrived by now
-                    batch_id, data, error = self.results.get(timeout=0.5)
-                    break
-                except queue.Empty:
-                    self._fail(self._death())
+                reply = ()
+            if reply is None:  # the worker's end closed: every reply it sent came before
+                self._fail(self._death())
+            if reply:
+                batch_id, data, error = reply
+                break
             if time.monotonic() > deadline:
                 self.process.kill()
                 self._fail(f"the rule engine did not answer within {self.timeout:.0f} s (hung)")
@@ -274,17 +324,16 @@ class DurableEvaluator:
 
     def close(self) -> None:
         if self.process.is_alive():
-            try:
-                self.tasks.put(None)
-            except (OSError, ValueError):
-                pass
+            self.tasks.put(None)
             self.process.join(2)
             if self.process.is_alive():
                 self.process.kill()
                 self.process.join(2)
-        for channel in (self.tasks, self.results):
-            channel.cancel_join_thread()
-            channel.close()
+        self.tasks.put(None)  # the feed ends even when the worker never read its last batch
+        for thread in self._threads:  # the worker has ended: its ends of the pipes are closed
+            thread.join(2)
+        for connection in self._connections:
+            connection.close()
 
     def __enter__(self) -> DurableEvaluator:
         return self

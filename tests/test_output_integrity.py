@@ -390,6 +390,19 @@ def test_a_stopped_audit_leaves_no_process_and_no_temporary_file(big_export: Pat
         assert (process.returncode, errors.read_text()) == (2, f"protocol-audit: {word}; no report was written\n")
 
 
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="named semaphores are files in /dev/shm on Linux only")
+def test_the_engine_worker_holds_no_named_semaphore() -> None:
+    # a named semaphore (what a multiprocessing queue locks with) that a Ctrl-C catches between
+    # its unlink and its release makes the resource tracker print warnings after the audit's
+    # one-line message; the worker's channels are plain pipes
+    before = set(os.listdir("/dev/shm"))
+    with evaluator.DurableEvaluator({}, {0: []}, timeout=60, target=_sigint_disposition) as engine:
+        engine.submit([(0,)], "batch one")
+        engine.receive()
+        made = {name for name in set(os.listdir("/dev/shm")) - before if name.startswith("sem.")}
+    assert made == set()
+
+
 def _sigint_disposition(ruleset_json: str, keys_json: str, tasks: Any, results: Any) -> None:
     batch_id, _ = tasks.get()
     ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
