@@ -16,18 +16,20 @@ from typing import Any, NoReturn
 
 import click
 
-from engine import diff as impact
-from engine import packtest, pipeline, reporters
-from engine import report as report_builder
-from engine.conditions import describe
+from engine import reporters
+from engine.commands import diff as impact
+from engine.commands import packtest
+from engine.commands.explain import explain as explain_outcome
+from engine.commands.outputs import Outputs, inputs_of
 from engine.errors import AuditError, PackError, UsageError
-from engine.explain import explain as explain_outcome
-from engine.model import SEVERITIES
-from engine.outputs import Outputs, inputs_of
+from engine.judge import pipeline
+from engine.language.conditions import describe
+from engine.language.model import SEVERITIES
+from engine.language.values import OutOfRange, in_zone
 from engine.packs import is_tests_path, load_packs, orphan_tests
 from engine.privacy import KEY_VARIABLE, Pseudonymiser
+from engine.reporters import report as report_builder
 from engine.reporters.common import printable
-from engine.values import OutOfRange, in_zone
 
 EXIT_SUCCESS = 0
 EXIT_FINDINGS = 1

@@ -27,9 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine import conditions, pipeline, report  # noqa: E402
-from engine.model import Pack  # noqa: E402
+from engine.judge import pipeline  # noqa: E402
+from engine.language import conditions  # noqa: E402
+from engine.language.model import Pack  # noqa: E402
 from engine.packs import load_packs, shipped_packs  # noqa: E402
+from engine.reporters import report  # noqa: E402
 from samples.generate import export, generate, write_csv  # noqa: E402
 
 # set once in the benchmark's process; the spawned worker inherits it
@@ -43,7 +45,7 @@ def peak_mib(who: int) -> float:
 
 def measured_worker(*args: object) -> None:
     """The engine worker, reporting its own peak memory when it ends."""
-    from engine.evaluator import worker_main
+    from engine.judge.durable import worker_main
 
     try:
         worker_main(*args)  # type: ignore[arg-type]

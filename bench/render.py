@@ -28,9 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import without_history  # noqa: E402  (bench/bench.py, beside this file)
-from engine import pipeline, report  # noqa: E402
+from engine.judge import pipeline  # noqa: E402
 from engine.packs import load_packs, shipped_packs  # noqa: E402
 from engine.privacy import Pseudonymiser  # noqa: E402
+from engine.reporters import report  # noqa: E402
 from samples.generate import generate, write_csv  # noqa: E402
 
 FINDINGS_PER_SESSION = 0.29  # of the generated sessions with the per-record ketamine-iv rules (measured)

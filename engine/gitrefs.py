@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import PurePosixPath
 
-from .errors import UsageError
+from engine.errors import UsageError
 
 PREFIX = "git:"
 

@@ -7,13 +7,13 @@ import functools
 import sys
 from pathlib import Path
 
-from . import gitrefs
-from .compiler import compile_rules
-from .errors import PackError, UsageError
-from .facts import Layout
-from .loader import decode_pack, load_yaml
-from .model import Pack, RecordType
-from .schema import build_pack
+from engine import gitrefs
+from engine.errors import PackError, UsageError
+from engine.judge.compiler import compile_rules
+from engine.judge.facts import Layout
+from engine.language.loader import DuplicateKeys, decode_pack, load_yaml
+from engine.language.model import Pack
+from engine.language.schema import build_pack
 
 PACK_SUFFIXES = (".yaml", ".yml")
 TESTS_STEM = ".tests"  # ketamine-iv.tests.yaml holds the scenarios of ketamine-iv.yaml, not a pack
@@ -94,7 +94,15 @@ def load_pack(path: str) -> Pack:
 
 def load_pack_bytes(data: bytes, label: str) -> Pack:
     """A pack from its bytes (e.g. read from git); ``label`` names it in every problem."""
-    return build_pack(load_yaml(decode_pack(data, label), label), label, data)
+    try:
+        tree = load_yaml(decode_pack(data, label), label)
+    except DuplicateKeys as duplicates:
+        try:
+            build_pack(duplicates.tree, label, data)
+        except PackError as exc:
+            raise PackError(duplicates.problems + exc.problems) from None
+        raise
+    return build_pack(tree, label, data)
 
 
 def load_packs(refs: list[str]) -> list[Pack]:
@@ -123,29 +131,3 @@ def load_packs(refs: list[str]) -> list[Pack]:
             raise UsageError(f'pack "{pack.id}" is given twice ({ids[pack.id]} and {pack.path})')
         ids[pack.id] = pack.path
     return packs
-
-
-def merged_types(packs: list[Pack]) -> tuple[dict[str, RecordType], str]:
-    """One set of record types for several packs (they read the same files) and their time zone."""
-    types: dict[str, RecordType] = {}
-    zones = {pack.timezone for pack in packs}
-    if len(zones) > 1:
-        raise UsageError(f"packs disagree on the time zone: {', '.join(sorted(zones))}")
-    for pack in packs:
-        for name, rtype in pack.records.items():
-            known = types.get(name)
-            if known is None:
-                types[name] = RecordType(name, rtype.key, rtype.patient, rtype.time,
-                                         dict(rtype.fields), dict(rtype.derived))
-                continue
-            if (known.key, known.patient, known.time) != (rtype.key, rtype.patient, rtype.time):
-                raise UsageError(f'packs declare record type "{name}" with different key, patient or time')
-            for fname, spec in rtype.fields.items():
-                if fname in known.fields and known.fields[fname] != spec:
-                    raise UsageError(f'packs declare field "{name}.{fname}" differently')
-                known.fields.setdefault(fname, spec)
-            for dname, derived in rtype.derived.items():
-                if dname in known.derived and known.derived[dname].source != derived.source:
-                    raise UsageError(f'packs derive "{name}.{dname}" differently')
-                known.derived.setdefault(dname, derived)
-    return types, zones.pop() if zones else "UTC"

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
-from .model import RecordType
+from engine.errors import UsageError
+from engine.language.model import RecordType
 
 KEY_VARIABLE = "PROTOCOL_AUDIT_KEY"
 

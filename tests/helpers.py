@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 
 from engine import reporters
-from engine.loader import load_yaml
-from engine.model import Pack, Record
-from engine.schema import build_pack
-from engine.values import convert, is_missing, timezone
+from engine.language.model import Pack, Record
+from engine.language.values import convert, is_missing, timezone
+from engine.packs import load_pack_bytes
 
 SESSION_HEADER = """\
 pack: {pack}
@@ -53,7 +52,7 @@ def pack_text(rules: str, derive: str = "", pack: str = "test", timezone: str = 
 def make_pack(rules: str, derive: str = "", pack: str = "test", path: str = "pack.yaml",
               timezone: str = "UTC") -> Pack:
     text = pack_text(rules, derive, pack, timezone)
-    return build_pack(load_yaml(text, path), path, text.encode())
+    return load_pack_bytes(text.encode(), path)
 
 
 def record(pack: Pack, values: dict[str, Any], line: int = 2, type_name: str = "session") -> Record:

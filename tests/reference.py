@@ -12,8 +12,8 @@ from typing import Any
 import re2
 import yaml
 
-from engine.model import RecordType
-from engine.values import convert
+from engine.language.model import RecordType
+from engine.language.values import convert
 
 
 def _and(parts: list[bool | None]) -> bool | None:

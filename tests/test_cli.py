@@ -182,7 +182,7 @@ def _crashing_worker(*args: object) -> None:
 
 
 def test_an_engine_crash_exits_2_naming_what_was_not_judged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine import pipeline
+    from engine.judge import pipeline
 
     real_run = pipeline.run
     monkeypatch.setattr(pipeline, "run", lambda *a, **k: real_run(*a, **k, worker=_crashing_worker))

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from engine.compiler import (
+from engine.errors import PackError
+from engine.judge.compiler import (
     MAX_TERMS,
     OUTCOME_CODES,
     RuleCompiler,
@@ -19,10 +20,9 @@ from engine.compiler import (
     terms,
     to_durable,
 )
-from engine.conditions import evaluate
-from engine.errors import PackError
-from engine.facts import Layout
-from engine.model import All, AnyOf, Condition, Leaf, Not, Outcome
+from engine.judge.facts import Layout
+from engine.language.conditions import evaluate
+from engine.language.model import All, AnyOf, Condition, Leaf, Not, Outcome
 from tests.helpers import make_pack, record
 
 RULE = "  - id: R\n    title: R\n    severity: major\n    for: session\n{body}\n"

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from engine import pipeline
-from engine.audit import Auditor
-from engine.model import Record
+from engine.inputs.records import InputStats, Seen, bind_inputs, read_input
+from engine.judge import pipeline
+from engine.judge.audit import Auditor
+from engine.language.model import Record
 from engine.packs import load_pack
-from engine.records import InputStats, Seen, bind_inputs, read_input
 from tests.reference import Reference
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,13 +8,11 @@ import random
 
 import pytest
 
-from engine import conditions
 from engine.errors import PackError
-from engine.loader import load_yaml
-from engine.model import Outcome, Pack, Record
-from engine.packs import load_packs
-from engine.pipeline import judge
-from engine.schema import build_pack
+from engine.judge.pipeline import judge
+from engine.language import conditions
+from engine.language.model import Outcome, Pack, Record
+from engine.packs import load_pack_bytes, load_packs
 
 
 def wide_pack(fields: int, rules: list[str]) -> str:
@@ -27,7 +25,7 @@ def wide_pack(fields: int, rules: list[str]) -> str:
 
 
 def build(text: str) -> Pack:
-    return build_pack(load_yaml(text, "wide.yaml"), "wide.yaml", text.encode())
+    return load_pack_bytes(text.encode(), "wide.yaml")
 
 
 def judged_against_plain_python(pack: Pack, records: list[Record]) -> dict[str, int]:
@@ -96,7 +94,7 @@ def test_validate_refuses_a_rule_too_complex_for_the_engine(tmp_path: object) ->
 
 
 def test_a_failed_batch_names_its_lines_in_order_per_file() -> None:
-    from engine.audit import _places
+    from engine.judge.audit import _places
     batch = [Record("session", k, "P", None, {}, path, line)
              for k, path, line in (("A", "s.csv", 9), ("B", "s.csv", 2), ("C", "v.csv", 40), ("D", "s.csv", 6))]
     assert _places(batch) == "s.csv lines 2-9; v.csv line 40"

@@ -11,9 +11,9 @@ import durable_rules_engine as dre
 import pytest
 
 from engine.errors import EngineError
-from engine.evaluator import DurableEvaluator
-from engine.model import Outcome
-from engine.pipeline import judge
+from engine.judge.durable import DurableEvaluator
+from engine.judge.pipeline import judge
+from engine.language.model import Outcome
 from tests.helpers import make_pack, record
 
 RULE = """\
@@ -173,15 +173,15 @@ def test_engine_failures_stop_the_audit_naming_what_was_not_judged(target: Any, 
 
 def _colliding_worker(*args: Any) -> None:
     """The real worker, but every fact of a batch gets the same id, as a hash collision would."""
-    from engine import evaluator
+    from engine.judge import durable
 
-    real_json = evaluator._facts_json
+    real_json = durable._facts_json
 
     def same_ids(payload: bytes, templates: dict[int, str]) -> str:
         return real_json(payload, templates).replace('"id":"1"', '"id":"0"').replace('"id":"2"', '"id":"0"')
 
-    evaluator._facts_json = same_ids
-    evaluator.worker_main(*args)
+    durable._facts_json = same_ids
+    durable.worker_main(*args)
 
 
 def test_a_fact_the_engine_drops_is_an_error_not_a_silent_pass() -> None:
@@ -241,7 +241,7 @@ def test_outcome_hook_sees_every_pair_once() -> None:
     pack = make_pack(rule("A", "    when: {route: IV}\n    require: {dose_mg: {at_least: 50}}")
                      + rule("B", "    require: {escort_present: true}"))
     seen: list[tuple[str, str, Outcome]] = []
-    from engine.audit import Auditor
+    from engine.judge.audit import Auditor
 
     auditor = Auditor([pack], on_outcome=lambda r, rec, o: seen.append((r.id, rec.key, o)))
     try:

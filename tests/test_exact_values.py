@@ -14,11 +14,11 @@ from click.testing import CliRunner
 
 from cli import main
 from engine.errors import PackError
-from engine.loader import load_yaml
-from engine.model import Outcome, Pack
-from engine.pipeline import judge
-from engine.schema import build_pack
-from engine.values import MAX_INTEGER, parse_datetime, timezone
+from engine.judge.pipeline import judge
+from engine.language.loader import load_yaml
+from engine.language.model import Outcome, Pack
+from engine.language.schema import build_pack
+from engine.language.values import MAX_INTEGER, parse_datetime, timezone
 from tests.helpers import make_pack, record
 
 LA = "America/Los_Angeles"
@@ -65,7 +65,7 @@ OBSERVATION_RULE = """\
 def test_derived_minutes_are_elapsed_time_across_dst(start: str, end: str, minutes: int) -> None:
     pack = pack_of(OBSERVATION_RULE, OBSERVED, DERIVE_FIELDS, tz=LA)
     rec = record(pack, {"session_id": "S1", "patient_id": "P", "session_start": start, "discharged": end})
-    from engine.expressions import compile_expression
+    from engine.language.expressions import compile_expression
     compute = compile_expression(pack.records["session"].derived["observed"].expr)
     assert compute(rec.values) == minutes
     expected = "pass" if minutes >= 60 else "fail"
@@ -363,5 +363,5 @@ def test_a_record_exactly_on_a_window_edge_is_inside(earlier: str, later: str, r
 @pytest.mark.parametrize("value, shown", [(1e-5, 1e-5), (-0.0031415, -0.003142), (5e-324, 5e-324), (0.0, 0.0),
                                           (1234.56789, 1234.5679), (0.012345, 0.0123)])
 def test_evidence_shows_small_numbers_as_the_rule_judged_them(value: float, shown: float) -> None:
-    from engine.evidence import display
+    from engine.judge.evidence import display
     assert display(value) == shown  # four places would show 0.00001, judged against 0.00001, as 0.0

@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
+from engine.commands.examples import run_examples
 from engine.errors import PackError
-from engine.examples import run_examples
-from engine.loader import load_yaml
-from engine.model import Outcome, Pack, Record
-from engine.pipeline import judge
-from engine.schema import build_pack
+from engine.judge.pipeline import judge
+from engine.language.loader import load_yaml
+from engine.language.model import Outcome, Pack, Record
+from engine.language.schema import build_pack
 from tests.helpers import record
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "history"
@@ -209,8 +209,8 @@ def test_audit_of_several_files_with_evidence(monkeypatch: pytest.MonkeyPatch, t
 
 
 def test_the_audit_path_and_in_memory_judging_agree(tmp_path: Path) -> None:
+    from engine.judge.pipeline import run
     from engine.packs import load_pack
-    from engine.pipeline import run
 
     pack = load_pack(str(GOLDEN / "pack.yaml"))
     files = [str(GOLDEN / name) for name in ("sessions.csv", "screenings.csv", "vitals.csv")]

@@ -16,9 +16,11 @@ from click.testing import CliRunner
 
 from cli import main
 from engine.errors import InputError
-from engine.model import Field, Record, RecordType, Rejected
-from engine.records import MAX_LINE, MAX_ROW_LINES, InputStats, Seen, check_input, read_input
-from engine.values import timezone
+from engine.inputs.csv_reader import MAX_ROW_LINES
+from engine.inputs.files import MAX_LINE
+from engine.inputs.records import InputStats, Seen, check_input, read_input
+from engine.language.model import Field, Record, RecordType, Rejected
+from engine.language.values import timezone
 from tests.helpers import write
 
 UTC = timezone("UTC")

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from cli import main
 from engine.errors import PackError
-from engine.loader import load_yaml
-from engine.model import Leaf
-from engine.packs import load_pack, shipped_dirs
-from engine.schema import build_pack
+from engine.language.loader import load_yaml
+from engine.language.model import Leaf
+from engine.language.schema import build_pack
+from engine.packs import load_pack, load_pack_bytes, shipped_dirs
 from tests.helpers import pack_text
 
 PATH = "pack.yaml"
@@ -32,7 +32,7 @@ def rule(body: str, derive: str = "") -> str:
 def problems(text: str, path: str = PATH) -> list[str]:
     """Every problem of a pack given as text, in the order PackError sorts them."""
     try:
-        build_pack(load_yaml(text, path), path, text.encode())
+        load_pack_bytes(text.encode(), path)
     except PackError as exc:
         return [str(p) for p in exc.problems]
     return []
@@ -608,7 +608,7 @@ def test_yaml_11_booleans_stay_text_for_enum_and_string_fields() -> None:
     tests:
       - {record: {consent: no, clinician: yes}, expect: pass}
 """).replace("      note: string\n", "      consent: {type: enum, values: [yes, no, unknown]}\n")
-    pack = build_pack(load_yaml(text, PATH), PATH, text.encode())
+    pack = load_pack_bytes(text.encode(), PATH)
     assert pack.records["session"].fields["consent"].values == ("yes", "no", "unknown")
     (only,) = pack.rules
     assert only.when == Leaf("consent", "equals", "no", mark=only.when.mark)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from engine import conditions
-from engine.audit import Auditor
-from engine.explain import trace
-from engine.model import Outcome
-from engine.operators import OPERATORS
-from engine.pipeline import judge
+from engine.commands.explain import trace
+from engine.judge.audit import Auditor
+from engine.judge.pipeline import judge
+from engine.language import conditions
+from engine.language.model import Outcome
+from engine.language.operators import OPERATORS
 from tests.helpers import make_pack, record
 
 # operator -> (field, operand as a pack writes it, a passing value, a failing value)

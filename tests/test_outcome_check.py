@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from cli import main
-from engine import pipeline
-from engine.compiler import OUTCOME_CODES
-from engine.evaluator import worker_main
-from engine.model import Outcome
+from engine.judge import pipeline
+from engine.judge.compiler import OUTCOME_CODES
+from engine.judge.durable import worker_main
+from engine.language.model import Outcome
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "audit"
@@ -128,8 +128,8 @@ rules:
 
 
 def _history_records() -> tuple[Any, list[Any]]:
-    from engine.loader import load_yaml
-    from engine.schema import build_pack
+    from engine.language.loader import load_yaml
+    from engine.language.schema import build_pack
     from tests.helpers import record
 
     pack = build_pack(load_yaml(HISTORY_PACK, "hist.yaml"), "hist.yaml", HISTORY_PACK.encode())
@@ -139,7 +139,7 @@ def _history_records() -> tuple[Any, list[Any]]:
 
 
 def test_judging_leaves_the_values_as_read_and_derived() -> None:
-    from engine.pipeline import judge
+    from engine.judge.pipeline import judge
 
     pack, records = _history_records()
     outcomes: dict[str, str] = {}
@@ -152,8 +152,8 @@ def test_judging_leaves_the_values_as_read_and_derived() -> None:
 
 
 def test_explain_needs_no_audit_before_it() -> None:
-    from engine.audit import Auditor
-    from engine.explain import trace
+    from engine.commands.explain import trace
+    from engine.judge.audit import Auditor
 
     pack, records = _history_records()  # fresh records: not derived, not judged
     outcome, lines = trace(Auditor([pack]), pack.rules[0], records[1], records)

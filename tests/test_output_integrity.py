@@ -20,9 +20,10 @@ from click.testing import CliRunner
 
 import cli
 from cli import main
-from engine import diff as impact
-from engine import evaluator, reporters
+from engine import reporters
+from engine.commands import diff as impact
 from engine.errors import EngineError
+from engine.judge import durable
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "audit"
@@ -396,7 +397,7 @@ def test_the_engine_worker_holds_no_named_semaphore() -> None:
     # its unlink and its release makes the resource tracker print warnings after the audit's
     # one-line message; the worker's channels are plain pipes
     before = set(os.listdir("/dev/shm"))
-    with evaluator.DurableEvaluator({}, {0: []}, timeout=60, target=_sigint_disposition) as engine:
+    with durable.DurableEvaluator({}, {0: []}, timeout=60, target=_sigint_disposition) as engine:
         engine.submit([(0,)], "batch one")
         engine.receive()
         made = {name for name in set(os.listdir("/dev/shm")) - before if name.startswith("sem.")}
@@ -410,7 +411,7 @@ def _sigint_disposition(ruleset_json: str, keys_json: str, tasks: Any, results: 
 
 
 def test_the_engine_worker_leaves_ctrl_c_to_the_audit() -> None:
-    with evaluator.DurableEvaluator({}, {0: []}, timeout=60, target=_sigint_disposition) as engine:
+    with durable.DurableEvaluator({}, {0: []}, timeout=60, target=_sigint_disposition) as engine:
         engine.submit([(0,)], "batch one")
         engine.receive()
 
@@ -427,7 +428,7 @@ def _orphan_check(ruleset_json: str, keys_json: str, tasks: Any, results: Any) -
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_the_engine_worker_is_killed_with_its_parent_on_linux() -> None:
-    with evaluator.DurableEvaluator({}, {0: []}, timeout=60, target=_orphan_check) as engine:
+    with durable.DurableEvaluator({}, {0: []}, timeout=60, target=_orphan_check) as engine:
         engine.submit([(0,)], "batch one")
         try:
             engine.receive()
@@ -438,7 +439,7 @@ def test_the_engine_worker_is_killed_with_its_parent_on_linux() -> None:
 def test_the_portable_parent_watch_ends_the_worker_when_the_parent_pipe_closes() -> None:
     read, write = os.pipe()
     ended = threading.Event()
-    watch = threading.Thread(target=evaluator.exit_when_closed, args=(read, ended.set), daemon=True)
+    watch = threading.Thread(target=durable.exit_when_closed, args=(read, ended.set), daemon=True)
     watch.start()
     os.close(write)  # what the kernel does to the parent's end when the parent dies
     try:

@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cli import main
-from engine import packtest
+from engine.commands import packtest
 from engine.errors import PackError
-from engine.loader import load_yaml
-from engine.model import Pack
-from engine.packs import load_packs, resolve, shipped_packs
-from engine.schema import build_pack
+from engine.language.loader import load_yaml
+from engine.language.model import Pack
+from engine.language.schema import build_pack
+from engine.packs import load_pack_bytes, load_packs, resolve, shipped_packs
 
 PACK = """\
 pack: sched
@@ -406,7 +406,7 @@ def test_decisive_branches(require: str, values: dict[str, int], decisive: list[
     text = ("pack: d\nversion: '1'\ntimezone: UTC\nrecords:\n  r:\n    key: k\n    patient: p\n    time: t\n"
             "    fields: {k: string, p: string, t: datetime, a: integer, b: integer}\n"
             f"rules:\n  - id: D\n    title: D\n    severity: minor\n    for: r\n    require: {require}\n")
-    (rule,) = build_pack(load_yaml(text, "d.yaml"), "d.yaml", text.encode()).rules
+    (rule,) = load_pack_bytes(text.encode(), "d.yaml").rules
     got = [packtest.decisive(rule, values, branch) for branch in packtest.branches(rule.require)]
     assert got == decisive
 
@@ -419,7 +419,7 @@ def test_decisive_in_when_tells_unknown_from_false() -> None:
             "    fields: {k: string, p: string, t: datetime, a: integer, b: integer, c: integer}\n"
             "rules:\n  - id: D\n    title: D\n    severity: minor\n    for: r\n"
             "    when: {all: [{a: 1}, {b: 1}]}\n    require: {c: 1}\n")
-    (rule,) = build_pack(load_yaml(text, "d.yaml"), "d.yaml", text.encode()).rules
+    (rule,) = load_pack_bytes(text.encode(), "d.yaml").rules
     assert [packtest.decisive(rule, {"b": 1, "c": 1}, b) for b in packtest.branches(rule.when)] == [False, True]
 
 

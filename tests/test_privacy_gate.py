@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
+from engine.commands.explain import explain
 from engine.errors import PackError
-from engine.explain import explain
 from engine.packs import load_packs
 from engine.privacy import Privacy, Pseudonymiser, identifying_fields
 
@@ -147,8 +147,8 @@ def test_identifying_fields_follow_derivations() -> None:
 
 
 def load_packs_from_text(text: str) -> list:
-    from engine.loader import load_yaml
-    from engine.schema import build_pack
+    from engine.language.loader import load_yaml
+    from engine.language.schema import build_pack
     return [build_pack(load_yaml(text, "clinic.yaml"), "clinic.yaml", text.encode())]
 
 

@@ -14,15 +14,15 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from engine import report as report_builder
 from engine import reporters
 from engine.errors import InputError
-from engine.expressions import compile_expression
-from engine.model import Field, Outcome, Record, RecordType
+from engine.inputs.records import InputStats, Seen, read_input
+from engine.judge.pipeline import judge, run
+from engine.language.expressions import compile_expression
+from engine.language.model import Field, Outcome, Record, RecordType
 from engine.packs import load_packs
-from engine.pipeline import judge, run
 from engine.privacy import Pseudonymiser
-from engine.records import InputStats, Seen, read_input
+from engine.reporters import report as report_builder
 from tests.helpers import make_pack, record
 from tests.test_privacy_gate import PACK
 

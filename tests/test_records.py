@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from engine.errors import InputError, UsageError
-from engine.model import Field, Record, RecordType, Rejected
-from engine.records import InputStats, Seen, bind_inputs, read_input
-from engine.values import timezone
+from engine.inputs.records import InputStats, Seen, bind_inputs, read_input
+from engine.language.model import Field, Record, RecordType, Rejected
+from engine.language.values import timezone
 from tests.helpers import write
 
 UTC = dt.UTC

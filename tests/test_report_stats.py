@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from cli import main
 from engine.errors import PackError
-from engine.loader import load_yaml
+from engine.language.loader import load_yaml
+from engine.language.schema import build_pack
 from engine.privacy import Pseudonymiser
-from engine.report import status, wilson
-from engine.schema import build_pack
+from engine.reporters.report import status, wilson
 from tests.helpers import pack_text
 
 ROOT = Path(__file__).resolve().parent.parent

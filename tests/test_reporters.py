@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from engine import outputs, reporters
+from engine import reporters
+from engine.commands import outputs
 from engine.errors import UsageError
 from engine.reporters import csv_report, json_report, terminal_report
 from tests.helpers import check_golden, render

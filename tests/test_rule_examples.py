@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.examples import ExampleResult, run_examples
-from engine.model import Pack
+from engine.commands.examples import ExampleResult, run_examples
+from engine.language.model import Pack
 from engine.packs import load_pack
 
 ROOT = Path(__file__).resolve().parent.parent

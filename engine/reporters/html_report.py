@@ -13,7 +13,7 @@ from typing import Any, TextIO
 import jinja2
 import markupsafe
 
-from engine.model import SEVERITIES
+from engine.language.model import SEVERITIES
 from engine.reporters.common import escape_matches
 
 NONE = "—"  # an absent value, so an empty cell is never mistaken for an empty string

@@ -7,7 +7,7 @@ import unicodedata
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from engine.model import SEVERITIES
+from engine.language.model import SEVERITIES
 from engine.reporters.common import printable
 
 WIDTH = 100

@@ -6,10 +6,10 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from . import conditions
-from .model import RecordType, Rule
-from .schema import PLACEHOLDER
-from .values import format_duration
+from engine.language import conditions
+from engine.language.model import RecordType, Rule
+from engine.language.schema import PLACEHOLDER
+from engine.language.values import format_duration
 
 
 def display(value: Any) -> Any:

@@ -33,18 +33,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import conditions
-from .audit import Auditor
-from .errors import PackError, Problem, UsageError
-from .examples import build_record, example_records
-from .explain import rule_values, trace
-from .grammar import Checker, suggest
-from .loader import load_yaml, read_pack_text
-from .model import Condition, History, Leaf, Mark, Not, Outcome, Pack, Record, Rule
-from .packs import TESTS_STEM
-from .pipeline import judge
-from .schema import OUTCOMES, record_values
-from .values import is_missing, timezone
+from engine.commands.examples import build_record, example_records
+from engine.commands.explain import rule_values, trace
+from engine.errors import PackError, Problem, UsageError
+from engine.judge.audit import Auditor
+from engine.judge.pipeline import judge
+from engine.language import conditions
+from engine.language.grammar import Checker, suggest
+from engine.language.loader import load_yaml, read_pack_text
+from engine.language.model import Condition, History, Leaf, Mark, Not, Outcome, Pack, Record, Rule
+from engine.language.schema import OUTCOMES, record_values
+from engine.language.values import is_missing, timezone
+from engine.packs import TESTS_STEM
 
 FILE_KEYS = ("pack", "scenarios")
 SCENARIO_KEYS = ("name", "rules", "records", "expect")

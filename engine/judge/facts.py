@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import operators
-from .conditions import leaves_of
-from .model import Leaf, RecordType, Rule, kind_of
-from .patterns import Matcher
+from engine.language import operators
+from engine.language.conditions import leaves_of
+from engine.language.model import Leaf, RecordType, Rule, kind_of
+from engine.language.patterns import Matcher
 
 GUARD = "_a"   # every pattern tests _a == 1: durable's own state document never carries it
 TYPE = "_t"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .model import Example, Outcome, Pack, Record, Rule
-from .pipeline import judge
-from .values import convert, is_missing, record_time, timezone
+from engine.judge.pipeline import judge
+from engine.language.model import Example, Outcome, Pack, Record, Rule
+from engine.language.values import convert, is_missing, record_time, timezone
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,11 +6,11 @@ import hashlib
 import re
 from typing import Any
 
-from . import expressions
-from .errors import PackError
-from .grammar import COMBINATORS, HISTORY_FORMS, Checker, Conditions, suggest, written
-from .loader import Node
-from .model import (
+from engine.errors import PackError
+from engine.language import expressions
+from engine.language.grammar import COMBINATORS, HISTORY_FORMS, Checker, Conditions, suggest, written
+from engine.language.loader import Node
+from engine.language.model import (
     FIELD_TYPES,
     SEVERITIES,
     Derived,
@@ -20,7 +20,7 @@ from .model import (
     RecordType,
     Rule,
 )
-from .values import ConversionError, OutOfRange, convert, record_time, timezone
+from engine.language.values import ConversionError, OutOfRange, convert, record_time, timezone
 
 PACK_KEYS = ("pack", "version", "title", "source", "timezone", "records", "derive", "rules", "targets")
 RECORD_KEYS = ("key", "patient", "time", "fields")

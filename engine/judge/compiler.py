@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-from . import operators
-from .errors import PackError, Problem
-from .facts import GUARD, SENTINEL, TYPE, Layout
-from .model import All, Condition, History, Leaf, Not, Outcome, Rule, kind_of
+from engine.errors import PackError, Problem
+from engine.judge.facts import GUARD, SENTINEL, TYPE, Layout
+from engine.language import operators
+from engine.language.model import All, Condition, History, Leaf, Not, Outcome, Rule, kind_of
 
 OUTCOME_CODES = {"p": Outcome.PASS, "f": Outcome.FAIL, "a": Outcome.NOT_APPLICABLE, "e": Outcome.NOT_EVALUABLE}
 SENTINEL_RULE = "zz_sentinel"

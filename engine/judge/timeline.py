@@ -16,9 +16,9 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from .conditions import compile_condition
-from .model import History, Record
-from .privacy import REVEAL_ALL, Privacy
+from engine.language.conditions import compile_condition
+from engine.language.model import History, Record
+from engine.privacy import REVEAL_ALL, Privacy
 
 MAX_LISTED = 20  # matched records named in evidence; the count is always given
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .errors import PackError, Problem
+from engine.errors import PackError, Problem
 
 MAX_PACK_BYTES = 4 * 1024 * 1024
 MAX_NODES = 200_000  # bounds alias expansion ("billion laughs") as well as sheer size
@@ -210,6 +210,16 @@ def _syntax(exc: yaml.MarkedYAMLError) -> tuple[int, int, str]:
     return line, column, "syntax error: " + re.sub(r"'([^']*)'", r'"\1"', message)
 
 
+class DuplicateKeys(PackError):
+    """Only duplicate keys, each keeping its first value: ``tree`` is whole, so the caller can run
+    its own checks on it too and show every problem at once (after a refused tag or merge key
+    they would only add noise)."""
+
+    def __init__(self, problems: list[Problem], tree: Node) -> None:
+        super().__init__(problems)
+        self.tree = tree
+
+
 def load_yaml(text: str, path: str) -> Node:
     """Parse one pack file; raise PackError listing every syntax or structure problem."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_PACK_BYTES:
@@ -241,14 +251,7 @@ def load_yaml(text: str, path: str) -> Node:
     except _TooLarge as exc:
         raise PackError([Problem(path, exc.line, exc.column, str(exc))]) from None
     if builder.problems and builder.whole:
-        # Only duplicate keys, and each kept its first value: the pack checks run too, so the user
-        # sees every problem at once. After a refused tag or merge key they would only add noise.
-        from .schema import build_pack  # schema imports Node from here
-
-        try:
-            build_pack(tree, path, b"")
-        except PackError as exc:
-            raise PackError(builder.problems + exc.problems) from None
+        raise DuplicateKeys(builder.problems, tree)
     if builder.problems:
         raise PackError(builder.problems)
     return tree

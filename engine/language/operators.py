@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .patterns import compile_pattern, full_match
+from engine.language.patterns import compile_pattern, full_match
 
 # What a pack writes after an operator: a value, an orderable value, [low, high], a list, a flag
 # (true/false) or an RE2 pattern. Ordered forms fit only ordered field types.

@@ -12,13 +12,13 @@ import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 
-from .audit import BATCH_SIZE, Auditor, OutcomeHook, Result
-from .errors import EngineError, UsageError
-from .evaluator import DEFAULT_TIMEOUT, worker_main
-from .model import Pack, Record, Rejected
-from .privacy import Pseudonymiser
-from .records import InputStats, Seen, bind_inputs, check_input, read_input
-from .values import fixed_zone
+from engine.errors import EngineError, UsageError
+from engine.inputs.records import InputStats, Seen, bind_inputs, check_input, read_input
+from engine.judge.audit import BATCH_SIZE, Auditor, OutcomeHook, Result
+from engine.judge.durable import DEFAULT_TIMEOUT, worker_main
+from engine.language.model import Pack, Record, Rejected
+from engine.language.values import fixed_zone
+from engine.privacy import Pseudonymiser
 
 
 def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = None,

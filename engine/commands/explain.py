@@ -6,15 +6,15 @@ import difflib
 from collections.abc import Iterator
 from typing import Any
 
-from . import conditions, operators
-from .audit import Auditor
-from .errors import UsageError
-from .evidence import display, render_message
-from .model import All, Condition, History, Leaf, Not, Outcome, Pack, Record, Rejected, Rule
-from .pipeline import judge
-from .privacy import Pseudonymiser
-from .records import InputStats, Seen, bind_inputs, read_input
-from .timeline import Timeline
+from engine.errors import UsageError
+from engine.inputs.records import InputStats, Seen, bind_inputs, read_input
+from engine.judge.audit import Auditor
+from engine.judge.evidence import display, render_message
+from engine.judge.pipeline import judge
+from engine.judge.timeline import Timeline
+from engine.language import conditions, operators
+from engine.language.model import All, Condition, History, Leaf, Not, Outcome, Pack, Record, Rejected, Rule
+from engine.privacy import Pseudonymiser
 
 
 def _truth(value: bool | None) -> str:

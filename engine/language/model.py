@@ -7,6 +7,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from engine.errors import UsageError
+
 FIELD_TYPES = ("string", "integer", "number", "boolean", "date", "datetime", "enum", "duration")
 SEVERITIES = ("critical", "major", "minor", "info")  # most severe first
 # Types that order (less_than, between...); strings, enums and booleans compare for equality only.
@@ -215,3 +217,29 @@ class Rejected:
     path: str
     line: int
     reason: str
+
+
+def merged_types(packs: list[Pack]) -> tuple[dict[str, RecordType], str]:
+    """One set of record types for several packs (they read the same files) and their time zone."""
+    types: dict[str, RecordType] = {}
+    zones = {pack.timezone for pack in packs}
+    if len(zones) > 1:
+        raise UsageError(f"packs disagree on the time zone: {', '.join(sorted(zones))}")
+    for pack in packs:
+        for name, rtype in pack.records.items():
+            known = types.get(name)
+            if known is None:
+                types[name] = RecordType(name, rtype.key, rtype.patient, rtype.time,
+                                         dict(rtype.fields), dict(rtype.derived))
+                continue
+            if (known.key, known.patient, known.time) != (rtype.key, rtype.patient, rtype.time):
+                raise UsageError(f'packs declare record type "{name}" with different key, patient or time')
+            for fname, spec in rtype.fields.items():
+                if fname in known.fields and known.fields[fname] != spec:
+                    raise UsageError(f'packs declare field "{name}.{fname}" differently')
+                known.fields.setdefault(fname, spec)
+            for dname, derived in rtype.derived.items():
+                if dname in known.derived and known.derived[dname].source != derived.source:
+                    raise UsageError(f'packs derive "{name}.{dname}" differently')
+                known.derived.setdefault(dname, derived)
+    return types, zones.pop() if zones else "UTC"

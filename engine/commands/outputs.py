@@ -12,8 +12,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import reporters
-from .errors import AuditError, UsageError
+from engine import reporters
+from engine.errors import AuditError, UsageError
 
 
 class Outputs:

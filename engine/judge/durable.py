@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterator
 from multiprocessing import resource_tracker
 from typing import Any
 
-from .errors import EngineError
-from .facts import GUARD, TYPE, sentinel
+from engine.errors import EngineError
+from engine.judge.facts import GUARD, TYPE, sentinel
 
 SID = "batch"
 _RULE_NAME = re.compile(r'"(r\d+_[pfae]_\d+|zz_sentinel)":')
@@ -113,7 +113,7 @@ def worker_main(ruleset_json: str, keys_json: str, tasks: Any, results: Any) -> 
     """
     import durable_rules_engine as dre
 
-    from .compiler import OUTCOME_CODES, SENTINEL_RULE, parse_rule_name
+    from engine.judge.compiler import OUTCOME_CODES, SENTINEL_RULE, parse_rule_name
 
     codes = {code: n for n, code in enumerate(OUTCOME_CODES)}
     templates = fact_templates({int(code): names for code, names in json.loads(keys_json).items()})

@@ -9,9 +9,9 @@ import datetime as dt
 import difflib
 from typing import Any
 
-from .errors import Problem
-from .loader import Node
-from .model import (
+from engine.errors import Problem
+from engine.language.loader import Node
+from engine.language.model import (
     ORDERED_TYPES,
     TYPE_KIND,
     All,
@@ -24,9 +24,9 @@ from .model import (
     Not,
     RecordType,
 )
-from .operators import OPERATORS
-from .patterns import PatternError, compile_pattern
-from .values import ConversionError, OutOfRange, convert, parse_duration
+from engine.language.operators import OPERATORS
+from engine.language.patterns import PatternError, compile_pattern
+from engine.language.values import ConversionError, OutOfRange, convert, parse_duration
 
 COMBINATORS = ("all", "any", "not")
 HISTORY_FORMS = ("exists", "count", "since_previous", "first")

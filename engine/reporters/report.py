@@ -6,10 +6,10 @@ import datetime as dt
 import math
 from typing import Any
 
-from . import __version__
-from .audit import Result
-from .model import SEVERITIES, Pack
-from .records import InputStats
+from engine.inputs.records import InputStats
+from engine.judge.audit import Result
+from engine.language.model import SEVERITIES, Pack
+from engine.version import __version__
 
 TOOL_NAME = "protocol-audit"
 # Compliance targets by severity, after clinical-audit practice (domain notes 4.3); a pack may set its own.

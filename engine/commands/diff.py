@@ -16,13 +16,13 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from . import conditions, pipeline
-from . import report as report_builder
-from .model import SEVERITIES, Condition, Pack, Rule
-from .packs import merged_types
-from .privacy import Pseudonymiser
-from .records import bind_inputs
-from .reporters.md_report import md, table
+from engine.inputs.records import bind_inputs
+from engine.judge import pipeline
+from engine.language import conditions
+from engine.language.model import SEVERITIES, Condition, Pack, Rule, merged_types
+from engine.privacy import Pseudonymiser
+from engine.reporters import report as report_builder
+from engine.reporters.md_report import md, table
 
 GIT_PREFIX = "git:"
 # The parts of a rule whose change can change outcomes or findings, as the report names them.

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import operators
-from .model import AnyOf, Condition, History, Leaf, Not, Outcome
-from .patterns import compile_pattern, full_match
-from .values import format_duration
+from engine.language import operators
+from engine.language.model import AnyOf, Condition, History, Leaf, Not, Outcome
+from engine.language.patterns import compile_pattern, full_match
+from engine.language.values import format_duration
 
 Truth = bool | None  # None is "unknown"
 

@@ -7,17 +7,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import conditions, expressions
-from .compiler import OUTCOME_CODES, compile_rules
-from .errors import EngineError
-from .evaluator import DEFAULT_TIMEOUT, DurableEvaluator, worker_main
-from .evidence import display, evidence_fields, render_message
-from .facts import Layout
-from .model import History, Outcome, Pack, Record, Rejected, Rule
-from .packs import merged_types
-from .privacy import Privacy, Pseudonymiser
-from .timeline import Timeline
-from .values import timezone
+from engine.errors import EngineError
+from engine.judge.compiler import OUTCOME_CODES, compile_rules
+from engine.judge.durable import DEFAULT_TIMEOUT, DurableEvaluator, worker_main
+from engine.judge.evidence import display, evidence_fields, render_message
+from engine.judge.facts import Layout
+from engine.judge.timeline import Timeline
+from engine.language import conditions, expressions
+from engine.language.model import History, Outcome, Pack, Record, Rejected, Rule, merged_types
+from engine.language.values import timezone
+from engine.privacy import Privacy, Pseudonymiser
 
 BATCH_SIZE = 500
 _OUTCOMES = list(OUTCOME_CODES.values())

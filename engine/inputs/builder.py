@@ -1,0 +1,144 @@
+"""From a parsed row or object to a Record or a Rejected: conversion to the declared types,
+duplicate keys, and the counts of each input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.language.model import Field, Record, RecordType, Rejected
+from engine.language.values import (
+    ConversionError,
+    OutOfRange,
+    convert,
+    is_missing,
+    not_a,
+    quote,
+    record_time,
+    text_converter,
+)
+from engine.privacy import REVEAL_ALL, Privacy
+
+DISPATCH_KEY = "record_type"
+
+
+@dataclass
+class InputStats:
+    """What one input file gave: filled while it is read; sha256 is set once it is read to the end."""
+
+    path: str
+    record_type: str | None
+    sha256: str = ""
+    records_read: int = 0
+    records_rejected: int = 0
+
+    @property
+    def records_judged(self) -> int:
+        return self.records_read - self.records_rejected
+
+
+class Seen:
+    """Where each record key was first seen in a run, per record type, to reject duplicates.
+
+    The one piece of reading state that grows with the input: an entry per key, the key string
+    and one int packing the file and line (about 100 bytes a record).
+    """
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.keys: dict[str, dict[str, int]] = {}
+
+    def first(self, type_name: str, key: str) -> tuple[str, int] | None:
+        place = self.keys.get(type_name, {}).get(key)
+        return None if place is None else (self.paths[place >> 40], place & ((1 << 40) - 1))
+
+    def add(self, type_name: str, key: str, path: str, line: int) -> None:
+        if not self.paths or self.paths[-1] != path:
+            self.paths.append(path)
+        self.keys.setdefault(type_name, {})[key] = ((len(self.paths) - 1) << 40) | line
+
+
+class RecordBuilder:
+    """Turns one parsed row or object into a Record or a Rejected, counting both."""
+
+    def __init__(self, path: str, record_type: str | None, types: Mapping[str, RecordType], tz: dt.tzinfo,
+                 seen: Seen, stats: InputStats, privacy: Privacy = REVEAL_ALL) -> None:
+        self.path, self.record_type, self.types, self.tz = path, record_type, types, tz
+        self.seen, self.stats, self.privacy = seen, stats, privacy
+        self.plans: dict[str, list[tuple[str, Field, Any]]] = {}
+
+    def reject(self, line: int, reason: str, type_name: str | None = None) -> Rejected:
+        self.stats.records_read += 1
+        self.stats.records_rejected += 1
+        return Rejected(type_name or self.record_type or "?", self.path, line, reason)
+
+    def build(self, data: Mapping[str, Any], line: int) -> Record | Rejected:
+        name = self.record_type
+        if name is None:
+            raw = data.get(DISPATCH_KEY)
+            if is_missing(raw):
+                return self.reject(line, f"{DISPATCH_KEY}: missing record type")
+            name = raw.strip() if isinstance(raw, str) else str(raw)
+            if name not in self.types:
+                return self.reject(line, f'{DISPATCH_KEY}: unknown record type "{name}"'
+                                         f"{did_you_mean(name, self.types)}", "?")
+        spec = self.types[name]
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        tz = self.tz
+        plan = self.plans.get(name)
+        if plan is None:
+            plan = self.plans[name] = [(f.name, f, text_converter(f.type)) for f in spec.fields.values()]
+        for field_name, field, from_text in plan:
+            raw = data.get(field_name)
+            if type(raw) is str:
+                text = raw.strip()
+                if text:
+                    try:
+                        values[field_name] = from_text(text, field, tz)
+                        continue
+                    except ConversionError as exc:
+                        problems.append(self._reason(name, exc))
+                        continue
+                    except (ValueError, TypeError, OverflowError):
+                        problems.append(self._reason(name, not_a(field, raw)))
+                        continue
+            elif raw is not None:
+                try:
+                    values[field_name] = convert(field, raw, tz)
+                except ConversionError as exc:
+                    problems.append(self._reason(name, exc))
+                continue
+            if field_name == spec.key:
+                problems.append(f"{field_name}: missing record key")
+            elif field_name == spec.patient:
+                problems.append(f"{field_name}: missing patient")
+        for needed, what in ((spec.key, "record key"), (spec.patient, "patient")):
+            if not problems and needed not in values:  # only when the pack did not declare it
+                problems.append(f"{needed}: missing {what}")
+        when = None
+        if not problems:
+            try:
+                when = record_time(values.get(spec.time), tz)
+            except OutOfRange as exc:
+                problems.append(self._reason(name, ConversionError(spec.time, str(exc), data.get(spec.time))))
+        if problems:
+            return self.reject(line, "; ".join(problems), name)
+        key = str(values[spec.key])
+        first = self.seen.first(name, key)
+        if first is not None:
+            shown = self.privacy.quoted(name, spec.key, key, lambda text: f'"{text}"')
+            return self.reject(line, f"duplicate {spec.key} {shown} (first at {first[0]}:{first[1]})", name)
+        self.seen.add(name, key, self.path, line)
+        self.stats.records_read += 1
+        return Record(name, key, str(values[spec.patient]), when, values, self.path, line)
+
+    def _reason(self, type_name: str, exc: ConversionError) -> str:
+        return exc.render(lambda raw: self.privacy.quoted(type_name, exc.field, raw, quote))
+
+def did_you_mean(name: str, choices: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f' (did you mean "{close[0]}"?)' if close else ""
