@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cli import main
-from engine.commands import packtest
+from engine.commands import coverage, packtest
 from engine.errors import PackError
 from engine.language.loader import load_yaml
 from engine.language.model import Pack
@@ -360,7 +360,7 @@ def test_coverage_of_the_small_pack(tmp_path: Path) -> None:
     # already makes the `any` true), route = IV is (false would make the rule not apply)
     escort = by_rule["ESCORT"]
     assert (escort.has_pass, escort.has_fail) == (True, True)
-    assert [(packtest.describe_branch(b), part) for b, part in escort.uncovered] == [("route = IN", "when")]
+    assert [(coverage.describe_branch(b), part) for b, part in escort.uncovered] == [("route = IN", "when")]
     assert escort.total == 5 and escort.percent == pytest.approx(80.0)
 
 
@@ -382,7 +382,7 @@ def test_a_rule_without_a_failing_case(tmp_path: Path) -> None:
     escort = next(c for c in result.coverage if c.rule.id == "ESCORT")
     assert (escort.has_pass, escort.has_fail) == (True, False)
     # escort = true is still decisive in the passing case: false would fail it
-    assert [packtest.describe_branch(b) for b, _ in escort.uncovered] == ["route = IN"]
+    assert [coverage.describe_branch(b) for b, _ in escort.uncovered] == ["route = IN"]
     lines = list(packtest.report_lines(result, 100))
     assert any(line.startswith("  ESCORT: ") and "no failing case" in line for line in lines)
 
@@ -407,7 +407,7 @@ def test_decisive_branches(require: str, values: dict[str, int], decisive: list[
             "    fields: {k: string, p: string, t: datetime, a: integer, b: integer}\n"
             f"rules:\n  - id: D\n    title: D\n    severity: minor\n    for: r\n    require: {require}\n")
     (rule,) = load_pack_bytes(text.encode(), "d.yaml").rules
-    got = [packtest.decisive(rule, values, branch) for branch in packtest.branches(rule.require)]
+    got = [coverage.decisive(rule, values, branch) for branch in coverage.branches(rule.require)]
     assert got == decisive
 
 
@@ -420,7 +420,7 @@ def test_decisive_in_when_tells_unknown_from_false() -> None:
             "rules:\n  - id: D\n    title: D\n    severity: minor\n    for: r\n"
             "    when: {all: [{a: 1}, {b: 1}]}\n    require: {c: 1}\n")
     (rule,) = load_pack_bytes(text.encode(), "d.yaml").rules
-    assert [packtest.decisive(rule, {"b": 1, "c": 1}, b) for b in packtest.branches(rule.when)] == [False, True]
+    assert [coverage.decisive(rule, {"b": 1, "c": 1}, b) for b in coverage.branches(rule.when)] == [False, True]
 
 
 def test_a_not_evaluable_example_does_not_cover_the_branch_it_leaves_unknown(tmp_path: Path) -> None:
@@ -432,7 +432,7 @@ def test_a_not_evaluable_example_does_not_cover_the_branch_it_leaves_unknown(tmp
     result = packtest.run_pack(load(write(tmp_path, pack=pack, scenarios=None)))
     assert result.failed == []
     escort = next(c for c in result.coverage if c.rule.id == "ESCORT")
-    assert [packtest.describe_branch(b) for b, _ in escort.uncovered] == ["route = IN"]
+    assert [coverage.describe_branch(b) for b, _ in escort.uncovered] == ["route = IN"]
 
 
 # -- the shipped packs: what CI requires of every pack change -------------------------------------
