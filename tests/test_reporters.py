@@ -24,17 +24,17 @@ def _rule(rule_id: str, severity: str, title: str, counts: tuple[int, int, int, 
           rate: float | None) -> dict[str, Any]:
     applicable, passed, failed, waived, not_evaluable = counts
     return {"id": rule_id, "pack": "ketamine-iv", "title": title, "severity": severity,
-            "for": "session", "cite": "Clinic SOP KET-IV-003 rev 4",
-            "rationale": "Protocol requirement.", "applicable": applicable, "passed": passed,
-            "failed": failed, "waived": waived, "not_evaluable": not_evaluable,
-            "not_applicable": 1, "compliance_rate": rate}
+            "for": "session", "applicable": applicable, "passed": passed, "failed": failed,
+            "waived": waived, "not_evaluable": not_evaluable, "not_applicable": 1, "compliance_rate": rate,
+            "ci95": None, "target": None, "status": "", "cite": "Clinic SOP KET-IV-003 rev 4",
+            "rationale": "Protocol requirement."}
 
 
 def _finding(rule: str, severity: str, key: str, patient: str, time: str | None, line: int,
              message: str, evidence: dict[str, Any], outcome: str = "fail",
              missing: list[str] | None = None) -> dict[str, Any]:
     finding: dict[str, Any] = {
-        "rule": rule, "severity": severity, "outcome": outcome, "record_type": "session",
+        "rule": rule, "pack": "ketamine-iv", "severity": severity, "outcome": outcome, "record_type": "session",
         "record_key": key, "patient": patient, "time": time,
         "source": {"path": "samples/sessions.csv", "line": line},
         "message": message, "evidence": evidence}
@@ -44,13 +44,24 @@ def _finding(rule: str, severity: str, key: str, patient: str, time: str | None,
 
 
 def sample_report() -> dict[str, Any]:
-    """A small report covering the cases every format must get right."""
+    """A small report covering the cases every format must get right.
+
+    Every key of the JSON report, in its order; the keys this sample does not exercise (the
+    period, targets, statuses, monthly counts) hold empty values: full_report in
+    test_html_md_reports.py fills them.
+    """
     return {
         "tool": {"name": "protocol-audit", "version": "1.0.0"},
         "as_of": "2026-11-26T00:00:00+00:00",
         "inputs": [{"path": "samples/sessions.csv", "record_type": "session", "sha256": "ab12",
                     "records_read": 7, "records_judged": 6, "records_rejected": 1}],
-        "packs": [{"id": "ketamine-iv", "version": "2026.11", "sha256": "cd34"}],
+        "packs": [{"id": "ketamine-iv", "version": "2026.11", "title": "", "path": "", "sha256": "cd34"}],
+        "period": {"first": None, "last": None},
+        "pseudonymised": False,
+        "identifiers": "",
+        "summary": {"records_read": 7, "records_judged": 6, "records_rejected": 1, "findings": 4,
+                    "by_severity": {"critical": 1, "major": 2, "minor": 0, "info": 0},
+                    "exit_threshold": "major"},
         "rules": [
             _rule("DOSE-01", "major", "IV dose within 0.1-1.0 mg/kg", (4, 2, 2, 0, 1), 0.5),
             _rule("SUP-02", "critical", "Credentialed supervisor present", (5, 4, 1, 0, 0), 0.8),
@@ -73,15 +84,12 @@ def sample_report() -> dict[str, Any]:
                      "consent signed after the session started",
                      {"consent_signed_at": "2026-03-04T08:30:00-08:00"}, outcome="waived"),
         ],
-        "not_evaluable": [{"rule": "DOSE-01", "record_type": "session", "record_key": "S-0050",
-                           "missing": ["route"],
+        "not_evaluable": [{"rule": "DOSE-01", "pack": "ketamine-iv", "record_type": "session",
+                           "record_key": "S-0050", "missing": ["route"],
                            "source": {"path": "samples/sessions.csv", "line": 51}}],
         "rejected": [{"source": {"path": "samples/sessions.csv", "line": 88},
                       "record_type": "session", "reason": 'dose_mg: "12,5" is not a number'}],
-        "summary": {"records_read": 7, "records_judged": 6, "records_rejected": 1, "findings": 4,
-                    "by_severity": {"critical": 1, "major": 2, "minor": 0, "info": 0},
-                    "exit_threshold": "major"},
-        "pseudonymised": False,
+        "by_month": [],
     }
 
 
