@@ -13,6 +13,7 @@ from engine import reporters
 from engine.language.model import Pack, Record
 from engine.language.values import convert, is_missing, timezone
 from engine.packs import load_pack_bytes
+from engine.results import Report
 
 SESSION_HEADER = """\
 pack: {pack}
@@ -69,9 +70,10 @@ def record(pack: Pack, values: dict[str, Any], line: int = 2, type_name: str = "
 
 
 def render(name: str, report: dict[str, Any]) -> str:
-    """``report`` written in format ``name`` (json, csv, txt, html, md, junit, sarif), as text."""
+    """``report``, the JSON form of a report, read back as a Report and written in format ``name``
+    (json, csv, txt, html, md, junit, sarif), as text."""
     out = io.StringIO(newline="")
-    reporters.get(name)(report, out)
+    reporters.get(name)(Report.from_json(report), out)
     return out.getvalue()
 
 

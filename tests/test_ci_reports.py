@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from cli import main
 from engine import reporters
 from engine.reporters import junit_xml, sarif_log
+from engine.results import Report
 from tests.helpers import render
 from tests.test_html_md_reports import full_report
 
@@ -158,7 +159,7 @@ def test_sarif_of_the_samples(sample_reports: dict[str, Any]) -> None:
 
 
 def test_sarif_waiver_and_paths() -> None:
-    log = sarif_log.sarif(report_with_waiver())
+    log = sarif_log.sarif(Report.from_json(report_with_waiver()))
     (run,) = log["runs"]
     waived = run["results"][-1]
     assert waived["suppressions"] == [{"kind": "external", "justification": "consent on paper, scanned late"}]
@@ -180,7 +181,7 @@ def _validator() -> Any:
 
 def test_sarif_validates_against_the_official_schema(sample_reports: dict[str, Any]) -> None:
     validator = _validator()
-    for log in (sample_reports["sarif"], sarif_log.sarif(report_with_waiver())):
+    for log in (sample_reports["sarif"], sarif_log.sarif(Report.from_json(report_with_waiver()))):
         errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(log)]
         assert errors == []
 
@@ -188,7 +189,7 @@ def test_sarif_validates_against_the_official_schema(sample_reports: dict[str, A
 def test_the_schema_check_can_fail() -> None:
     """The validation above is not vacuous: a result without a message, or a bad level, is refused."""
     validator = _validator()
-    log = sarif_log.sarif(report_with_waiver())
+    log = sarif_log.sarif(Report.from_json(report_with_waiver()))
     del log["runs"][0]["results"][0]["message"]
     log["runs"][0]["results"][1]["level"] = "fatal"
     messages = [e.message for e in validator.iter_errors(log)]

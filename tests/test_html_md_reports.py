@@ -18,6 +18,7 @@ import pytest
 
 from engine import reporters
 from engine.reporters import csv_report, html_report, md_report
+from engine.results import Report
 from tests.helpers import check_golden, render
 
 GOLDEN = Path(__file__).parent / "golden" / "reporters"
@@ -255,7 +256,7 @@ def test_html_renders_10000_findings_once() -> None:
 def test_md_shows_first_findings_per_rule_then_a_count() -> None:
     render_md = functools.partial(md_report.render, max_findings=2)  # as the CLI passes it
     out = io.StringIO()
-    render_md(full_report(), out)
+    render_md(Report.from_json(full_report()), out)
     text = out.getvalue()
     assert text.count("S-0042") == 1 and "S-0047" not in text
     assert "(+1 more)" in text and text.count("more)") == 1

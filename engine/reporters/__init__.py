@@ -5,14 +5,15 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TextIO
 
 from engine.errors import UsageError
 from engine.reporters import csv_report, html_report, json_report, junit_xml, md_report, sarif_log, terminal_report
+from engine.results import Report
 
-# Every renderer takes the one plain-dict form of the report (SPEC section 7), so formats
+# Every renderer takes the one Report (SPEC section 7; its to_json is the JSON report), so formats
 # cannot drift apart; a new format is one module plus one line in each dict below.
-Renderer = Callable[[dict[str, Any], TextIO], None]
+Renderer = Callable[[Report, TextIO], None]
 
 FORMATS: dict[str, Renderer] = {
     "json": json_report.render,

@@ -1,5 +1,4 @@
-"""Helpers several formats (and the command line's messages) share: which pack a finding belongs
-to, characters made visible."""
+"""Helpers several formats (and the command line's messages) share: characters made visible."""
 
 from __future__ import annotations
 
@@ -30,18 +29,3 @@ def printable(value: Any, absent: str = "-", spaces: str = "") -> str:
         text = text.translate({ord(ch): " " for ch in spaces})
     return escape_matches(_UNPRINTABLE, text)
 
-
-def pack_lookup(report: dict[str, Any]) -> dict[str, str]:
-    """Rule id -> the pack of the first rule with that id in the report."""
-    found: dict[str, str] = {}
-    for rule in report["rules"]:
-        found.setdefault(rule["id"], rule.get("pack") or "")
-    return found
-
-
-def pack_of(finding: dict[str, Any], lookup: dict[str, str]) -> str:
-    """The finding's pack: its own ``pack`` (the engine always writes it), else its rule's.
-
-    SPEC section 7 lists findings without ``pack``; a report trimmed to those keys still renders.
-    """
-    return str(finding.get("pack") or lookup.get(finding["rule"], ""))

@@ -6,6 +6,8 @@ import csv
 import json
 from typing import Any, TextIO
 
+from engine.results import Finding, Report
+
 COLUMNS = (
     "rule", "severity", "outcome", "record_type", "record_key", "patient", "time",
     "source_path", "source_line", "message", "missing", "evidence",
@@ -28,25 +30,23 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _row(finding: dict[str, Any]) -> list[str]:
-    source = finding.get("source") or {}
+def _row(finding: Finding) -> list[str]:
     cells = [
-        finding["rule"], finding["severity"], finding["outcome"], finding["record_type"],
-        finding["record_key"], finding.get("patient"), finding.get("time"),
-        source.get("path"), source.get("line"), finding["message"],
-        ";".join(finding.get("missing") or ()),
+        finding.rule, finding.severity, finding.outcome, finding.record_type,
+        finding.record_key, finding.patient, finding.time,
+        finding.source.path, finding.source.line, finding.message,
+        ";".join(finding.missing),
         # Sorted, compact keys: one stable cell per finding whatever order the engine used.
-        json.dumps(finding.get("evidence") or {}, sort_keys=True, separators=(",", ":"),
-                   ensure_ascii=False),
+        json.dumps(dict(finding.evidence), sort_keys=True, separators=(",", ":"), ensure_ascii=False),
     ]
     return [neutralise(_cell(c)) for c in cells]
 
 
-def render(report: dict[str, Any], out: TextIO) -> None:
+def render(report: Report, out: TextIO) -> None:
     """Write one CSV row per finding (fail or waived), in the report's order."""
     # "\n" rather than csv's default "\r\n": files compare byte for byte across platforms
     # when ``out`` is opened with newline="". QUOTE_ALL because with that terminator
     # QUOTE_MINIMAL leaves a bare "\r" in a cell unquoted, and spreadsheets split the row there.
     writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(COLUMNS)
-    writer.writerows(_row(f) for f in report["findings"])
+    writer.writerows(_row(f) for f in report.findings)

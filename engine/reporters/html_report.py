@@ -8,6 +8,7 @@ import functools
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 import jinja2
@@ -15,6 +16,7 @@ import markupsafe
 
 from engine.language.model import SEVERITIES
 from engine.reporters.common import escape_matches
+from engine.results import Finding, MonthCount, Rejected, Report, RuleResult, Source
 
 NONE = "—"  # an absent value, so an empty cell is never mistaken for an empty string
 # Control characters, and bidirectional overrides that make a value read differently from its
@@ -35,7 +37,7 @@ def rate(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.1f}%"
 
 
-def interval(ci95: list[float] | None) -> str:
+def interval(ci95: tuple[float, float] | None) -> str:
     """A 95% Wilson interval as "low–high%", or "" when the report gives none."""
     return "" if not ci95 else f"{ci95[0] * 100:.1f}–{ci95[1] * 100:.1f}%"
 
@@ -50,36 +52,34 @@ def text(value: Any) -> str:
     return NONE if value is None else str(value)
 
 
-def period(report: dict[str, Any]) -> str:
+def period(report: Report) -> str:
     """The audit period, first to last record time."""
-    span = report.get("period") or {}
-    first, last = span.get("first"), span.get("last")
+    first, last = report.period_first, report.period_last
     if first is None and last is None:
         return "no record times"
     return f"{text(first)} to {text(last)}"
 
 
-def identifiers(report: dict[str, Any]) -> str:
+def identifiers(report: Report) -> str:
     """How patient identifiers appear in the report."""
-    if report.get("identifiers"):  # under a "Patient identifiers" label: not said twice
-        said = str(report["identifiers"]).removeprefix("patient identifiers ")
+    if report.identifiers:  # under a "Patient identifiers" label: not said twice
+        said = report.identifiers.removeprefix("patient identifiers ")
         return said[:1].upper() + said[1:]
-    return "pseudonymised" if report.get("pseudonymised") else "as given (not pseudonymised)"
+    return "pseudonymised" if report.pseudonymised else "as given (not pseudonymised)"
 
 
 _EVIDENCE = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(", ", ": "), default=str)
 
 
-def evidence(finding: dict[str, Any]) -> str:
+def evidence(finding: Finding) -> str:
     """The evidence as compact JSON with sorted keys (one stable form whatever the engine's order)."""
-    shown = _EVIDENCE.encode(finding.get("evidence") or {})
-    missing = finding.get("missing")
-    return shown + (f"; not documented: {', '.join(missing)}" if missing else "")
+    shown = _EVIDENCE.encode(dict(finding.evidence))
+    return shown + (f"; not documented: {', '.join(finding.missing)}" if finding.missing else "")
 
 
-def source(entry: dict[str, Any]) -> str:
-    where = entry.get("source") or {}
-    return f"{text(where.get('path'))}:{text(where.get('line'))}"
+def source(where: Source | Rejected) -> str:
+    """Where a record is: its file and line."""
+    return f"{where.path}:{where.line}"
 
 
 def status_class(status: str | None) -> str:
@@ -104,22 +104,20 @@ def _time_sort(time: str | None) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
-def _rule_row(rule: dict[str, Any]) -> dict[str, Any]:
-    return dict(rule, rate=rate(rule.get("compliance_rate")), ci=interval(rule.get("ci95")),
-                target_text=target(rule.get("target")), status=rule.get("status") or NONE,
-                status_class=status_class(rule.get("status")))
+def _rule_row(rule: RuleResult) -> dict[str, Any]:
+    return {"rule": rule, "rate": rate(rule.compliance_rate), "ci": interval(rule.ci95),
+            "target": target(rule.target), "status": rule.status or NONE, "status_class": status_class(rule.status)}
 
 
-def _finding_row(finding: dict[str, Any]) -> list[Any]:
+def _finding_row(finding: Finding) -> list[Any]:
     """One finding as the page script's row: the fields in the order report.js reads them
     (rank, severity, rule, outcome, record, patient, time, time sort key, message, evidence,
     source, source sort key), every string with its invisible characters made visible."""
-    where = finding.get("source") or {}
-    row = [
-        _severity_rank(finding["severity"]), finding["severity"], finding["rule"], finding["outcome"],
-        text(finding.get("record_key")), text(finding.get("patient")), text(finding.get("time")),
-        _time_sort(finding.get("time")), text(finding.get("message")), evidence(finding), source(finding),
-        f"{where.get('path') or ''}:{where.get('line') or 0:010d}",
+    where = finding.source
+    row: list[Any] = [
+        _severity_rank(finding.severity), finding.severity, finding.rule, finding.outcome,
+        finding.record_key, text(finding.patient), text(finding.time), _time_sort(finding.time),
+        finding.message, evidence(finding), source(where), f"{where.path}:{where.line:010d}",
     ]
     if _INVISIBLE.search("\n".join(row[1:])) is None:  # one search per finding: nearly always clean
         return row
@@ -134,12 +132,12 @@ def _x(value: float) -> float:
     return round(BAR_X + max(0.0, min(1.0, value)) * BAR_W, 1)
 
 
-def _bars(rules: list[dict[str, Any]]) -> dict[str, Any]:
+def _bars(rules: Sequence[RuleResult]) -> dict[str, Any]:
     rows = []
     for i, rule in enumerate(rules):
-        y, value, goal, ci95 = TOP + i * ROW_H, rule.get("compliance_rate"), rule.get("target"), rule.get("ci95")
-        label = f"{rate(value)}; target {target(goal)}; {rule.get('status') or 'no status'}"
-        rows.append({"id": rule["id"], "y": y, "pattern": status_class(rule.get("status")), "label": label,
+        y, value, goal, ci95 = TOP + i * ROW_H, rule.compliance_rate, rule.target, rule.ci95
+        label = f"{rate(value)}; target {target(goal)}; {rule.status or 'no status'}"
+        rows.append({"id": rule.id, "y": y, "pattern": status_class(rule.status), "label": label,
                      "width": None if value is None else round(_x(value) - BAR_X, 1),
                      "target_x": None if goal is None else _x(goal),
                      "ci": None if not ci95 else (_x(ci95[0]), _x(ci95[1]))})
@@ -156,75 +154,71 @@ def _y(value: float) -> float:
     return round(PANEL_Y1 - max(0.0, min(1.0, value)) * (PANEL_Y1 - PANEL_Y0), 1)
 
 
-def _panel(rule: dict[str, Any], entries: dict[str, dict[str, Any]], months: list[str]) -> dict[str, Any]:
+def _panel(rule: RuleResult, entries: dict[str, MonthCount], months: list[str]) -> dict[str, Any]:
     step = (PANEL_X1 - PANEL_X0) / len(months)
-    goal, path, points, pen = rule.get("target"), [], [], "M"
+    goal, path, points, pen = rule.target, [], [], "M"
     for i, month in enumerate(months):
-        entry = entries.get(month) or {}
-        value = entry.get("compliance_rate")
-        if value is None:
+        entry = entries.get(month)
+        value = None if entry is None else entry.compliance_rate
+        if entry is None or value is None:
             pen = "M"  # a month without a decided record breaks the line
             continue
         x, y = round(PANEL_X0 + (i + 0.5) * step, 1), _y(value)
         path.append(f"{pen}{x} {y}")
         pen = "L"
-        decided = entry.get("passed", 0) + entry.get("failed", 0)
         points.append({"x": x, "y": y, "below": goal is not None and value < goal,
-                       "label": f"{month}: {rate(value)} ({entry.get('passed', 0)} of {decided})"})
-    return {"id": rule["id"], "pack": rule.get("pack"), "path": " ".join(path), "points": points,
+                       "label": f"{month}: {rate(value)} ({entry.passed} of {entry.passed + entry.failed})"})
+    return {"id": rule.id, "pack": rule.pack, "path": " ".join(path), "points": points,
             "target_y": None if goal is None else _y(goal), "target": target(goal)}
 
 
-def _monthly(report: dict[str, Any]) -> dict[str, Any]:
-    by_month = report.get("by_month") or []
-    months = sorted({entry["month"] for entry in by_month})
-    grouped: dict[tuple[Any, Any], dict[str, dict[str, Any]]] = {}
-    for entry in by_month:
-        grouped.setdefault((entry.get("pack"), entry["rule"]), {})[entry["month"]] = entry
-    panels = [_panel(rule, grouped[(rule.get("pack"), rule["id"])], months)
-              for rule in report["rules"] if (rule.get("pack"), rule["id"]) in grouped]
-    table = [dict(entry, rate=rate(entry.get("compliance_rate"))) for entry in by_month]
+def _monthly(report: Report) -> dict[str, Any]:
+    months = sorted({entry.month for entry in report.by_month})
+    grouped: dict[tuple[str, str], dict[str, MonthCount]] = {}
+    for entry in report.by_month:
+        grouped.setdefault((entry.pack, entry.rule), {})[entry.month] = entry
+    panels = [_panel(rule, grouped[(rule.pack, rule.id)], months)
+              for rule in report.rules if (rule.pack, rule.id) in grouped]
+    table = [{"counts": entry, "rate": rate(entry.compliance_rate)} for entry in report.by_month]
     return {"months": months, "panels": panels, "table": table}
 
 
-def _not_evaluable_by_rule(report: dict[str, Any]) -> list[dict[str, Any]]:
-    missing: dict[tuple[Any, Any], set[str]] = {}
-    for entry in report.get("not_evaluable") or []:
-        missing.setdefault((entry.get("pack"), entry["rule"]), set()).update(entry.get("missing") or ())
-    return [{"id": rule["id"], "count": rule["not_evaluable"],
-             "missing": ", ".join(sorted(missing.get((rule.get("pack"), rule["id"]), ())))}
-            for rule in report["rules"] if rule.get("not_evaluable")]
+def _not_evaluable_by_rule(report: Report) -> list[dict[str, Any]]:
+    missing: dict[tuple[str, str], set[str]] = {}
+    for entry in report.not_evaluable:
+        missing.setdefault((entry.pack, entry.rule), set()).update(entry.missing)
+    return [{"id": rule.id, "count": rule.not_evaluable,
+             "missing": ", ".join(sorted(missing.get((rule.pack, rule.id), ())))}
+            for rule in report.rules if rule.not_evaluable]
 
 
-def _strata(report: dict[str, Any]) -> dict[str, Any] | None:
-    strata = report.get("strata")
-    if not strata:
+def _strata(report: Report) -> dict[str, Any] | None:
+    strata = report.strata
+    if strata is None:
         return None
-    by = list(strata.get("by") or [])
-    rows = [dict(row, cells=[text((row.get("stratum") or {}).get(key)) for key in by],
-                 rate=rate(row.get("compliance_rate"))) for row in strata.get("rows") or []]
-    return {"by": by, "rows": rows}
+    rows = [{"counts": row, "cells": [text(row.stratum.get(key)) for key in strata.by],
+             "rate": rate(row.compliance_rate)} for row in strata.rows]
+    return {"by": list(strata.by), "rows": rows}
 
 
-def context(report: dict[str, Any]) -> dict[str, Any]:
+def context(report: Report) -> dict[str, Any]:
     """Everything the template shows, already formatted: the template only lays it out."""
-    rules = report["rules"]
-    findings = report["findings"]
-    rule_ids = list(dict.fromkeys([r["id"] for r in rules] + [f["rule"] for f in findings]))
-    titles = {r["id"]: r.get("title") or "" for r in rules}
+    rules, findings = report.rules, report.findings
+    rule_ids = list(dict.fromkeys([r.id for r in rules] + [f.rule for f in findings]))
+    titles = {r.id: r.title or "" for r in rules}
     return {
         "report": report, "period": period(report), "identifiers": identifiers(report),
         "rules": [_rule_row(r) for r in rules], "bars": _bars(rules), "monthly": _monthly(report),
         "findings": [_finding_row(f) for f in findings],
         "rule_options": [{"id": rid, "title": titles.get(rid, "")} for rid in rule_ids],
         "severities": SEVERITIES,
-        "waived": sum(1 for f in findings if f["outcome"] == "waived"),
-        "rejected": [dict(r, where=source(r)) for r in report.get("rejected") or []],
-        "not_evaluable": [dict(n, where=source(n), missing_text=", ".join(n.get("missing") or ()))
-                          for n in report.get("not_evaluable") or []],
+        "waived": sum(1 for f in findings if f.outcome == "waived"),
+        "rejected": [{"record": r, "where": source(r)} for r in report.rejected],
+        "not_evaluable": [{"record": n, "where": source(n.source), "missing": ", ".join(n.missing)}
+                          for n in report.not_evaluable],
         "not_evaluable_rules": _not_evaluable_by_rule(report),
         "strata": _strata(report),
-        "actions": [r for r in rules if r.get("failed")],
+        "actions": [r for r in rules if r.failed],
     }
 
 
@@ -248,7 +242,7 @@ def script() -> tuple[markupsafe.Markup, str]:
     return markupsafe.Markup(code), f"sha256-{digest}"
 
 
-def render(report: dict[str, Any], out: TextIO) -> None:
+def render(report: Report, out: TextIO) -> None:
     """Write the report as one HTML page: no network access, scripts or styles from elsewhere."""
     code, digest = script()
     template = environment().get_template("report.html.j2")

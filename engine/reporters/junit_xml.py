@@ -8,7 +8,8 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any, TextIO
 
-from engine.reporters.common import escape_matches, pack_lookup, pack_of
+from engine.reporters.common import escape_matches
+from engine.results import Finding, PackSummary, Report, RuleResult
 
 # XML 1.0 cannot carry most control characters (a parser rejects the whole file), a carriage
 # return in element text comes back from any parser as a line feed, and bidi overrides make a
@@ -23,14 +24,13 @@ def clean(value: Any) -> str:
     return escape_matches(_NOT_XML, text)
 
 
-def _finding_text(finding: dict[str, Any]) -> str:
+def _finding_text(finding: Finding) -> str:
     """One line per finding: a line feed inside a record value is escaped so it cannot split it."""
-    source = finding.get("source") or {}
-    evidence = json.dumps(finding.get("evidence") or {}, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+    evidence = json.dumps(dict(finding.evidence), sort_keys=True, ensure_ascii=False, separators=(",", ":"),
                           default=str)
-    missing = f" missing: {', '.join(finding['missing'])}" if finding.get("missing") else ""
-    line = (f"{finding['record_type']} {finding['record_key']} at {finding.get('time') or 'no time'} "
-            f"({source.get('path')}:{source.get('line')}): {finding['message']}{missing} evidence: {evidence}")
+    missing = f" missing: {', '.join(finding.missing)}" if finding.missing else ""
+    line = (f"{finding.record_type} {finding.record_key} at {finding.time or 'no time'} "
+            f"({finding.source.path}:{finding.source.line}): {finding.message}{missing} evidence: {evidence}")
     return line.replace("\n", "\\n")
 
 
@@ -45,55 +45,58 @@ def _timestamp(as_of: str) -> str:
     return moment.isoformat(timespec="seconds")
 
 
-def _rate(rule: dict[str, Any]) -> str:
-    rate = rule.get("compliance_rate")
+def _rate(rule: RuleResult) -> str:
+    rate = rule.compliance_rate
     return "n/a" if rate is None else f"{rate * 100:.1f}%"
 
 
-def _case(suite: ET.Element, rule: dict[str, Any], findings: list[dict[str, Any]]) -> tuple[int, int]:
+def _case(suite: ET.Element, rule: RuleResult, findings: list[Finding]) -> tuple[int, int]:
     """One rule as a test case; returns (failures, skipped) it adds."""
-    case = ET.SubElement(suite, "testcase", classname=clean(rule.get("pack") or ""),
-                         name=clean(f"{rule['id']}: {rule['title']}" if rule.get("title") else rule["id"]))
-    failed = [f for f in findings if f["outcome"] == "fail"]
-    waived = [f for f in findings if f["outcome"] == "waived"]
+    case = ET.SubElement(suite, "testcase", classname=clean(rule.pack),
+                         name=clean(f"{rule.id}: {rule.title}" if rule.title else rule.id))
+    failed = [f for f in findings if f.counts]
+    waived = [f for f in findings if f.outcome == "waived"]
     if failed:
         noun = "finding" if len(failed) == 1 else "findings"
-        failure = ET.SubElement(case, "failure", message=clean(f"{len(failed)} {noun} ({rule['severity']})"),
-                                type=clean(rule["severity"]))
+        failure = ET.SubElement(case, "failure", message=clean(f"{len(failed)} {noun} ({rule.severity})"),
+                                type=clean(rule.severity))
         failure.text = clean("\n".join(_finding_text(f) for f in failed))
     elif waived:
-        reasons = sorted({str((f.get("waiver") or {}).get("reason") or "waived") for f in waived})
+        reasons = sorted({str((f.waiver or {}).get("reason") or "waived") for f in waived})
         ET.SubElement(case, "skipped", message=clean(f"{len(waived)} waived: {'; '.join(reasons)}"))
     out = ET.SubElement(case, "system-out")
-    out.text = clean(f"applicable {rule['applicable']}, passed {rule['passed']}, failed {rule['failed']}, "
-                     f"waived {rule['waived']}, not evaluable {rule['not_evaluable']}, "
-                     f"not applicable {rule['not_applicable']}; compliance {_rate(rule)}")
+    out.text = clean(f"applicable {rule.applicable}, passed {rule.passed}, failed {rule.failed}, "
+                     f"waived {rule.waived}, not evaluable {rule.not_evaluable}, "
+                     f"not applicable {rule.not_applicable}; compliance {_rate(rule)}")
     return (1 if failed else 0), (1 if not failed and waived else 0)
 
 
-def render(report: dict[str, Any], out: TextIO) -> None:
+def _properties(suite: ET.Element, pack: PackSummary | None) -> None:
+    properties = ET.SubElement(suite, "properties")
+    if pack is not None:
+        for name, value in (("version", pack.version), ("sha256", pack.sha256), ("path", pack.path)):
+            ET.SubElement(properties, "property", name=f"pack.{name}", value=clean(value))
+
+
+def render(report: Report, out: TextIO) -> None:
     """Write the report as JUnit XML: <testsuites>, a <testsuite> per pack, a <testcase> per rule."""
-    by_rule: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    lookup = pack_lookup(report)
-    for finding in report["findings"]:
-        by_rule.setdefault((pack_of(finding, lookup), finding["rule"]), []).append(finding)
+    by_rule: dict[tuple[str, str], list[Finding]] = {}
+    for finding in report.findings:
+        by_rule.setdefault((finding.pack, finding.rule), []).append(finding)
     root = ET.Element("testsuites", name="protocol-audit")
     totals = [0, 0, 0]
     # every pack the report lists, then any a rule names that the list lacks: no rule is left out
-    packs = list(report["packs"])
-    packs += [{"id": pid} for pid in dict.fromkeys(r.get("pack") or "" for r in report["rules"])
-              if pid not in {p["id"] for p in packs}]
-    for pack in packs:
-        rules = [r for r in report["rules"] if (r.get("pack") or "") == pack["id"]]
-        suite = ET.SubElement(root, "testsuite", name=clean(pack["id"]), tests=str(len(rules)),
-                              timestamp=_timestamp(report["as_of"]), errors="0")
-        properties = ET.SubElement(suite, "properties")
-        for name in ("version", "sha256", "path"):
-            if pack.get(name) is not None:
-                ET.SubElement(properties, "property", name=f"pack.{name}", value=clean(pack[name]))
+    listed = {pack.id for pack in report.packs}
+    packs: list[tuple[str, PackSummary | None]] = [(pack.id, pack) for pack in report.packs]
+    packs += [(pack_id, None) for pack_id in dict.fromkeys(r.pack for r in report.rules) if pack_id not in listed]
+    for pack_id, pack in packs:
+        rules = [r for r in report.rules if r.pack == pack_id]
+        suite = ET.SubElement(root, "testsuite", name=clean(pack_id), tests=str(len(rules)),
+                              timestamp=_timestamp(report.as_of), errors="0")
+        _properties(suite, pack)
         failures = skipped = 0
         for rule in rules:
-            failed, waived = _case(suite, rule, by_rule.get((rule.get("pack") or "", rule["id"]), []))
+            failed, waived = _case(suite, rule, by_rule.get((rule.pack, rule.id), []))
             failures += failed
             skipped += waived
         suite.set("failures", str(failures))

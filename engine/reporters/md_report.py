@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from engine.reporters.html_report import evidence, identifiers, interval, period, rate, source, target
+from engine.results import Finding, Report, RuleResult
 
 MAX_FINDINGS = 20
 # Backslash-escaped: emphasis, code, links, images, strikethrough, table cells, headings, escapes.
@@ -59,101 +60,98 @@ RULE_COLUMNS = ["Rule", "Title", "Severity", "Source", "Applicable (N)", "Passed
                 "Not evaluable", "Compliance (95% CI)", "Target", "Status"]
 
 
-def _compliance(rule: dict[str, Any]) -> str:
-    ci = interval(rule.get("ci95"))
-    return rate(rule.get("compliance_rate")) + (f" ({ci})" if ci else "")
+def _compliance(rule: RuleResult) -> str:
+    ci = interval(rule.ci95)
+    return rate(rule.compliance_rate) + (f" ({ci})" if ci else "")
 
 
-def _header(report: dict[str, Any]) -> list[str]:
-    tool, summary = report["tool"], report["summary"]
+def _header(report: Report) -> list[str]:
+    summary = report.summary
     lines = ["# Protocol compliance audit", "",
              f"- **Audit period:** {md(period(report))}",
-             f"- **As of:** {md(report['as_of'])}",
-             f"- **Tool:** {md(tool['name'])} {md(tool['version'])}",
+             f"- **As of:** {md(report.as_of)}",
+             f"- **Tool:** {md(report.tool_name)} {md(report.tool_version)}",
              f"- **Patient identifiers:** {md(identifiers(report))}",
-             f"- **Records:** {summary['records_read']} read, {summary['records_judged']} judged, "
-             f"{summary['records_rejected']} rejected", "", "## Rule packs", ""]
+             f"- **Records:** {summary.records_read} read, {summary.records_judged} judged, "
+             f"{summary.records_rejected} rejected", "", "## Rule packs", ""]
     lines += table(["Pack", "Title", "Version", "SHA-256"],
-                    ([p["id"], p.get("title") or "", p["version"], p["sha256"]] for p in report["packs"]))
+                    ([p.id, p.title or "", p.version, p.sha256] for p in report.packs))
     lines += ["", "## Inputs", ""]
     lines += table(["File", "Record type", "SHA-256", "Read", "Judged", "Rejected"],
-                    ([i["path"], i["record_type"], i["sha256"], i["records_read"], i["records_judged"],
-                      i["records_rejected"]] for i in report["inputs"]), frozenset({3, 4, 5}))
+                    ([i.path, i.record_type, i.sha256, i.records_read, i.records_judged, i.records_rejected]
+                     for i in report.inputs), frozenset({3, 4, 5}))
     return lines
 
 
-def _rules(report: dict[str, Any]) -> list[str]:
-    by_severity = report["summary"]["by_severity"]
-    counts = ", ".join(f"{by_severity.get(s, 0)} {s}" for s in by_severity)
-    waived = sum(1 for f in report["findings"] if f["outcome"] == "waived")
+def _rules(report: Report) -> list[str]:
+    summary = report.summary
+    counts = ", ".join(f"{summary.by_severity.get(s, 0)} {s}" for s in summary.by_severity)
+    waived = sum(1 for f in report.findings if f.outcome == "waived")
     lines = ["", "## Results against each standard", "",
-             f"{report['summary']['findings']} findings: {md(counts)} (unwaived), {waived} waived. "
-             f"Exit threshold: {md(report['summary']['exit_threshold'])}.", ""]
-    rows = ([r["id"], r.get("title"), r["severity"], r.get("cite") or "—", r["applicable"], r["passed"],
-             r["failed"], r["waived"], r["not_evaluable"], _compliance(r), target(r.get("target")),
-             r.get("status") or "—"] for r in report["rules"])
+             f"{summary.findings} findings: {md(counts)} (unwaived), {waived} waived. "
+             f"Exit threshold: {md(summary.exit_threshold)}.", ""]
+    rows = ([r.id, r.title, r.severity, r.cite or "—", r.applicable, r.passed, r.failed, r.waived,
+             r.not_evaluable, _compliance(r), target(r.target), r.status or "—"] for r in report.rules)
     return lines + table(RULE_COLUMNS, rows, frozenset(range(4, 11)))
 
 
-def _strata(report: dict[str, Any]) -> list[str]:
-    strata = report.get("strata")
-    if not strata:
+def _strata(report: Report) -> list[str]:
+    strata = report.strata
+    if strata is None:
         return []
-    by = list(strata.get("by") or [])
-    header = ["Rule", *(md(key) for key in by), "Applicable (N)", "Passed", "Failed", "Not evaluable",
+    header = ["Rule", *(md(key) for key in strata.by), "Applicable (N)", "Passed", "Failed", "Not evaluable",
               "Compliance"]
-    rows = ([row["rule"], *((row.get("stratum") or {}).get(key) for key in by), row.get("applicable"),
-             row.get("passed"), row.get("failed"), row.get("not_evaluable"), rate(row.get("compliance_rate"))]
-            for row in strata.get("rows") or [])
-    first = len(by) + 1
-    return ["", f"## Results by {md(', '.join(by))}", "",
+    rows = ([row.rule, *(row.stratum.get(key) for key in strata.by), row.applicable, row.passed, row.failed,
+             row.not_evaluable, rate(row.compliance_rate)] for row in strata.rows)
+    first = len(strata.by) + 1
+    return ["", f"## Results by {md(', '.join(strata.by))}", "",
             *table(header, rows, frozenset(range(first, first + 5)))]
 
 
 FINDING_COLUMNS = ["Severity", "Outcome", "Record", "Patient", "Time", "Message", "Evidence", "Source"]
 
 
-def _findings(report: dict[str, Any], max_findings: int) -> list[str]:
+def _findings(report: Report, max_findings: int) -> list[str]:
     lines = ["", "## Findings"]
-    if not report["findings"]:
+    if not report.findings:
         return [*lines, "", "No findings."]
-    grouped: dict[tuple[Any, str], list[dict[str, Any]]] = {}
-    for finding in report["findings"]:
-        grouped.setdefault((finding.get("pack"), finding["rule"]), []).append(finding)
-    titles = {(r.get("pack"), r["id"]): r.get("title") for r in report["rules"]}
+    grouped: dict[tuple[str, str], list[Finding]] = {}
+    for finding in report.findings:
+        grouped.setdefault((finding.pack, finding.rule), []).append(finding)
+    titles = {(r.pack, r.id): r.title for r in report.rules}
     for (pack, rule), findings in grouped.items():
         title = titles.get((pack, rule))
         heading = f"{md(rule)} — {md(title)}" if title else md(rule)
         lines += ["", f"### {heading} ({len(findings)} finding{'' if len(findings) == 1 else 's'})", ""]
-        rows = ([f["severity"], f["outcome"], f.get("record_key"), f.get("patient"), f.get("time"),
-                 f.get("message"), evidence(f), source(f)] for f in findings[:max_findings])
+        rows = ([f.severity, f.outcome, f.record_key, f.patient, f.time, f.message, evidence(f), source(f.source)]
+                for f in findings[:max_findings])
         lines += table(FINDING_COLUMNS, rows)
         if len(findings) > max_findings:
             lines += ["", f"(+{len(findings) - max_findings} more)"]
     return lines
 
 
-def _data_quality(report: dict[str, Any], max_rows: int) -> list[str]:
-    rejected, not_evaluable = report.get("rejected") or [], report.get("not_evaluable") or []
+def _data_quality(report: Report, max_rows: int) -> list[str]:
+    rejected, not_evaluable = report.rejected, report.not_evaluable
     lines = ["", "## Data quality", "",
-             f"{report['summary']['records_rejected']} rejected, {len(not_evaluable)} not evaluable "
+             f"{report.summary.records_rejected} rejected, {len(not_evaluable)} not evaluable "
              "(counted apart from non-compliance)."]
     if rejected:
         lines += ["", *table(["Source", "Record type", "Reason"],
-                              ([source(r), r.get("record_type"), r.get("reason")] for r in rejected[:max_rows]))]
+                              ([source(r), r.type, r.reason] for r in rejected[:max_rows]))]
         if len(rejected) > max_rows:
             lines += ["", f"(+{len(rejected) - max_rows} more)"]
-    missing: dict[tuple[Any, str], set[str]] = {}
+    missing: dict[tuple[str, str], set[str]] = {}
     for entry in not_evaluable:
-        missing.setdefault((entry.get("pack"), entry["rule"]), set()).update(entry.get("missing") or ())
-    rows = [[r["id"], r["not_evaluable"], ", ".join(sorted(missing.get((r.get("pack"), r["id"]), ())))]
-            for r in report["rules"] if r.get("not_evaluable")]
+        missing.setdefault((entry.pack, entry.rule), set()).update(entry.missing)
+    rows = [[r.id, r.not_evaluable, ", ".join(sorted(missing.get((r.pack, r.id), ())))]
+            for r in report.rules if r.not_evaluable]
     if rows:
         lines += ["", *table(["Rule", "Not evaluable", "Missing fields"], rows, frozenset({1}))]
     return lines
 
 
-def render(report: dict[str, Any], out: TextIO, max_findings: int = MAX_FINDINGS) -> None:
+def render(report: Report, out: TextIO, max_findings: int = MAX_FINDINGS) -> None:
     """Write the report as Markdown, with the first ``max_findings`` findings of each rule
     (and rejected records)."""
     lines = [*_header(report), *_rules(report), *_strata(report), *_findings(report, max_findings),

@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from engine.language.model import SEVERITIES
 from engine.reporters.common import printable
+from engine.results import Report
 
 WIDTH = 100
 MAX_FINDINGS = 10
@@ -80,97 +81,95 @@ def _time_key(time: str | None) -> tuple[int, str]:
     return (0, moment.astimezone(dt.UTC).isoformat(timespec="microseconds"))
 
 
-def _header(report: dict[str, Any]) -> list[str]:
-    tool, summary = report["tool"], report["summary"]
-    title = f"{tool['name']} {tool['version']}  audit as of {report['as_of']}"
+def _header(report: Report) -> list[str]:
+    summary = report.summary
+    title = f"{report.tool_name} {report.tool_version}  audit as of {report.as_of}"
     lines = [_fit(_clean(title), WIDTH)]
-    for pack in report["packs"]:
-        lines.append(_fit(_clean(f"pack     {pack['id']} {pack['version']}"), WIDTH))
-    for inp in report["inputs"]:
-        counts = (f" ({inp['record_type']}): {inp['records_read']} read, "
-                  f"{inp['records_judged']} judged, {inp['records_rejected']} rejected")
+    for pack in report.packs:
+        lines.append(_fit(_clean(f"pack     {pack.id} {pack.version}"), WIDTH))
+    for inp in report.inputs:
+        counts = (f" ({inp.record_type}): {inp.records_read} read, "
+                  f"{inp.records_judged} judged, {inp.records_rejected} rejected")
         room = WIDTH - 9 - _width(_clean(counts))
-        lines.append("input    " + _fit(_clean(inp["path"]), room, keep_tail=True) + _clean(counts))
-    lines.append(f"records  {summary['records_read']} read, {summary['records_judged']} judged, "
-                 f"{summary['records_rejected']} rejected")
-    lines.append("patients " + ("pseudonymised" if report.get("pseudonymised")
+        lines.append("input    " + _fit(_clean(inp.path), room, keep_tail=True) + _clean(counts))
+    lines.append(f"records  {summary.records_read} read, {summary.records_judged} judged, "
+                 f"{summary.records_rejected} rejected")
+    lines.append("patients " + ("pseudonymised" if report.pseudonymised
                                 else "identifiers as given (not pseudonymised)"))
     return lines
 
 
-def _rules(report: dict[str, Any]) -> list[str]:
+def _rules(report: Report) -> list[str]:
     header = ["rule", "severity", "applicable", "passed", "failed", "waived", "not evaluable",
               "compliance"]
-    rows = [[_clean(r["id"]), _clean(r["severity"]), str(r["applicable"]), str(r["passed"]),
-             str(r["failed"]), str(r["waived"]), str(r["not_evaluable"]),
-             _rate(r["compliance_rate"])] for r in report["rules"]]
+    rows = [[_clean(r.id), _clean(r.severity), str(r.applicable), str(r.passed),
+             str(r.failed), str(r.waived), str(r.not_evaluable),
+             _rate(r.compliance_rate)] for r in report.rules]
     caps = [24, 8, 10, 8, 8, 8, 13, 10]
     return ["RULES", *_table([header, *rows], caps, frozenset(range(2, 8)))]
 
 
-def _findings(report: dict[str, Any]) -> list[str]:
+def _findings(report: Report) -> list[str]:
     # Waived findings are accepted deviations: they are counted per rule and in the last line,
     # and listed in full in the JSON/CSV reports, but the officer's attention goes to open ones.
-    open_ = [f for f in report["findings"] if f["outcome"] == "fail"]
-    open_.sort(key=lambda f: (_severity_rank(f["severity"]), f["rule"], _time_key(f.get("time")),
-                              f["record_key"]))
+    open_ = sorted((f for f in report.findings if f.counts),
+                   key=lambda f: (_severity_rank(f.severity), f.rule, _time_key(f.time), f.record_key))
     if not open_:
         return ["FINDINGS", "none unwaived"]
     shown = open_[:MAX_FINDINGS]
-    rows = [[_clean(f["severity"]), _clean(f["rule"]), _clean(f["record_key"]),
-             _clean(f.get("patient")), _clean(f.get("time"), "no time")] for f in shown]
+    rows = [[_clean(f.severity), _clean(f.rule), _clean(f.record_key),
+             _clean(f.patient), _clean(f.time, "no time")] for f in shown]
     lines = [f"FINDINGS, worst first ({len(shown)} of {len(open_)} unwaived)"]
     indent = " " * 10
     for finding, line in zip(shown, _table(rows, [8, 20, 20, 16, 25]), strict=True):
         lines.append(line)
-        lines.append(indent + _fit(_clean(finding["message"]), WIDTH - len(indent)))
-        if finding.get("missing"):
-            missing = "not documented: " + ", ".join(finding["missing"])
+        lines.append(indent + _fit(_clean(finding.message), WIDTH - len(indent)))
+        if finding.missing:
+            missing = "not documented: " + ", ".join(finding.missing)
             lines.append(indent + _fit(_clean(missing), WIDTH - len(indent)))
     if len(open_) > len(shown):
         lines.append(f"(+{len(open_) - len(shown)} more)")
     return lines
 
 
-def _data_quality(report: dict[str, Any]) -> list[str]:
-    rejected = report["rejected"]
-    count = report["summary"]["records_rejected"]
+def _data_quality(report: Report) -> list[str]:
+    rejected = report.rejected
+    count = report.summary.records_rejected
     lines = ["DATA QUALITY",
              f"{count} record{'' if count == 1 else 's'} rejected" + (":" if rejected else "")]
     for rej in rejected[:MAX_REJECTED]:
-        where = f"{rej['source']['path']}:{rej['source']['line']}: {rej['reason']}"
-        lines.append("  " + _fit(_clean(where), WIDTH - 2))
+        lines.append("  " + _fit(_clean(f"{rej.path}:{rej.line}: {rej.reason}"), WIDTH - 2))
     if len(rejected) > MAX_REJECTED:
         lines.append(f"  (+{len(rejected) - MAX_REJECTED} more)")
-    counted = [r for r in report["rules"] if r["not_evaluable"]]
+    counted = [r for r in report.rules if r.not_evaluable]
     if not counted:
         return [*lines, "no record was left not evaluable"]
     lines.append("not evaluable (a field the rule's applicability needs is missing; never a pass):")
     missing: dict[str, set[str]] = {}
-    for entry in report["not_evaluable"]:
-        missing.setdefault(entry["rule"], set()).update(entry.get("missing") or ())
-    rows = [[_clean(r["id"]), str(r["not_evaluable"]),
-             _clean("missing " + ", ".join(sorted(missing[r["id"]]))) if r["id"] in missing else ""]
+    for entry in report.not_evaluable:
+        missing.setdefault(entry.rule, set()).update(entry.missing)
+    rows = [[_clean(r.id), str(r.not_evaluable),
+             _clean("missing " + ", ".join(sorted(missing[r.id]))) if r.id in missing else ""]
             for r in counted]
     lines.extend("  " + line for line in _table(rows, [24, 10, 60], frozenset({1})))
     return lines
 
 
-def _verdict(report: dict[str, Any]) -> str:
-    by_severity = report["summary"]["by_severity"]
-    threshold = report["summary"]["exit_threshold"]
-    waived = sum(1 for f in report["findings"] if f["outcome"] == "waived")
+def _verdict(report: Report) -> str:
+    by_severity = report.summary.by_severity
+    threshold = report.summary.exit_threshold
+    waived = sum(1 for f in report.findings if f.outcome == "waived")
     parts = [f"{by_severity.get(s, 0)} {s}" for s in SEVERITIES if by_severity.get(s, 0)]
     if waived:
         parts.append(f"{waived} waived")
     blocking = sum(by_severity.get(s, 0) for s in SEVERITIES[: _severity_rank(threshold) + 1])
     counts = f" ({', '.join(parts)})" if parts else ""
-    total = len(report["findings"])
+    total = len(report.findings)
     return (f"{total} finding{'' if total == 1 else 's'}{counts}; {blocking} unwaived at or above "
             f"{threshold}: {'FAIL' if blocking else 'OK'}")
 
 
-def _blocks(report: dict[str, Any]) -> Iterable[list[str]]:
+def _blocks(report: Report) -> Iterable[list[str]]:
     yield _header(report)
     yield _rules(report)
     yield _findings(report)
@@ -178,6 +177,6 @@ def _blocks(report: dict[str, Any]) -> Iterable[list[str]]:
     yield [_verdict(report)]
 
 
-def render(report: dict[str, Any], out: TextIO) -> None:
+def render(report: Report, out: TextIO) -> None:
     """Write the summary: header, per-rule table, worst findings, data quality, verdict."""
     out.write("\n\n".join("\n".join(block) for block in _blocks(report)) + "\n")
