@@ -1,7 +1,10 @@
-"""Three-valued evaluation of conditions in Python, for evidence and the missing-field lists."""
+"""The rule language's conditions in Python: compiled to closures under SPEC 4.1's three-valued
+logic (the one evaluator; every answer of the rule engine is checked through it), the missing fields
+behind an unknown, and their human readings."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -56,40 +59,32 @@ def compare(op: str, value: Any, operand: Any) -> bool:
 
 def evaluate(cond: Condition, values: dict[str, Any],
              forced: dict[int, Truth] | None = None) -> tuple[Truth, list[str]]:
-    """The condition's truth on ``values`` and, when unknown, the missing fields that made it so.
+    """The condition's truth on ``values`` (from its compiled closure, the one evaluator) and, when
+    unknown, the missing fields that made it so.
 
     A history condition's truth is in ``values`` under its name (put there from the timeline).
     ``forced`` sets the truth of some parts, by id(), whatever the values say (rule-test coverage
     asks what the outcome would have been).
     """
-    if forced and id(cond) in forced:
-        return forced[id(cond)], []
-    if isinstance(cond, History):
-        truth = values.get(cond.name)
-        if truth is not None:
-            return truth, []
-        return None, [n for n in (cond.time_field, cond.join) if n and values.get(n) is None] or [cond.time_field]
-    if isinstance(cond, Leaf):
-        value = values.get(cond.field)
-        if cond.op == "present":
-            return (value is not None) == cond.value, []
-        missing = [n for n in (cond.field, cond.ref) if n and values.get(n) is None]
-        if missing:
-            return None, missing
-        operand = values[cond.ref] if cond.ref else cond.value
-        return compare(cond.op, value, operand), []
-    if isinstance(cond, Not):
-        truth, missing = evaluate(cond.part, values, forced)
-        return (None if truth is None else not truth), missing
-    results = [evaluate(part, values, forced) for part in cond.parts]
-    decisive = isinstance(cond, AnyOf)  # any: one true decides; all: one false decides
-    if any(truth is decisive for truth, _ in results):
-        return decisive, []
-    unknown = [m for truth, missing in results if truth is None for m in missing]
-    if any(truth is None for truth, _ in results):
-        return None, list(dict.fromkeys(unknown))
-    return not decisive, []
+    truth = (compile_condition(cond, forced) if forced else _compiled(cond))(values)
+    if truth is not None:
+        return truth, []
+    return None, list(dict.fromkeys(_missing(cond, values, forced)))
 
+
+def _missing(cond: Condition, values: dict[str, Any], forced: dict[int, Truth] | None) -> list[str]:
+    """The missing fields behind an unknown ``cond``: those of its unknown parts."""
+    if forced and id(cond) in forced:
+        return []
+    if isinstance(cond, History):
+        return [n for n in (cond.time_field, cond.join) if n and values.get(n) is None] or [cond.time_field]
+    if isinstance(cond, Leaf):
+        return [n for n in (cond.field, cond.ref) if n and values.get(n) is None]
+    if isinstance(cond, Not):
+        return _missing(cond.part, values, forced)
+    return [name for part in cond.parts
+            if (compile_condition(part, forced) if forced else _compiled(part))(values) is None
+            for name in _missing(part, values, forced)]
 
 
 def outcome(when: Truth, require: Truth) -> Outcome:
@@ -210,10 +205,16 @@ def _constant_leaf(op: str, field: str, expected: Any,
     return leaf
 
 
-def compile_condition(cond: Condition) -> Callable[[dict[str, Any]], Truth]:
-    """The condition's truth (True, False or None for unknown) as a closure: the same answers as
-    evaluate(), without the missing-field lists, several times faster for the many candidate records
-    a history condition's ``where`` is tried on."""
+def compile_condition(cond: Condition, forced: dict[int, Truth] | None = None) -> Callable[[dict[str, Any]], Truth]:
+    """The condition's truth (True, False or None for unknown) as a closure, under SPEC 4.1's
+    three-valued logic: the one evaluator of the rule language in Python. Every answer of the rule
+    engine is checked through these, and a history condition's ``where`` is tried on many records.
+
+    ``forced`` fixes the truth of some parts, by id(), whatever the values say.
+    """
+    if forced and id(cond) in forced:
+        fixed = forced[id(cond)]
+        return lambda values: fixed
     if isinstance(cond, History):
         name = cond.name
         return lambda values: values.get(name)
@@ -229,13 +230,13 @@ def compile_condition(cond: Condition) -> Callable[[dict[str, Any]], Truth]:
             return compared
         return _constant_leaf(cond.op, field, expected, test)
     if isinstance(cond, Not):
-        inner = compile_condition(cond.part)
+        inner = compile_condition(cond.part, forced)
 
         def negate(values: dict[str, Any]) -> Truth:
             truth = inner(values)
             return None if truth is None else not truth
         return negate
-    parts = [compile_condition(part) for part in cond.parts]
+    parts = [compile_condition(part, forced) for part in cond.parts]
     decisive = isinstance(cond, AnyOf)
 
     def combine(values: dict[str, Any]) -> Truth:
@@ -248,3 +249,8 @@ def compile_condition(cond: Condition) -> Callable[[dict[str, Any]], Truth]:
                 unknown = True
         return None if unknown else not decisive
     return combine
+
+
+# The closures of conditions evaluated again and again (the missing fields of each finding, explain):
+# conditions are frozen, so equal ones share one.
+_compiled = functools.lru_cache(maxsize=4096)(compile_condition)
