@@ -1,130 +1,24 @@
-"""The protocol-audit command line: parse arguments, call the engine, render reports, exit."""
+"""The protocol-audit command line: the commands and their options, declared with click.
+
+What each command does is in engine/commands/run.py; messages, exit codes and the clean end of a
+closed pipe or a signal in engine/commands/console.py.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import functools
-import math
-import os
-import signal
-import sys
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
-from types import FrameType
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any
 
 import click
 
-from engine import reporters
-from engine.commands import diff as impact
-from engine.commands import packtest
-from engine.commands.explain import explain as explain_outcome
-from engine.commands.outputs import Outputs, inputs_of
-from engine.errors import AuditError, PackError, UsageError
-from engine.judge import pipeline
-from engine.language.conditions import describe
+from engine.commands import run
+from engine.commands.console import guard, visible_usage_errors
+from engine.commands.outputs import Outputs
 from engine.language.model import SEVERITIES
 from engine.language.values import OutOfRange, in_zone
-from engine.packs import is_tests_path, load_packs, orphan_tests
-from engine.privacy import KEY_VARIABLE, Pseudonymiser
-from engine.reporters import report as report_builder
-from engine.reporters.common import printable
-
-EXIT_SUCCESS = 0
-EXIT_FINDINGS = 1
-EXIT_ERROR = 2
-# The reader of our output went away (`... | head -1`): what a tool killed by SIGPIPE reports in
-# the shell. Not 0: for audit and test that would claim a verdict the reader never got (a
-# `set -o pipefail` CI step would pass); not 2 with a message: nobody is left to read it.
-EXIT_CLOSED_PIPE = 128 + 13
-
-
-class _ReaderGone(Exception):
-    """stdout or stderr is a pipe whose reader has gone: a normal end for a command-line tool."""
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: the same clean-up (worker stopped, no temporary file left)."""
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated
-
-
-def _echo(text: str, err: bool = False) -> None:
-    """Print one message: every control character of it made visible (an escape sequence from a
-    CSV header or a pack could rewrite the user's terminal; a line break could forge a line)."""
-    _print(lambda: click.echo(printable(text, absent=""), err=err))
-
-
-def _echo_lines(lines: Iterable[str]) -> None:
-    """Print lines on stdout, each made visible like a message."""
-    text = "".join(printable(line, absent="") + "\n" for line in lines)
-    _print(lambda: click.echo(text, nl=False))
-
-
-def _print(write: Callable[[], None]) -> None:
-    """Run ``write`` and flush stdout; a closed pipe there is a _ReaderGone, so that only a closed
-    stdout or stderr, never the engine's own pipes, ends the run quietly."""
-    try:
-        write()
-        sys.stdout.flush()
-    except BrokenPipeError:
-        raise _ReaderGone from None
-
-
-def _silence(*streams: Any) -> None:
-    """Point closed pipes at the null device, so the interpreter's last flush does not fail again."""
-    for stream in streams:
-        try:
-            fd = stream.fileno()
-        except (AttributeError, OSError, ValueError):  # not a real file (click's test runner)
-            continue
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, fd)
-        os.close(null)
-
-
-def _fail(message: str) -> NoReturn:
-    try:
-        _echo(f"protocol-audit: {message}", err=True)
-    except _ReaderGone:
-        _silence(sys.stderr)
-    sys.exit(EXIT_ERROR)
-
-
-def _guard(action: Callable[[], int], outputs: Outputs | None = None) -> None:
-    """Run a command; every AuditError becomes a clear message and exit 2, never a traceback."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _terminate)
-    except ValueError:  # not the main thread: SIGTERM keeps its meaning
-        previous = None
-    try:
-        code = action()
-    except PackError as exc:
-        for problem in exc.problems:
-            _echo(str(problem), err=True)
-        count = len(exc.problems)
-        files = len({problem.path for problem in exc.problems})
-        noun = "file" if any(is_tests_path(problem.path) for problem in exc.problems) else "rule pack"
-        _fail(f"{count} problem{'s' if count != 1 else ''} in {files} {noun}{'s' if files != 1 else ''}")
-    except AuditError as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt as exc:
-        what = "terminated" if isinstance(exc, _Terminated) else "interrupted"
-        _fail(f"{what}; {outputs.what_was_written() if outputs else 'no report was written'}")
-    except _ReaderGone:
-        _silence(sys.stdout, sys.stderr)
-        sys.exit(EXIT_CLOSED_PIPE)
-    except Exception as exc:  # a bug: say so plainly; the traceback is there when asked for
-        if os.environ.get("PROTOCOL_AUDIT_DEBUG"):
-            raise
-        _fail(f"internal error: {type(exc).__name__}: {exc} (set PROTOCOL_AUDIT_DEBUG=1 for details)")
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    sys.exit(code)
+from engine.privacy import KEY_VARIABLE
+from engine.version import __version__
 
 
 def _as_of(text: str | None) -> dt.datetime:
@@ -140,57 +34,22 @@ def _as_of(text: str | None) -> dt.datetime:
         raise click.BadParameter(f'"{text}" {exc}') from None
 
 
-def _renderer(path: str, max_findings: int) -> reporters.Renderer:
-    render: Any = reporters.for_path(path)
-    if path.lower().endswith(".md"):  # the one format with an option of its own
-        render = functools.partial(render, max_findings=max_findings)
-    return render  # type: ignore[no-any-return]
-
-
-class _Progress:
-    """Records read so far, on a terminal only (quiet when piped)."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-        self.shown = False
-
-    def __call__(self, count: int) -> None:
-        if self.enabled and count % 10000 == 0:
-            click.echo(f"\r{count:,} records read...", err=True, nl=False)
-            self.shown = True
-
-    def done(self) -> None:
-        if self.shown:
-            click.echo("\r" + " " * 40 + "\r", err=True, nl=False)
-
-
-@contextlib.contextmanager
-def _visible_usage_errors() -> Iterator[None]:
-    """click's own usage errors quote what was typed (an option, a value): made visible too."""
-    try:
-        yield
-    except click.ClickException as exc:
-        # click declares the attribute final; it is only read when click shows the error
-        exc.message = printable(exc.message, absent="")  # type: ignore[misc]
-        raise
-
-
 class _Commands(click.Group):
     """The command group; click's parsing and the commands' parameter errors go through
-    _visible_usage_errors."""
+    visible_usage_errors."""
 
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
                      **extra: Any) -> click.Context:
-        with _visible_usage_errors():
+        with visible_usage_errors():
             return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
-        with _visible_usage_errors():
+        with visible_usage_errors():
             return super().invoke(ctx)
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(version=report_builder.tool_version(), prog_name="protocol-audit")
+@click.version_option(version=__version__, prog_name="protocol-audit")
 def main() -> None:
     """Audit clinical protocol compliance: YAML rule packs judged against exported session records.
 
@@ -207,17 +66,6 @@ def _identifier_options(command: Callable[..., None]) -> Callable[..., None]:
                                 "only).")(command)
     return click.option("--reveal-identifiers", is_flag=True,
                         help="Show patient identifiers and fields marked phi as they are in the inputs.")(command)
-
-
-def _pseudonymiser(reveal_identifiers: bool, key_file: str | None) -> Pseudonymiser | None:
-    """The run's pseudonym key, or None when identifiers are revealed; a random key is announced."""
-    if reveal_identifiers:
-        return None
-    pseudonymise = Pseudonymiser.from_settings(key_file)
-    if pseudonymise.random:
-        _echo(f"protocol-audit: patient identifiers are pseudonymised with a random key for this run; "
-              f"set {KEY_VARIABLE} or --key-file for pseudonyms that stay the same between runs", err=True)
-    return pseudonymise
 
 
 @main.command()
@@ -250,31 +98,10 @@ def audit(packs: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ..
     Example:
       protocol-audit audit --pack ketamine-iv samples/sessions.csv -o report.json -o findings.csv
     """
-    run_time = _as_of(as_of)
+    run_time = _as_of(as_of)  # a bad value is click's usage error
     written = Outputs(outputs)
-
-    def action() -> int:
-        renderers = [(path, _renderer(path, max_findings)) for path in outputs]
-        written.check(inputs_of(files, packs, key_file))
-        loaded = load_packs(list(packs))
-        pseudonymise = _pseudonymiser(reveal_identifiers, key_file)
-        progress = _Progress()
-        try:
-            result, stats = pipeline.run(loaded, list(files), progress=progress, group_by=list(group_by),
-                                         pseudonymise=pseudonymise, reveal=reveal_identifiers)
-        finally:
-            progress.done()
-        report = report_builder.build(result, stats, loaded, run_time, fail_on)
-        written.write(renderers, report)
-        if outputs:
-            summary = report["summary"]
-            _echo(f"{summary['records_read']} records read, {summary['records_rejected']} rejected, "
-                  f"{summary['findings']} findings; wrote {', '.join(outputs)}", err=True)
-        else:  # the terminal report makes its own values visible
-            _print(lambda: reporters.get("txt")(report, sys.stdout))
-        return EXIT_FINDINGS if report_builder.failing_findings(report, fail_on) else EXIT_SUCCESS
-
-    _guard(action, written)
+    guard(lambda: run.audit(list(packs), list(files), written, fail_on, run_time, list(group_by), max_findings,
+                            reveal_identifiers, key_file), written)
 
 
 @main.command()
@@ -298,17 +125,7 @@ def explain(packs: tuple[str, ...], rule_id: str, record_key: str, files: tuple[
       protocol-audit explain --pack ketamine-iv --rule DOSE-01 --record S-000123 samples/sessions.csv
     """
 
-    def action() -> int:
-        loaded = load_packs(list(packs))
-        lines, agrees = explain_outcome(loaded, rule_id, record_key, list(files),
-                                        _pseudonymiser(reveal_identifiers, key_file))
-        _echo_lines(lines)
-        if not agrees:
-            _echo("protocol-audit: the rule engine and the explanation disagree: please report this", err=True)
-            return EXIT_ERROR
-        return EXIT_SUCCESS
-
-    _guard(action)
+    guard(lambda: run.explain(list(packs), rule_id, record_key, list(files), reveal_identifiers, key_file))
 
 
 @main.command()
@@ -316,13 +133,7 @@ def explain(packs: tuple[str, ...], rule_id: str, record_key: str, files: tuple[
 def validate(packs: tuple[str, ...]) -> None:
     """Check rule packs; every problem is printed as path:line:column: message (exit 2)."""
 
-    def action() -> int:
-        for pack in load_packs(list(packs)):
-            count = len(pack.rules)
-            _echo(f"{pack.path}: ok ({pack.id} {pack.version}, {count} rule{'s' if count != 1 else ''})")
-        return EXIT_SUCCESS
-
-    _guard(action)
+    guard(lambda: run.validate(list(packs)))
 
 
 @main.command("test")
@@ -342,27 +153,7 @@ def test_packs(packs: tuple[str, ...], min_coverage: float | None) -> None:
       protocol-audit test rules/ --min-coverage 100
     """
 
-    def action() -> int:
-        if min_coverage is not None and math.isnan(min_coverage):
-            raise UsageError("--min-coverage must be a number from 0 to 100")
-        for ref in packs:  # scenarios whose pack was renamed or removed would silently stop running
-            if Path(ref).is_dir() and (orphans := orphan_tests(Path(ref))):
-                raise UsageError(f"{orphans[0]}: scenarios with no pack of that name beside them "
-                                 f"(rename them after their pack, or remove them)")
-        failed = below = 0
-        for pack in load_packs(list(packs)):
-            result = packtest.run_pack(pack)
-            _echo_lines(packtest.report_lines(result, min_coverage))
-            failed += len(result.failed)
-            below += len(packtest.below_minimum(result, min_coverage))
-        if failed or below:
-            reasons = [f"{failed} case{'s' if failed != 1 else ''} failed"] if failed else []
-            reasons += [f"{below} rule{'s' if below != 1 else ''} below {min_coverage:g}% coverage"] if below else []
-            _echo(f"protocol-audit: {'; '.join(reasons)}", err=True)
-            return EXIT_FINDINGS
-        return EXIT_SUCCESS
-
-    _guard(action)
+    guard(lambda: run.test_packs(list(packs), min_coverage))
 
 
 @main.command("diff")
@@ -391,28 +182,7 @@ def diff_command(base: tuple[str, ...], head: tuple[str, ...], files: tuple[str,
     """
     run_time = _as_of(as_of)
     written = Outputs(outputs)
-
-    def action() -> int:
-        writers = []
-        for path in outputs:
-            ext = os.path.splitext(path)[1].lower()
-            if ext not in (".json", ".md"):
-                raise UsageError(f'cannot write a diff as "{path}": use .json or .md')
-            render = reporters.get("json") if ext == ".json" else \
-                functools.partial(impact.render_markdown, max_records=max_records)
-            writers.append((path, render))
-        written.check(inputs_of(files, (*base, *head)))
-        result = impact.compare(load_packs(list(base)), load_packs(list(head)), list(files), run_time,
-                                fail_on_new)
-        written.write(writers, result)
-        if outputs:
-            _echo(f"protocol-audit diff: {impact.headline(result)}; wrote {', '.join(outputs)}", err=True)
-        else:
-            _echo_lines(impact.lines(result, max_records))
-        new = result["summary"]["newly_flagged_at_or_above"]
-        return EXIT_FINDINGS if fail_on_new and new else EXIT_SUCCESS
-
-    _guard(action, written)
+    guard(lambda: run.diff(list(base), list(head), list(files), written, fail_on_new, max_records, run_time), written)
 
 
 @main.command()
@@ -420,16 +190,7 @@ def diff_command(base: tuple[str, ...], head: tuple[str, ...], files: tuple[str,
 def rules(packs: tuple[str, ...]) -> None:
     """List the rules of packs: id, severity, record type, title and when each applies."""
 
-    def action() -> int:
-        for pack in load_packs(list(packs)):
-            _echo(f"{pack.id} {pack.version} - {pack.title} ({pack.path})")
-            width = max((len(r.id) for r in pack.rules), default=2)
-            for rule in pack.rules:
-                _echo(f"  {rule.id:<{width}}  {rule.severity:<8}  {rule.for_type:<10}  {rule.title}")
-                _echo(f"  {'':<{width}}  applies when: {describe(rule.when)}")
-        return EXIT_SUCCESS
-
-    _guard(action)
+    guard(lambda: run.rules(list(packs)))
 
 
 if __name__ == "__main__":

@@ -95,10 +95,10 @@ def bench(n: int, folder: Path, history: bool, profile: bool) -> None:
     if profiler:
         profiler.disable()
     elapsed = time.perf_counter() - started
-    read = built["summary"]["records_read"]
+    read = built.summary.records_read
     sessions = sum(s.records_read for s in stats if s.record_type == "session")
     rules = sum(len(p.rules) for p in packs)
-    print(f"  {read:,} records ({sessions:,} sessions), {rules} rules, {len(built['findings']):,} findings: "
+    print(f"  {read:,} records ({sessions:,} sessions), {rules} rules, {len(built.findings):,} findings: "
           f"{elapsed:.2f} s = {read / elapsed:,.0f} records/s, {sessions / elapsed:,.0f} sessions/s")
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # since cpu_before: the engine worker only
     worker_cpu = children.ru_utime + children.ru_stime - cpu_before[1].ru_utime - cpu_before[1].ru_stime

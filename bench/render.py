@@ -32,6 +32,7 @@ from engine.judge import pipeline  # noqa: E402
 from engine.packs import load_packs, shipped_packs  # noqa: E402
 from engine.privacy import Pseudonymiser  # noqa: E402
 from engine.reporters import report  # noqa: E402
+from engine.results import Report  # noqa: E402
 from samples.generate import generate, write_csv  # noqa: E402
 
 FINDINGS_PER_SESSION = 0.29  # of the generated sessions with the per-record ketamine-iv rules (measured)
@@ -47,7 +48,7 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def build_report(sessions: int, folder: Path) -> dict[str, Any]:
+def build_report(sessions: int, folder: Path) -> Report:
     data = folder / "sessions.csv"
     write_csv(generate(sessions, max(200, sessions // 12)), data)
     packs = [without_history(p) for p in load_packs(list(shipped_packs())) if p.id == "ketamine-iv"]
@@ -112,7 +113,7 @@ def main() -> None:
         started = time.perf_counter()
         built = build_report(sessions, folder)
         print(f"audited {sessions:,} sessions in {time.perf_counter() - started:.1f} s: "
-              f"{len(built['findings']):,} findings")
+              f"{len(built.findings):,} findings")
         pickled = folder / "report.pickle"
         with open(pickled, "wb") as handle:
             pickle.dump(built, handle, protocol=pickle.HIGHEST_PROTOCOL)

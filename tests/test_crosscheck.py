@@ -10,7 +10,7 @@ import pytest
 
 from engine.inputs.records import InputStats, Seen, bind_inputs, read_input
 from engine.judge import pipeline
-from engine.judge.audit import Auditor
+from engine.judge.context import PackContext
 from engine.language.model import Record
 from engine.packs import load_pack
 from tests.reference import Reference
@@ -28,14 +28,14 @@ CASES = {  # packs, inputs, how many sessions at least
 }
 
 
-def accepted_by_patient(auditor: Auditor, files: list[str]) -> dict[str, list[Record]]:
+def accepted_by_patient(context: PackContext, files: list[str]) -> dict[str, list[Record]]:
     """Every accepted record of the inputs, derived fields added, grouped by patient."""
     seen = Seen()
     found: dict[str, list[Record]] = {}
-    for type_name, path in bind_inputs(files, auditor.types):
-        for item in read_input(path, type_name, auditor.types, auditor.tz, seen, InputStats(path, type_name)):
+    for type_name, path in bind_inputs(files, context.types):
+        for item in read_input(path, type_name, context.types, context.tz, seen, InputStats(path, type_name)):
             if isinstance(item, Record):
-                auditor.derive(item)
+                context.derive(item)
                 found.setdefault(item.patient or "", []).append(item)
     return found
 
@@ -43,9 +43,9 @@ def accepted_by_patient(auditor: Auditor, files: list[str]) -> dict[str, list[Re
 @pytest.mark.parametrize("pack_paths, files, sessions", list(CASES.values()), ids=list(CASES))
 def test_engine_agrees_with_reference_on_every_pair(pack_paths: list[Path], files: list[str], sessions: int) -> None:
     packs = [load_pack(str(p)) for p in pack_paths]
-    auditor = Auditor(packs)
-    history = accepted_by_patient(auditor, files)
-    references = {pack.id: Reference(pack.path, auditor.types, auditor.tz, history) for pack in packs}
+    context = PackContext(packs)
+    history = accepted_by_patient(context, files)
+    references = {pack.id: Reference(pack.path, context.types, context.tz, history) for pack in packs}
     by_id = {(pack_id, rule["id"]): rule for pack_id, ref in references.items() for rule in ref.rules()}
     engine_outcomes: dict[tuple[str, str, str], str] = {}
     expected: dict[tuple[str, str, str], str] = {}

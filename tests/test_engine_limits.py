@@ -94,7 +94,7 @@ def test_validate_refuses_a_rule_too_complex_for_the_engine(tmp_path: object) ->
 
 
 def test_a_failed_batch_names_its_lines_in_order_per_file() -> None:
-    from engine.judge.audit import _places
+    from engine.judge.session import _places
     batch = [Record("session", k, "P", None, {}, path, line)
              for k, path, line in (("A", "s.csv", 9), ("B", "s.csv", 2), ("C", "v.csv", 40), ("D", "s.csv", 6))]
     assert _places(batch) == "s.csv lines 2-9; v.csv line 40"

@@ -36,9 +36,9 @@ def outcomes(pack: Any, rows: list[dict[str, Any]], **kwargs: Any) -> dict[str, 
     result = judge([pack], records, **kwargs)
     by_key: dict[str, dict[str, str]] = {r.id: {} for r in pack.rules}
     for finding in result.findings:
-        by_key[finding["rule"]][finding["record_key"]] = "fail"
+        by_key[finding.rule][finding.record_key] = "fail"
     for entry in result.not_evaluable:
-        by_key[entry["rule"]][entry["record_key"]] = "not_evaluable"
+        by_key[entry.rule][entry.record_key] = "not_evaluable"
     table: dict[str, list[str]] = {}
     for r, tally in zip(pack.rules, result.tallies):
         got = [by_key[r.id].get(rec.key, "?") for rec in records]
@@ -117,7 +117,7 @@ def test_field_to_field_comparison_with_a_missing_side_fails_with_the_missing_fi
                record(pack, {"session_id": "S2", "patient_id": "P", "dose_mg": "90", "dose_max": "100"})]
     result = judge([pack], records)
     assert result.tallies[0].passed == 1
-    assert [(f["record_key"], f["missing"]) for f in result.findings] == [("S1", ["dose_max"])]
+    assert [(f.record_key, f.missing) for f in result.findings] == [("S1", ("dose_max",))]
 
 
 def test_regex_uses_re2_not_durables_dialect() -> None:
@@ -209,7 +209,7 @@ def test_three_valued_applicability(when: str, rows: list[dict[str, Any]], expec
     seen: dict[str, str] = {}
     result = judge([pack], records)
     for entry in result.not_evaluable:
-        seen[entry["record_key"]] = "not_evaluable"
+        seen[entry.record_key] = "not_evaluable"
     tally = result.tallies[0]
     got = [seen.get(f"S{i}", "?") for i in range(len(rows))]
     assert [g for g in got if g == "not_evaluable"] == [e for e in expected if e == "not_evaluable"]
@@ -234,7 +234,7 @@ def test_require_unknown_fails_listing_the_missing_fields(require: str, values: 
         assert result.tallies[0].passed == 1 and not result.findings
     else:
         assert result.tallies[0].failed == 1
-        assert result.findings[0].get("missing", []) == missing
+        assert list(result.findings[0].missing) == missing
 
 
 def test_outcome_hook_sees_every_pair_once() -> None:

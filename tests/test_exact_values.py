@@ -229,7 +229,7 @@ def test_many_records_at_one_moment_count_each_other_and_never_themselves() -> N
     records = [record(pack, dict(row, patient_id="P"), line=n + 2) for n, row in enumerate(many)]
     result = judge([pack], records)
     assert result.tallies[0].failed == 3000
-    (evidence,) = [v for k, v in result.findings[0]["evidence"].items() if k.startswith("count")]
+    (evidence,) = [v for k, v in result.findings[0].evidence.items() if k.startswith("count")]
     assert evidence["count"] == 2999 and len(evidence["matched"]) == 20
 
 

@@ -66,7 +66,7 @@ def outcome_of(pack: Pack, session: dict[str, str], others: list[tuple[str, dict
             seen["H"] = outcome
 
     result = judge([pack], [judged, *rest], on_outcome=keep)
-    missing = result.findings[0].get("missing") if result.findings else None
+    missing = list(result.findings[0].missing) or None if result.findings else None
     return seen["H"].value, missing
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from engine.commands.explain import trace
-from engine.judge.audit import Auditor
+from engine.judge.context import PackContext
 from engine.judge.pipeline import judge
 from engine.language import conditions
 from engine.language.model import Outcome
@@ -46,5 +46,5 @@ def test_each_operator_is_judged_alike_and_written_with_its_symbol(name: str) ->
     assert got == {"GOOD": Outcome.PASS, "BAD": Outcome.FAIL}
     symbol = OPERATORS[name].symbol
     assert symbol in conditions.describe(rule.require)
-    _, lines = trace(Auditor([pack]), rule, records[0], records[:1])
+    _, lines = trace(PackContext([pack]), rule, records[0], records[:1])
     assert symbol in lines[-1] and lines[-1].endswith("-> true")

@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import cli
 from cli import main
 from engine import reporters
-from engine.commands import diff as impact
+from engine.commands import console
+from engine.commands import run as commands
 from engine.errors import EngineError
 from engine.judge import durable
+from engine.reporters import diff_report
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "audit"
@@ -57,13 +58,13 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def packs_loaded(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Every load_packs call of the command: a run refused before anything is read makes none."""
     calls: list[list[str]] = []
-    real = cli.load_packs
+    real = commands.load_packs
 
     def load(refs: list[str]) -> Any:
         calls.append(refs)
         return real(refs)
 
-    monkeypatch.setattr(cli, "load_packs", load)
+    monkeypatch.setattr(commands, "load_packs", load)
     return calls
 
 
@@ -153,7 +154,7 @@ def _interrupted(report: dict[str, Any], out: Any, **options: Any) -> None:
 def _fail_markdown(monkeypatch: pytest.MonkeyPatch, render: Callable[..., None]) -> None:
     """Markdown, the last output of the command, fails in both commands' renderers."""
     monkeypatch.setitem(reporters.FORMATS, "md", render)
-    monkeypatch.setattr(impact, "render_markdown", render)
+    monkeypatch.setattr(diff_report, "render_markdown", render)
 
 
 @pytest.mark.parametrize("render, message", [
@@ -464,11 +465,11 @@ def test_a_closed_stdout_ends_quietly(args: list[str]) -> None:
         done = subprocess.run(command(*args), stdout=write, stderr=subprocess.PIPE, timeout=300)
     finally:
         os.close(write)
-    assert (done.returncode, done.stderr.decode()) == (cli.EXIT_CLOSED_PIPE, "")
+    assert (done.returncode, done.stderr.decode()) == (console.EXIT_CLOSED_PIPE, "")
 
 
 def test_a_closed_stdout_ends_like_sigpipe_in_the_shell() -> None:
-    assert cli.EXIT_CLOSED_PIPE == 128 + signal.SIGPIPE
+    assert console.EXIT_CLOSED_PIPE == 128 + signal.SIGPIPE
 
 
 # 7. Control characters in messages are shown, not obeyed.

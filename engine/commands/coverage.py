@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.commands.explain import rule_values
 from engine.commands.scenarios import Case
-from engine.judge.audit import Auditor
+from engine.judge.context import PackContext
 from engine.language import conditions
 from engine.language.model import Condition, History, Leaf, Not, Outcome, Rule
 
@@ -71,13 +71,13 @@ class Coverage:
         return min_coverage is not None and self.percent < min_coverage
 
 
-def coverage(rule: Rule, cases: list[Case], auditor: Auditor) -> Coverage:
+def coverage(rule: Rule, cases: list[Case], context: PackContext) -> Coverage:
     """The coverage of ``rule`` by its ``cases`` (already judged), each branch tried on what the rule
     reads of the case's record."""
     mine = [case for case in cases if case.rule is rule]
     outcomes = {case.actual for case in mine}
     labelled = [(b, "when") for b in branches(rule.when)] + [(b, "require") for b in branches(rule.require)]
-    seen = [rule_values(auditor, rule, case.record, case.patient) for case in mine]
+    seen = [rule_values(context, rule, case.record, case.patient) for case in mine]
     uncovered = [(b, part) for b, part in labelled if not any(decisive(rule, values, b) for values in seen)]
     return Coverage(rule, Outcome.PASS.value in outcomes, Outcome.FAIL.value in outcomes, uncovered,
                     2 + len(labelled))

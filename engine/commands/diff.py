@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import Any
 
 from engine.inputs.records import bind_inputs
 from engine.judge import pipeline
@@ -22,7 +21,7 @@ from engine.language import conditions
 from engine.language.model import SEVERITIES, Condition, Pack, Rule, merged_types
 from engine.privacy import Pseudonymiser
 from engine.reporters import report as report_builder
-from engine.reporters.md_report import md, table
+from engine.results import Finding, Report
 
 GIT_PREFIX = "git:"
 # The parts of a rule whose change can change outcomes or findings, as the report names them.
@@ -86,25 +85,23 @@ def changed_parts(base: tuple[Pack, Rule], head: tuple[Pack, Rule]) -> list[str]
 Where = tuple[str, int]  # a record's source: path and line
 
 
-def _flagged(finding: dict[str, Any]) -> dict[str, Any]:
-    return {"record_type": finding["record_type"], "record_key": finding["record_key"], "time": finding["time"],
-            "source": finding["source"], "message": finding["message"]}
+def _flagged(finding: Finding) -> dict[str, Any]:
+    return {"record_type": finding.record_type, "record_key": finding.record_key, "time": finding.time,
+            "source": finding.source.to_json(), "message": finding.message}
 
 
 class _Side:
     """One rule version's audit, indexed for comparison."""
 
-    def __init__(self, report: dict[str, Any], skipped: list[dict[str, str]]) -> None:
+    def __init__(self, report: Report, skipped: list[dict[str, str]]) -> None:
         self.report = report
         self.skipped = skipped  # inputs this side could not read (a record type it lacks)
-        self.rules = {(r["pack"], r["id"]): r for r in report["rules"]}
-        self.flagged: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {key: {} for key in self.rules}
-        for finding in report["findings"]:
-            if finding["outcome"] == "fail":
-                record = (finding["record_type"], finding["record_key"])
-                self.flagged[(finding["pack"], finding["rule"])][record] = finding
-        self.rejected: dict[Where, str] = {(r["source"]["path"], r["source"]["line"]): r["reason"]
-                                           for r in report["rejected"]}
+        self.rules = {(r.pack, r.id): r for r in report.rules}
+        self.flagged: dict[tuple[str, str], dict[tuple[str, str], Finding]] = {key: {} for key in self.rules}
+        for finding in report.findings:
+            if finding.counts:
+                self.flagged[(finding.pack, finding.rule)][(finding.record_type, finding.record_key)] = finding
+        self.rejected: dict[Where, str] = {(r.path, r.line): r.reason for r in report.rejected}
 
 
 def _delta(before: float | None, after: float | None) -> float | None:
@@ -163,20 +160,20 @@ def _row(base: _Side, head: _Side, old_key: tuple[str, str] | None, new_key: tup
         if key in now:
             continue
         item = _flagged(finding)
-        reason = head.rejected.get((finding["source"]["path"], finding["source"]["line"]))
+        reason = head.rejected.get((finding.source.path, finding.source.line))
         if reason is not None:  # not judged any more: rejected on reading, which is no improvement
             item["now_rejected"] = reason
         gone.append(item)
     return {
-        "pack": shown["pack"], "id": shown["id"], "title": shown.get("title"), "status": status, "changes": parts,
-        "pack_before": old["pack"] if old else None,
-        "severity": shown["severity"], "severity_before": old["severity"] if old else None,
-        "failed_before": old["failed"] if old else None, "failed_after": new["failed"] if new else None,
-        "not_evaluable_before": old["not_evaluable"] if old else None,
-        "not_evaluable_after": new["not_evaluable"] if new else None,
-        "compliance_before": old["compliance_rate"] if old else None,
-        "compliance_after": new["compliance_rate"] if new else None,
-        "compliance_change": _delta(old["compliance_rate"] if old else None, new["compliance_rate"] if new else None),
+        "pack": shown.pack, "id": shown.id, "title": shown.title, "status": status, "changes": parts,
+        "pack_before": old.pack if old else None,
+        "severity": shown.severity, "severity_before": old.severity if old else None,
+        "failed_before": old.failed if old else None, "failed_after": new.failed if new else None,
+        "not_evaluable_before": old.not_evaluable if old else None,
+        "not_evaluable_after": new.not_evaluable if new else None,
+        "compliance_before": old.compliance_rate if old else None,
+        "compliance_after": new.compliance_rate if new else None,
+        "compliance_change": _delta(old.compliance_rate if old else None, new.compliance_rate if new else None),
         "newly_flagged": [_flagged(f) for k, f in now.items() if k not in was],
         "no_longer_flagged": gone,
     }
@@ -200,14 +197,17 @@ def compare(base: list[Pack], head: list[Pack], files: list[str], as_of: dt.date
                            and SEVERITIES.index(r["severity"]) <= threshold)
 
     def side(audit: _Side) -> dict[str, Any]:
-        return {"packs": audit.report["packs"], "records_rejected": audit.report["summary"]["records_rejected"],
+        return {"packs": [pack.to_json() for pack in audit.report.packs],
+                "records_rejected": audit.report.summary.records_rejected,
                 "inputs_not_read": audit.skipped}
 
-    inputs = {i["path"]: i for i in before.report["inputs"]} | {i["path"]: i for i in after.report["inputs"]}
+    inputs = {i.path: i for i in before.report.inputs} | {i.path: i for i in after.report.inputs}
     return {
-        "tool": before.report["tool"], "as_of": before.report["as_of"],
+        "tool": {"name": before.report.tool_name, "version": before.report.tool_version},
+        "as_of": before.report.as_of,
         "base": side(before), "head": side(after),
-        "inputs": [{k: i[k] for k in ("path", "record_type", "sha256", "records_read")} for i in inputs.values()],
+        "inputs": [{"path": i.path, "record_type": i.record_type, "sha256": i.sha256, "records_read": i.records_read}
+                   for i in inputs.values()],
         "summary": {
             "rules_added": sum(r["status"] == "added" for r in rows),
             "rules_removed": sum(r["status"] == "removed" for r in rows),
@@ -216,138 +216,10 @@ def compare(base: list[Pack], head: list[Pack], files: list[str], as_of: dt.date
             "newly_flagged": sum(len(r["newly_flagged"]) for r in rows),
             "no_longer_flagged": sum(len(r["no_longer_flagged"]) for r in rows),
             "now_rejected": sum(1 for r in rows for i in r["no_longer_flagged"] if "now_rejected" in i),
-            "records_rejected_before": before.report["summary"]["records_rejected"],
-            "records_rejected_after": after.report["summary"]["records_rejected"],
+            "records_rejected_before": before.report.summary.records_rejected,
+            "records_rejected_after": after.report.summary.records_rejected,
             "fail_on_new": fail_on_new,
             "newly_flagged_at_or_above": new_at_threshold if fail_on_new else None,
         },
         "rules": rows,
     }
-
-
-def affected(diff: dict[str, Any]) -> list[dict[str, Any]]:
-    """The rules worth showing: every one whose definition or flagged records changed."""
-    return [r for r in diff["rules"] if r["status"] != "unchanged" or r["newly_flagged"] or r["no_longer_flagged"]
-            or r["failed_before"] != r["failed_after"] or r["not_evaluable_before"] != r["not_evaluable_after"]]
-
-
-# -- text forms ----------------------------------------------------------------------------
-
-def percent(rate: float | None) -> str:
-    return "n/a" if rate is None else f"{rate * 100:.1f}%"
-
-
-def signed_points(change: float | None) -> str:
-    return "" if change is None else f"{change * 100:+.1f} pts"
-
-
-def count(value: int | None) -> str:
-    return "-" if value is None else str(value)
-
-
-def _n(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
-def headline(diff: dict[str, Any]) -> str:
-    s = diff["summary"]
-    text = (f"{_n(s['rules_changed'], 'rule')} changed, {s['rules_added']} added, {s['rules_removed']} removed; "
-            f"{_n(s['newly_flagged'], 'record')} newly flagged, {s['no_longer_flagged'] - s['now_rejected']} "
-            "no longer flagged")
-    if s["now_rejected"]:
-        text += f", {s['now_rejected']} no longer judged (now rejected)"
-    if s["records_rejected_before"] != s["records_rejected_after"]:
-        text += f"; records rejected {s['records_rejected_before']} -> {s['records_rejected_after']}"
-    return text
-
-
-def notices(diff: dict[str, Any]) -> list[str]:
-    """Inputs a side could not read: their record type is declared by the other side only."""
-    said = []
-    for side in ("base", "head"):
-        for item in diff[side]["inputs_not_read"]:
-            said.append(f"{item['path']} was not read with the {side} rules: they declare no {item['record_type']} "
-                        "records")
-    return said
-
-
-def rule_change(row: dict[str, Any]) -> str:
-    if row["status"] in ("added", "removed"):
-        return str(row["status"])
-    if row["status"] == "changed":
-        parts = [f"moved from pack {row['pack_before']}" if part == "pack" else part for part in row["changes"]]
-        return "changed: " + ", ".join(parts)
-    return "unchanged (results differ)"
-
-
-def _groups(row: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
-    gone = row["no_longer_flagged"]
-    return [("newly flagged", row["newly_flagged"]),
-            ("no longer flagged", [i for i in gone if "now_rejected" not in i]),
-            ("no longer judged: now rejected on reading", [i for i in gone if "now_rejected" in i])]
-
-
-def lines(diff: dict[str, Any], max_records: int) -> Iterator[str]:
-    """The terminal form."""
-    yield f"protocol-audit diff: {headline(diff)}"
-    yield from (f"note: {notice}" for notice in notices(diff))
-    for row in affected(diff):
-        yield ""
-        change = row["compliance_change"]
-        yield (f"{row['id']} ({row['pack']}, {row['severity']}) {rule_change(row)}: failed "
-               f"{count(row['failed_before'])} -> {count(row['failed_after'])}, compliance "
-               f"{percent(row['compliance_before'])} -> {percent(row['compliance_after'])}"
-               f"{f' ({signed_points(change)})' if change is not None else ''}")
-        for label, items in _groups(row):
-            if not items:
-                continue
-            yield f"  {label}: {len(items)}"
-            for item in items[:max_records]:
-                yield f"    {record_line(item)}"
-            if len(items) > max_records:
-                yield f"    (+{len(items) - max_records} more in the JSON diff)"
-    if not affected(diff):
-        yield "no rule's definition or results changed"
-
-
-def record_line(item: dict[str, Any]) -> str:
-    source = item["source"]
-    reason = f" [rejected: {item['now_rejected']}]" if "now_rejected" in item else ""
-    return (f"{item['record_type']} {item['record_key']} at {item['time'] or 'no time'} "
-            f"({source['path']}:{source['line']}): {item['message']}{reason}")
-
-
-def render_markdown(diff: dict[str, Any], out: TextIO, max_records: int = 20) -> None:
-    out.write(markdown(diff, max_records))
-
-
-def markdown(diff: dict[str, Any], max_records: int) -> str:
-    """GitHub-flavoured Markdown for a pull-request comment: every value escaped, long lists cut."""
-    out: list[str] = ["## protocol-audit: impact of the rule change", "", md(headline(diff)) + ".", ""]
-    out += [f"- {md(notice)}" for notice in notices(diff)] + ([""] if notices(diff) else [])
-    rows = affected(diff)
-    if not rows:
-        return "\n".join([*out, "No rule's definition or results changed.", ""])
-    out += table(["Rule", "Pack", "Severity", "Change", "Failed before", "Failed after", "Compliance before",
-                  "Compliance after", "Change (pts)", "Newly flagged", "No longer flagged"],
-                 ([r["id"], r["pack"], r["severity"], rule_change(r), count(r["failed_before"]),
-                   count(r["failed_after"]), percent(r["compliance_before"]), percent(r["compliance_after"]),
-                   signed_points(r["compliance_change"]), len(r["newly_flagged"]), len(r["no_longer_flagged"])]
-                  for r in rows), right=frozenset(range(4, 11)))
-    for row in rows:
-        for label, items in _groups(row):
-            if not items:
-                continue
-            out += ["", f"### {md(row['id'])}: {len(items)} {label}", ""]
-            out += table(["Record", "Time", "Source", "Message"],
-                         ([f"{i['record_type']} {i['record_key']}", i["time"],
-                           f"{i['source']['path']}:{i['source']['line']}",
-                           i["message"] + (f" [rejected: {i['now_rejected']}]" if "now_rejected" in i else "")]
-                          for i in items[:max_records]))
-            if len(items) > max_records:
-                out.append(f"(+{len(items) - max_records} more in the JSON diff)")
-    base = ", ".join(f"{p['id']} {p['version']}" for p in diff["base"]["packs"])
-    head = ", ".join(f"{p['id']} {p['version']}" for p in diff["head"]["packs"])
-    read = sum(i["records_read"] for i in diff["inputs"])
-    out += ["", md(f"Base: {base}. Head: {head}. Records: {read} read from {_n(len(diff['inputs']), 'file')}."), ""]
-    return "\n".join(out)

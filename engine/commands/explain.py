@@ -8,7 +8,7 @@ from typing import Any
 
 from engine.errors import UsageError
 from engine.inputs.records import InputStats, Seen, bind_inputs, read_input
-from engine.judge.audit import Auditor
+from engine.judge.context import PackContext
 from engine.judge.evidence import display, render_message
 from engine.judge.pipeline import judge
 from engine.judge.timeline import Timeline
@@ -29,12 +29,12 @@ def _shown(value: Any) -> str:
 
 
 class _Tracer:
-    def __init__(self, auditor: Auditor, record: Record, timeline: Timeline, values: dict[str, Any]) -> None:
-        self.rtype = auditor.types[record.type]
+    def __init__(self, context: PackContext, record: Record, timeline: Timeline, values: dict[str, Any]) -> None:
+        self.rtype = context.types[record.type]
         self.record = record
         self.timeline = timeline
         self.values = values  # the record's values and its history answers
-        self.privacy = auditor.privacy
+        self.privacy = context.privacy
 
     def _value(self, name: str) -> str:
         """A value the record holds, as the privacy gate lets it be shown."""
@@ -86,44 +86,44 @@ def _listed(value: Any) -> str:
     return str(value)
 
 
-def _find_rule(auditor: Auditor, rule_id: str) -> Rule:
-    for rule in auditor.rules:
+def _find_rule(context: PackContext, rule_id: str) -> Rule:
+    for rule in context.rules:
         if rule.id == rule_id:
             return rule
-    ids = [rule.id for rule in auditor.rules]
+    ids = [rule.id for rule in context.rules]
     close = difflib.get_close_matches(rule_id, ids, n=1)
     hint = f' (did you mean "{close[0]}"?)' if close else ""
     raise UsageError(f'no rule "{rule_id}" in the packs{hint}')
 
 
-def _read(auditor: Auditor, files: list[str]) -> Iterator[Record | Rejected]:
+def _read(context: PackContext, files: list[str]) -> Iterator[Record | Rejected]:
     """Every input read as an audit reads it (the same rejections, duplicates included)."""
     seen = Seen()
-    for type_name, path in bind_inputs(files, auditor.types):
-        yield from read_input(path, type_name, auditor.types, auditor.tz, seen, InputStats(path, type_name),
-                              auditor.privacy)
+    for type_name, path in bind_inputs(files, context.types):
+        yield from read_input(path, type_name, context.types, context.tz, seen, InputStats(path, type_name),
+                              context.privacy)
 
 
-def rule_values(auditor: Auditor, rule: Rule, record: Record, patient: list[Record],
+def rule_values(context: PackContext, rule: Rule, record: Record, patient: list[Record],
                   timeline: Timeline | None = None) -> dict[str, Any]:
     """What ``rule`` reads of ``record``: its values (derived ones included) and the answers of the
     rule's history conditions from ``patient``'s records, the record among them. Needs no audit to
     have run first; deriving again gives the same values."""
     for other in patient:
-        auditor.derive(other)
-    timeline = timeline or Timeline(patient, auditor.wheres)
+        context.derive(other)
+    timeline = timeline or Timeline(patient, context.wheres)
     histories = conditions.histories_of(rule.when) + conditions.histories_of(rule.require)
     return {**record.values, **timeline.answers(histories, record)}
 
 
-def trace(auditor: Auditor, rule: Rule, record: Record, patient: list[Record]) -> tuple[Outcome, list[str]]:
+def trace(context: PackContext, rule: Rule, record: Record, patient: list[Record]) -> tuple[Outcome, list[str]]:
     """The rule's outcome on ``record`` in plain Python, and every condition traced.
 
     ``patient`` holds the patient's records, the judged one among them; history conditions show
     their window and matches.
     """
-    timeline = Timeline(patient, auditor.wheres)
-    tracer = _Tracer(auditor, record, timeline, rule_values(auditor, rule, record, patient, timeline))
+    timeline = Timeline(patient, context.wheres)
+    tracer = _Tracer(context, record, timeline, rule_values(context, rule, record, patient, timeline))
     when, when_lines = (True, ["when: always"]) if rule.when is None else tracer.trace(rule.when, 1)
     require, require_lines = tracer.trace(rule.require, 1)
     outcome = conditions.outcome(when, require)
@@ -138,11 +138,11 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
     With ``pseudonymise``, identifying values are shown as the audit report shows them, and
     ``record_key`` may be the key or its pseudonym from a report.
     """
-    auditor = Auditor(packs, pseudonymise=pseudonymise)
-    privacy = auditor.privacy
-    rule = _find_rule(auditor, rule_id)
+    context = PackContext(packs, pseudonymise)
+    privacy = context.privacy
+    rule = _find_rule(context, rule_id)
     target: Record | None = None
-    for item in _read(auditor, files):
+    for item in _read(context, files):
         if isinstance(item, Record) and item.type == rule.for_type and \
                 record_key in (item.key, privacy.key(item.type, item.key)):
             target = item
@@ -151,8 +151,8 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
         raise UsageError(f'no accepted {rule.for_type} record with key "{record_key}" in the inputs '
                          "(a rejected record cannot be judged: the audit report lists it with its reason)")
     patient: list[Record] = []
-    for item in _read(auditor, files):
-        if isinstance(item, Rejected) or item.patient != target.patient or item.type not in auditor.kept_types:
+    for item in _read(context, files):
+        if isinstance(item, Rejected) or item.patient != target.patient or item.type not in context.kept_types:
             continue
         patient.append(target if (item.type, item.key) == (target.type, target.key) else item)
     judged: dict[str, Outcome] = {}
@@ -162,7 +162,7 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
             judged[record.key] = outcome
 
     judge(packs, patient, on_outcome=keep)  # derives, answers history and judges, as an audit does
-    outcome, trace_lines = trace(auditor, rule, target, patient)
+    outcome, trace_lines = trace(context, rule, target, patient)
     engine = judged.get(target.key)
     lines = [f'rule {rule.id} "{rule.title}" ({rule.pack}, {rule.severity})',
              f"record {target.type} {privacy.key(target.type, target.key)} at {target.path}:{target.line}, "

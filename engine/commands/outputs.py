@@ -7,13 +7,14 @@ import contextlib
 import os
 import signal
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO, TypeVar
 
-from engine import reporters
 from engine.errors import AuditError, UsageError
+
+T = TypeVar("T")  # what is written: a report, a diff
 
 
 class Outputs:
@@ -48,7 +49,7 @@ class Outputs:
                 os.close(handle)
                 os.unlink(probe)
 
-    def write(self, renderers: Sequence[tuple[str, reporters.Renderer]], report: dict[str, Any]) -> None:
+    def write(self, renderers: Sequence[tuple[str, Callable[[T, TextIO], None]]], report: T) -> None:
         """Render every output to its temporary file, then rename them all into place."""
         temps: dict[str, str] = {}
         path = ""
@@ -84,7 +85,7 @@ class Outputs:
         return f"{wrote}; {', '.join(missing)} {'was' if len(missing) == 1 else 'were'} not written"
 
 
-def write_one(path: str, render: reporters.Renderer, report: dict[str, Any]) -> None:
+def write_one(path: str, render: Callable[[T, TextIO], None], report: T) -> None:
     """Write one report file whole or not at all."""
     Outputs([path]).write([(path, render)], report)
 

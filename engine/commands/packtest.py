@@ -12,7 +12,7 @@ from pathlib import Path
 from engine.commands.coverage import Coverage, coverage, describe_branch, where
 from engine.commands.explain import trace
 from engine.commands.scenarios import Case, build_cases, load_pack_scenarios, test_files
-from engine.judge.audit import Auditor
+from engine.judge.context import PackContext
 from engine.judge.pipeline import judge
 from engine.language.model import Outcome, Pack, Record, Rule
 
@@ -47,14 +47,14 @@ def run_pack(pack: Pack) -> PackResult:
     for case in cases:
         case.actual = actual[(case.rule.id, id(case.record))].value
     examples = sum(len(rule.examples) for rule in pack.rules)
-    auditor = Auditor([pack])
-    return PackResult(pack, files, cases, [coverage(rule, cases, auditor) for rule in pack.rules], examples,
+    context = PackContext([pack])
+    return PackResult(pack, files, cases, [coverage(rule, cases, context) for rule in pack.rules], examples,
                       len(scenarios))
 
 
 def evidence(pack: Pack, case: Case) -> list[str]:
     """Why the case came out as it did: every condition traced, as ``explain`` shows it."""
-    _, lines = trace(Auditor([pack]), case.rule, case.record, case.patient)
+    _, lines = trace(PackContext([pack]), case.rule, case.record, case.patient)
     return lines
 
 

@@ -33,12 +33,12 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
     auditor = Auditor(packs, on_outcome, timeout, worker=worker, group_by=group_by,
                       pseudonymise=pseudonymise, reveal=reveal)
     for name in group_by or []:
-        if name != "month" and not any(t.type_of(name) for t in auditor.types.values()):
-            known = sorted({f for t in auditor.types.values() for f in t.fields})
+        if name != "month" and not any(t.type_of(name) for t in auditor.context.types.values()):
+            known = sorted({f for t in auditor.context.types.values() for f in t.fields})
             close = difflib.get_close_matches(name, known, n=1)
             hint = f' (did you mean "{close[0]}"?)' if close else ""
             raise UsageError(f'--group-by "{name}" is not a field of any record type{hint}')
-    bindings = bind_inputs(files, auditor.types)
+    bindings = bind_inputs(files, auditor.context.types)
     identities: dict[tuple[int, int], str] = {}
     for _, path in bindings:
         identity = check_input(path)  # missing, a folder, a pipe or a device: said before anything is read
@@ -55,17 +55,18 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
         for type_name, path in bindings:
             stats = InputStats(path, type_name)
             stats_list.append(stats)
-            for item in read_input(path, type_name, auditor.types, auditor.tz, seen, stats, auditor.privacy):
+            context = auditor.context
+            for item in read_input(path, type_name, context.types, context.tz, seen, stats, context.privacy):
                 if isinstance(item, Rejected):
                     auditor.reject(item)
                 else:
-                    auditor.derive(item)
+                    auditor.context.derive(item)
                     yield item
                 if progress is not None and stats.records_read % 1000 == 0:
                     progress(stats.records_read)
 
     try:
-        if auditor.needs_history:
+        if auditor.context.needs_history:
             _judge_by_patient(auditor, records())
         else:
             for record in records():
@@ -112,7 +113,7 @@ def _judge_by_patient(auditor: Auditor, records: Iterator[Record]) -> None:
     sources: dict[str, int] = {}
     try:
         for record in records:
-            if record.type in auditor.kept_types:
+            if record.type in auditor.context.kept_types:
                 # a plain tuple (pickling the slotted Record costs twice as much); the memo is
                 # cleared after each record, or it would keep every record alive
                 source = sources.setdefault(record.path, len(sources))
@@ -147,8 +148,8 @@ def judge(packs: list[Pack], records: Iterable[Record], timeout: float = DEFAULT
     try:
         by_patient: dict[str, list[Record]] = {}
         for record in records:
-            auditor.derive(record)
-            if auditor.needs_history:
+            auditor.context.derive(record)
+            if auditor.context.needs_history:
                 by_patient.setdefault(record.patient or "", []).append(record)
             else:
                 auditor.add(record)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 from engine.errors import UsageError
 
@@ -187,9 +187,13 @@ class Pack:
     targets: dict[str, float] = field(default_factory=dict)  # severity -> compliance target (0..1)
 
 
-@dataclass(slots=True)
-class Record:
-    """One record read from an input, its values converted to the declared types."""
+class Record(NamedTuple):
+    """One record read from an input, its values converted to the declared types (and its derived
+    fields added as it is read). Judging does not change it: history answers are kept beside it.
+
+    A named tuple rather than a frozen dataclass: as immutable, and made four times faster (every
+    record read, and every record spilled by patient, is made once more).
+    """
 
     type: str
     key: str
@@ -198,15 +202,6 @@ class Record:
     values: dict[str, Any]
     path: str
     line: int
-    timeline: Any = None  # the patient's Timeline, while history conditions are being judged
-    stratum: tuple[str, ...] = ()  # (month, group-by values...) for the report's per-stratum counts
-    # the truths of the history conditions on this record, by condition name (None: none asked);
-    # kept beside the values, which stay as read and derived
-    answers: dict[str, bool] | None = None
-
-    def judged_values(self) -> dict[str, Any]:
-        """What the rules read: the record's values and, beside them, its history answers."""
-        return self.values if not self.answers else {**self.values, **self.answers}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,25 @@
-"""The result of an audit as the plain report dict (SPEC section 7) every format renders from."""
+"""The report of an audit (SPEC section 7), built from what the judge tallied; every format renders it."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from collections.abc import Iterator
 
 from engine.inputs.records import InputStats
-from engine.judge.audit import Result
-from engine.language.model import SEVERITIES, Pack
+from engine.judge.tally import Result
+from engine.language.model import SEVERITIES, Pack, Rule
+from engine.results import (
+    Finding,
+    InputSummary,
+    MonthCount,
+    PackSummary,
+    Report,
+    RuleResult,
+    Strata,
+    StratumCount,
+    Summary,
+)
 from engine.version import __version__
 
 TOOL_NAME = "protocol-audit"
@@ -47,92 +58,70 @@ def tool_version() -> str:
     return __version__
 
 
-def _time_key(finding: dict[str, Any]) -> float:
-    text = finding.get("time")
-    return dt.datetime.fromisoformat(text).timestamp() if text else math.inf
+def _time_key(finding: Finding) -> float:
+    return dt.datetime.fromisoformat(finding.time).timestamp() if finding.time else math.inf
 
 
 def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt.datetime,
-          fail_on: str = "major") -> dict[str, Any]:
-    """The report dict; identical inputs and ``as_of`` give an identical dict (and JSON)."""
+          fail_on: str = "major") -> Report:
+    """The report; identical inputs and ``as_of`` give an identical Report (and JSON)."""
     rules = []
     targets = {pack.id: {**DEFAULT_TARGETS, **pack.targets} for pack in packs}
-    for rule, tally in zip(result.rules, result.tallies):
-        applicable = tally.passed + tally.failed + tally.waived
-        rate = _rate(tally.passed, tally.failed)
+    for rule, counts in zip(result.rules, result.tallies):
+        applicable = counts.passed + counts.failed + counts.waived
+        rate = _rate(counts.passed, counts.failed)
         target = targets.get(rule.pack, DEFAULT_TARGETS).get(rule.severity)
-        rules.append({
-            "id": rule.id, "pack": rule.pack, "title": rule.title, "severity": rule.severity,
-            "for": rule.for_type,
-            "applicable": applicable,
-            "passed": tally.passed, "failed": tally.failed, "waived": tally.waived,
-            "not_evaluable": tally.not_evaluable, "not_applicable": tally.not_applicable,
-            "compliance_rate": rate,
-            "ci95": wilson(tally.passed, tally.passed + tally.failed),
-            "target": target, "status": status(rate, applicable, target),
-            "cite": rule.cite, "rationale": rule.rationale,
-        })
-    findings = sorted(result.findings, key=lambda f: (f["rule"], f["pack"], _time_key(f), f["record_key"]))
-    not_evaluable = sorted(result.not_evaluable, key=lambda n: (n["rule"], n["pack"], n["record_key"]))
-    rejected = sorted(result.rejected, key=lambda r: (r["source"]["path"], r["source"]["line"]))
+        ci95 = wilson(counts.passed, counts.passed + counts.failed)
+        rules.append(RuleResult(
+            id=rule.id, pack=rule.pack, title=rule.title, severity=rule.severity, for_type=rule.for_type,
+            applicable=applicable, passed=counts.passed, failed=counts.failed, waived=counts.waived,
+            not_evaluable=counts.not_evaluable, not_applicable=counts.not_applicable, compliance_rate=rate,
+            ci95=None if ci95 is None else (ci95[0], ci95[1]), target=target,
+            status=status(rate, applicable, target), cite=rule.cite, rationale=rule.rationale))
+    findings = tuple(sorted(result.findings, key=lambda f: (f.rule, f.pack, _time_key(f), f.record_key)))
     by_severity = {severity: 0 for severity in SEVERITIES}
     for finding in findings:
-        if finding["outcome"] == "fail":
-            by_severity[finding["severity"]] += 1
+        if finding.counts:
+            by_severity[finding.severity] += 1
     read = sum(s.records_read for s in inputs)
     rejected_count = sum(s.records_rejected for s in inputs)
-    report = {
-        "tool": {"name": TOOL_NAME, "version": tool_version()},
-        "as_of": as_of.isoformat(),
-        "inputs": [{"path": s.path, "record_type": s.record_type, "sha256": s.sha256,
-                    "records_read": s.records_read, "records_judged": s.records_judged,
-                    "records_rejected": s.records_rejected} for s in inputs],
-        "packs": [{"id": p.id, "version": p.version, "title": p.title, "path": p.path, "sha256": p.sha256}
-                  for p in packs],
-        "period": {"first": result.first.isoformat() if result.first else None,
-                   "last": result.last.isoformat() if result.last else None},
-        "pseudonymised": result.pseudonymised is not None,
-        "identifiers": (f"patient identifiers pseudonymised with HMAC-SHA256 under {result.pseudonymised}"
-                        if result.pseudonymised else "patient identifiers as in the inputs"),
-        "summary": {"records_read": read, "records_judged": read - rejected_count,
-                    "records_rejected": rejected_count, "findings": len(findings),
-                    "by_severity": by_severity, "exit_threshold": fail_on},
-        "rules": rules,
-        "findings": findings,
-        "not_evaluable": not_evaluable,
-        "rejected": rejected,
-        "by_month": _counts(result, None),
-    }
-    if result.group_by:
-        report["strata"] = {"by": list(result.group_by), "rows": _counts(result, result.group_by)}
-    return report
+    return Report(
+        tool_name=TOOL_NAME, tool_version=tool_version(), as_of=as_of.isoformat(),
+        inputs=tuple(InputSummary(s.path, s.record_type, s.sha256, s.records_read, s.records_judged,
+                                  s.records_rejected) for s in inputs),
+        packs=tuple(PackSummary(p.id, p.version, p.title, p.path, p.sha256) for p in packs),
+        period_first=result.first.isoformat() if result.first else None,
+        period_last=result.last.isoformat() if result.last else None,
+        pseudonymised=result.pseudonymised is not None,
+        identifiers=(f"patient identifiers pseudonymised with HMAC-SHA256 under {result.pseudonymised}"
+                     if result.pseudonymised else "patient identifiers as in the inputs"),
+        summary=Summary(records_read=read, records_judged=read - rejected_count, records_rejected=rejected_count,
+                        findings=len(findings), by_severity=by_severity, exit_threshold=fail_on),
+        rules=tuple(rules),
+        findings=findings,
+        not_evaluable=tuple(sorted(result.not_evaluable, key=lambda n: (n.rule, n.pack, n.record_key))),
+        rejected=tuple(sorted(result.rejected, key=lambda r: (r.path, r.line))),
+        by_month=tuple(_by_month(result)),
+        strata=Strata(tuple(result.group_by), tuple(_by_stratum(result))) if result.group_by else None)
 
 
-def _counts(result: Result, group_by: list[str] | None) -> list[dict[str, Any]]:
-    """Counts per rule and month (``group_by`` None) or per rule and stratum of the group-by fields."""
+def _merged(result: Result, by_month: bool) -> list[tuple[Rule, tuple[str, ...], list[int]]]:
+    """Counts per rule and month, or per rule and stratum of the group-by fields, in order."""
     merged: dict[tuple[int, tuple[str, ...]], list[int]] = {}
     for (index, stratum), counts in result.strata.items():
-        key = stratum[:1] if group_by is None else stratum[1:]
+        key = stratum[:1] if by_month else stratum[1:]
         total = merged.setdefault((index, key), [0, 0, 0])
         for column, count in enumerate(counts):
             total[column] += count
-    rows = []
-    for (index, key), (passed, failed, not_evaluable) in sorted(merged.items()):
-        rule = result.rules[index]
-        row: dict[str, Any] = {"rule": rule.id, "pack": rule.pack}
-        if group_by is None:
-            row["month"] = key[0]
-        else:
-            row["stratum"] = dict(zip(group_by, key))
-            row["applicable"] = passed + failed
-            row["not_evaluable"] = not_evaluable
-        row.update(passed=passed, failed=failed, compliance_rate=_rate(passed, failed))
-        rows.append(row)
-    return rows
+    return [(result.rules[index], key, counts) for (index, key), counts in sorted(merged.items())]
 
 
-def failing_findings(report: dict[str, Any], fail_on: str) -> int:
-    """How many unwaived findings are at or above ``fail_on``."""
-    threshold = SEVERITIES.index(fail_on)
-    return sum(1 for f in report["findings"]
-               if f["outcome"] == "fail" and SEVERITIES.index(f["severity"]) <= threshold)
+def _by_month(result: Result) -> Iterator[MonthCount]:
+    for rule, (month,), (passed, failed, _) in _merged(result, by_month=True):
+        yield MonthCount(rule.id, rule.pack, month, passed, failed, _rate(passed, failed))
+
+
+def _by_stratum(result: Result) -> Iterator[StratumCount]:
+    for rule, key, (passed, failed, not_evaluable) in _merged(result, by_month=False):
+        yield StratumCount(rule.id, rule.pack, dict(zip(result.group_by, key)), passed + failed, not_evaluable,
+                           passed, failed, _rate(passed, failed))

@@ -1,0 +1,131 @@
+"""What each command of the command line does, given its parsed options; returns the exit code.
+
+cli.py declares the commands and their options with click and runs these under console.guard,
+which turns every AuditError into one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine import reporters
+from engine.commands import diff as impact
+from engine.commands import packtest
+from engine.commands.console import (
+    EXIT_ERROR,
+    EXIT_FINDINGS,
+    EXIT_SUCCESS,
+    Progress,
+    echo,
+    echo_lines,
+    print_out,
+    pseudonymiser,
+)
+from engine.commands.explain import explain as explain_outcome
+from engine.commands.outputs import Outputs, inputs_of
+from engine.errors import UsageError
+from engine.judge import pipeline
+from engine.language.conditions import describe
+from engine.packs import load_packs, orphan_tests
+from engine.reporters import diff_report
+from engine.reporters import report as report_builder
+
+
+def _renderer(path: str, max_findings: int) -> reporters.Renderer:
+    render: Any = reporters.for_path(path)
+    if path.lower().endswith(".md"):  # the one format with an option of its own
+        render = functools.partial(render, max_findings=max_findings)
+    return render  # type: ignore[no-any-return]
+
+
+def audit(packs: list[str], files: list[str], written: Outputs, fail_on: str, run_time: dt.datetime,
+          group_by: list[str], max_findings: int, reveal_identifiers: bool, key_file: str | None) -> int:
+    outputs = written.paths
+    renderers = [(path, _renderer(path, max_findings)) for path in outputs]
+    written.check(inputs_of(files, packs, key_file))
+    loaded = load_packs(packs)
+    pseudonymise = pseudonymiser(reveal_identifiers, key_file)
+    progress = Progress()
+    try:
+        result, stats = pipeline.run(loaded, files, progress=progress, group_by=group_by,
+                                     pseudonymise=pseudonymise, reveal=reveal_identifiers)
+    finally:
+        progress.done()
+    report = report_builder.build(result, stats, loaded, run_time, fail_on)
+    written.write(renderers, report)
+    if outputs:
+        summary = report.summary
+        echo(f"{summary.records_read} records read, {summary.records_rejected} rejected, "
+             f"{summary.findings} findings; wrote {', '.join(outputs)}", err=True)
+    else:  # the terminal report makes its own values visible
+        print_out(lambda: reporters.get("txt")(report, sys.stdout))
+    return EXIT_FINDINGS if report.failing(fail_on) else EXIT_SUCCESS
+
+
+def explain(packs: list[str], rule_id: str, record_key: str, files: list[str], reveal_identifiers: bool,
+            key_file: str | None) -> int:
+    loaded = load_packs(packs)
+    lines, agrees = explain_outcome(loaded, rule_id, record_key, files, pseudonymiser(reveal_identifiers, key_file))
+    echo_lines(lines)
+    if not agrees:
+        echo("protocol-audit: the rule engine and the explanation disagree: please report this", err=True)
+        return EXIT_ERROR
+    return EXIT_SUCCESS
+
+
+def validate(packs: list[str]) -> int:
+    for pack in load_packs(packs):
+        count = len(pack.rules)
+        echo(f"{pack.path}: ok ({pack.id} {pack.version}, {count} rule{'s' if count != 1 else ''})")
+    return EXIT_SUCCESS
+
+
+def test_packs(packs: list[str], min_coverage: float | None) -> int:
+    if min_coverage is not None and math.isnan(min_coverage):
+        raise UsageError("--min-coverage must be a number from 0 to 100")
+    for ref in packs:  # scenarios whose pack was renamed or removed would silently stop running
+        if Path(ref).is_dir() and (orphans := orphan_tests(Path(ref))):
+            raise UsageError(f"{orphans[0]}: scenarios with no pack of that name beside them "
+                             f"(rename them after their pack, or remove them)")
+    failed = below = 0
+    for pack in load_packs(packs):
+        result = packtest.run_pack(pack)
+        echo_lines(packtest.report_lines(result, min_coverage))
+        failed += len(result.failed)
+        below += len(packtest.below_minimum(result, min_coverage))
+    if failed or below:
+        reasons = [f"{failed} case{'s' if failed != 1 else ''} failed"] if failed else []
+        reasons += [f"{below} rule{'s' if below != 1 else ''} below {min_coverage:g}% coverage"] if below else []
+        echo(f"protocol-audit: {'; '.join(reasons)}", err=True)
+        return EXIT_FINDINGS
+    return EXIT_SUCCESS
+
+
+def diff(base: list[str], head: list[str], files: list[str], written: Outputs, fail_on_new: str | None,
+         max_records: int, run_time: dt.datetime) -> int:
+    outputs = written.paths
+    writers = [(path, diff_report.for_path(path, max_records)) for path in outputs]
+    written.check(inputs_of(files, (*base, *head)))
+    result = impact.compare(load_packs(base), load_packs(head), files, run_time, fail_on_new)
+    written.write(writers, result)
+    if outputs:
+        echo(f"protocol-audit diff: {diff_report.headline(result)}; wrote {', '.join(outputs)}", err=True)
+    else:
+        echo_lines(diff_report.lines(result, max_records))
+    new = result["summary"]["newly_flagged_at_or_above"]
+    return EXIT_FINDINGS if fail_on_new and new else EXIT_SUCCESS
+
+
+def rules(packs: list[str]) -> int:
+    for pack in load_packs(packs):
+        echo(f"{pack.id} {pack.version} - {pack.title} ({pack.path})")
+        width = max((len(r.id) for r in pack.rules), default=2)
+        for rule in pack.rules:
+            echo(f"  {rule.id:<{width}}  {rule.severity:<8}  {rule.for_type:<10}  {rule.title}")
+            echo(f"  {'':<{width}}  applies when: {describe(rule.when)}")
+    return EXIT_SUCCESS

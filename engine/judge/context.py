@@ -1,0 +1,64 @@
+"""What the packs of an audit become before any record is read: merged record types, the compiled
+ruleset the engine holds, derive expressions, history conditions, the plain-Python judgement of
+each rule (every answer of the engine is checked against it) and the privacy gate."""
+
+from __future__ import annotations
+
+from engine.judge.compiler import compile_rules
+from engine.judge.evidence import evidence_fields
+from engine.judge.facts import Layout
+from engine.language import conditions, expressions
+from engine.language.model import History, Pack, Record, merged_types
+from engine.language.values import timezone
+from engine.privacy import Privacy, Pseudonymiser
+
+
+class PackContext:
+    """The packs of one audit, compiled once; read-only after construction."""
+
+    def __init__(self, packs: list[Pack], pseudonymise: Pseudonymiser | None = None, reveal: bool = False) -> None:
+        self.packs = packs
+        self.types, zone = merged_types(packs)
+        self.tz = timezone(zone)
+        self.rules = [rule for pack in packs for rule in pack.rules]
+        self.layout = Layout(self.types, self.rules)
+        # compiled before any record is read: a pack the engine cannot hold stops the run here
+        self.ruleset = compile_rules(self.rules, self.layout)
+        self.rules_by_type: dict[str, list[int]] = {}
+        for index, rule in enumerate(self.rules):
+            self.rules_by_type.setdefault(rule.for_type, []).append(index)
+        # the one gate identifying values pass on their way into the report
+        self.privacy = Privacy(self.types, None if reveal else pseudonymise)
+        self.derivers = {name: [(d.name, expressions.compile_expression(d.expr)) for d in rtype.derived.values()]
+                         for name, rtype in self.types.items()}
+        # identifying fields stay out of the evidence (the finding names the patient by pseudonym)
+        self.evidence_fields = [[name for name in evidence_fields(rule, self.types[rule.for_type])
+                                 if not self.privacy.hides(rule.for_type, name)] for rule in self.rules]
+        self.histories = [conditions.histories_of(rule.when) + conditions.histories_of(rule.require)
+                          for rule in self.rules]
+        self.histories_by_type: dict[str, list[History]] = {}
+        for rule, found in zip(self.rules, self.histories):
+            known = self.histories_by_type.setdefault(rule.for_type, [])
+            known.extend(h for h in found if h not in known)
+        # the plain-Python judgement of each rule, that every answer of the engine is checked against
+        self.plain = [conditions.compile_outcome(rule.when, rule.require) for rule in self.rules]
+        self.wheres = {id(h): conditions.compile_condition(h.where)
+                       for hs in self.histories for h in hs if h.where is not None}
+        # record types an audit must keep: those judged and those history conditions look at
+        self.kept_types = set(self.rules_by_type) | {h.of for hs in self.histories for h in hs}
+
+    @property
+    def needs_history(self) -> bool:
+        return any(self.histories)
+
+    def derive(self, record: Record) -> None:
+        """Add the record's derived fields as it is read (a derived value is missing when an input is)."""
+        values = record.values
+        for name, compute in self.derivers[record.type]:
+            value = compute(values)
+            if value is not None:
+                values[name] = value
+
+    def where(self, record: Record) -> str:
+        """A record as an error message names it: type, key (through the privacy gate), file and line."""
+        return f"{record.type} {self.privacy.key(record.type, record.key)} ({record.path}:{record.line})"

@@ -1,0 +1,129 @@
+"""The engine session of an audit: cases batched into durable_rules' worker, its answers taken in
+order, and every answer checked: judged again in plain Python (a fail answered as a pass must stop
+the audit, not vanish) and exactly one outcome per rule and record."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from engine.errors import EngineError
+from engine.judge.compiler import OUTCOME_CODES
+from engine.judge.context import PackContext
+from engine.judge.durable import DEFAULT_TIMEOUT, DurableEvaluator, worker_main
+from engine.judge.tally import Case, Tally
+from engine.language.model import Outcome, Record, Rule
+
+BATCH_SIZE = 500
+_OUTCOMES = list(OUTCOME_CODES.values())
+_PASS = _OUTCOMES.index(Outcome.PASS)
+_NOT_APPLICABLE = _OUTCOMES.index(Outcome.NOT_APPLICABLE)
+
+
+def _places(records: list[Record]) -> str:
+    """Where a batch's records come from, for an error naming what was not judged: per file, the
+    first and last line (a batch judged patient by patient is not in file order)."""
+    lines: dict[str, list[int]] = {}
+    for record in records:
+        lines.setdefault(record.path, []).append(record.line)
+    return "; ".join(f"{path} line {low}" if low == high else f"{path} lines {low}-{high}"
+                     for path, numbers in lines.items() for low, high in [(min(numbers), max(numbers))])
+
+
+class EngineSession:
+    """Feeds cases to one durable_rules worker (started with the first batch) and tallies its answers."""
+
+    def __init__(self, context: PackContext, tally: Tally, timeout: float = DEFAULT_TIMEOUT,
+                 batch_size: int = BATCH_SIZE, worker: Callable[..., None] = worker_main) -> None:
+        self.context = context
+        self.tally = tally
+        self.timeout = timeout
+        self.batch_size = batch_size
+        self.worker = worker  # the engine process's entry point; tests substitute failing ones
+        self.batch: list[Case] = []
+        self.in_flight: dict[int, list[Case]] = {}
+        self.evaluator: DurableEvaluator | None = None
+
+    def add(self, case: Case) -> None:
+        self.batch.append(case)
+        if len(self.batch) >= self.batch_size:
+            self._flush()
+
+    def drain(self) -> None:
+        """Judge everything queued so far (and let go of the cases)."""
+        self._flush()
+        while self.in_flight:
+            self._collect()
+
+    def close(self) -> None:
+        if self.evaluator is not None:
+            self.evaluator.close()
+            self.evaluator = None
+
+    def _flush(self) -> None:
+        if not self.batch:
+            return
+        layout = self.context.layout
+        if self.evaluator is None:
+            keys = {code: layout.keys(name) for name, code in layout.type_codes.items()}
+            self.evaluator = DurableEvaluator(self.context.ruleset, keys, self.timeout, self.worker)
+        codes = layout.type_codes
+        rows = [(codes[case.record.type], *layout.encode_row(case.record.type, case.values)) for case in self.batch]
+        records = [case.record for case in self.batch]
+        while self.evaluator.full:
+            self._collect()
+        batch_id = self.evaluator.submit(rows, f"{len(records)} records ({_places(records)})")
+        self.in_flight[batch_id] = self.batch
+        self.batch = []
+
+    def _collect(self) -> None:
+        """Take one finished batch; check every answer and that every record got exactly one outcome
+        per rule; tally."""
+        assert self.evaluator is not None
+        batch_id, segments = self.evaluator.receive()
+        cases = self.in_flight.pop(batch_id)
+        rules, plain, tally = self.context.rules, self.context.plain, self.tally
+        bulk = tally.counts_in_bulk
+        judged: dict[int, list[int]] = {}
+        for rule_index, code, ids in segments:
+            if ids and max(ids) >= len(cases):
+                raise EngineError(f"the rule engine answered rule {rules[rule_index].id} for a record it was "
+                                  f"not given (batch of {len(cases)} records: "
+                                  f"{_places([case.record for case in cases])})")
+            judged.setdefault(rule_index, []).extend(ids)
+            judge, answer = plain[rule_index], _OUTCOMES[code]
+            wrong = [fact_id for fact_id in ids if judge(cases[fact_id].values) is not answer]
+            if wrong:
+                case = cases[wrong[0]]
+                self._disagree(rules[rule_index], case.record, answer, judge(case.values))
+            if code == _PASS and bulk:
+                tally.passed(rule_index, cases, ids)
+            elif code == _NOT_APPLICABLE and bulk:
+                tally.not_applicable(rule_index, len(ids))
+            else:
+                for fact_id in ids:
+                    tally.outcome(rule_index, cases[fact_id], answer)
+        # Every record must have exactly one outcome per rule of its type: compared as sets,
+        # which costs little next to the engine and turns a lost or doubled match into an error.
+        of_type: dict[str, set[int]] = {}
+        for fact_id, case in enumerate(cases):
+            of_type.setdefault(case.record.type, set()).add(fact_id)
+        for type_name, expected in of_type.items():
+            for rule_index in self.context.rules_by_type[type_name]:
+                got = judged.get(rule_index, [])
+                if len(got) != len(expected) or set(got) != expected:
+                    self._unmatched(rule_index, got, expected, cases)
+
+    def _unmatched(self, rule_index: int, got: list[int], expected: set[int], cases: list[Case]) -> None:
+        rule, where = self.context.rules[rule_index], self.context.where
+        missing = sorted(expected - set(got))
+        if missing:
+            record = cases[missing[0]].record
+            raise EngineError(f"the rule engine gave no outcome for rule {rule.id} on {where(record)}")
+        extra = sorted(set(f for f in got if got.count(f) > 1 or f not in expected))
+        case = cases[min(extra[0], len(cases) - 1)] if extra else cases[0]
+        raise EngineError(f"the rule engine gave rule {rule.id} a second or misplaced outcome on "
+                          f"{where(case.record)}")
+
+    def _disagree(self, rule: Rule, record: Record, engine: Outcome, plain: Outcome) -> None:
+        raise EngineError(f"the rule engine judged rule {rule.id} {engine.value} on {self.context.where(record)}, "
+                          f"the plain-Python check {plain.value}")

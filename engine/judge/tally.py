@@ -1,0 +1,161 @@
+"""Outcomes counted per rule and per stratum, and the entries of the report made from them: a
+typed Finding for each fail, a NotEvaluable for each record a rule could not judge, every rejected
+record; identifying values pass the privacy gate on their way in."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.judge.context import PackContext
+from engine.judge.evidence import display, render_message
+from engine.judge.timeline import Timeline
+from engine.language import conditions
+from engine.language.model import Outcome, Record, Rejected, Rule
+from engine.results import Finding, NotEvaluable, Source
+
+OutcomeHook = Callable[[Rule, Record, Outcome], None]
+_STRATUM_COLUMN = {Outcome.PASS: 0, Outcome.FAIL: 1, Outcome.NOT_EVALUABLE: 2}
+
+
+@dataclass(slots=True)
+class Case:
+    """A record on its way through the engine: what the rules read of it (its values and, beside
+    them, its history answers), its stratum, and the patient's timeline its evidence comes from.
+    The record itself is not changed by being judged."""
+
+    record: Record
+    values: dict[str, Any]
+    stratum: tuple[str, ...]
+    timeline: Timeline | None = None
+
+
+@dataclass
+class RuleCounts:
+    passed: int = 0
+    failed: int = 0
+    waived: int = 0
+    not_evaluable: int = 0
+    not_applicable: int = 0
+
+
+@dataclass
+class Result:
+    """Everything an audit found, before the report is built from it."""
+
+    rules: list[Rule]
+    tallies: list[RuleCounts]  # per rule, in the order of rules
+    findings: list[Finding] = field(default_factory=list)
+    not_evaluable: list[NotEvaluable] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    group_by: list[str] = field(default_factory=list)
+    # (rule index, stratum) -> [passed, failed, not evaluable]; a stratum is (month, group-by values...)
+    strata: dict[tuple[int, tuple[str, ...]], list[int]] = field(default_factory=dict)
+    first: dt.datetime | None = None  # the audit period: earliest and latest judged record time
+    last: dt.datetime | None = None
+    pseudonymised: str | None = None  # where the pseudonym key came from; None: identifiers as given
+
+
+class Tally:
+    """Counts outcomes and makes the report's entries of one audit."""
+
+    def __init__(self, context: PackContext, group_by: list[str] | None = None,
+                 on_outcome: OutcomeHook | None = None) -> None:
+        self.context = context
+        self.on_outcome = on_outcome
+        privacy = context.privacy
+        self.result = Result(context.rules, [RuleCounts() for _ in context.rules], group_by=list(group_by or []),
+                             pseudonymised=None if privacy.pseudonymise is None else privacy.pseudonymise.source)
+
+    def case(self, record: Record, values: dict[str, Any], timeline: Timeline | None = None) -> Case:
+        """The record as judged, its time counted into the audit period and its stratum worked out."""
+        when = record.time
+        result = self.result
+        if when is not None:
+            if result.first is None or when < result.first:
+                result.first = when
+            if result.last is None or when > result.last:
+                result.last = when
+        month = when.astimezone(self.context.tz).strftime("%Y-%m") if when else "no time"
+        stratum = (month, *(month if name == "month" else self._group_value(record, name)
+                            for name in result.group_by))
+        return Case(record, values, stratum, timeline)
+
+    def _group_value(self, record: Record, name: str) -> str:
+        value = self.context.privacy.value(record.type, name, display(record.values.get(name)))
+        return "missing" if value is None else str(value)
+
+    def reject(self, item: Rejected) -> None:
+        self.result.rejected.append(item)
+
+    # -- outcomes ----------------------------------------------------------------------------
+    @property
+    def counts_in_bulk(self) -> bool:
+        """Passes and not-applicables may be counted without looking at each record (no hook)."""
+        return self.on_outcome is None
+
+    def passed(self, index: int, cases: list[Case], ids: Any) -> None:
+        """Count passes of rule ``index`` on ``cases[i] for i in ids`` (bulk: no hook is called)."""
+        self.result.tallies[index].passed += len(ids)
+        strata = self.result.strata
+        for fact_id in ids:
+            key = (index, cases[fact_id].stratum)
+            counts = strata.get(key)
+            if counts is None:
+                counts = strata[key] = [0, 0, 0]
+            counts[0] += 1
+
+    def not_applicable(self, index: int, number: int) -> None:
+        self.result.tallies[index].not_applicable += number
+
+    def outcome(self, index: int, case: Case, outcome: Outcome) -> None:
+        """One outcome of rule ``index`` on one record, with its finding or not-evaluable entry."""
+        rule, record = self.context.rules[index], case.record
+        counts = self.result.tallies[index]
+        column = _STRATUM_COLUMN.get(outcome)
+        if column is not None:
+            self.result.strata.setdefault((index, case.stratum), [0, 0, 0])[column] += 1
+        if outcome is Outcome.PASS:
+            counts.passed += 1
+        elif outcome is Outcome.NOT_APPLICABLE:
+            counts.not_applicable += 1
+        elif outcome is Outcome.NOT_EVALUABLE:
+            counts.not_evaluable += 1
+            self.result.not_evaluable.append(self._not_evaluable(rule, case))
+        else:
+            counts.failed += 1
+            self.result.findings.append(self._finding(rule, index, case))
+        if self.on_outcome is not None:
+            self.on_outcome(rule, record, outcome)
+
+    def _missing(self, rule: Rule, case: Case, outcome: Outcome) -> tuple[str, ...]:
+        """The missing fields that made a fail or a not-evaluable (the outcome is checked already)."""
+        condition = rule.when if outcome is Outcome.NOT_EVALUABLE else rule.require
+        assert condition is not None
+        return tuple(conditions.evaluate(condition, case.values)[1])
+
+    def _finding(self, rule: Rule, index: int, case: Case) -> Finding:
+        record, privacy = case.record, self.context.privacy
+        return Finding(
+            rule=rule.id, pack=rule.pack, severity=rule.severity, outcome=Outcome.FAIL.value,
+            record_type=record.type, record_key=privacy.key(record.type, record.key),
+            patient=privacy.patient(record.patient), time=record.time.isoformat() if record.time else None,
+            source=Source(record.path, record.line),
+            message=render_message(rule.message, record.values,
+                                   lambda name, value: privacy.value(record.type, name, value)),
+            evidence=self._evidence(index, case), missing=self._missing(rule, case, Outcome.FAIL))
+
+    def _evidence(self, index: int, case: Case) -> dict[str, Any]:
+        record = case.record
+        shown = {name: display(record.values.get(name)) for name in self.context.evidence_fields[index]}
+        for cond in self.context.histories[index]:
+            shown[conditions.describe_history(cond)] = \
+                case.timeline.evidence(cond, record, self.context.privacy) if case.timeline is not None else None
+        return shown
+
+    def _not_evaluable(self, rule: Rule, case: Case) -> NotEvaluable:
+        record = case.record
+        return NotEvaluable(rule.id, rule.pack, record.type, self.context.privacy.key(record.type, record.key),
+                            self._missing(rule, case, Outcome.NOT_EVALUABLE), Source(record.path, record.line))

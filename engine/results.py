@@ -1,0 +1,326 @@
+"""What an audit found, typed and frozen: findings, not-evaluable records, rejected records, per-rule
+results and the whole report (SPEC section 7).
+
+The judge produces the entries, the report builder assembles a Report, and every format renders a
+Report. ``Report.to_json`` is the JSON report, key for key in the SPEC's order; ``Report.from_json``
+reads one back (a saved report rendered again, or a report written by hand in the tests), and
+``from_json(report).to_json() == report`` for every report this tool writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.language.model import SEVERITIES, Rejected
+
+Json = dict[str, Any]
+
+__all__ = ["Finding", "InputSummary", "MonthCount", "NotEvaluable", "PackSummary", "Rejected", "Report",
+           "RuleResult", "Source", "StratumCount", "Strata", "Summary"]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a record is in its input: the file as given and the 1-based line its record starts on."""
+
+    path: str
+    line: int
+
+    def to_json(self) -> Json:
+        return {"path": self.path, "line": self.line}
+
+    @classmethod
+    def from_json(cls, data: Json) -> Source:
+        return cls(data["path"], data["line"])
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A record that failed a rule (``outcome`` "fail"), or one a waiver covers ("waived").
+
+    Identifying values (record_key, patient, the message's and evidence's phi fields) are as the
+    privacy gate let them through: pseudonyms unless identifiers are revealed.
+    """
+
+    rule: str
+    pack: str
+    severity: str
+    outcome: str
+    record_type: str
+    record_key: str
+    patient: str | None
+    time: str | None  # ISO 8601 with the record's offset, as the report shows it
+    source: Source
+    message: str
+    evidence: Mapping[str, Any]
+    missing: tuple[str, ...] = ()  # fields whose absence made the rule fail
+    waiver: Mapping[str, Any] | None = None
+
+    @property
+    def counts(self) -> bool:
+        """Whether it counts against the verdict and the compliance rate (waived ones do not)."""
+        return self.outcome == "fail"
+
+    def to_json(self) -> Json:
+        data: Json = {"rule": self.rule, "pack": self.pack, "severity": self.severity, "outcome": self.outcome,
+                      "record_type": self.record_type, "record_key": self.record_key, "patient": self.patient,
+                      "time": self.time, "source": self.source.to_json(), "message": self.message,
+                      "evidence": dict(self.evidence)}
+        if self.missing:
+            data["missing"] = list(self.missing)
+        if self.waiver is not None:
+            data["waiver"] = dict(self.waiver)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Json) -> Finding:
+        return cls(data["rule"], data["pack"], data["severity"], data["outcome"], data["record_type"],
+                   data["record_key"], data["patient"], data["time"], Source.from_json(data["source"]),
+                   data["message"], data["evidence"], tuple(data.get("missing", ())), data.get("waiver"))
+
+
+@dataclass(frozen=True, slots=True)
+class NotEvaluable:
+    """A record a rule could not judge: fields its ``when`` needs are missing."""
+
+    rule: str
+    pack: str
+    record_type: str
+    record_key: str
+    missing: tuple[str, ...]
+    source: Source
+
+    def to_json(self) -> Json:
+        return {"rule": self.rule, "pack": self.pack, "record_type": self.record_type,
+                "record_key": self.record_key, "missing": list(self.missing), "source": self.source.to_json()}
+
+    @classmethod
+    def from_json(cls, data: Json) -> NotEvaluable:
+        return cls(data["rule"], data["pack"], data["record_type"], data["record_key"], tuple(data["missing"]),
+                   Source.from_json(data["source"]))
+
+
+def rejected_to_json(item: Rejected) -> Json:
+    """A rejected record as the report lists it (the reason already went through the privacy gate)."""
+    return {"source": {"path": item.path, "line": item.line}, "record_type": item.type, "reason": item.reason}
+
+
+def rejected_from_json(data: Json) -> Rejected:
+    return Rejected(data["record_type"], data["source"]["path"], data["source"]["line"], data["reason"])
+
+
+@dataclass(frozen=True, slots=True)
+class RuleResult:
+    """One rule's counts over the audit, its compliance rate with a 95% interval, and its target."""
+
+    id: str
+    pack: str
+    title: str
+    severity: str
+    for_type: str
+    applicable: int
+    passed: int
+    failed: int
+    waived: int
+    not_evaluable: int
+    not_applicable: int
+    compliance_rate: float | None
+    ci95: tuple[float, float] | None
+    target: float | None
+    status: str
+    cite: str | None
+    rationale: str | None
+
+    def to_json(self) -> Json:
+        return {"id": self.id, "pack": self.pack, "title": self.title, "severity": self.severity,
+                "for": self.for_type, "applicable": self.applicable, "passed": self.passed, "failed": self.failed,
+                "waived": self.waived, "not_evaluable": self.not_evaluable, "not_applicable": self.not_applicable,
+                "compliance_rate": self.compliance_rate, "ci95": None if self.ci95 is None else list(self.ci95),
+                "target": self.target, "status": self.status, "cite": self.cite, "rationale": self.rationale}
+
+    @classmethod
+    def from_json(cls, data: Json) -> RuleResult:
+        ci95 = data.get("ci95")
+        return cls(data["id"], data["pack"], data["title"], data["severity"], data["for"],
+                   data["applicable"], data["passed"], data["failed"], data["waived"], data["not_evaluable"],
+                   data["not_applicable"], data["compliance_rate"], None if ci95 is None else (ci95[0], ci95[1]),
+                   data["target"], data["status"], data["cite"], data["rationale"])
+
+
+@dataclass(frozen=True, slots=True)
+class InputSummary:
+    """One input file: its record type, content hash and what became of its records."""
+
+    path: str
+    record_type: str | None
+    sha256: str
+    records_read: int
+    records_judged: int
+    records_rejected: int
+
+    def to_json(self) -> Json:
+        return {"path": self.path, "record_type": self.record_type, "sha256": self.sha256,
+                "records_read": self.records_read, "records_judged": self.records_judged,
+                "records_rejected": self.records_rejected}
+
+    @classmethod
+    def from_json(cls, data: Json) -> InputSummary:
+        return cls(data["path"], data["record_type"], data["sha256"], data["records_read"], data["records_judged"],
+                   data["records_rejected"])
+
+
+@dataclass(frozen=True, slots=True)
+class PackSummary:
+    id: str
+    version: str
+    title: str
+    path: str
+    sha256: str
+
+    def to_json(self) -> Json:
+        return {"id": self.id, "version": self.version, "title": self.title, "path": self.path,
+                "sha256": self.sha256}
+
+    @classmethod
+    def from_json(cls, data: Json) -> PackSummary:
+        return cls(data["id"], data["version"], data["title"], data["path"], data["sha256"])
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    records_read: int
+    records_judged: int
+    records_rejected: int
+    findings: int
+    by_severity: Mapping[str, int]  # unwaived findings per severity, every severity present
+    exit_threshold: str
+
+    def to_json(self) -> Json:
+        return {"records_read": self.records_read, "records_judged": self.records_judged,
+                "records_rejected": self.records_rejected, "findings": self.findings,
+                "by_severity": dict(self.by_severity), "exit_threshold": self.exit_threshold}
+
+    @classmethod
+    def from_json(cls, data: Json) -> Summary:
+        return cls(data["records_read"], data["records_judged"], data["records_rejected"], data["findings"],
+                   data["by_severity"], data["exit_threshold"])
+
+
+@dataclass(frozen=True, slots=True)
+class MonthCount:
+    """One rule's passes and fails in one calendar month of the pack's time zone."""
+
+    rule: str
+    pack: str
+    month: str
+    passed: int
+    failed: int
+    compliance_rate: float | None
+
+    def to_json(self) -> Json:
+        return {"rule": self.rule, "pack": self.pack, "month": self.month, "passed": self.passed,
+                "failed": self.failed, "compliance_rate": self.compliance_rate}
+
+    @classmethod
+    def from_json(cls, data: Json) -> MonthCount:
+        return cls(data["rule"], data["pack"], data["month"], data["passed"], data["failed"], data["compliance_rate"])
+
+
+@dataclass(frozen=True, slots=True)
+class StratumCount:
+    """One rule's counts in one stratum of the ``--group-by`` fields."""
+
+    rule: str
+    pack: str
+    stratum: Mapping[str, str]
+    applicable: int
+    not_evaluable: int
+    passed: int
+    failed: int
+    compliance_rate: float | None
+
+    def to_json(self) -> Json:
+        return {"rule": self.rule, "pack": self.pack, "stratum": dict(self.stratum), "applicable": self.applicable,
+                "not_evaluable": self.not_evaluable, "passed": self.passed, "failed": self.failed,
+                "compliance_rate": self.compliance_rate}
+
+    @classmethod
+    def from_json(cls, data: Json) -> StratumCount:
+        return cls(data["rule"], data["pack"], data["stratum"], data["applicable"], data["not_evaluable"],
+                   data["passed"], data["failed"], data["compliance_rate"])
+
+
+@dataclass(frozen=True, slots=True)
+class Strata:
+    by: tuple[str, ...]
+    rows: tuple[StratumCount, ...]
+
+    def to_json(self) -> Json:
+        return {"by": list(self.by), "rows": [row.to_json() for row in self.rows]}
+
+    @classmethod
+    def from_json(cls, data: Json) -> Strata:
+        return cls(tuple(data["by"]), tuple(StratumCount.from_json(row) for row in data["rows"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A whole audit report; identical inputs and as-of time give an identical Report."""
+
+    tool_name: str
+    tool_version: str
+    as_of: str
+    inputs: tuple[InputSummary, ...]
+    packs: tuple[PackSummary, ...]
+    period_first: str | None
+    period_last: str | None
+    pseudonymised: bool
+    identifiers: str  # how patient identifiers are shown, in words
+    summary: Summary
+    rules: tuple[RuleResult, ...]
+    findings: tuple[Finding, ...]
+    not_evaluable: tuple[NotEvaluable, ...]
+    rejected: tuple[Rejected, ...]
+    by_month: tuple[MonthCount, ...]
+    strata: Strata | None = None
+
+    def failing(self, fail_on: str) -> int:
+        """How many unwaived findings are at or above severity ``fail_on``."""
+        threshold = SEVERITIES.index(fail_on)
+        return sum(1 for f in self.findings if f.counts and SEVERITIES.index(f.severity) <= threshold)
+
+    def to_json(self) -> Json:
+        data: Json = {
+            "tool": {"name": self.tool_name, "version": self.tool_version},
+            "as_of": self.as_of,
+            "inputs": [item.to_json() for item in self.inputs],
+            "packs": [pack.to_json() for pack in self.packs],
+            "period": {"first": self.period_first, "last": self.period_last},
+            "pseudonymised": self.pseudonymised,
+            "identifiers": self.identifiers,
+            "summary": self.summary.to_json(),
+            "rules": [rule.to_json() for rule in self.rules],
+            "findings": [finding.to_json() for finding in self.findings],
+            "not_evaluable": [entry.to_json() for entry in self.not_evaluable],
+            "rejected": [rejected_to_json(item) for item in self.rejected],
+            "by_month": [row.to_json() for row in self.by_month],
+        }
+        if self.strata is not None:
+            data["strata"] = self.strata.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: Json) -> Report:
+        strata = data.get("strata")
+        return cls(data["tool"]["name"], data["tool"]["version"], data["as_of"],
+                   tuple(InputSummary.from_json(item) for item in data["inputs"]),
+                   tuple(PackSummary.from_json(pack) for pack in data["packs"]),
+                   data["period"]["first"], data["period"]["last"], data["pseudonymised"], data["identifiers"],
+                   Summary.from_json(data["summary"]), tuple(RuleResult.from_json(rule) for rule in data["rules"]),
+                   tuple(Finding.from_json(finding) for finding in data["findings"]),
+                   tuple(NotEvaluable.from_json(entry) for entry in data["not_evaluable"]),
+                   tuple(rejected_from_json(item) for item in data["rejected"]),
+                   tuple(MonthCount.from_json(row) for row in data["by_month"]),
+                   None if strata is None else Strata.from_json(strata))
