@@ -450,6 +450,60 @@ def test_the_portable_parent_watch_ends_the_worker_when_the_parent_pipe_closes()
         os.close(read)
 
 
+# An audit that ended normally keeps its worker for the next audit of the process (engine/judge/
+# durable.py): the process then ends, or is stopped, at once, and the kept worker with it.
+KEEPS_A_WORKER = """
+import sys, time
+from engine.judge import durable, pipeline
+from engine.packs import load_pack
+pipeline.run([load_pack(sys.argv[1])], [sys.argv[2]])
+worker = durable.idle_worker()
+assert worker is not None and worker.is_alive()
+try:
+    print(worker.pid, flush=True)
+    if sys.argv[3] == "exit":
+        sys.exit(0)
+    time.sleep(120)
+except KeyboardInterrupt:
+    sys.exit(3)
+"""
+
+
+def _in_session(session: int) -> list[int]:
+    """The processes of session ``session``, wherever they were moved in the tree."""
+    return [int(entry.name) for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and (fields := _stat(int(entry.name))) and int(fields[3]) == session]
+
+
+@pytest.mark.skipif(not ON_LINUX, reason="reads the processes from /proc")
+@pytest.mark.parametrize("end, code", [("exit", 0), ("sigint", 3), ("sigkill", -signal.SIGKILL)],
+                         ids=["exit", "ctrl-c", "sigkill"])
+def test_a_worker_kept_for_the_next_audit_ends_with_its_process(end: str, code: int) -> None:
+    # its own session, as a command run from a terminal; SIGINT to the whole group as Ctrl-C sends it
+    process = subprocess.Popen([sys.executable, "-c", KEEPS_A_WORKER, str(GOLDEN / "pack.yaml"),
+                                str(GOLDEN / "sessions.csv"), end], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert process.stdout is not None
+        worker = int(process.stdout.readline())
+        if end == "sigint":
+            os.killpg(process.pid, signal.SIGINT)
+        elif end == "sigkill":
+            process.send_signal(signal.SIGKILL)
+        # its output ends: nothing left behind holds the pipes
+        out, errors = process.communicate(timeout=120)
+        assert (process.returncode, out, errors) == (code, "", "")  # the worker ignores Ctrl-C quietly
+        left = _until(lambda: not _in_session(process.pid))
+        assert left, f"still running after the process ended: {_in_session(process.pid)}"
+        assert _stat(worker) is None or _stat(worker)[0] in ("Z", "X")
+    finally:
+        process.kill()
+        process.wait()
+        for pid in _in_session(process.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 # 6. A reader that goes away is a normal end.
 
 @pytest.mark.parametrize("args", [

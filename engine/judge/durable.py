@@ -6,6 +6,12 @@ that names what was not judged, never a report that looks complete. Inside the w
 module is driven directly (assert_facts / start_action_for_state / complete_and_start_action /
 delete_state) so the Python Host with its background threads, swallowed action errors and state
 re-assertion loop is never used. The worker never outlives the process that started it.
+
+Starting a worker costs a fresh interpreter and its imports (about 0.3 s); so a worker that ended
+an audit normally is kept, idle, and the next audit of the same process hands it its own ruleset
+instead of starting another. Anything abnormal (an error, a crash, a hang, an audit that stopped
+early, a substitute worker) ends the worker as before, and a kept worker that does not answer
+"ready" is replaced by a fresh one.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ _FACT_ID = re.compile(r'"id": ?"(\d+)"')
 DEFAULT_TIMEOUT = 120.0  # seconds one batch may take before the engine is declared hung
 MAX_IN_FLIGHT = 3
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_NEW_RULESET = "ruleset"  # a task handing a kept worker the next audit's ruleset and keys
+_RULESET = -1  # the batch id of a reply about a ruleset: error None for ready, else the refusal
 
 
 def _worker_start(target: Callable[..., None], *arguments: Any) -> None:
@@ -109,23 +117,48 @@ def worker_main(ruleset_json: str, keys_json: str, tasks: Any, results: Any) -> 
     rule index, outcome code, n, then the n fact ids that rule gave that outcome.
 
     A batch arrives as marshalled rows (type code, values...); the facts' JSON is built here, on
-    the engine's core, so that the reading process only encodes numbers.
+    the engine's core, so that the reading process only encodes numbers. After the batches of one
+    audit, a None ends the worker; a new ruleset (a kept worker handed to the next audit) replaces
+    the current one, answered with a ready reply, or with the engine's refusal, which ends the worker.
     """
     import durable_rules_engine as dre
 
+    rulesets = 0
+    while True:
+        rulesets += 1
+        try:
+            # a name of its own per ruleset: nothing of the previous audit's can be confused with it
+            handle = dre.create_ruleset(f"audit{rulesets}", ruleset_json)
+        except Exception as exc:  # durable's compile errors are bare numeric codes
+            results.put((_RULESET, b"", f"the engine refused the compiled rules ({exc})"))
+            return
+        if rulesets > 1:
+            results.put((_RULESET, b"", None))
+        task = _judge(dre, handle, fact_templates({int(code): names for code, names in json.loads(keys_json).items()}),
+                      tasks, results)
+        if task is None:
+            return
+        try:
+            dre.delete_ruleset(handle)  # its states were deleted batch by batch: nothing is left in it
+        except Exception as exc:  # not ready: the audit starts a fresh worker instead
+            results.put((_RULESET, b"", f"the engine could not delete the previous ruleset ({exc})"))
+            return
+        ruleset_json, keys_json = task
+
+
+def _judge(dre: Any, handle: int, templates: dict[int, str], tasks: Any, results: Any) -> tuple[str, str] | None:
+    """Judge the batches that come until the end (None returned, also after an error, which is
+    replied) or the next audit's ruleset and keys (returned)."""
     from engine.judge.compiler import OUTCOME_CODES, SENTINEL_RULE, parse_rule_name
 
     codes = {code: n for n, code in enumerate(OUTCOME_CODES)}
-    templates = fact_templates({int(code): names for code, names in json.loads(keys_json).items()})
-    try:
-        handle = dre.create_ruleset("audit", ruleset_json)
-    except Exception as exc:  # durable's compile errors are bare numeric codes
-        results.put((-1, b"", f"the engine refused the compiled rules ({exc})"))
-        return
     while True:
         task = tasks.get()
         if task is None:
-            return
+            return None
+        if task[0] == _NEW_RULESET:
+            _, ruleset_json, keys_json = task
+            return ruleset_json, keys_json
         batch_id, payload = task
         try:
             out = array("i")
@@ -153,7 +186,7 @@ def worker_main(ruleset_json: str, keys_json: str, tasks: Any, results: Any) -> 
             results.put((batch_id, out.tobytes(), None))
         except Exception as exc:  # reported to the parent, which stops the audit
             results.put((batch_id, b"", f"{type(exc).__name__}: {exc}"))
-            return
+            return None
 
 
 def _segments(flat: array[int]) -> Iterator[tuple[int, int, array[int]]]:
@@ -226,23 +259,19 @@ def _collect(connection: multiprocessing.connection.Connection, results: queue.S
     results.put(None)
 
 
-class DurableEvaluator:
-    """A durable_rules worker process judging batches of facts, with crash and hang detection.
+class _Worker:
+    """A started worker process, the pipes to it, and the audit process's threads doing their I/O.
 
-    Plain pipes carry batches and replies, each side's pipe I/O done by a thread of the audit's
-    process (so reading, judging and writing overlap, a batch or reply larger than a pipe's buffer
-    included). Pipes, not multiprocessing queues: a queue's locks are named semaphores that a
-    Ctrl-C arriving at the wrong moment leaves for the resource tracker to report on stderr.
+    Plain pipes, not multiprocessing queues: a queue's locks are named semaphores that a Ctrl-C
+    arriving at the wrong moment leaves for the resource tracker to report on stderr.
     """
 
-    def __init__(self, ruleset: dict[str, Any], keys: dict[int, list[str]], timeout: float = DEFAULT_TIMEOUT,
-                 target: Callable[..., None] = worker_main) -> None:
+    def __init__(self, target: Callable[..., None], ruleset_json: str, keys_json: str) -> None:
         context = mp.get_context("spawn")
-        self.timeout = timeout
         task_reader, task_writer = context.Pipe(duplex=False)
         result_reader, result_writer = context.Pipe(duplex=False)
         self.process = context.Process(target=_worker_start, args=(
-            target, engine_json(ruleset), json.dumps(keys), task_reader, result_writer),
+            target, ruleset_json, keys_json, task_reader, result_writer),
             daemon=True, name="durable-rules-worker")
         if sys.platform != "win32":
             # spawning starts multiprocessing's resource tracker, and starting it unblocks SIGINT
@@ -253,6 +282,10 @@ class DurableEvaluator:
         # the worker's ends belong to the worker alone: its death then ends this side's reads
         task_reader.close()
         result_writer.close()
+        # PR_SET_PDEATHSIG follows the thread that started the process: only that thread reuses it
+        self.thread = threading.current_thread()
+        self.owner = os.getpid()  # a forked copy of this module must not take the parent's worker
+        self.real = target is worker_main  # only the real worker is kept; tests substitute others
         self.tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._connections = (task_writer, result_reader)
@@ -262,8 +295,107 @@ class DurableEvaluator:
                                           name="engine-replies"))
         for thread in self._threads:
             thread.start()
+
+    def reusable(self) -> bool:
+        """Whether this worker may judge another audit: the real one, alive, nothing left unread,
+        in the process and on the thread that started it."""
+        return (self.real and self.owner == os.getpid() and self.thread is threading.current_thread()
+                and self.results.empty() and self.process.is_alive())
+
+    def hand_over(self, ruleset_json: str, keys_json: str, timeout: float) -> bool:
+        """Give this idle worker the next audit's ruleset; True once it answered ready."""
+        self.tasks.put((_NEW_RULESET, ruleset_json, keys_json))
+        try:
+            reply = self.results.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        return bool(reply == (_RULESET, b"", None))
+
+    def stop(self) -> None:
+        """End the worker (asked first, killed if it does not end) and the I/O threads."""
+        if self.process.is_alive():
+            self.tasks.put(None)
+            self.process.join(2)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(2)
+        self.tasks.put(None)  # the feed ends even when the worker never read its last batch
+        for thread in self._threads:  # the worker has ended: its ends of the pipes are closed
+            thread.join(2)
+        for connection in self._connections:
+            connection.close()
+
+
+# The worker kept between audits (one per process) and the lock guarding the hand-over.
+_idle: _Worker | None = None
+_idle_lock = threading.Lock()
+
+
+def _take_idle() -> _Worker | None:
+    global _idle
+    with _idle_lock:
+        worker, _idle = _idle, None
+    return worker
+
+
+def _keep(worker: _Worker) -> bool:
+    global _idle
+    with _idle_lock:
+        if _idle is None:
+            _idle = worker
+            return True
+    return False
+
+
+def idle_worker() -> multiprocessing.process.BaseProcess | None:
+    """The worker process kept for this process's next audit, if any."""
+    worker = _idle
+    return None if worker is None or worker.owner != os.getpid() else worker.process
+
+
+def stop_idle_worker() -> None:
+    """End the kept worker now rather than with this process."""
+    worker = _take_idle()
+    if worker is not None and worker.owner == os.getpid():
+        worker.stop()
+
+
+def _engine(target: Callable[..., None], ruleset_json: str, keys_json: str, timeout: float) -> _Worker:
+    """The kept worker with this ruleset if it answers ready, else a worker started for it."""
+    kept = _take_idle() if target is worker_main else None
+    if kept is not None and kept.owner == os.getpid():  # else a forked copy's: the parent's to end
+        if kept.thread is not threading.current_thread() and kept.thread.is_alive():
+            if not _keep(kept):  # another thread's, left to it; this audit starts its own
+                kept.stop()
+        elif kept.reusable() and kept.hand_over(ruleset_json, keys_json, timeout):
+            return kept
+        else:  # not ready (refused, dead, stopped): ended, whatever it is doing
+            kept.process.kill()
+            kept.stop()
+    return _Worker(target, ruleset_json, keys_json)
+
+
+class DurableEvaluator:
+    """A durable_rules worker process judging batches of facts, with crash and hang detection.
+
+    Plain pipes carry batches and replies, each side's pipe I/O done by a thread of the audit's
+    process (so reading, judging and writing overlap, a batch or reply larger than a pipe's buffer
+    included). The worker is the one kept by the previous audit of this process when there is one
+    and it is well (see the module's docstring); closing keeps it again when the audit ended
+    normally, with every batch answered.
+    """
+
+    def __init__(self, ruleset: dict[str, Any], keys: dict[int, list[str]], timeout: float = DEFAULT_TIMEOUT,
+                 target: Callable[..., None] = worker_main) -> None:
+        self.timeout = timeout
+        self.worker = _engine(target, engine_json(ruleset), json.dumps(keys), timeout)
+        self.process = self.worker.process
+        self.tasks = self.worker.tasks
+        self.results = self.worker.results
         self.pending: dict[int, str] = {}
         self.next_id = 0
+        self._failed = False
+        self._closed = False
 
     def submit(self, rows: list[tuple[Any, ...]], what: str) -> int:
         """Queue one batch of rows (type code, values in the type's key order); ``what`` names it in errors.
@@ -315,6 +447,7 @@ class DurableEvaluator:
         return f"the rule engine stopped unexpectedly (exit code {code})"
 
     def _fail(self, reason: str) -> None:
+        self._failed = True
         unjudged = ", ".join(self.pending[k] for k in sorted(self.pending)[:3])
         more = len(self.pending) - 3
         if more > 0:
@@ -323,21 +456,21 @@ class DurableEvaluator:
         raise EngineError(f"{reason}; not judged: {unjudged}")
 
     def close(self) -> None:
-        if self.process.is_alive():
-            self.tasks.put(None)
-            self.process.join(2)
-            if self.process.is_alive():
-                self.process.kill()
-                self.process.join(2)
-        self.tasks.put(None)  # the feed ends even when the worker never read its last batch
-        for thread in self._threads:  # the worker has ended: its ends of the pipes are closed
-            thread.join(2)
-        for connection in self._connections:
-            connection.close()
+        """Keep the worker for the next audit if this one ended normally, else end it.
+
+        Normally: no failure seen, every batch answered, and no exception on its way (closing from
+        a ``finally`` or ``__exit__`` of an audit that stopped with an error, which may be a wrong
+        answer of the engine found by the audit's own check, or a Ctrl-C).
+        """
+        if self._closed:  # closed twice (after a failure, then by its owner): the worker may be another's now
+            return
+        self._closed = True
+        normal = not self._failed and not self.pending and sys.exc_info()[1] is None
+        if not (normal and self.worker.reusable() and _keep(self.worker)):
+            self.worker.stop()
 
     def __enter__(self) -> DurableEvaluator:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
