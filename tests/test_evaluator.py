@@ -157,13 +157,15 @@ def _hanging_worker(ruleset_json: str, keys_json: str, tasks: Any, results: Any)
     time.sleep(60)
 
 
-@pytest.mark.parametrize("target, message", [
-    (_raising_worker, "the rule engine failed: ValueError: an action raised; not judged: batch one"),
-    (_crashing_worker, "the rule engine crashed (SIGSEGV); not judged: batch one"),
-    (_hanging_worker, "the rule engine did not answer within 2 s (hung); not judged: batch one"),
+# Only the hang waits out its timeout; the others have ample time to start on a busy machine (the
+# tests may run beside another worker of pytest-xdist).
+@pytest.mark.parametrize("target, timeout, message", [
+    (_raising_worker, 60, "the rule engine failed: ValueError: an action raised; not judged: batch one"),
+    (_crashing_worker, 60, "the rule engine crashed (SIGSEGV); not judged: batch one"),
+    (_hanging_worker, 2, "the rule engine did not answer within 2 s (hung); not judged: batch one"),
 ], ids=["error-not-swallowed", "segfault", "hang"])
-def test_engine_failures_stop_the_audit_naming_what_was_not_judged(target: Any, message: str) -> None:
-    evaluator = DurableEvaluator({}, {0: []}, timeout=2, target=target)
+def test_engine_failures_stop_the_audit_naming_what_was_not_judged(target: Any, timeout: float, message: str) -> None:
+    evaluator = DurableEvaluator({}, {0: []}, timeout=timeout, target=target)
     evaluator.submit([(0,)], "batch one")
     with pytest.raises(EngineError) as caught:
         evaluator.receive()

@@ -335,9 +335,10 @@ def _until(condition: Callable[[], Any], seconds: float = 60) -> Any:
 
 @pytest.fixture(scope="module")
 def big_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An export the audit takes some seconds on, so a signal finds it running."""
+    """An export the audit takes some seconds on (the worker starts once every record is read, and
+    judging them takes seconds more), so a signal finds it running."""
     folder = tmp_path_factory.mktemp("export")
-    subprocess.run([sys.executable, str(ROOT / "samples" / "generate.py"), "--iv-only", "--sessions", "20000",
+    subprocess.run([sys.executable, str(ROOT / "samples" / "generate.py"), "--iv-only", "--sessions", "8000",
                     "--patients", "1000", "--out", str(folder)], check=True, capture_output=True)
     return folder / "sessions.csv"
 
