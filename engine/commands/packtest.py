@@ -27,6 +27,7 @@ class PackResult:
     coverage: list[Coverage]
     examples: int
     scenarios: int
+    context: PackContext  # the pack compiled once; failing cases are traced with it
 
     @property
     def failed(self) -> list[Case]:
@@ -49,12 +50,12 @@ def run_pack(pack: Pack) -> PackResult:
     examples = sum(len(rule.examples) for rule in pack.rules)
     context = PackContext([pack])
     return PackResult(pack, files, cases, [coverage(rule, cases, context) for rule in pack.rules], examples,
-                      len(scenarios))
+                      len(scenarios), context)
 
 
-def evidence(pack: Pack, case: Case) -> list[str]:
+def evidence(context: PackContext, case: Case) -> list[str]:
     """Why the case came out as it did: every condition traced, as ``explain`` shows it."""
-    _, lines = trace(PackContext([pack]), case.rule, case.record, case.patient)
+    _, lines = trace(context, case.rule, case.record, case.patient)
     return lines
 
 
@@ -68,7 +69,7 @@ def report_lines(result: PackResult, min_coverage: float | None) -> Iterator[str
     for case in result.failed:
         yield (f"FAIL {case.mark.path}:{case.mark.line}: {case.rule.id} {case.label}: "
                f"expected {case.expected_text}, got {case.actual}")
-        for line in evidence(pack, case):
+        for line in evidence(result.context, case):
             yield f"    {line}"
     full = sum(1 for c in result.coverage if c.full)
     total = len(result.coverage)
