@@ -13,8 +13,9 @@ from engine.inputs.fhir_view import ViewError, compile_view
 CASES_DIR = Path(__file__).parent / "sof"
 
 # Every case the product does not pass on purpose, with the reason. Nothing else is skipped.
+_BOUNDARY = "lowBoundary()/highBoundary() (experimental in the spec) are not in fhirpathpy 2.2.4"
 UNSUPPORTED: dict[tuple[str, str], str] = {
-    **{("fn_boundary.json", title): "lowBoundary()/highBoundary() (experimental in the spec) are not in fhirpathpy 2.2.4"
+    **{("fn_boundary.json", title): _BOUNDARY
        for title in ("decimal lowBoundary", "decimal highBoundary", "datetime lowBoundary", "datetime highBoundary",
                      "date lowBoundary", "date highBoundary", "time lowBoundary", "time highBoundary")},
 }

@@ -3,7 +3,8 @@
 ``compile_view`` checks a ViewDefinition and compiles each of its FHIRPaths once; ``View.matches``
 applies its ``where`` and ``View.rows`` expands ``forEach`` / ``forEachOrNull`` / ``repeat`` /
 ``unionAll`` / nested selects into rows of column collections. FHIRPath is data for fhirpathpy
-(plus getResourceKey, getReferenceKey and RE2 regexes); plain dotted paths are walked directly.
+(plus getResourceKey, getReferenceKey and RE2 regexes); its common subset runs as compiled closures
+(engine/inputs/fhir_view_direct.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def compile_view(view: Mapping[str, Any], *, fast_paths: bool = True) -> View:
     """Validate and compile a ViewDefinition given as plain data (parsed YAML or JSON).
 
     Raises ViewError listing every problem with its place in the view. ``fast_paths=False``
-    evaluates every path with fhirpathpy (for measuring and cross-checking the direct walk).
+    evaluates every path with fhirpathpy (for measuring and cross-checking the compiled subset).
     """
     compiler = ViewCompiler(fast_paths)
     wheres, root = compiler.view(view)
@@ -155,11 +156,20 @@ def _rows(select: Select, focus: Any, env: dict[str, Any]) -> list[Row]:
     if foci is None:
         return _focus_rows(select, focus, env)
     if not foci:
-        return [{name: [] for name in select.names}] if select.or_null else []
+        return [_null_row(select, env)] if select.or_null else []
     rows: list[Row] = []
     for index, each in enumerate(foci):
         rows += _focus_rows(select, each, {**env, "rowIndex": index})
     return rows
+
+
+def _null_row(select: Select, env: dict[str, Any]) -> Row:
+    """forEachOrNull over nothing: one row of nulls, but %rowIndex is still 0 (as the spec's cases say)."""
+    row: Row = {name: [] for name in select.names}
+    for column in select.columns:
+        if column.path.uses_row_index:
+            row[column.column.name] = column.path.values([], {**env, "rowIndex": 0})
+    return row
 
 
 def _focus_rows(select: Select, focus: Any, env: dict[str, Any]) -> list[Row]:

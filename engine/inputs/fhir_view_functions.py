@@ -99,6 +99,13 @@ def _compiled(regex: str) -> Any:
     return compile_pattern(regex)
 
 
+def join(inputs: list[Any], separator: Any = "") -> list[Any]:
+    # the spec's join gives "" for an empty collection, where fhirpathpy gives nothing
+    if not all(isinstance(i, str) for i in inputs):
+        raise ValueError("join() takes text values only")
+    return [_bounded((separator if isinstance(separator, str) else "").join(inputs))]
+
+
 def _bounded(text: str) -> str:
     if len(text) > MAX_TEXT:
         raise ValueError(f"a text function built more than {MAX_TEXT} characters")
@@ -112,5 +119,6 @@ USER_FUNCTIONS: dict[str, dict[str, Any]] = {
     "getReferenceKey": {"fn": get_reference_key, "arity": {0: [], 1: ["TypeSpecifier"]}},
     "matches": {"fn": matches, "arity": {1: ["String"]}, "nullable_input": True},
     "replaceMatches": {"fn": replace_matches, "arity": {2: ["String", "String"]}, "nullable_input": True},
+    "join": {"fn": join, "arity": {0: [], 1: ["String"]}},
     "replace": {"fn": replace, "arity": {2: ["String", "String"]}, "nullable_input": True},
 }

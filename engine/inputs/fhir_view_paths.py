@@ -1,4 +1,4 @@
-"""FHIRPath expressions of a SQL-on-FHIR view: parsed once, checked, evaluated by fhirpathpy or walked directly."""
+"""FHIRPath expressions of a SQL-on-FHIR view: parsed once, checked, evaluated directly or by fhirpathpy."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from fhirpathpy.models import models
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
+from engine.inputs.fhir_view_direct import Step, Unsure, compile_direct
 from engine.inputs.fhir_view_functions import USER_FUNCTIONS, check_regex
 
 R4: dict[str, Any] = models["r4"]
@@ -28,9 +29,6 @@ R4: dict[str, Any] = models["r4"]
 MAX_PATH_LENGTH = 2000  # characters; a real column path is a few dozen
 BUILTIN_CONSTANTS = frozenset({"context", "resource", "rootResource", "ucum", "sct", "loinc", "rowIndex"})
 
-# The last name of every R4 choice element (value[x], effective[x], ...): a plain path through one
-# of these needs the model to find valueQuantity and the like, so only fhirpathpy walks it.
-_CHOICE_NAMES = frozenset(path.rsplit(".", 1)[1] for path in R4["choiceTypePaths"])
 _KEYWORDS = frozenset({"and", "or", "xor", "implies", "is", "as", "in", "contains", "div", "mod", "true", "false"})
 _PLAIN_PATH = re.compile(r"[a-z][A-Za-z0-9_]*(\.[a-z][A-Za-z0-9_]*)*\Z")
 _FUNCTIONS: dict[str, dict[str, Any]] = {**cast(Any, invocations).invocation_registry, **USER_FUNCTIONS}
@@ -144,7 +142,7 @@ def plain_segments(text: str) -> tuple[str, ...] | None:
     if not _PLAIN_PATH.match(text):
         return None
     segments = tuple(text.split("."))
-    if any(s in _CHOICE_NAMES or s in _KEYWORDS or s == "length" for s in segments):
+    if any(s in _KEYWORDS or s == "length" for s in segments):
         return None
     return segments
 
@@ -165,21 +163,34 @@ def static_type(resource: str, segments: tuple[str, ...]) -> str | None:
 
 
 class Path:
-    """One compiled FHIRPath: ``nodes`` keeps fhirpathpy's typed nodes, ``values`` gives plain JSON values."""
+    """One compiled FHIRPath: ``nodes`` keeps fhirpathpy's typed nodes, ``values`` gives plain JSON values.
 
-    __slots__ = ("text", "ast", "segments", "_root")
+    With ``fast``, ``values`` runs the closure fhir_view_direct compiles for the focus's FHIR type
+    (once per type) and asks fhirpathpy only when the path or a value is outside that subset.
+    """
+
+    __slots__ = ("text", "ast", "fast", "uses_row_index", "_root", "_direct")
 
     def __init__(self, text: str, ast: dict[str, Any], fast: bool) -> None:
         self.text = text
         self.ast = ast
-        self.segments = plain_segments(text) if fast else None
+        self.fast = fast
+        self.uses_row_index = any(n.get("type") == "ExternalConstant" and n["children"][0]["text"].strip("`")
+                                  == "rowIndex" for n in _nodes(ast))
         self._root = ast["children"][0]
+        self._direct: dict[str, Step | None] = {}
+
+    def direct(self, type_path: str) -> Step | None:
+        """The compiled closure for a focus of ``type_path`` (None: fhirpathpy evaluates this path)."""
+        if type_path not in self._direct:
+            self._direct[type_path] = compile_direct(self.ast, type_path, R4) if self.fast else None
+        return self._direct[type_path]
 
     def nodes(self, focus: Any, env: dict[str, Any]) -> list[Any]:
         """fhirpathpy's nodes, which keep their FHIR type for the paths evaluated on them (forEach)."""
         _reset_clock()
-        root = [focus]
-        context = {"dataRoot": root, "vars": env, "model": R4, "userInvocationTable": _USER_TABLE}
+        root = focus if isinstance(focus, list) else [focus]
+        context = {"dataRoot": root, "$this": root, "vars": env, "model": R4, "userInvocationTable": _USER_TABLE}
         try:
             result = _do_eval(context, root, self._root)
         except RecursionError:
@@ -189,33 +200,23 @@ class Path:
         return [n for n in result if not _extension_only(n)]
 
     def values(self, focus: Any, env: dict[str, Any]) -> list[Any]:
-        if self.segments is not None:
-            data = focus.data if isinstance(focus, ResourceNode) else focus
-            return walk(data, self.segments)
+        if self.fast:
+            if isinstance(focus, ResourceNode):
+                type_path, data = focus.path, focus.data
+            else:
+                type_path, data = (focus.get("resourceType"), focus) if isinstance(focus, dict) else (None, None)
+            step = self.direct(type_path) if isinstance(type_path, str) else None
+            if step is not None:
+                try:
+                    return [v for v in step([data]) if not _extension_only(v)]
+                except Unsure:
+                    pass
+                except RecursionError:
+                    raise PathError(f'"{self.text}": the resource is nested too deeply') from None
         try:
             return [plain(n) for n in self.nodes(focus, env)]
         except RecursionError:
             raise PathError(f'"{self.text}": the value is nested too deeply') from None
-
-
-def walk(focus: Any, segments: tuple[str, ...]) -> list[Any]:
-    """A plain dotted path with FHIRPath collection semantics: lists flatten, absent and null vanish."""
-    items = [focus]
-    for segment in segments:
-        found: list[Any] = []
-        for item in items:
-            if isinstance(item, dict):
-                value = item.get(segment)
-                if value is None:
-                    continue
-                if isinstance(value, list):
-                    found.extend(v for v in value if v is not None)
-                else:
-                    found.append(value)
-        if not found:
-            return found
-        items = found
-    return [i for i in items if not (isinstance(i, dict) and list(i) == ["extension"])]
 
 
 def _extension_only(node: Any) -> bool:

@@ -1,0 +1,253 @@
+"""The common FHIRPath of views compiled to Python closures over the resource's JSON (fhirpathpy does the rest).
+
+fhirpathpy walks its AST with typed node objects: 50-150 µs for a path like
+``code.coding.where(system = 'http://loinc.org').exists()``. The subset views use most (members,
+``where``, ``exists``, ``empty``, ``first``, ``not``, ``=``/``!=`` on text, numbers and booleans,
+``and``/``or``, ``ofType`` on a choice element, ``getReferenceKey``, ``getResourceKey``) is compiled
+here for one FHIR type once; anything else, or a value it is not sure about (a comparison of
+collections, a date), leaves the path to fhirpathpy. The tests check both give the same answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from engine.inputs.fhir_view_functions import reference_key
+
+Step = Callable[[list[Any]], list[Any]]
+
+# Element types whose JSON value compares as FHIRPath compares them (dates and times do not: precision, zones).
+_COMPARABLE = frozenset({"string", "code", "id", "uri", "url", "canonical", "markdown", "oid", "uuid", "boolean",
+                         "integer", "decimal", "positiveInt", "unsignedInt", "System.String", "System.Boolean",
+                         "System.Integer", "System.Decimal"})
+_OPAQUE_TYPES = frozenset({"Resource", "DomainResource"})  # contained resources: their own type decides
+
+
+class NotDirect(Exception):
+    """This expression (or this focus type) is outside the compiled subset."""
+
+
+class Unsure(Exception):
+    """Raised while evaluating: these values need fhirpathpy's rules (the caller asks fhirpathpy)."""
+
+
+def compile_direct(ast: dict[str, Any], type_path: str, model: dict[str, Any]) -> Step | None:
+    """A closure evaluating ``ast`` on a list holding one element of ``type_path``, or None."""
+    try:
+        step, _ = _Compiler(model).expression(ast["children"][0], type_path)
+    except NotDirect:
+        return None
+    return step
+
+
+class _Compiler:
+    def __init__(self, model: dict[str, Any]) -> None:
+        self.model = model
+
+    def child_type(self, type_path: str | None, name: str) -> tuple[str, bool]:
+        """The model's type of ``type_path.name`` and whether it is a choice element (fhirpathpy's lookup)."""
+        if type_path is None or type_path in _OPAQUE_TYPES or not name[:1].islower():
+            raise NotDirect
+        child = f"{type_path}.{name}"
+        child = self.model["pathsDefinedElsewhere"].get(child, child)
+        if child in self.model["choiceTypePaths"]:
+            return child, True
+        if name == "extension":
+            child = "Extension"
+        return self.model["path2Type"].get(child, child), False
+
+    def expression(self, node: dict[str, Any], type_path: str | None) -> tuple[Step, str | None]:
+        kind = node["type"]
+        children = node.get("children", [])
+        if kind == "TermExpression":
+            return self.term(children[0], type_path)
+        if kind == "InvocationExpression":
+            return self.invocation(children[0], children[1], type_path)
+        if kind in ("EqualityExpression", "AndExpression", "OrExpression"):
+            return self.operator(kind, node["terminalNodeText"][0], children, type_path)
+        raise NotDirect
+
+    def term(self, node: dict[str, Any], type_path: str | None) -> tuple[Step, str | None]:
+        kind = node["type"]
+        if kind == "ParenthesizedTerm":
+            return self.expression(node["children"][0], type_path)
+        if kind == "LiteralTerm":
+            return _literal(node["children"][0])
+        if kind == "InvocationTerm":
+            return self.call(node["children"][0], lambda items: items, type_path)
+        raise NotDirect
+
+    def invocation(self, left: dict[str, Any], right: dict[str, Any], type_path: str | None) -> tuple[Step, str | None]:
+        if right["type"] == "FunctionInvocation" and _function_name(right) == "ofType":
+            return self.of_type(left, right, type_path)
+        before, before_type = self.expression(left, type_path)
+        return self.call(right, before, before_type)
+
+    def call(self, node: dict[str, Any], before: Step, type_path: str | None) -> tuple[Step, str | None]:
+        if node["type"] == "MemberInvocation":
+            name = node["children"][0]["text"]
+            child, choice = self.child_type(type_path, name)
+            if choice:
+                raise NotDirect  # fhirpathpy picks the first value[x] present; only ofType is compiled
+            return _member(before, name), child
+        if node["type"] == "FunctionInvocation":
+            return self.function(node, before, type_path)
+        raise NotDirect
+
+    def of_type(self, left: dict[str, Any], right: dict[str, Any], type_path: str | None) -> tuple[Step, str | None]:
+        # value.ofType(Quantity) is the JSON key valueQuantity; ofType anywhere else is fhirpathpy's
+        if left["type"] == "InvocationExpression" and left["children"][1]["type"] == "MemberInvocation":
+            before, before_type = self.expression(left["children"][0], type_path)
+            member = left["children"][1]
+        elif left["type"] == "TermExpression" and left["children"][0]["type"] == "InvocationTerm" and \
+                left["children"][0]["children"][0]["type"] == "MemberInvocation":
+            before, before_type, member = (lambda items: items), type_path, left["children"][0]["children"][0]
+        else:
+            raise NotDirect
+        name = member["children"][0]["text"]
+        choice_path, choice = self.child_type(before_type, name)
+        arguments = _arguments(right)
+        if not choice or len(arguments) != 1:
+            raise NotDirect
+        wanted = arguments[0].get("text", "")
+        suffix = wanted[:1].upper() + wanted[1:]
+        if not wanted.isidentifier() or suffix not in self.model["choiceTypePaths"][choice_path]:
+            raise NotDirect
+        key = name + suffix
+        return _member(before, key), self.model["path2Type"].get(choice_path + suffix, choice_path + suffix)
+
+    def function(self, node: dict[str, Any], before: Step, type_path: str | None) -> tuple[Step, str | None]:
+        name, arguments = _function_name(node), _arguments(node)
+        if name == "where" and len(arguments) == 1:
+            test, _ = self.expression(arguments[0], type_path)
+            return _where(before, test), type_path
+        if name == "exists" and len(arguments) <= 1:
+            condition = self.expression(arguments[0], type_path)[0] if arguments else None
+            return _exists(before, condition), "System.Boolean"
+        if arguments:
+            if name == "getReferenceKey" and len(arguments) == 1 and arguments[0].get("text", "").isidentifier():
+                return _reference_keys(before, arguments[0]["text"]), "System.String"
+            raise NotDirect
+        simple: dict[str, tuple[Step, str | None]] = {
+            "empty": (lambda items: [not before(items)], "System.Boolean"),
+            "first": (lambda items: before(items)[:1], type_path),
+            "not": (lambda items: _not(before(items)), "System.Boolean"),
+            "getReferenceKey": (_reference_keys(before, None), "System.String"),
+            "getResourceKey": (lambda items: [r["id"] for r in before(items)
+                                              if isinstance(r, dict) and isinstance(r.get("id"), str)],
+                               "System.String"),
+        }
+        if name not in simple:
+            raise NotDirect
+        return simple[name]
+
+    def operator(self, kind: str, symbol: str, children: list[dict[str, Any]],
+                 type_path: str | None) -> tuple[Step, str | None]:
+        left, left_type = self.expression(children[0], type_path)
+        right, right_type = self.expression(children[1], type_path)
+        if kind == "EqualityExpression":
+            if symbol not in ("=", "!=") or left_type not in _COMPARABLE or right_type not in _COMPARABLE:
+                raise NotDirect
+            return _equality(left, right, symbol == "!="), "System.Boolean"
+        if symbol not in ("and", "or"):
+            raise NotDirect
+        return _logic(left, right, symbol == "and"), "System.Boolean"
+
+
+def _function_name(node: dict[str, Any]) -> str:
+    return str(node["children"][0]["children"][0]["text"])
+
+
+def _arguments(node: dict[str, Any]) -> list[dict[str, Any]]:
+    params = [c for c in node["children"][0]["children"][1:] if c["type"] == "ParamList"]
+    return list(params[0]["children"]) if params else []
+
+
+def _literal(node: dict[str, Any]) -> tuple[Step, str]:
+    text = node.get("text", "")
+    value: Any
+    if node["type"] == "StringLiteral" and "\\" not in text:
+        value, kind = text[1:-1], "System.String"
+    elif node["type"] == "BooleanLiteral":
+        value, kind = text == "true", "System.Boolean"
+    elif node["type"] == "NumberLiteral":
+        value, kind = (int(text), "System.Integer") if text.isdigit() else (float(text), "System.Decimal")
+    else:
+        raise NotDirect
+    constant = [value]
+    return (lambda items: constant), kind
+
+
+def _member(before: Step, key: str) -> Step:
+    def member(items: list[Any]) -> list[Any]:
+        found: list[Any] = []
+        for item in before(items):
+            if isinstance(item, dict):
+                value = item.get(key)
+                if isinstance(value, list):
+                    found.extend(v for v in value if v is not None)
+                elif value is not None:
+                    found.append(value)
+        return found
+    return member
+
+
+def _where(before: Step, test: Step) -> Step:
+    def where(items: list[Any]) -> list[Any]:
+        kept = []
+        for item in before(items):
+            if _truth(test([item])):
+                kept.append(item)
+        return kept
+    return where
+
+
+def _exists(before: Step, test: Step | None) -> Step:
+    if test is None:
+        return lambda items: [bool(before(items))]
+    return lambda items: [bool(_where(before, test)(items))]
+
+
+def _truth(values: list[Any]) -> bool | None:
+    if not values:
+        return None
+    if len(values) == 1 and isinstance(values[0], bool):
+        return values[0]
+    raise Unsure
+
+
+def _not(values: list[Any]) -> list[Any]:
+    truth = _truth(values)
+    return [] if truth is None else [not truth]
+
+
+def _logic(left: Step, right: Step, conjunction: bool) -> Step:
+    def logic(items: list[Any]) -> list[Any]:
+        a, b = _truth(left(items)), _truth(right(items))
+        if conjunction:
+            return [False] if a is False or b is False else [True] if a and b else []
+        return [True] if a is True or b is True else [False] if a is False and b is False else []
+    return logic
+
+
+def _equality(left: Step, right: Step, negated: bool) -> Step:
+    def equality(items: list[Any]) -> list[Any]:
+        a, b = left(items), right(items)
+        if not a or not b:
+            return []
+        if len(a) != 1 or len(b) != 1:
+            raise Unsure  # collections compare item by item, in order: fhirpathpy's rule
+        x, y = a[0], b[0]
+        if isinstance(x, bool) != isinstance(y, bool) or isinstance(x, str) != isinstance(y, str) or \
+                not isinstance(x, bool | str | int | float) or not isinstance(y, bool | str | int | float):
+            raise Unsure
+        return [(x == y) != negated]
+    return equality
+
+
+def _reference_keys(before: Step, of_type: str | None) -> Step:
+    def keys(items: list[Any]) -> list[Any]:
+        found = (reference_key(r, of_type) for r in before(items) if isinstance(r, dict))
+        return [k for k in found if k is not None]
+    return keys
