@@ -1338,6 +1338,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=SEED, help="random seed (default %(default)s)")
     ap.add_argument("--out", type=Path, default=here, help="output folder (default: next to this script)")
     ap.add_argument("--no-bad-rows", action="store_true", help="omit the malformed and duplicate rows")
+    ap.add_argument("--no-forms", action="store_true",
+                    help="skip the FHIR R4 (fhir/) and vendor-style (vendor/) forms of the export")
     ap.add_argument("--iv-only", action="store_true",
                     help="write only sessions.csv and sessions.ndjson with the IV sessions (streamed; any size)")
     args = ap.parse_args(argv)
@@ -1368,7 +1370,22 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for line, what in broken:
                 print(f"  line {line}: {what}", file=sys.stderr)
+    if not args.no_forms:
+        _write_forms(files, args.out)
     return 0
+
+
+def _write_forms(files: dict[str, tuple[dict[str, str], list[Row]]], out: Path) -> None:
+    """The same export as a FHIR R4 bulk export and as the Acme EHR vendor export (samples/forms.py)."""
+    try:
+        from samples import forms
+    except ImportError:                      # run as a script: samples/ is on the path, not its parent
+        import forms  # type: ignore[no-redef]
+    for name, writer in (("fhir", forms.write_fhir), ("vendor", forms.write_vendor)):
+        broken = writer(files, out / name)
+        print(f"wrote {out / name}/", file=sys.stderr)
+        for file_name, line, what in broken:
+            print(f"  {name}/{file_name} line {line}: {what}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,614 @@
+"""The canonical sample export written again in two real-world forms: a FHIR R4 bulk export
+(``fhir/<ResourceType>.ndjson``) and a vendor-style EHR export (``vendor/``: cp1252, ``;``,
+decimal comma, US datetimes, a long vitals flowsheet and one XLSX workbook).
+
+Both are made from the canonical rows' text, cell by cell, so that auditing either form through
+its source map (``maps/fhir-r4.yaml``, ``vendor/acme-ehr.map.yaml``) gives the canonical audit:
+same keys, same values, and every planted bad row still bad. A value that does not convert in
+the canonical export gets a representation of the form that does not convert either (the
+``_bad_*`` helpers below; ``docs/fhir-map.md`` and ``samples/README.md`` list them)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import re
+import zipfile
+from collections.abc import Iterable
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+Row = dict[str, Any]
+Files = dict[str, tuple[dict[str, str], list[Row]]]
+Broken = list[tuple[str, int, str]]          # (file name, line, what)
+
+TZ = ZoneInfo("America/Los_Angeles")
+BASE = "https://protocol-audit.example/fhir"
+SD = f"{BASE}/StructureDefinition/"
+CS = f"{BASE}/CodeSystem/"
+STAFF = f"{BASE}/NamingSystem/staff-id"
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+SNOMED = "http://snomed.info/sct"
+UCUM = "http://unitsofmeasure.org"
+DAR = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+
+DRUGS = {"ketamine_racemic": ("6130", "ketamine"), "esketamine": ("2119365", "esketamine")}
+ROUTES = {"IV": ("47625008", "Intravenous route"), "IN": ("46713006", "Nasal route"),
+          "IM": ("78421000", "Intramuscular route"), "SC": ("34206005", "Subcutaneous route"),
+          "PO": ("26643006", "Oral route"), "SL": ("37839007", "Sublingual route")}
+# Instruments: LOINC where the instrument has a total-score code, always the local code too
+INSTRUMENTS = {"PHQ9": ("44261-6", "PHQ-9 total score"), "CSSRS_SCREEN": ("93374-7", "C-SSRS risk level"),
+               "DAST10": ("82667-7", "DAST-10 total score"), "AUDITC": ("75626-2", "AUDIT-C total score"),
+               "MADRS": (None, "MADRS total score"), "QIDS_SR16": (None, "QIDS-SR16 total score"),
+               "HAMD17": (None, "HAM-D17 total score"), "CAGEAID": (None, "CAGE-AID total score")}
+VITAL_CODES = {"sbp_mmhg": ("8480-6", "Systolic blood pressure", "mm[Hg]"),
+               "dbp_mmhg": ("8462-4", "Diastolic blood pressure", "mm[Hg]"),
+               "hr_bpm": ("8867-4", "Heart rate", "/min"),
+               "spo2_pct": ("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", "%")}
+
+
+# ----------------------------------------------------------------------------- values
+
+def valid(kind: str, text: str) -> bool:
+    """Whether canonical text converts to its declared kind (as the engine reads a CSV cell)."""
+    try:
+        if kind == "integer":
+            return re.fullmatch(r"-?\d+", text) is not None
+        if kind == "number":
+            return re.fullmatch(r"-?\d+(\.\d+)?", text) is not None
+        if kind == "boolean":
+            return text in ("true", "false")
+        if kind == "date":
+            dt.date.fromisoformat(text)
+            return re.fullmatch(r"\d{4}-\d\d-\d\d", text) is not None
+        if kind == "datetime":
+            return dt.datetime.fromisoformat(text).tzinfo is not None and "T" in text
+    except ValueError:
+        return False
+    return True
+
+
+def _number(text: str) -> int | float:
+    return int(text) if re.fullmatch(r"-?\d+", text) else float(Decimal(text))
+
+
+def _duplicate(row: Row) -> bool:
+    return str(row.get("_bad", "")).startswith("duplicate")
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+# ----------------------------------------------------------------------------- FHIR R4
+
+def _ext(name: str, kind: str, text: str) -> list[dict[str, Any]]:
+    """An extension ``SD + name`` holding the text typed as ``kind``; a value that does not convert
+    is kept as valueString (still not a value of the field's type); missing is no extension."""
+    if text == "":
+        return []
+    url = SD + name
+    if not valid(kind, text):
+        return [{"url": url, "valueString": text}]
+    if kind == "boolean":
+        return [{"url": url, "valueBoolean": text == "true"}]
+    if kind == "integer":
+        return [{"url": url, "valueInteger": int(text)}]
+    if kind == "date":
+        return [{"url": url, "valueDate": text}]
+    if kind == "datetime":
+        return [{"url": url, "valueDateTime": text}]
+    if kind == "code":
+        return [{"url": url, "valueCode": text}]
+    return [{"url": url, "valueString": text}]
+
+
+def _quantity_ext(name: str, text: str, unit: str) -> list[dict[str, Any]]:
+    if text == "":
+        return []
+    if not valid("number", text):
+        return [{"url": SD + name, "valueString": text}]
+    return [{"url": SD + name, "valueQuantity": {"value": _number(text), "unit": unit, "system": UCUM,
+                                                 "code": unit}}]
+
+
+def _staff(ident: str) -> dict[str, Any]:
+    # staff ids are identifiers, not resource ids: the export has ids such as "Dr. Okafor"
+    return {"identifier": {"system": STAFF, "value": ident}}
+
+
+def _subject(row: Row) -> dict[str, str]:
+    return {"reference": f"Patient/{row['patient_id']}"}
+
+
+def _moment(resource: dict[str, Any], element: str, text: str) -> None:
+    """The resource's main date/time; text that is no valid FHIR dateTime goes to the
+    datetime-as-entered extension instead."""
+    if text == "":
+        return
+    if valid("datetime", text) or valid("date", text):
+        resource[element] = text
+    else:
+        resource.setdefault("extension", []).append({"url": SD + "datetime-as-entered", "valueString": text})
+
+
+def _meta(row: Row) -> dict[str, Any]:
+    # a record exported twice: the same resource id, a second version
+    return {"meta": {"versionId": "2"}} if _duplicate(row) else {}
+
+
+def medication_administration(row: Row) -> dict[str, Any]:
+    """One session as a MedicationAdministration."""
+    cancelled = row["cancelled"]
+    status = {"true": "not-done", "false": "completed"}.get(cancelled, "unknown")
+    res: dict[str, Any] = {"resourceType": "MedicationAdministration", "id": row["session_id"], **_meta(row),
+                           "status": status}
+    ext: list[dict[str, Any]] = []
+    for name, column, kind in (("arrival-time", "session_start", "datetime"), ("session-date", "session_date", "date"),
+                               ("course-id", "course_id", "string"), ("site-id", "site_id", "string"),
+                               ("course-phase", "phase", "code"),
+                               ("session-number-in-course", "session_number_in_course", "integer"),
+                               ("setting-type", "setting_type", "code"), ("cancelled", "cancelled", "boolean"),
+                               ("prescriber-onsite", "prescriber_onsite", "boolean"),
+                               ("consent-signed-date", "consent_signed_date", "date")):
+        ext += _ext(name, kind, row[column])
+    ext += _quantity_ext("dosing-weight", row["dosing_weight_kg"], "kg")
+    ext += _ext("devices-count", "integer", row["devices_count"])
+    ext += _ext("predose-bp-time", "datetime", row["predose_bp_time"])
+    ext += _quantity_ext("predose-systolic", row["predose_sbp"], "mm[Hg]")
+    ext += _quantity_ext("predose-diastolic", row["predose_dbp"], "mm[Hg]")
+    for name, column, kind in (("predose-bp-override", "predose_bp_override", "boolean"),
+                               ("spo2-monitored", "spo2_monitored", "boolean"),
+                               ("monitoring-end-time", "monitoring_end_time", "datetime"),
+                               ("discharge-time", "discharge_time", "datetime"),
+                               ("escort-present", "escort_present", "boolean"),
+                               ("no-drive-instruction-given", "no_drive_instruction_given", "boolean"),
+                               ("pmf-submitted-date", "pmf_submitted_date", "date")):
+        ext += _ext(name, kind, row[column])
+    res["extension"] = ext
+    drug = row["drug"]
+    if drug in DRUGS:
+        code, display = DRUGS[drug]
+        res["medicationCodeableConcept"] = {"coding": [{"system": RXNORM, "code": code, "display": display}]}
+    else:                                    # not recorded
+        res["medicationCodeableConcept"] = {"extension": [{"url": DAR, "valueCode": "unknown"}]}
+    res["subject"] = _subject(row)
+    res["context"] = {"reference": f"Encounter/{row['session_id']}"}
+    period = {k: row[c] for k, c in (("start", "dose_start_time"), ("end", "dose_end_time")) if row[c]}
+    res["effectivePeriod"] = period or {"extension": [{"url": DAR, "valueCode": "unknown"}]}
+    performers = []
+    if row["supervising_clinician_id"]:
+        sup: dict[str, Any] = {}
+        sup_ext = _ext("supervisor-credential", "code", row["supervising_role"]) + _ext(
+            "acls-expiry", "date", row["acls_expiry"])
+        if sup_ext:
+            sup["extension"] = sup_ext
+        sup["function"] = {"coding": [{"system": CS + "performer-function", "code": "supervisor"}]}
+        sup["actor"] = _staff(row["supervising_clinician_id"])
+        performers.append(sup)
+    if row["second_bls_staff_id"]:
+        performers.append({"function": {"coding": [{"system": CS + "performer-function", "code": "second-bls"}]},
+                           "actor": _staff(row["second_bls_staff_id"])})
+    if performers:
+        res["performer"] = performers
+    if row.get("notes"):
+        res["note"] = [{"text": row["notes"]}]
+    dosage: dict[str, Any] = {}
+    dose = row["dose_mg"]
+    if dose and not valid("number", dose):
+        dosage["text"] = dose                # a dose that is not a number stays free text
+    if row["route"]:
+        sct = ROUTES.get(row["route"])
+        coding = [{"system": SNOMED, "code": sct[0], "display": sct[1]}] if sct else []
+        dosage["route"] = {"coding": coding + [{"system": CS + "route", "code": row["route"]}]}
+    if dose and valid("number", dose):
+        dosage["dose"] = {"value": _number(dose), "unit": "mg", "system": UCUM, "code": "mg"}
+    if dosage:
+        res["dosage"] = dosage
+    return res
+
+
+def _code(instrument_or_loinc: tuple[str | None, str], local: str | None) -> dict[str, Any]:
+    loinc, display = instrument_or_loinc
+    coding = [{"system": LOINC, "code": loinc, "display": display}] if loinc else []
+    if local:
+        coding.append({"system": CS + "instrument", "code": local})
+    return {"coding": coding, "text": display}
+
+
+def _value(target: dict[str, Any], text: str, unit: str | None) -> None:
+    """An Observation or component value: a Quantity (vitals), an integer (scores), or the text
+    as valueString when it is not a number."""
+    if text == "":
+        return
+    if not valid("integer", text):
+        target["valueString"] = text
+    elif unit is None:
+        target["valueInteger"] = int(text)
+    else:
+        target["valueQuantity"] = {"value": int(text), "unit": unit, "system": UCUM, "code": unit}
+
+
+def _category(code: str) -> list[dict[str, Any]]:
+    return [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": code}]}]
+
+
+def vital_observation(row: Row) -> dict[str, Any]:
+    """One reading: a blood-pressure panel (85354-9, all children optional) carrying the reading's
+    heart rate and SpO2 as components too, so that one reading stays one record."""
+    res: dict[str, Any] = {"resourceType": "Observation", "id": row["vital_id"], **_meta(row), "status": "final"}
+    ext = _ext("dose-start-time", "datetime", row["dose_start_time"]) + _ext("reading-phase", "code", row["phase"])
+    if ext:
+        res["extension"] = ext
+    res["category"] = _category("vital-signs")
+    res["code"] = {"coding": [{"system": LOINC, "code": "85354-9",
+                               "display": "Blood pressure panel with all children optional"}]}
+    res["subject"] = _subject(row)
+    if row["session_id"]:
+        res["encounter"] = {"reference": f"Encounter/{row['session_id']}"}
+    _moment(res, "effectiveDateTime", row["measured_at"])
+    components = []
+    for column, (code, display, unit) in VITAL_CODES.items():
+        comp: dict[str, Any] = {"code": {"coding": [{"system": LOINC, "code": code, "display": display}]}}
+        if row[column]:
+            _value(comp, row[column], unit)
+        elif column in ("sbp_mmhg", "dbp_mmhg"):
+            comp["dataAbsentReason"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                                    "data-absent-reason", "code": "error"}]}
+        else:
+            continue
+        components.append(comp)
+    res["component"] = components
+    return res
+
+
+def scale_observation(row: Row, key: str, at: str) -> dict[str, Any]:
+    """A screening (DAST-10, AUDIT-C, CAGE-AID) or assessment (PHQ-9, MADRS, QIDS-SR16, C-SSRS)."""
+    instrument = row["instrument"]
+    res: dict[str, Any] = {"resourceType": "Observation", "id": row[key], **_meta(row), "status": "final"}
+    ext: list[dict[str, Any]] = []
+    if "sex" in row:
+        ext += _ext("patient-sex", "code", row["sex"])
+    if "reviewed_by" in row and row["reviewed_by"]:
+        ext.append({"url": SD + "reviewed-by", "valueReference": _staff(row["reviewed_by"])})
+    if "reviewed_at" in row:
+        ext += _ext("reviewed-at", "datetime", row["reviewed_at"])
+    if ext:
+        res["extension"] = ext
+    res["category"] = _category("survey")
+    res["code"] = _code(INSTRUMENTS.get(instrument, (None, instrument)), instrument or None)
+    res["subject"] = _subject(row)
+    if row.get("session_id"):
+        res["encounter"] = {"reference": f"Encounter/{row['session_id']}"}
+    _moment(res, "effectiveDateTime", row[at])
+    if row.get("administered_by"):
+        res["performer"] = [_staff(row["administered_by"])]
+    _value(res, row["total_score"], None)
+    if row.get("risk_level"):
+        res["valueCodeableConcept"] = {"coding": [{"system": CS + "cssrs-risk", "code": row["risk_level"]}]}
+    if row.get("item9_score"):
+        comp = {"code": {"coding": [{"system": LOINC, "code": "44260-8", "display": "PHQ-9 item 9"}]}}
+        _value(comp, row["item9_score"], None)
+        res["component"] = [comp]
+    return res
+
+
+def enrollment_consent(row: Row) -> dict[str, Any]:
+    """A SPRAVATO REMS patient enrollment as a Consent to the REMS (the enrolling prescriber as
+    performer: the form is signed by both)."""
+    res: dict[str, Any] = {"resourceType": "Consent", "id": row["enrollment_id"], **_meta(row),
+                           "status": "active",
+                           "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                                 "code": "treatment"}]},
+                           "category": [{"coding": [{"system": CS + "consent-category",
+                                                     "code": "rems-patient-enrollment"}]}],
+                           "patient": _subject(row)}
+    _moment(res, "dateTime", row["enrolled_date"])
+    res["performer"] = [_staff(row["enrolled_by"])] if row["enrolled_by"] else []
+    if row.get("site_id"):
+        res["organization"] = [{"identifier": {"system": f"{BASE}/NamingSystem/site-id", "value": row["site_id"]}}]
+    res["policy"] = [{"uri": "https://www.spravatorems.com"}]
+    if not res["performer"]:
+        del res["performer"]
+    return res
+
+
+def patients(files: Files) -> list[dict[str, Any]]:
+    """A Patient per patient id of the export; gender from the screenings' sex where recorded."""
+    sex: dict[str, str] = {}
+    ids: set[str] = set()
+    for _columns, rows in files.values():
+        for row in rows:
+            if row.get("patient_id"):
+                ids.add(row["patient_id"])
+    for row in files["screenings"][1]:
+        if row.get("sex"):
+            sex.setdefault(row["patient_id"], row["sex"])
+    gender = {"F": "female", "M": "male", "X": "other", "U": "unknown"}
+    return [{"resourceType": "Patient", "id": pid, "gender": gender.get(sex.get(pid, ""), "unknown")}
+            for pid in sorted(ids)]
+
+
+def _write_ndjson(path: Path, resources: Iterable[tuple[Row | None, dict[str, Any]]]) -> Broken:
+    broken: Broken = []
+    with open(path, "w", newline="\n", encoding="utf-8") as fh:
+        for line, (row, res) in enumerate(resources, start=1):
+            text = _dump(res)
+            defect = row.get("_defect") if row else None
+            if defect == "short_row":
+                text = text[: len(text) // 2]                    # truncated: does not parse
+            elif defect == "extra_cell":
+                text = _dump(list(res.values()))                 # an array, not a resource
+            if row and "_bad" in row:
+                broken.append((path.name, line, str(row["_bad"])))
+            fh.write(text + "\n")
+    return broken
+
+
+def write_fhir(files: Files, out: Path) -> Broken:
+    """The export as FHIR R4 bulk-export NDJSON files in ``out``. Returns the planted bad rows."""
+    out.mkdir(parents=True, exist_ok=True)
+    broken = _write_ndjson(out / "Patient.ndjson", ((None, p) for p in patients(files)))
+    broken += _write_ndjson(out / "MedicationAdministration.ndjson",
+                            ((r, medication_administration(r)) for r in files["sessions"][1]))
+    observations = [(r, vital_observation(r)) for r in files["vitals"][1]]
+    observations += [(r, scale_observation(r, "screening_id", "screened_at")) for r in files["screenings"][1]]
+    observations += [(r, scale_observation(r, "assessment_id", "administered_at")) for r in files["assessments"][1]]
+    broken += _write_ndjson(out / "Observation.ndjson", observations)
+    broken += _write_ndjson(out / "Consent.ndjson", ((r, enrollment_consent(r)) for r in files["enrollments"][1]))
+    return broken
+
+
+# ----------------------------------------------------------------------------- vendor (Acme EHR)
+
+US_DATETIME = "%m/%d/%Y %I:%M %p"
+US_DATE = "%m/%d/%Y"
+YES_NO = {"true": "Y", "false": "N"}
+
+
+def us_datetime(text: str) -> str:
+    """Canonical ISO text as the vendor's local US datetime; a canonical value that is no valid
+    datetime gets a US-looking text that is no valid datetime either."""
+    if valid("datetime", text):
+        return dt.datetime.fromisoformat(text).astimezone(TZ).strftime(US_DATETIME)
+    iso = re.fullmatch(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d).*", text)
+    if iso:                                  # 2026-02-30T12:12 -> 02/30/2026 12:12 PM (no such day)
+        y, m, d, hh, mm = (int(g) for g in iso.groups())
+        return f"{m:02d}/{d:02d}/{y} {(hh - 1) % 12 + 1:02d}:{mm:02d} {'AM' if hh < 12 else 'PM'}"
+    us = re.fullmatch(r"(\d\d)/(\d\d)/(\d{4}) (\d\d):(\d\d)", text)
+    if us:                                   # 24-hour US time -> day first (month 25: no such month)
+        m, d, y, hh, mm = us.groups()
+        return f"{d}/{m}/{y} {(int(hh) - 1) % 12 + 1:02d}:{mm} {'AM' if int(hh) < 12 else 'PM'}"
+    return text
+
+
+def us_date(text: str) -> str:
+    if valid("date", text):
+        return dt.date.fromisoformat(text).strftime(US_DATE)
+    iso = re.fullmatch(r"(\d{4})-(\d\d)-(\d\d)", text)
+    return f"{iso.group(2)}/{iso.group(3)}/{iso.group(1)}" if iso else text   # 13/01/2026: no month 13
+
+
+def comma_number(text: str, unit: str) -> str:
+    """A number with a decimal comma and its unit ("38,5 mg"). A canonical value that is no
+    number gets a cell that is no number under decimal comma either: "40,2" would be valid, so it
+    is charted as a volume ("40,2 ml"), and "84 mg" as devices ("3 x 28 mg")."""
+    if valid("number", text):
+        return f"{text.replace('.', ',')} {unit}"
+    if re.fullmatch(r"-?\d+,\d+", text):
+        return f"{text} ml"
+    whole = re.fullmatch(r"(\d+) mg", text)
+    if whole and int(whole.group(1)) % 28 == 0:
+        return f"{int(whole.group(1)) // 28} x 28 mg"
+    return text
+
+
+def blood_pressure(sbp: str, dbp: str) -> str:
+    """Systolic and diastolic in one cell ("134/83"). A systolic that already holds both
+    ("134/83" in the canonical systolic column) is charted with a dash, which no part reads."""
+    if sbp == "" and dbp == "":
+        return ""
+    if not valid("integer", sbp) and "/" in sbp:
+        return sbp.replace("/", "-")
+    return f"{sbp}/{dbp}"
+
+
+SESSION_LABELS = {
+    "drug": {"ketamine_racemic": "Ketamine HCl", "esketamine": "Spravato (esketamine)"},
+    "route": {"IV": "Intravenous", "IN": "Intranasal"},
+    "setting_type": {"outpatient": "Outpatient", "inpatient": "Inpatient"},
+    "phase": {"induction": "Induction", "maintenance": "Maintenance", "reinduction": "Re-induction"},
+}
+INSTRUMENT_LABELS = {"DAST10": "DAST-10", "AUDITC": "AUDIT-C", "CAGEAID": "CAGE-AID", "PHQ9": "PHQ-9",
+                     "MADRS": "MADRS", "QIDS_SR16": "QIDS-SR16", "HAMD17": "HAM-D 17",
+                     "CSSRS_SCREEN": "C-SSRS Screener"}
+SEX_LABELS = {"F": "Female", "M": "Male", "X": "Nonbinary", "U": "Unknown"}
+RISK_LABELS = {"none": "None", "low": "Low", "moderate": "Moderate", "high": "High"}
+
+
+def _label(labels: dict[str, str], text: str) -> str:
+    return labels.get(text, text)             # a value not listed ("iv") passes through
+
+
+def _flag(text: str) -> str:
+    return YES_NO.get(text, text)
+
+
+def infusion_row(row: Row) -> list[str]:
+    """A session as the vendor's infusion row (the comments column last, as in the canonical file)."""
+    cells = [
+        row["session_id"], row["site_id"], row["patient_id"], row["course_id"], row["session_number_in_course"],
+        _label(SESSION_LABELS["phase"], row["phase"]), us_datetime(row["session_start"]) if row["session_start"]
+        else "", us_date(row["session_date"]) if row["session_date"] else "",
+        _label(SESSION_LABELS["drug"], row["drug"]), _label(SESSION_LABELS["route"], row["route"]),
+        _label(SESSION_LABELS["setting_type"], row["setting_type"]), _flag(row["cancelled"]),
+        row["supervising_clinician_id"], row["supervising_role"],
+        us_date(row["acls_expiry"]) if row["acls_expiry"] else "", row["second_bls_staff_id"],
+        _flag(row["prescriber_onsite"]), us_date(row["consent_signed_date"]) if row["consent_signed_date"] else "",
+        comma_number(row["dosing_weight_kg"], "kg") if row["dosing_weight_kg"] else "",
+        comma_number(row["dose_mg"], "mg") if row["dose_mg"] else "", row["devices_count"],
+        us_datetime(row["predose_bp_time"]) if row["predose_bp_time"] else "",
+        blood_pressure(row["predose_sbp"], row["predose_dbp"]), _flag(row["predose_bp_override"]),
+        *(us_datetime(row[c]) if row[c] else "" for c in ("dose_start_time", "dose_end_time")),
+        _flag(row["spo2_monitored"]), us_datetime(row["monitoring_end_time"]) if row["monitoring_end_time"] else "",
+        us_datetime(row["discharge_time"]) if row["discharge_time"] else "", _flag(row["escort_present"]),
+        _flag(row["no_drive_instruction_given"]),
+        us_date(row["pmf_submitted_date"]) if row["pmf_submitted_date"] else "",
+    ]
+    return ["NULL" if c == "" else c for c in cells] + [row.get("notes", "")]
+
+
+INFUSION_HEADER = ["Encounter CSN", "Department", "MRN", "Treatment Course", "Session #", "Course Phase",
+                   "Arrived", "Visit Date", "Medication", "Route", "Setting", "Cancelled (Y/N)",
+                   "Supervising Clinician", "Supervisor Credential", "ACLS Exp", "2nd BLS Staff",
+                   "Prescriber On Site", "Consent Signed", "Dosing Wt", "Dose", "Devices", "Pre BP Taken",
+                   "BP Pre", "BP Override", "Admin Start", "Admin End", "SpO2 Monitored", "Monitoring End",
+                   "Discharged", "Escort", "No-Drive Instr", "PMF Sent", "Comments"]
+
+
+def _csv_line(cells: list[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, delimiter=";", lineterminator="\n").writerow(cells)
+    return buf.getvalue()
+
+
+def _write_vendor_csv(path: Path, header: list[str], rows: Iterable[tuple[Row, list[str]]]) -> Broken:
+    broken: Broken = []
+    with open(path, "w", newline="", encoding="cp1252") as fh:
+        fh.write(_csv_line(header))
+        for line, (row, cells) in enumerate(rows, start=2):
+            defect = row.get("_defect")
+            text = _csv_line(cells)
+            if defect == "short_row":
+                text = _csv_line(cells[:-1])                     # the comments cell is missing
+            elif defect == "extra_cell":
+                text = _csv_line(cells[:-1])[:-1] + ";pt anxious; BP rechecked\n"   # unquoted ";"
+            if "_bad" in row:
+                broken.append((path.name, line, str(row["_bad"])))
+            fh.write(text)
+    return broken
+
+
+FLOWSHEET_HEADER = ["Reading ID", "Encounter CSN", "MRN", "Taken At", "Filed At", "Dose Start", "Row Name", "Value"]
+
+
+def flowsheet_rows(rows: list[Row]) -> Iterable[tuple[Row, list[str]]]:
+    """The vitals in long form: one row per measurement. A reading exported twice is filed again
+    (a later "Filed At"): a group of its own with the same Reading ID."""
+    for row in rows:
+        taken = row["measured_at"]
+        filed_base = dt.datetime.fromisoformat(taken) if valid("datetime", taken) else None
+        filed = us_datetime((filed_base + dt.timedelta(minutes=2 + 60 * _duplicate(row))).isoformat()) \
+            if filed_base else "NULL"
+        head = [row["vital_id"], row["session_id"] or "--", row["patient_id"], us_datetime(taken), filed,
+                us_datetime(row["dose_start_time"]) if row["dose_start_time"] else "--"]
+        measures = [("Reading Phase", row["phase"] or "--")]
+        bp = blood_pressure(row["sbp_mmhg"], row["dbp_mmhg"])
+        measures.append(("BP", bp or "--"))                      # a cuff error charts "--"
+        if row["hr_bpm"]:
+            measures.append(("Pulse", row["hr_bpm"]))
+        if row["spo2_pct"]:
+            measures.append(("SpO2", row["spo2_pct"]))
+        for k, (name, value) in enumerate(measures):
+            yield (row if k == 0 else {}), head + [name, value]
+
+
+SCALE_HEADER = ["Scale ID", "MRN", "Encounter CSN", "Administered", "Scale", "Total", "Item 9", "Risk Level"]
+
+
+def scale_row(row: Row) -> list[str]:
+    cells = [row["assessment_id"], row["patient_id"], row["session_id"],
+             us_datetime(row["administered_at"]) if row["administered_at"] else "",
+             _label(INSTRUMENT_LABELS, row["instrument"]), row["total_score"], row["item9_score"],
+             _label(RISK_LABELS, row["risk_level"])]
+    return ["--" if c == "" else c for c in cells]
+
+
+ENROLLMENT_HEADER = ["Enrollment #", "MRN", "Department", "Enrolled On", "Enrolling Prescriber"]
+
+
+def enrollment_row(row: Row) -> list[str]:
+    cells = [row["enrollment_id"], row["patient_id"], row["site_id"],
+             us_date(row["enrolled_date"]) if row["enrolled_date"] else "", row["enrolled_by"]]
+    return ["NULL" if c == "" else c for c in cells]
+
+
+SCREENING_HEADER = ["Screen ID", "MRN", "Screened", "Instrument", "Score", "Sex", "Administered By",
+                    "Reviewed By", "Reviewed"]
+FIXED_TIME = dt.datetime(2026, 10, 1, 6, 0, 0)
+
+
+def screening_cells(row: Row) -> list[Any]:
+    """A screening as spreadsheet cells: "Screened" a real Excel date-time (local wall clock),
+    "Reviewed" text; a value Excel cannot hold (30 February) or a score that is no number is text."""
+    at = row["screened_at"]
+    screened: Any = dt.datetime.fromisoformat(at).astimezone(TZ).replace(tzinfo=None) \
+        if valid("datetime", at) else us_datetime(at)
+    score: Any = int(row["total_score"]) if valid("integer", row["total_score"]) else row["total_score"]
+    return [row["screening_id"], row["patient_id"], screened, _label(INSTRUMENT_LABELS, row["instrument"]),
+            None if score == "" else score, _label(SEX_LABELS, row["sex"]) or None,
+            row["administered_by"] or None, row["reviewed_by"] or None,
+            us_datetime(row["reviewed_at"]) if row["reviewed_at"] else None]
+
+
+def write_screenings_xlsx(path: Path, rows: list[Row]) -> Broken:
+    """The screenings workbook: an "About" sheet first, the data on "Screenings" (header on row 1)."""
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    about = wb.active
+    about.title = "About"
+    about.append(["Acme EHR substance-use screening extract"])
+    sheet = wb.create_sheet("Screenings")
+    sheet.append(SCREENING_HEADER)
+    broken: Broken = []
+    for line, row in enumerate(rows, start=2):
+        sheet.append(screening_cells(row))
+        sheet.cell(line, 3).number_format = "mm/dd/yyyy hh:mm AM/PM"
+        if "_bad" in row:
+            broken.append((path.name, line, str(row["_bad"])))
+    wb.properties.creator = "Acme EHR"
+    wb.properties.created = wb.properties.modified = FIXED_TIME
+    buf = io.BytesIO()
+    wb.save(buf)
+    _deterministic_zip(buf.getvalue(), path)
+    return broken
+
+
+def _deterministic_zip(data: bytes, path: Path) -> None:
+    """Rewrite a zip with fixed entry times (openpyxl stamps the save time) and a fixed core.xml."""
+    stamp = FIXED_TIME.strftime("%Y-%m-%dT%H:%M:%SZ")
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            body = src.read(info.filename)
+            if info.filename == "docProps/core.xml":
+                body = re.sub(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*", rb"\g<1>" + stamp.encode(), body)
+            dst.writestr(zipfile.ZipInfo(info.filename, date_time=(2026, 10, 1, 6, 0, 0)), body,
+                         compress_type=zipfile.ZIP_DEFLATED)
+
+
+def write_vendor(files: Files, out: Path) -> Broken:
+    """The export as Acme EHR would write it, in ``out``. Returns the planted bad rows."""
+    out.mkdir(parents=True, exist_ok=True)
+    sessions = files["sessions"][1]
+    broken = _write_vendor_csv(out / "Infusions.csv", INFUSION_HEADER, ((r, infusion_row(r)) for r in sessions))
+    broken += _write_vendor_csv(out / "Flowsheet_Vitals.csv", FLOWSHEET_HEADER, flowsheet_rows(files["vitals"][1]))
+    broken += _write_vendor_csv(out / "Scales.csv", SCALE_HEADER,
+                                ((r, scale_row(r)) for r in files["assessments"][1]))
+    broken += _write_vendor_csv(out / "REMS_Enrollments.csv", ENROLLMENT_HEADER,
+                                ((r, enrollment_row(r)) for r in files["enrollments"][1]))
+    broken += write_screenings_xlsx(out / "Screenings.xlsx", files["screenings"][1])
+    return broken
+
+
+def number_text(value: Any) -> str:
+    """A JSON number as canonical text would write it (for comparisons in tests)."""
+    try:
+        return format(Decimal(str(value)).normalize(), "f")
+    except InvalidOperation:
+        return str(value)

@@ -1,0 +1,198 @@
+"""The sample year in its three forms (canonical CSV, FHIR R4 bulk export, Acme EHR vendor export):
+the generator rewrites the two new forms byte for byte, the shipped FHIR map's views give the
+canonical rows, and the three audits agree rule by rule and finding by finding."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from cli import main
+from engine.inputs.fhir_view import compile_view
+from samples import generate
+from samples.forms import number_text, valid
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+FHIR_MAP = ROOT / "maps" / "fhir-r4.yaml"
+VENDOR_MAP = SAMPLES / "vendor" / "acme-ehr.map.yaml"
+PACKS = ["--pack", str(ROOT / "rules" / "ketamine-iv.yaml"), "--pack", str(ROOT / "rules" / "esketamine-rems.yaml")]
+AS_OF = "2026-11-26T00:00:00Z"
+CANONICAL = ["sessions", "vitals", "screenings", "assessments", "enrollments"]
+STEM_OF = {"session": "sessions", "vital": "vitals", "screening": "screenings", "assessment": "assessments",
+           "enrollment": "enrollments"}
+FORM_FILES = [f"fhir/{n}.ndjson" for n in ("Patient", "MedicationAdministration", "Observation", "Consent")] + [
+    f"vendor/{n}" for n in ("Infusions.csv", "Flowsheet_Vitals.csv", "Scales.csv", "REMS_Enrollments.csv",
+                            "Screenings.xlsx")]
+
+
+def _has_map_option() -> bool:
+    result = CliRunner().invoke(main, ["audit", "--help"])
+    return "--map" in result.output
+
+
+needs_map = pytest.mark.skipif(not _has_map_option(), reason="audit has no --map option yet")
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("generated")
+    subprocess.run([sys.executable, str(SAMPLES / "generate.py"), "--out", str(out)], check=True,
+                   capture_output=True)
+    return out
+
+
+@pytest.mark.parametrize("name", FORM_FILES + [f"{stem}.csv" for stem in CANONICAL] + ["sessions.ndjson"])
+def test_generated_files_are_byte_identical(fresh: Path, name: str) -> None:
+    assert (fresh / name).read_bytes() == (SAMPLES / name).read_bytes()
+
+
+def _canonical(stem: str) -> dict[str, list[dict[str, str]]]:
+    """Canonical rows by key (a key exported twice has two rows); rows with a wrong cell count are left out."""
+    with open(SAMPLES / f"{stem}.csv", newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        rows: dict[str, list[dict[str, str]]] = {}
+        for cells in reader:
+            if len(cells) == len(header):
+                rows.setdefault(cells[0], []).append(dict(zip(header, cells, strict=True)))
+    return rows
+
+
+def _text(value: Any) -> str:
+    """A view value as canonical text: booleans lower case, numbers as written, the rest as is."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)) or type(value).__name__ == "Decimal":
+        return number_text(value)
+    return str(value)
+
+
+def _same(kind_value: str, view_text: str) -> bool:
+    if kind_value == view_text:
+        return True
+    if valid("number", kind_value) and valid("number", view_text):
+        return number_text(kind_value) == number_text(view_text)
+    return False
+
+
+def _resources(name: str) -> list[Any]:
+    out = []
+    for line in (SAMPLES / "fhir" / name).read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            out.append(None)
+    return out
+
+
+KINDS = {"session": generate.COLUMNS, "vital": generate.VITAL_COLUMNS, "screening": generate.SCREENING_COLUMNS,
+         "assessment": generate.ASSESSMENT_COLUMNS, "enrollment": generate.ENROLLMENT_COLUMNS}
+
+
+def _planted(type_name: str, canonical: dict[str, list[dict[str, str]]]) -> set[str]:
+    """Keys of the planted bad rows: a key exported twice, or a typed cell that does not convert."""
+    kinds = KINDS[type_name]
+    return {key for key, rows in canonical.items()
+            if len(rows) > 1 or any(kinds.get(c) in ("integer", "number", "boolean", "date", "datetime")
+                                    and v and not valid(kinds[c], v) for row in rows for c, v in row.items())}
+
+
+@pytest.mark.parametrize("index", range(5), ids=["session", "vital", "screening", "assessment", "enrollment"])
+def test_fhir_map_views_give_the_canonical_rows(index: int) -> None:
+    """Every column of every view, evaluated on the generated resources, gives the canonical cell,
+    and a planted bad value the same text (which does not convert either). Every planted bad row
+    and every 10th resource is checked (all of them take fhirpathpy 100 s)."""
+    entry = yaml.safe_load(FHIR_MAP.read_text(encoding="utf-8"))["inputs"][index]
+    view = compile_view(entry["view"])
+    canonical = _canonical(STEM_OF[entry["type"]])
+    planted = _planted(entry["type"], canonical)
+    file_name = entry["files"].replace("*", "")
+    seen: Counter[str] = Counter()
+    checked: set[str] = set()
+    for number, resource in enumerate(_resources(file_name)):
+        if not isinstance(resource, dict) or resource.get("id") not in canonical:
+            continue
+        key = resource["id"]
+        if key not in planted and number % 10:
+            seen[key] += 1
+            continue
+        if not view.matches(resource):
+            continue
+        (row,) = view.rows(resource)
+        assert _text(row[view.columns[0].name][0]) == key
+        expected = canonical[key][seen[key]]
+        seen[key] += 1
+        checked.add(key)
+        for column in view.columns:
+            values = row[column.name]
+            assert len(values) <= 1, (key, column.name, values)
+            got = _text(values[0]) if values else ""
+            assert _same(expected[column.name], got), (key, column.name, expected[column.name], got)
+    assert planted and planted <= checked
+
+
+# ----------------------------------------------------------------------------- the three audits
+
+def _audit(tmp_path: Path, name: str, *args: str) -> dict[str, Any]:
+    out = tmp_path / f"{name}.json"
+    result = CliRunner().invoke(main, ["audit", *PACKS, *args, "-o", str(out), "--as-of", AS_OF])
+    assert result.exit_code in (0, 1), result.output
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+def _summary(report: dict[str, Any]) -> tuple[dict[str, Any], set[tuple[str, str]]]:
+    """Per-rule counts and the (rule, record key) of every finding."""
+    counts = {r["id"]: {k: v for k, v in r.items() if isinstance(v, int) and not isinstance(v, bool)}
+              for r in report["rules"]}
+    findings = {(f["rule"], f["record"]["key"] if isinstance(f.get("record"), dict) else f.get("key", ""))
+                for f in report["findings"]}
+    return counts, findings
+
+
+@pytest.fixture(scope="module")
+def canonical_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("canonical")
+    return _audit(tmp, "canonical", *(str(SAMPLES / f"{stem}.csv") for stem in CANONICAL))
+
+
+@needs_map
+@pytest.mark.parametrize("form", ["fhir", "vendor"])
+def test_each_form_audits_as_the_canonical_export(form: str, canonical_report: dict[str, Any],
+                                                  tmp_path: Path) -> None:
+    if form == "fhir":
+        args = ["--map", "fhir-r4", *(str(p) for p in sorted((SAMPLES / "fhir").glob("*.ndjson")))]
+    else:
+        args = ["--map", str(VENDOR_MAP), *(str(p) for p in sorted((SAMPLES / "vendor").iterdir())
+                                          if p.suffix in (".csv", ".xlsx"))]
+    report = _audit(tmp_path, form, *args)
+    want_counts, want_findings = _summary(canonical_report)
+    got_counts, got_findings = _summary(report)
+    assert got_counts == want_counts
+    assert got_findings == want_findings
+    rejected = sum(i.get("records_rejected", 0) for i in report["inputs"])
+    assert rejected == sum(i.get("records_rejected", 0) for i in canonical_report["inputs"]) == 20
+
+
+def test_vendor_datetimes_are_the_canonical_instants() -> None:
+    """The vendor's local US times denote the canonical instants (spot check on the infusions)."""
+    with open(SAMPLES / "sessions.csv", newline="", encoding="utf-8") as fh:
+        canonical = {r["session_id"]: r for r in csv.DictReader(fh) if r.get("session_start")}
+    with open(SAMPLES / "vendor" / "Infusions.csv", newline="", encoding="cp1252") as fh:
+        rows = list(csv.DictReader(fh, delimiter=";"))
+    tz = __import__("zoneinfo").ZoneInfo("America/Los_Angeles")
+    for row in rows[:200]:
+        local = dt.datetime.strptime(row["Arrived"], "%m/%d/%Y %I:%M %p").replace(tzinfo=tz)
+        assert local == dt.datetime.fromisoformat(canonical[row["Encounter CSN"]]["session_start"])
