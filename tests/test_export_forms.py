@@ -173,7 +173,9 @@ def canonical_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
 def test_each_form_audits_as_the_canonical_export(form: str, canonical_report: dict[str, Any],
                                                   tmp_path: Path) -> None:
     if form == "fhir":
-        args = ["--map", "fhir-r4", *(str(p) for p in sorted((SAMPLES / "fhir").glob("*.ndjson")))]
+        # Patient.ndjson is no record type's file: read without a map entry, each line would be rejected
+        args = ["--map", "fhir-r4", *(str(SAMPLES / "fhir" / f"{n}.ndjson")
+                                      for n in ("MedicationAdministration", "Observation", "Consent"))]
     else:
         args = ["--map", str(VENDOR_MAP), *(str(p) for p in sorted((SAMPLES / "vendor").iterdir())
                                           if p.suffix in (".csv", ".xlsx"))]
