@@ -68,9 +68,17 @@ def _identifier_options(command: Callable[..., None]) -> Callable[..., None]:
                         help="Show patient identifiers and fields marked phi as they are in the inputs.")(command)
 
 
+def _map_option(command: Callable[..., None]) -> Callable[..., None]:
+    """--map, the same for every command that reads exports."""
+    return click.option("--map", "maps", multiple=True, metavar="MAP",
+                        help="A source map: how one system's export files become records (a file or a shipped "
+                             "map name, e.g. fhir-r4). Repeatable.")(command)
+
+
 @main.command()
 @click.option("--pack", "-p", "packs", multiple=True, required=True, metavar="PACK",
               help="A pack file, a folder of packs, or a shipped pack name (repeatable).")
+@_map_option
 @click.argument("files", nargs=-1, required=True, metavar="[TYPE=]FILE...")
 @click.option("--output", "-o", "outputs", multiple=True, metavar="FILE",
               help="Write a report; the format follows the extension: .json, .csv, .html, .md, .txt, "
@@ -84,13 +92,14 @@ def _identifier_options(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--max-findings", default=20, show_default=True, metavar="N",
               type=click.IntRange(min=0), help="Findings listed per rule in a Markdown report.")
 @_identifier_options
-def audit(packs: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ...], fail_on: str,
-          as_of: str | None, group_by: tuple[str, ...], max_findings: int, reveal_identifiers: bool,
+def audit(packs: tuple[str, ...], maps: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ...],
+          fail_on: str, as_of: str | None, group_by: tuple[str, ...], max_findings: int, reveal_identifiers: bool,
           key_file: str | None) -> None:
     """Judge every rule of the packs on every record of the FILES.
 
     A FILE binds to a record type as TYPE=FILE, by its name (sessions.csv -> session),
-    or by a record_type column. Without -o, a summary is printed. Patient identifiers are
+    or by a record_type column; with --map, by the map entry whose files: match its name.
+    Without -o, a summary is printed. Patient identifiers are
     pseudonymised with a keyed hash unless --reveal-identifiers is given; with the same key,
     pseudonyms (and so reports) are the same in every run.
 
@@ -100,8 +109,8 @@ def audit(packs: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ..
     """
     run_time = _as_of(as_of)  # a bad value is click's usage error
     written = Outputs(outputs)
-    guard(lambda: run.audit(list(packs), list(files), written, fail_on, run_time, list(group_by), max_findings,
-                            reveal_identifiers, key_file), written)
+    guard(lambda: run.audit(list(packs), list(maps), list(files), written, fail_on, run_time, list(group_by),
+                            max_findings, reveal_identifiers, key_file), written)
 
 
 @main.command()
@@ -109,9 +118,10 @@ def audit(packs: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ..
               help="A pack file, a folder of packs, or a shipped pack name (repeatable).")
 @click.option("--rule", "rule_id", required=True, metavar="ID", help="The rule to explain.")
 @click.option("--record", "record_key", required=True, metavar="KEY", help="The key of the judged record.")
+@_map_option
 @click.argument("files", nargs=-1, required=True, metavar="[TYPE=]FILE...")
 @_identifier_options
-def explain(packs: tuple[str, ...], rule_id: str, record_key: str, files: tuple[str, ...],
+def explain(packs: tuple[str, ...], rule_id: str, record_key: str, maps: tuple[str, ...], files: tuple[str, ...],
             reveal_identifiers: bool, key_file: str | None) -> None:
     """Show why a rule gave one record its outcome.
 
@@ -125,13 +135,15 @@ def explain(packs: tuple[str, ...], rule_id: str, record_key: str, files: tuple[
       protocol-audit explain --pack ketamine-iv --rule DOSE-01 --record S-000123 samples/sessions.csv
     """
 
-    guard(lambda: run.explain(list(packs), rule_id, record_key, list(files), reveal_identifiers, key_file))
+    guard(lambda: run.explain(list(packs), rule_id, record_key, list(maps), list(files), reveal_identifiers,
+                              key_file))
 
 
 @main.command()
-@click.argument("packs", nargs=-1, required=True, metavar="PACK...")
+@click.argument("packs", nargs=-1, required=True, metavar="PACK|MAP...")
 def validate(packs: tuple[str, ...]) -> None:
-    """Check rule packs; every problem is printed as path:line:column: message (exit 2)."""
+    """Check rule packs and source maps; every problem is printed as path:line:column: message
+    (exit 2). A map's record types and fields are checked against the packs given with it."""
 
     guard(lambda: run.validate(list(packs)))
 
@@ -161,6 +173,7 @@ def test_packs(packs: tuple[str, ...], min_coverage: float | None) -> None:
               help="The rules before the change: a pack file, folder, shipped name or git:REV:PATH (repeatable).")
 @click.option("--head", "head", multiple=True, required=True, metavar="PACK",
               help="The rules after the change (repeatable).")
+@_map_option
 @click.argument("files", nargs=-1, required=True, metavar="[TYPE=]FILE...")
 @click.option("--output", "-o", "outputs", multiple=True, metavar="FILE",
               help="Write the diff: .json or .md (a pull-request comment). Repeatable.")
@@ -169,8 +182,8 @@ def test_packs(packs: tuple[str, ...], min_coverage: float | None) -> None:
 @click.option("--max-records", default=20, show_default=True, type=click.IntRange(min=0), metavar="N",
               help="Records listed per rule and direction in the terminal and Markdown forms.")
 @click.option("--as-of", "as_of", metavar="DATETIME", help="The run's time (ISO 8601). Default: now.")
-def diff_command(base: tuple[str, ...], head: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ...],
-                 fail_on_new: str | None, max_records: int, as_of: str | None) -> None:
+def diff_command(base: tuple[str, ...], head: tuple[str, ...], maps: tuple[str, ...], files: tuple[str, ...],
+                 outputs: tuple[str, ...], fail_on_new: str | None, max_records: int, as_of: str | None) -> None:
     """Audit the same records with two versions of the rules and show what changes.
 
     Per rule: added, removed or changed (which parts), failures and compliance before and
@@ -182,7 +195,30 @@ def diff_command(base: tuple[str, ...], head: tuple[str, ...], files: tuple[str,
     """
     run_time = _as_of(as_of)
     written = Outputs(outputs)
-    guard(lambda: run.diff(list(base), list(head), list(files), written, fail_on_new, max_records, run_time), written)
+    guard(lambda: run.diff(list(base), list(head), list(maps), list(files), written, fail_on_new, max_records,
+                           run_time), written)
+
+
+@main.command()
+@click.option("--pack", "-p", "packs", multiple=True, required=True, metavar="PACK",
+              help="A pack file, a folder of packs, or a shipped pack name (repeatable).")
+@_map_option
+@click.argument("files", nargs=-1, required=True, metavar="[TYPE=]FILE...")
+@click.option("--rows", default=5, show_default=True, type=click.IntRange(min=0), metavar="N",
+              help="Records shown per input, as the rules will see them.")
+@_identifier_options
+def inspect(packs: tuple[str, ...], maps: tuple[str, ...], files: tuple[str, ...], rows: int,
+            reveal_identifiers: bool, key_file: str | None) -> None:
+    """Show how the FILES read: per input, the column feeding each field, how many values are
+    missing or do not convert (with the first examples and their lines), and the first records
+    as the rules will see them. Run it to get a source map right before the first audit.
+
+    \b
+    Example:
+      protocol-audit inspect --pack ketamine-iv --map acme-ehr.map.yaml Infusions.csv
+    """
+
+    guard(lambda: run.inspect(list(packs), list(maps), list(files), rows, reveal_identifiers, key_file))
 
 
 @main.command()

@@ -37,6 +37,19 @@ class InputError(AuditError):
     """An input file that cannot be read at all (missing, not UTF-8, JSON that does not parse)."""
 
 
+class MissingColumns(InputError):
+    """Fields the rules read that an input's header does not provide (SPEC 8): one line each, then
+    what to do; nothing was judged."""
+
+    def __init__(self, lines: list[str], advice: str) -> None:
+        self.lines, self.advice = lines, advice
+        super().__init__("\n".join([*lines, advice]))
+
+
+class MapError(PackError):
+    """Problems in a source map, each with its position, like a pack's."""
+
+
 class UsageError(AuditError):
     """A command line that cannot be carried out (unknown pack name, unbound file...)."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from engine.language.model import SEVERITIES, Rejected
 
@@ -159,16 +159,29 @@ class InputSummary:
     records_read: int
     records_judged: int
     records_rejected: int
+    map: str | None = None  # the source map and entry (0-based) that read the file (SPEC 8)
+    entry: int | None = None
+    rows_read: int | None = None  # a long (flowsheet) input: its rows, gathered into records_read
+    skipped: int | None = None  # FHIR: resources of other types
+    filtered: int | None = None  # FHIR: resources the view's where excluded
+    absent: tuple[str, ...] = ()  # fields the map says this export does not have
+
+    _MAPPED: ClassVar[tuple[str, ...]] = ("map", "entry", "rows_read", "skipped", "filtered")
 
     def to_json(self) -> Json:
-        return {"path": self.path, "record_type": self.record_type, "sha256": self.sha256,
-                "records_read": self.records_read, "records_judged": self.records_judged,
-                "records_rejected": self.records_rejected}
+        data: Json = {"path": self.path, "record_type": self.record_type, "sha256": self.sha256,
+                      "records_read": self.records_read, "records_judged": self.records_judged,
+                      "records_rejected": self.records_rejected}
+        data.update({key: getattr(self, key) for key in self._MAPPED if getattr(self, key) is not None})
+        if self.absent:
+            data["absent"] = list(self.absent)
+        return data
 
     @classmethod
     def from_json(cls, data: Json) -> InputSummary:
         return cls(data["path"], data["record_type"], data["sha256"], data["records_read"], data["records_judged"],
-                   data["records_rejected"])
+                   data["records_rejected"], data.get("map"), data.get("entry"), data.get("rows_read"),
+                   data.get("skipped"), data.get("filtered"), tuple(data.get("absent", ())))
 
 
 @dataclass(frozen=True, slots=True)

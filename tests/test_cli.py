@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -188,7 +189,12 @@ def test_an_engine_crash_exits_2_naming_what_was_not_judged(tmp_path: Path, monk
     monkeypatch.setattr(pipeline, "run", lambda *a, **k: real_run(*a, **k, worker=_crashing_worker))
     out = tmp_path / "report.json"
     # a pack without history conditions: records stream to the engine while later files wait unread
-    code, stdout, stderr = run("audit", "--pack", str(GOLDEN / "pack.yaml"), str(SAMPLES / "sessions.csv"),
+    # (the golden pack's field names made the sample export's)
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(re.sub(r"\bweight_kg", "dosing_weight_kg", (GOLDEN / "pack.yaml").read_text())
+                    .replace("dose_end", "dose_end_time")
+                    .replace("discharged_at", "discharge_time"))
+    code, stdout, stderr = run("audit", "--pack", str(pack), str(SAMPLES / "sessions.csv"),
                                f"session={SAMPLES / 'sessions.ndjson'}", "-o", str(out))
     assert code == 2
     assert stderr.startswith("protocol-audit: the rule engine crashed (SIGSEGV); not judged: 500 records (")

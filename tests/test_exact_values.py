@@ -139,6 +139,8 @@ def audit_rejections(tmp_path: Path, header: str, rows: list[str], tz: str = "UT
     rule = "  - id: R\n    title: R\n    severity: major\n    for: session\n    require: {dose_mg: {present: true}}\n"
     from tests.helpers import pack_text
     (tmp_path / "pack.yaml").write_text(pack_text(rule, timezone=tz))
+    if "dose_mg" not in header.split(","):  # the rule reads it: an export without the column stops the run
+        header, rows = f"{header},dose_mg", [f"{row}," for row in rows]
     (tmp_path / "sessions.csv").write_text("\n".join([header, *rows]) + "\n")
     result = CliRunner().invoke(main, ["audit", "--pack", str(tmp_path / "pack.yaml"), str(tmp_path / "sessions.csv"),
                                        "--reveal-identifiers", "-o", str(tmp_path / "r.json")])

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
-from engine.inputs.records import bind_inputs
+from engine.inputs.maps import SourceMap
+from engine.inputs.sources import bind
 from engine.judge import pipeline
 from engine.language import conditions
 from engine.language.model import SEVERITIES, Condition, Pack, Rule, merged_types
@@ -108,24 +110,29 @@ def _delta(before: float | None, after: float | None) -> float | None:
     return None if before is None or after is None else round(after - before, 4)
 
 
-def _readable(files: list[str], packs: list[Pack], others: list[Pack]) -> tuple[list[str], list[dict[str, str]]]:
-    """The inputs one side can read: a file bound (by TYPE= or its name) to a record type that only
-    the other side declares is left out for this side, and said so, instead of stopping the diff."""
+def _readable(files: list[str], packs: list[Pack], others: list[Pack],
+              maps: list[SourceMap]) -> tuple[list[str], list[dict[str, str]], list[SourceMap]]:
+    """The inputs one side can read: a file bound (by TYPE=, its name or a map entry) to a record type
+    that only the other side declares is left out for this side, and said so, instead of stopping
+    the diff; so are the map entries of such a type."""
     mine, _ = merged_types(packs)
     theirs, _ = merged_types(others)
-    kept, skipped = [], []
-    for arg, (type_name, path) in zip(files, bind_inputs(files, {**theirs, **mine})):
-        if type_name is not None and type_name not in mine:
-            skipped.append({"path": path, "record_type": type_name})
-        else:
+    kept: list[str] = []
+    skipped: list[dict[str, str]] = []
+    for arg in files:
+        bound = bind([arg], {**theirs, **mine}, maps)
+        foreign = [b for b in bound if b.type is not None and b.type not in mine]
+        skipped.extend({"path": b.path, "record_type": b.type} for b in foreign if b.type is not None)
+        if len(foreign) < len(bound):
             kept.append(arg)
-    return kept, skipped
+    own = [replace(m, entries=tuple(e for e in m.entries if e.type in mine)) for m in maps]
+    return kept, skipped, own
 
 
 def _audit(packs: list[Pack], others: list[Pack], files: list[str], as_of: dt.datetime,
-           pseudonymise: Pseudonymiser) -> _Side:
-    readable, skipped = _readable(files, packs, others)
-    result, stats = pipeline.run(packs, readable, pseudonymise=pseudonymise)
+           pseudonymise: Pseudonymiser, maps: list[SourceMap]) -> _Side:
+    readable, skipped, own = _readable(files, packs, others, maps)
+    result, stats = pipeline.run(packs, readable, pseudonymise=pseudonymise, maps=own)
     return _Side(report_builder.build(result, stats, packs, as_of), skipped)
 
 
@@ -180,13 +187,13 @@ def _row(base: _Side, head: _Side, old_key: tuple[str, str] | None, new_key: tup
 
 
 def compare(base: list[Pack], head: list[Pack], files: list[str], as_of: dt.datetime,
-            fail_on_new: str | None = None) -> dict[str, Any]:
+            fail_on_new: str | None = None, maps: list[SourceMap] | None = None) -> dict[str, Any]:
     """Audit ``files`` with both rule versions; the diff as a plain dict (the JSON form)."""
     # patients never appear in a diff; a throwaway key keeps them and other identifying values out
     # of it all the same, one key for both sides, so a record's pseudonymised key matches across them
     pseudonymise = Pseudonymiser.for_this_run()
-    before = _audit(base, head, files, as_of, pseudonymise)
-    after = _audit(head, base, files, as_of, pseudonymise)
+    before = _audit(base, head, files, as_of, pseudonymise, maps or [])
+    after = _audit(head, base, files, as_of, pseudonymise, maps or [])
     base_defs = {(p.id, r.id): (p, r) for p in base for r in p.rules}
     head_defs = {(p.id, r.id): (p, r) for p in head for r in p.rules}
     rows = [_row(before, after, old, new, changed_parts(base_defs[old], head_defs[new]) if old and new else [])

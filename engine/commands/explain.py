@@ -7,10 +7,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from engine.errors import UsageError
-from engine.inputs.records import InputStats, Seen, bind_inputs, read_input
+from engine.inputs.builder import InputStats, Seen
+from engine.inputs.maps import SourceMap
+from engine.inputs.sources import read_binding
 from engine.judge.context import PackContext
 from engine.judge.evidence import display, render_message
-from engine.judge.pipeline import judge
+from engine.judge.pipeline import judge, open_inputs
 from engine.judge.timeline import Timeline
 from engine.language import conditions, operators
 from engine.language.model import All, Condition, History, Leaf, Not, Outcome, Pack, Record, Rejected, Rule
@@ -96,12 +98,12 @@ def _find_rule(context: PackContext, rule_id: str) -> Rule:
     raise UsageError(f'no rule "{rule_id}" in the packs{hint}')
 
 
-def _read(context: PackContext, files: list[str]) -> Iterator[Record | Rejected]:
+def _read(context: PackContext, files: list[str], maps: list[SourceMap]) -> Iterator[Record | Rejected]:
     """Every input read as an audit reads it (the same rejections, duplicates included)."""
     seen = Seen()
-    for type_name, path in bind_inputs(files, context.types):
-        yield from read_input(path, type_name, context.types, context.tz, seen, InputStats(path, type_name),
-                              context.privacy)
+    for binding in open_inputs(files, context.types, maps, context.needed):
+        yield from read_binding(binding, context.types, context.tz, seen, InputStats(binding.path, binding.type),
+                                context.privacy)
 
 
 def rule_values(context: PackContext, rule: Rule, record: Record, patient: list[Record],
@@ -132,7 +134,7 @@ def trace(context: PackContext, rule: Rule, record: Record, patient: list[Record
 
 
 def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
-            pseudonymise: Pseudonymiser | None = None) -> tuple[list[str], bool]:
+            pseudonymise: Pseudonymiser | None = None, maps: list[SourceMap] | None = None) -> tuple[list[str], bool]:
     """The explanation as lines of text, and whether the rule engine gave the same outcome.
 
     With ``pseudonymise``, identifying values are shown as the audit report shows them, and
@@ -142,7 +144,7 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
     privacy = context.privacy
     rule = _find_rule(context, rule_id)
     target: Record | None = None
-    for item in _read(context, files):
+    for item in _read(context, files, maps or []):
         if isinstance(item, Record) and item.type == rule.for_type and \
                 record_key in (item.key, privacy.key(item.type, item.key)):
             target = item
@@ -151,7 +153,7 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
         raise UsageError(f'no accepted {rule.for_type} record with key "{record_key}" in the inputs '
                          "(a rejected record cannot be judged: the audit report lists it with its reason)")
     patient: list[Record] = []
-    for item in _read(context, files):
+    for item in _read(context, files, maps or []):
         if isinstance(item, Rejected) or item.patient != target.patient or item.type not in context.kept_types:
             continue
         patient.append(target if (item.type, item.key) == (target.type, target.key) else item)

@@ -27,10 +27,13 @@ from engine.commands.console import (
     pseudonymiser,
 )
 from engine.commands.explain import explain as explain_outcome
+from engine.commands.inspect import inspect_inputs
 from engine.commands.outputs import Outputs, inputs_of
 from engine.errors import UsageError
+from engine.inputs.maps import either_types, is_map_ref, load_maps
 from engine.judge import pipeline
 from engine.language.conditions import describe
+from engine.language.model import merged_types
 from engine.packs import load_packs, orphan_tests
 from engine.reporters import diff_report
 from engine.reporters import report as report_builder
@@ -43,17 +46,19 @@ def _renderer(path: str, max_findings: int) -> reporters.Renderer:
     return render  # type: ignore[no-any-return]
 
 
-def audit(packs: list[str], files: list[str], written: Outputs, fail_on: str, run_time: dt.datetime,
-          group_by: list[str], max_findings: int, reveal_identifiers: bool, key_file: str | None) -> int:
+def audit(packs: list[str], maps: list[str], files: list[str], written: Outputs, fail_on: str,
+          run_time: dt.datetime, group_by: list[str], max_findings: int, reveal_identifiers: bool,
+          key_file: str | None) -> int:
     outputs = written.paths
     renderers = [(path, _renderer(path, max_findings)) for path in outputs]
-    written.check(inputs_of(files, packs, key_file))
+    written.check(inputs_of(files, [*packs, *maps], key_file))
     loaded = load_packs(packs)
+    source_maps = load_maps(maps, merged_types(loaded)[0])
     pseudonymise = pseudonymiser(reveal_identifiers, key_file)
     progress = Progress()
     try:
         result, stats = pipeline.run(loaded, files, progress=progress, group_by=group_by,
-                                     pseudonymise=pseudonymise, reveal=reveal_identifiers)
+                                     pseudonymise=pseudonymise, reveal=reveal_identifiers, maps=source_maps)
     finally:
         progress.done()
     report = report_builder.build(result, stats, loaded, run_time, fail_on)
@@ -67,10 +72,12 @@ def audit(packs: list[str], files: list[str], written: Outputs, fail_on: str, ru
     return EXIT_FINDINGS if report.failing(fail_on) else EXIT_SUCCESS
 
 
-def explain(packs: list[str], rule_id: str, record_key: str, files: list[str], reveal_identifiers: bool,
-            key_file: str | None) -> int:
+def explain(packs: list[str], rule_id: str, record_key: str, maps: list[str], files: list[str],
+            reveal_identifiers: bool, key_file: str | None) -> int:
     loaded = load_packs(packs)
-    lines, agrees = explain_outcome(loaded, rule_id, record_key, files, pseudonymiser(reveal_identifiers, key_file))
+    source_maps = load_maps(maps, merged_types(loaded)[0])
+    lines, agrees = explain_outcome(loaded, rule_id, record_key, files, pseudonymiser(reveal_identifiers, key_file),
+                                    source_maps)
     echo_lines(lines)
     if not agrees:
         echo("protocol-audit: the rule engine and the explanation disagree: please report this", err=True)
@@ -78,10 +85,19 @@ def explain(packs: list[str], rule_id: str, record_key: str, files: list[str], r
     return EXIT_SUCCESS
 
 
-def validate(packs: list[str]) -> int:
-    for pack in load_packs(packs):
+def validate(refs: list[str]) -> int:
+    """Packs and maps; a map's types and fields are checked against the packs given with it."""
+    map_refs = [ref for ref in refs if is_map_ref(ref)]
+    pack_refs = [ref for ref in refs if ref not in map_refs]
+    loaded = load_packs(pack_refs)
+    for pack in loaded:
         count = len(pack.rules)
         echo(f"{pack.path}: ok ({pack.id} {pack.version}, {count} rule{'s' if count != 1 else ''})")
+    for source in load_maps(map_refs, merged_types(loaded)[0] if loaded else None):
+        count = len(source.entries)
+        checked = "" if loaded else "; give its packs too to check its record types and fields"
+        echo(f"{source.path}: ok (map {source.id} {source.version}, {count} entr{'ies' if count != 1 else 'y'}"
+             f"{checked})")
     return EXIT_SUCCESS
 
 
@@ -106,12 +122,14 @@ def test_packs(packs: list[str], min_coverage: float | None) -> int:
     return EXIT_SUCCESS
 
 
-def diff(base: list[str], head: list[str], files: list[str], written: Outputs, fail_on_new: str | None,
-         max_records: int, run_time: dt.datetime) -> int:
+def diff(base: list[str], head: list[str], maps: list[str], files: list[str], written: Outputs,
+         fail_on_new: str | None, max_records: int, run_time: dt.datetime) -> int:
     outputs = written.paths
     writers = [(path, diff_report.for_path(path, max_records)) for path in outputs]
-    written.check(inputs_of(files, (*base, *head)))
-    result = impact.compare(load_packs(base), load_packs(head), files, run_time, fail_on_new)
+    written.check(inputs_of(files, (*base, *head, *maps)))
+    before, after = load_packs(base), load_packs(head)
+    source_maps = load_maps(maps, either_types(before, after))
+    result = impact.compare(before, after, files, run_time, fail_on_new, source_maps)
     written.write(writers, result)
     if outputs:
         echo(f"protocol-audit diff: {diff_report.headline(result)}; wrote {', '.join(outputs)}", err=True)
@@ -119,6 +137,14 @@ def diff(base: list[str], head: list[str], files: list[str], written: Outputs, f
         echo_lines(diff_report.lines(result, max_records))
     new = result["summary"]["newly_flagged_at_or_above"]
     return EXIT_FINDINGS if fail_on_new and new else EXIT_SUCCESS
+
+
+def inspect(packs: list[str], maps: list[str], files: list[str], rows: int, reveal_identifiers: bool,
+            key_file: str | None) -> int:
+    loaded = load_packs(packs)
+    source_maps = load_maps(maps, merged_types(loaded)[0])
+    echo_lines(inspect_inputs(loaded, source_maps, files, rows, pseudonymiser(reveal_identifiers, key_file)))
+    return EXIT_SUCCESS
 
 
 def rules(packs: list[str]) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,12 @@ class InputStats:
     sha256: str = ""
     records_read: int = 0
     records_rejected: int = 0
+    map_id: str | None = None  # the source map entry that read the file (SPEC 8)
+    entry: int | None = None
+    rows_read: int | None = None  # a long (flowsheet) input: rows, gathered into records
+    skipped: int | None = None  # FHIR: resources of another type than the view's
+    filtered: int | None = None  # FHIR: resources the view's where excluded
+    absent: tuple[str, ...] = ()  # fields the map says this export does not have
 
     @property
     def records_judged(self) -> int:
@@ -69,6 +75,7 @@ class RecordBuilder:
         self.path, self.record_type, self.types, self.tz = path, record_type, types, tz
         self.seen, self.stats, self.privacy = seen, stats, privacy
         self.plans: dict[str, list[tuple[str, Field, Any]]] = {}
+        self.watch: Callable[[Mapping[str, Any], int], None] | None = None  # sees each row (inspect)
 
     def reject(self, line: int, reason: str, type_name: str | None = None) -> Rejected:
         self.stats.records_read += 1
@@ -76,6 +83,8 @@ class RecordBuilder:
         return Rejected(type_name or self.record_type or "?", self.path, line, reason)
 
     def build(self, data: Mapping[str, Any], line: int) -> Record | Rejected:
+        if self.watch is not None:
+            self.watch(data, line)
         name = self.record_type
         if name is None:
             raw = data.get(DISPATCH_KEY)
@@ -86,6 +95,29 @@ class RecordBuilder:
                 return self.reject(line, f'{DISPATCH_KEY}: unknown record type "{name}"'
                                          f"{did_you_mean(name, self.types)}", "?")
         spec = self.types[name]
+        values, problems = self.convert(name, spec, data)
+        for needed, what in ((spec.key, "record key"), (spec.patient, "patient")):
+            if not problems and needed not in values:  # only when the pack did not declare it
+                problems.append(f"{needed}: missing {what}")
+        when = None
+        if not problems:
+            try:
+                when = record_time(values.get(spec.time), self.tz)
+            except OutOfRange as exc:
+                problems.append(self._reason(name, ConversionError(spec.time, str(exc), data.get(spec.time))))
+        if problems:
+            return self.reject(line, "; ".join(problems), name)
+        key = str(values[spec.key])
+        first = self.seen.first(name, key)
+        if first is not None:
+            shown = self.privacy.quoted(name, spec.key, key, lambda text: f'"{text}"')
+            return self.reject(line, f"duplicate {spec.key} {shown} (first at {first[0]}:{first[1]})", name)
+        self.seen.add(name, key, self.path, line)
+        self.stats.records_read += 1
+        return Record(name, key, str(values[spec.patient]), when, values, self.path, line)
+
+    def convert(self, name: str, spec: RecordType, data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The record's typed values (missing ones left out), and the problems of those that do not convert."""
         values: dict[str, Any] = {}
         problems: list[str] = []
         tz = self.tz
@@ -112,32 +144,43 @@ class RecordBuilder:
                 except ConversionError as exc:
                     problems.append(self._reason(name, exc))
                 continue
-            if field_name == spec.key:
-                problems.append(f"{field_name}: missing record key")
-            elif field_name == spec.patient:
-                problems.append(f"{field_name}: missing patient")
-        for needed, what in ((spec.key, "record key"), (spec.patient, "patient")):
-            if not problems and needed not in values:  # only when the pack did not declare it
-                problems.append(f"{needed}: missing {what}")
-        when = None
-        if not problems:
-            try:
-                when = record_time(values.get(spec.time), tz)
-            except OutOfRange as exc:
-                problems.append(self._reason(name, ConversionError(spec.time, str(exc), data.get(spec.time))))
-        if problems:
-            return self.reject(line, "; ".join(problems), name)
-        key = str(values[spec.key])
-        first = self.seen.first(name, key)
-        if first is not None:
-            shown = self.privacy.quoted(name, spec.key, key, lambda text: f'"{text}"')
-            return self.reject(line, f"duplicate {spec.key} {shown} (first at {first[0]}:{first[1]})", name)
-        self.seen.add(name, key, self.path, line)
-        self.stats.records_read += 1
-        return Record(name, key, str(values[spec.patient]), when, values, self.path, line)
+            self._missing(spec, field_name, problems)
+        return values, problems
+
+    @staticmethod
+    def _missing(spec: RecordType, field_name: str, problems: list[str]) -> None:
+        if field_name == spec.key:
+            problems.append(f"{field_name}: missing record key")
+        elif field_name == spec.patient:
+            problems.append(f"{field_name}: missing patient")
 
     def _reason(self, type_name: str, exc: ConversionError) -> str:
         return exc.render(lambda raw: self.privacy.quoted(type_name, exc.field, raw, quote))
+
+
+class MappedBuilder(RecordBuilder):
+    """A RecordBuilder reading each field through a source map entry's cell readers (SPEC 8)."""
+
+    def __init__(self, path: str, readers: Mapping[str, Callable[[Mapping[str, Any]], Any]],
+                 record_type: str, types: Mapping[str, RecordType], tz: dt.tzinfo, seen: Seen, stats: InputStats,
+                 privacy: Privacy = REVEAL_ALL) -> None:
+        super().__init__(path, record_type, types, tz, seen, stats, privacy)
+        self.readers = list(readers.items())
+
+    def convert(self, name: str, spec: RecordType, data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for field_name, read in self.readers:
+            try:
+                value = read(data)
+            except ConversionError as exc:
+                problems.append(self._reason(name, exc))
+                continue
+            if value is None:
+                self._missing(spec, field_name, problems)
+            else:
+                values[field_name] = value
+        return values, problems
 
 def did_you_mean(name: str, choices: Mapping[str, Any]) -> str:
     close = difflib.get_close_matches(name, list(choices), n=1)

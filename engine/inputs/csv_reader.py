@@ -29,11 +29,12 @@ class _RowLines(TextLines):
     """The lines csv.reader pulls, kept for the row being read (one line but for a quoted line break),
     and bounded: a row may not span over MAX_ROW_LINES lines or MAX_ROW characters."""
 
-    def __init__(self, handle: BinaryIO, path: str) -> None:
-        super().__init__(handle, path)
+    def __init__(self, handle: BinaryIO, path: str, encoding: str = "utf-8") -> None:
+        super().__init__(handle, path, encoding)
         self.row: list[str] = []
         self.size = 0
         self.ended = False  # csv.reader asked for a line past the last: a quote was open at the end
+        self.delimiter = ","
 
     def start_row(self) -> int:
         """Start keeping the next row's lines; the number of its first line."""
@@ -74,14 +75,15 @@ class _RowLines(TextLines):
 
 # States of _QuoteScan, after those of the C parser of the csv module (Modules/_csv.c).
 _START, _IN_FIELD, _IN_QUOTES, _AFTER_QUOTE, _EAT_CRNL = range(5)
-_FIELD_END = re.compile(r"[,\r\n]")
 
 
 class _QuoteScan:
     """Follows csv.reader's reading of one row (the default dialect, not strict) to its end, keeping
     no cell: where a row csv.reader gave up on really ends, and which line opened a quote."""
 
-    def __init__(self) -> None:
+    def __init__(self, delimiter: str = ",") -> None:
+        self.delimiter = delimiter
+        self.field_end = re.compile(f"[{re.escape(delimiter)}\r\n]")
         self.state = _START
         self.opened = 0    # the line of the quote that opened the last quoted cell
         self.spanning = 0  # the line of the first quote left open at the end of a line
@@ -96,11 +98,11 @@ class _QuoteScan:
                     break
                 state = _AFTER_QUOTE
             elif state == _IN_FIELD:
-                found = _FIELD_END.search(text, pos)
+                found = self.field_end.search(text, pos)
                 if found is None:
                     break
                 pos = found.end()
-                state = _START if found.group() == "," else _EAT_CRNL
+                state = _START if found.group() == self.delimiter else _EAT_CRNL
             else:
                 char = text[pos]
                 pos += 1
@@ -112,7 +114,7 @@ class _QuoteScan:
                     if state == _START:
                         self.opened = line
                     state = _IN_QUOTES
-                elif char == ",":
+                elif char == self.delimiter:
                     state = _START
                 elif char in "\r\n":
                     state = _EAT_CRNL
@@ -127,14 +129,15 @@ class _QuoteScan:
         return False
 
 
-def _scan(lines: list[str], start: int) -> _QuoteScan:
-    scan = _QuoteScan()
+def _scan(lines: list[str], start: int, delimiter: str) -> _QuoteScan:
+    scan = _QuoteScan(delimiter)
     for number, text in enumerate(lines, start):
         scan.feed(text, number, True)
     return scan
 
 
-def read_csv(handle: BinaryIO, builder: RecordBuilder) -> Iterator[Record | Rejected]:
+def read_csv(handle: BinaryIO, builder: RecordBuilder, encoding: str = "utf-8",
+             delimiter: str = ",") -> Iterator[Record | Rejected]:
     """CSV rows, each at the physical line it starts on.
 
     A row spans lines only through a quoted cell holding a line break, and that is accepted when
@@ -146,8 +149,9 @@ def read_csv(handle: BinaryIO, builder: RecordBuilder) -> Iterator[Record | Reje
     csv.field_size_limit(MAX_LINE)
     path = builder.path
     with handle:
-        lines = _RowLines(handle, path)
-        reader = csv.reader(lines)
+        lines = _RowLines(handle, path, encoding)
+        lines.delimiter = delimiter
+        reader = csv.reader(lines, delimiter=delimiter)
         header: list[str] | None = None
         while True:
             start = lines.start_row()
@@ -172,7 +176,7 @@ def read_csv(handle: BinaryIO, builder: RecordBuilder) -> Iterator[Record | Reje
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
             if header is None:
-                header = _header(row, path, builder.record_type)
+                header = csv_header(row, path, builder.record_type)
             elif len(row) != len(header):
                 yield builder.reject(start, f"row has {len(row)} cells, header has {len(header)}")
             elif "\x00" in "".join(row):
@@ -184,7 +188,7 @@ def read_csv(handle: BinaryIO, builder: RecordBuilder) -> Iterator[Record | Reje
 
 def _spanning_problem(row: list[str], header: list[str] | None, lines: _RowLines, start: int) -> str:
     """Why a row read over several lines is not one record ("" if it is one)."""
-    scan = _scan(lines.row, start)
+    scan = _scan(lines.row, start, lines.delimiter)
     if lines.ended:
         return f"an opening quote at line {scan.opened} is never closed"
     if header is None:
@@ -198,7 +202,7 @@ def _spanning_problem(row: list[str], header: list[str] | None, lines: _RowLines
 
 def _broken_reason(exc: Exception, lines: _RowLines, start: int) -> str:
     if isinstance(exc, _RowTooLong):
-        return _still_open(_scan(lines.row, start).opened, lines.number)
+        return _still_open(_scan(lines.row, start, lines.delimiter).opened, lines.number)
     if isinstance(exc, LineTooLong) and lines.number != start:
         return f"line {lines.number} is longer than 1 MiB"
     return _csv_reason(exc)
@@ -218,7 +222,7 @@ def _reject_broken_row(exc: Exception, lines: _RowLines, start: int, builder: Re
     each of its physical lines rejected (blank ones aside): rows it swallowed are counted, not lost.
     """
     reason = _broken_reason(exc, lines, start)
-    scan = _QuoteScan()
+    scan = _QuoteScan(lines.delimiter)
     held: list[int] = []  # the row's lines with something on them, until it is known how to reject them
     counted = 0  # the last of them: a long line comes in pieces
     size = 0
@@ -256,7 +260,7 @@ def _csv_reason(exc: Exception) -> str:
     return text if isinstance(exc, LineTooLong) else f"not valid CSV ({text.split(' - ')[0]})"
 
 
-def _header(row: list[str], path: str, record_type: str | None) -> list[str]:
+def csv_header(row: list[str], path: str, record_type: str | None) -> list[str]:
     header = [cell.strip() for cell in row]
     if any("\x00" in cell for cell in header):
         raise InputError(f"{path}: header row contains a NUL byte")

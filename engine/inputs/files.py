@@ -138,13 +138,15 @@ class Lines:
 class TextLines(Lines):
     """Decoded per line so a bad byte is reported at its physical line."""
 
-    def __init__(self, handle: BinaryIO, path: str) -> None:
+    def __init__(self, handle: BinaryIO, path: str, encoding: str = "utf-8") -> None:
         super().__init__(handle)
         self.path = path
+        self.encoding = encoding  # ASCII-compatible (a source map's encodings are checked for it)
 
     def __next__(self) -> str:  # type: ignore[override]
         line = super().__next__()
         try:
-            return line.decode("utf-8")
+            return line.decode(self.encoding)
         except UnicodeDecodeError:
-            raise InputError(f"{self.path}: not UTF-8 (invalid byte at line {self.number})") from None
+            name = "UTF-8" if self.encoding == "utf-8" else self.encoding
+            raise InputError(f"{self.path}: not {name} (invalid byte at line {self.number})") from None

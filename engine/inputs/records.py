@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import PurePath
+from typing import BinaryIO
 
 from engine.errors import InputError, UsageError
 from engine.inputs.builder import InputStats, RecordBuilder, Seen, did_you_mean
@@ -16,7 +17,7 @@ from engine.inputs.json_reader import read_json, read_ndjson
 from engine.language.model import Record, RecordType, Rejected
 from engine.privacy import REVEAL_ALL, Privacy
 
-_FORMATS = {".csv": "csv", ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson"}
+FORMATS = {".csv": "csv", ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson"}
 _TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
@@ -48,33 +49,46 @@ def _type_of_stem(path: str, types: Mapping[str, RecordType]) -> str | None:
 
 
 def read_input(path: str, record_type: str | None, types: Mapping[str, RecordType], tz: dt.tzinfo,
-               seen: Seen, stats: InputStats, privacy: Privacy = REVEAL_ALL) -> Iterator[Record | Rejected]:
+               seen: Seen, stats: InputStats, privacy: Privacy = REVEAL_ALL,
+               builder: RecordBuilder | None = None) -> Iterator[Record | Rejected]:
     """Stream the records of one file; raises InputError (eagerly for a missing file or format).
 
     Rejection reasons quote identifying values through ``privacy``.
     """
-    regular_file(path)
-    suffix = PurePath(path).suffix.lower()
-    if suffix not in _FORMATS:
-        shown = f'"{suffix}"' if suffix else "no extension"
-        raise InputError(f"{path}: unknown input format ({shown}; expected .csv, .json, .ndjson or .jsonl)")
+    fmt = check_format(path)
     if record_type is not None and record_type not in types:
         raise UsageError(f'unknown record type "{record_type}"{did_you_mean(record_type, types)}')
+    handle = open_text(path, fmt)
+    builder = builder or RecordBuilder(path, record_type, types, tz, seen, stats, privacy)
+    readers = {"csv": read_csv, "json": read_json, "ndjson": read_ndjson}
+    return readers[fmt](handle, builder)
+
+
+def check_format(path: str) -> str:
+    """The format of a file read without a map, from its extension; InputError for any other."""
+    regular_file(path)
+    suffix = PurePath(path).suffix.lower()
+    if suffix not in FORMATS:
+        shown = f'"{suffix}"' if suffix else "no extension"
+        raise InputError(f"{path}: unknown input format ({shown}; expected .csv, .json, .ndjson or .jsonl)")
+    return FORMATS[suffix]
+
+
+def open_text(path: str, fmt: str) -> BinaryIO:
+    """The file opened at its start, refused when it is UTF-16 or UTF-32 or its lines end in CR alone."""
     handle = open_input(path)
     wide = wide_encoding(handle.read(64))
     if wide:
         handle.close()
         raise InputError(f"{path}: {wide} text; save the export as UTF-8")
     handle.seek(0)
-    if _FORMATS[suffix] != "json" and b"\r" in handle.readline(MAX_LINE).rstrip(b"\r\n"):
+    if fmt != "json" and b"\r" in handle.readline(MAX_LINE).rstrip(b"\r\n"):
         # lines ended by CR alone (classic Mac OS) would read as one line: one row, or one bad record
         handle.close()
         raise InputError(f"{path}: lines end in a carriage return alone; save the export with LF or CRLF "
                          "line endings")
     handle.seek(0)
-    builder = RecordBuilder(path, record_type, types, tz, seen, stats, privacy)
-    readers = {"csv": read_csv, "json": read_json, "ndjson": read_ndjson}
-    return readers[_FORMATS[suffix]](handle, builder)
+    return handle
 
 
 __all__ = ["InputStats", "Seen", "bind_inputs", "check_input", "read_input"]

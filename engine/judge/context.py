@@ -44,6 +44,8 @@ class PackContext:
         self.plain = [conditions.compile_outcome(rule.when, rule.require) for rule in self.rules]
         self.wheres = {id(h): conditions.compile_condition(h.where)
                        for hs in self.histories for h in hs if h.where is not None}
+        # what an export must provide: per record type, each field a rule reads and why
+        self.needed = conditions.fields_read(self.rules, self.types)
         # record types an audit must keep: those judged and those history conditions look at
         self.kept_types = set(self.rules_by_type) | {h.of for hs in self.histories for h in hs}
 

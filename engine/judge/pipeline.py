@@ -10,13 +10,16 @@ import functools
 import pickle
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from engine.errors import EngineError, UsageError
-from engine.inputs.records import InputStats, Seen, bind_inputs, check_input, read_input
+from engine.inputs.builder import InputStats, Seen
+from engine.inputs.files import check_input
+from engine.inputs.maps import SourceMap
+from engine.inputs.sources import Binding, bind, check_columns, header_of, read_binding
 from engine.judge.audit import BATCH_SIZE, Auditor, OutcomeHook, Result
 from engine.judge.durable import DEFAULT_TIMEOUT, worker_main
-from engine.language.model import Pack, Record, Rejected
+from engine.language.model import Pack, Record, RecordType, Rejected
 from engine.language.values import fixed_zone
 from engine.privacy import Pseudonymiser
 
@@ -24,11 +27,13 @@ from engine.privacy import Pseudonymiser
 def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = None,
         progress: Callable[[int], None] | None = None, timeout: float = DEFAULT_TIMEOUT,
         worker: Callable[..., None] = worker_main, group_by: list[str] | None = None,
-        pseudonymise: Pseudonymiser | None = None, reveal: bool = False) -> tuple[Result, list[InputStats]]:
+        pseudonymise: Pseudonymiser | None = None, reveal: bool = False,
+        maps: list[SourceMap] | None = None) -> tuple[Result, list[InputStats]]:
     """Read every input, judge every record, and return the result with per-input counts.
 
     ``group_by`` names fields (or ``month``) to count per stratum; ``pseudonymise`` replaces patient
-    identifiers in findings; ``reveal`` keeps fields marked phi in the evidence.
+    identifiers in findings; ``reveal`` keeps fields marked phi in the evidence; ``maps`` say how
+    the files of other systems become records (SPEC 8).
     """
     auditor = Auditor(packs, on_outcome, timeout, worker=worker, group_by=group_by,
                       pseudonymise=pseudonymise, reveal=reveal)
@@ -38,25 +43,16 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
             close = difflib.get_close_matches(name, known, n=1)
             hint = f' (did you mean "{close[0]}"?)' if close else ""
             raise UsageError(f'--group-by "{name}" is not a field of any record type{hint}')
-    bindings = bind_inputs(files, auditor.context.types)
-    identities: dict[tuple[int, int], str] = {}
-    for _, path in bindings:
-        identity = check_input(path)  # missing, a folder, a pipe or a device: said before anything is read
-        # the same file twice would reject every record of the second reading as a duplicate
-        first = identities.get(identity)
-        if first is not None:
-            also = "" if first == path else f" (also as {first})"
-            raise UsageError(f"{path}: the same file is given twice{also}")
-        identities[identity] = path
+    bindings = open_inputs(files, auditor.context.types, maps or [], auditor.context.needed)
     seen = Seen()
     stats_list: list[InputStats] = []
 
     def records() -> Iterator[Record]:
-        for type_name, path in bindings:
-            stats = InputStats(path, type_name)
+        for binding in bindings:
+            stats = InputStats(binding.path, binding.type)
             stats_list.append(stats)
             context = auditor.context
-            for item in read_input(path, type_name, context.types, context.tz, seen, stats, context.privacy):
+            for item in read_binding(binding, context.types, context.tz, seen, stats, context.privacy):
                 if isinstance(item, Rejected):
                     auditor.reject(item)
                 else:
@@ -74,13 +70,33 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
         result = auditor.finish()
     except EngineError as exc:
         where = stats_list[-1] if stats_list else None
-        unread = [path for _, path in bindings[len(stats_list):]]
+        unread = [binding.path for binding in bindings[len(stats_list):]]
         stopped = f"; reading stopped after {where.path} record {where.records_read}" if where else ""
         rest = f", and {', '.join(unread)} were not read" if unread else ""
         raise EngineError(f"{exc}{stopped}{rest}; the audit is incomplete and no report was written") from None
     finally:
         auditor.close()
     return result, stats_list
+
+
+def open_inputs(files: list[str], types: Mapping[str, RecordType], maps: list[SourceMap],
+                needed: Mapping[str, Mapping[str, str]]) -> list[Binding]:
+    """Bind every file to its record type and map entry, and check, before anything is read, that each
+    is a readable file given once and that its header has every column the rules read."""
+    bindings = bind(files, types, maps)
+    identities: dict[tuple[int, int], str] = {}
+    for binding in bindings:
+        path = binding.path
+        identity = check_input(path)  # missing, a folder, a pipe or a device: said before anything is read
+        # the same file twice would reject every record of the second reading as a duplicate (one
+        # file read by several map entries is a file each entry makes its own records of)
+        first = identities.get(identity)
+        if first is not None and binding.entry is None:
+            also = "" if first == path else f" (also as {first})"
+            raise UsageError(f"{path}: the same file is given twice{also}")
+        identities[identity] = path
+    check_columns(bindings, needed, {index: header_of(binding) for index, binding in enumerate(bindings)})
+    return bindings
 
 
 PARTITIONS = 64

@@ -5,7 +5,7 @@ behind an unknown, and their human readings."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.language import operators
@@ -254,3 +254,39 @@ def compile_condition(cond: Condition, forced: dict[int, Truth] | None = None) -
 # The closures of conditions evaluated again and again (the missing fields of each finding, explain):
 # conditions are frozen, so equal ones share one.
 _compiled = functools.lru_cache(maxsize=4096)(compile_condition)
+
+
+def fields_read(rules: list[Any], types: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Per record type, every declared field the rules read (directly, through derive, as a history
+    condition's where or join, or as key, patient or time), with the first rule that reads it:
+    what an export must provide (SPEC 8, a column that is not there stops the run)."""
+    needed: dict[str, dict[str, str]] = {}
+
+    def add(type_name: str, name: str | None, why: str) -> None:
+        rtype = types.get(type_name)
+        if rtype is None or name is None:
+            return
+        if name in rtype.derived:
+            for source in rtype.derived[name].inputs:
+                add(type_name, source, f"{why} through {name}")
+        elif name in rtype.fields:
+            needed.setdefault(type_name, {}).setdefault(name, why)
+
+    def identity(type_name: str, why: str) -> None:
+        rtype = types.get(type_name)
+        if rtype is not None:
+            for name, role in ((rtype.key, "key"), (rtype.patient, "patient"), (rtype.time, "time")):
+                add(type_name, name, f"the {role} of {type_name}, {why}")
+
+    for rule in rules:
+        why = f"read by rule {rule.id}"
+        identity(rule.for_type, why)
+        for name in fields_of(rule.when) + fields_of(rule.require):
+            add(rule.for_type, name, why)
+        for history in histories_of(rule.when) + histories_of(rule.require):
+            identity(history.of, f"looked at by rule {rule.id}")
+            for name in fields_of(history.where):
+                add(history.of, name, f"read by rule {rule.id}'s {history.form}")
+            if history.join:
+                add(history.of, history.join, f"joined on by rule {rule.id}")
+    return needed

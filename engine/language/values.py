@@ -30,15 +30,17 @@ class ConversionError(ValueError):
     quote an identifying value by its pseudonym (``render``).
     """
 
-    def __init__(self, field: str, expected: str, raw: Any = _NO_VALUE) -> None:
+    def __init__(self, field: str, expected: str, raw: Any = _NO_VALUE, column: str | None = None) -> None:
         self.field, self.expected, self.raw = field, expected, raw
+        self.column = column  # the export's column, when a source map reads the field from another name
         super().__init__(self.render(quote))
 
     def render(self, show: Callable[[Any], str]) -> str:
         """The message with the raw value written by ``show`` (``quote`` for the plain message)."""
+        name = self.field if self.column is None else f'{self.field} (column "{self.column}")'
         if self.raw is _NO_VALUE:
-            return f"{self.field}: {self.expected}"
-        return f"{self.field}: {show(self.raw)} {self.expected}"
+            return f"{name}: {self.expected}"
+        return f"{name}: {show(self.raw)} {self.expected}"
 
 
 def is_missing(raw: Any) -> bool:

@@ -88,7 +88,8 @@ def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt
     return Report(
         tool_name=TOOL_NAME, tool_version=tool_version(), as_of=as_of.isoformat(),
         inputs=tuple(InputSummary(s.path, s.record_type, s.sha256, s.records_read, s.records_judged,
-                                  s.records_rejected) for s in inputs),
+                                  s.records_rejected, s.map_id, s.entry, s.rows_read, s.skipped, s.filtered,
+                                  s.absent) for s in inputs),
         packs=tuple(PackSummary(p.id, p.version, p.title, p.path, p.sha256) for p in packs),
         period_first=result.first.isoformat() if result.first else None,
         period_last=result.last.isoformat() if result.last else None,

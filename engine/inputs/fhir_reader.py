@@ -1,0 +1,123 @@
+"""FHIR R4 exports read through a SQL-on-FHIR view (SPEC 8): a bulk-export NDJSON file (one resource
+a line) or a Bundle. Resources of another type are counted as skipped, those the view's where
+excludes as filtered; each row of the view is a record at the resource's line (or entry)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+from engine.errors import InputError
+from engine.inputs.builder import InputStats, RecordBuilder
+from engine.inputs.files import BOM, Lines, LineTooLong, open_input
+from engine.inputs.json_reader import _json_problem, _kind, _loads, _Objects
+from engine.language.model import Record, Rejected
+from engine.language.values import quote
+
+
+def read_fhir(path: str, view: Any, builder: RecordBuilder) -> Iterator[Record | Rejected]:
+    stats = builder.stats
+    stats.skipped = stats.filtered = 0
+    if path.lower().endswith(".json"):
+        resources = _bundle(path, builder)
+    else:
+        resources = _ndjson(path, builder)
+    for place, resource in resources:
+        if isinstance(resource, Rejected):
+            yield resource
+            continue
+        if resource.get("resourceType") != view.resource:
+            stats.skipped += 1
+            continue
+        try:
+            if not view.matches(resource):
+                stats.filtered += 1
+                continue
+            rows = view.rows(resource)
+        except RecursionError:
+            yield builder.reject(place, "resource nested too deeply")
+            continue
+        except Exception as exc:  # noqa: BLE001 - FHIRPath evaluation on data the view did not expect
+            yield builder.reject(place, f"the view cannot read this {view.resource} ({_reason(exc)})")
+            continue
+        if not rows:
+            stats.filtered += 1
+        for row in rows:
+            yield builder.build(row, place)
+
+
+def count_resources(path: str, stats: InputStats) -> int:
+    """The resources of a FHIR file no entry of the maps reads (its sha256 noted in ``stats``)."""
+    with open_input(path) as handle:
+        lines = Lines(handle)
+        count = 0
+        for line in lines:
+            count += bool(line.strip())
+        stats.sha256 = lines.digest.hexdigest()
+    if path.lower().endswith(".json"):
+        return 1
+    return count
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+def _ndjson(path: str, builder: RecordBuilder) -> Iterator[tuple[int, Any]]:
+    objects = _Objects()
+    with open_input(path) as handle:
+        lines = Lines(handle)
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration:
+                break
+            except LineTooLong as exc:
+                yield lines.number, builder.reject(lines.number, f"resource {exc}")
+                continue
+            if not line.strip():
+                continue
+            try:
+                item = _loads(line.decode("utf-8").rstrip("\r\n"), objects)
+            except UnicodeDecodeError as exc:
+                yield lines.number, builder.reject(lines.number, f"not UTF-8 (invalid byte at column {exc.start + 1})")
+                continue
+            except (ValueError, RecursionError) as exc:
+                yield lines.number, builder.reject(lines.number, _json_problem(exc, one_line=True))
+                continue
+            if not isinstance(item, dict):
+                yield lines.number, builder.reject(lines.number, f"expected a FHIR resource, got {_kind(item)}")
+            elif objects.duplicated is not None:
+                yield lines.number, builder.reject(lines.number, f"duplicate key {quote(objects.duplicated)}")
+            else:
+                yield lines.number, item
+        builder.stats.sha256 = lines.digest.hexdigest()
+
+
+def _bundle(path: str, builder: RecordBuilder) -> Iterator[tuple[int, Any]]:
+    """A Bundle's entries, each at its 1-based position (a lone resource is a Bundle of one)."""
+    with open_input(path) as handle:
+        data = handle.read()
+    builder.stats.sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        doc = _loads(data.removeprefix(BOM).decode("utf-8"), _Objects())
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 (invalid byte at offset {exc.start})") from None
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"{path}: {_json_problem(exc)}") from None
+    if not isinstance(doc, dict) or "resourceType" not in doc:
+        raise InputError(f"{path}: expected a FHIR Bundle or resource, got {_kind(doc)}")
+    if doc.get("resourceType") != "Bundle":
+        yield 1, doc
+        return
+    entries = doc.get("entry") or []
+    if not isinstance(entries, list):
+        raise InputError(f"{path}: the Bundle's entry is not a list")
+    for position, entry in enumerate(entries, 1):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            yield position, builder.reject(position, "Bundle entry without a resource")
+        else:
+            yield position, resource
