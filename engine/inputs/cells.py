@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.inputs.maps import ColumnSpec, MapEntry
+from engine.inputs.timeformats import compile_format
 from engine.inputs.xlsx_reader import CellError, excel_serial
 from engine.language.model import Field
 from engine.language.values import (
@@ -37,35 +38,59 @@ class CellReader:
         self.true = frozenset(v.lower() for v in entry.true_values) | frozenset(_TRUE)
         self.false = frozenset(v.lower() for v in entry.false_values) | frozenset(_FALSE)
         self.unit = spec.unit.lower() if spec.unit else None
+        self.column = spec.column
+        # the plain cell (no split, unit or labels) is most cells: one test skips the steps
+        self.plain = spec.split is None and self.unit is None and not self.labels
+        self.datetime_parsers = [compile_format(fmt) for fmt in entry.datetime_formats]
+        self.date_parsers = [compile_format(fmt) for fmt in entry.date_formats]
+        convert_text = text_converter(field.type)
         kinds: dict[str, Callable[[str], Any]] = {
-            "number": self._number, "integer": self._number, "boolean": self._boolean,
-            "datetime": self._datetime, "date": self._date}
-        self.from_text = kinds.get(field.type) or self._default
+            "boolean": self._boolean, "datetime": self._datetime, "date": self._date,
+            "string": lambda text: text}
+        if field.type in ("number", "integer") and (entry.decimal != "." or entry.thousands is not None):
+            kinds[field.type] = self._number
+        self.from_text = kinds.get(field.type) or (lambda text: convert_text(text, field, tz))
 
     def __call__(self, row: Mapping[str, Any]) -> Any:
         """The field's value, or None when missing; raises ConversionError naming the column."""
-        spec = self.spec
+        raw = row.get(self.column) if self.column is not None else None
+        if type(raw) is str and self.plain:  # the common case, in one step
+            text = raw.strip()
+            if not text or text in self.markers:
+                return None
+            try:
+                return self.from_text(text)
+            except ConversionError as exc:
+                raise self._named(exc) from None
+            except (ValueError, TypeError, OverflowError):
+                raise self._named(not_a(self.field, text)) from None
         try:
-            if spec.join:
-                parts = [self._text(row.get(name)) for name in spec.join]
-                if any(part is _MISSING for part in parts):
-                    return None
-                return self._convert(_JOIN.join(parts))
-            raw = row.get(spec.column) if spec.column is not None else None
-            if isinstance(raw, list):  # a FHIR column's collection
-                if not raw:
-                    return None
-                if len(raw) > 1:
-                    raise ConversionError(self.field.name, f"{len(raw)} values")
-                raw = raw[0]
-            if isinstance(raw, str):
-                text = self._text(raw)
-                return None if text is _MISSING else self._convert(text)
-            return None if raw is None else self._typed(raw)
+            return self._read(row, raw)
         except ConversionError as exc:
-            if spec.column is not None and spec.column != self.field.name:
-                exc.column = spec.column
-            raise
+            raise self._named(exc) from None
+
+    def _named(self, exc: ConversionError) -> ConversionError:
+        if self.column is not None and self.column != self.field.name:
+            exc.column = self.column
+        return exc
+
+    def _read(self, row: Mapping[str, Any], raw: Any) -> Any:
+        spec = self.spec
+        if spec.join:
+            parts = [self._text(row.get(name)) for name in spec.join]
+            if any(part is _MISSING for part in parts):
+                return None
+            return self._convert(_JOIN.join(parts))
+        if isinstance(raw, list):  # a FHIR column's collection
+            if not raw:
+                return None
+            if len(raw) > 1:
+                raise ConversionError(self.field.name, f"{len(raw)} values")
+            raw = raw[0]
+        if isinstance(raw, str):
+            text = self._text(raw)
+            return None if text is _MISSING else self._convert(text)
+        return None if raw is None else self._typed(raw)
 
     def _text(self, raw: Any) -> Any:
         """The cell's text after missing markers, split/part and unit; _MISSING when it is missing."""
@@ -97,6 +122,12 @@ class CellReader:
     def _default(self, text: str) -> Any:
         return text_converter(self.field.type)(text, self.field, self.tz)
 
+    @staticmethod
+    def _iso_like(text: str) -> bool:
+        """Text that may be ISO 8601 (2026-03-02..., 20260302...): tried as ISO first; other text is
+        tried against the entry's formats first and as ISO last (a failed ISO parse costs more)."""
+        return text[4:5] == "-" or text[:8].isdigit()
+
     def _number(self, text: str) -> Any:
         entry = self.entry
         if entry.thousands is not None:
@@ -117,28 +148,45 @@ class CellReader:
         raise ValueError
 
     def _datetime(self, text: str) -> dt.datetime:
-        try:
-            return parse_datetime(text, self.tz)
-        except ValueError:
-            pass
-        for fmt in self.entry.datetime_formats:
+        iso = self._iso_like(text)
+        if iso:
             try:
-                parsed = dt.datetime.strptime(text, fmt)
+                return parse_datetime(text, self.tz)
+            except ValueError:
+                pass
+        for parse in self.datetime_parsers:
+            try:
+                parsed = parse(text)
             except ValueError:
                 continue
-            return self._placed(parsed)
+            if parsed is not None:
+                return self._placed(parsed)
+        if not iso:
+            try:
+                return parse_datetime(text, self.tz)
+            except ValueError:
+                pass
         raise self._unreadable(text, self.entry.datetime_formats)
 
     def _date(self, text: str) -> dt.date:
-        try:
-            return dt.date.fromisoformat(text)
-        except ValueError:
-            pass
-        for fmt in self.entry.date_formats:
+        iso = self._iso_like(text)
+        if iso:
             try:
-                return dt.datetime.strptime(text, fmt).date()
+                return dt.date.fromisoformat(text)
+            except ValueError:
+                pass
+        for parse in self.date_parsers:
+            try:
+                parsed = parse(text)
             except ValueError:
                 continue
+            if parsed is not None:
+                return parsed.date()
+        if not iso:
+            try:
+                return dt.date.fromisoformat(text)
+            except ValueError:
+                pass
         raise self._unreadable(text, self.entry.date_formats)
 
     def _unreadable(self, text: str, formats: tuple[str, ...]) -> ConversionError:
