@@ -168,6 +168,17 @@ class InputSummary:
 
     _MAPPED: ClassVar[tuple[str, ...]] = ("map", "entry", "rows_read", "skipped", "filtered")
 
+    @property
+    def reading(self) -> str:
+        """How a file read through a source map was read, in words ("" for a file read as is)."""
+        parts = [f"map {self.map} entry {self.entry}" if self.map is not None else "",
+                 f"{self.rows_read:,} rows" if self.rows_read is not None else "",
+                 (f"{self.skipped:,} resources of other types skipped" if self.record_type else
+                  f"{self.skipped:,} resources no map entry reads, skipped") if self.skipped else "",
+                 f"{self.filtered:,} resources filtered out by the view" if self.filtered else "",
+                 f"absent (all missing): {', '.join(self.absent)}" if self.absent else ""]
+        return "; ".join(part for part in parts if part)
+
     def to_json(self) -> Json:
         data: Json = {"path": self.path, "record_type": self.record_type, "sha256": self.sha256,
                       "records_read": self.records_read, "records_judged": self.records_judged,

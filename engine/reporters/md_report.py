@@ -80,7 +80,15 @@ def _header(report: Report) -> list[str]:
     lines += table(["File", "Record type", "SHA-256", "Read", "Judged", "Rejected"],
                     ([i.path, i.record_type, i.sha256, i.records_read, i.records_judged, i.records_rejected]
                      for i in report.inputs), frozenset({3, 4, 5}))
+    read = [i for i in report.inputs if i.reading]
+    if read:
+        lines += ["", "Read through source maps:", ""]
+        lines += [f"- {md(i.path)}{_typed(i.record_type)}: {md(i.reading)}" for i in read]
     return lines
+
+
+def _typed(record_type: str | None) -> str:
+    return f" ({md(record_type)})" if record_type else ""
 
 
 def _rules(report: Report) -> list[str]:

@@ -88,10 +88,12 @@ def _header(report: Report) -> list[str]:
     for pack in report.packs:
         lines.append(_fit(_clean(f"pack     {pack.id} {pack.version}"), WIDTH))
     for inp in report.inputs:
-        counts = (f" ({inp.record_type}): {inp.records_read} read, "
+        counts = (f" ({inp.record_type or 'several types'}): {inp.records_read} read, "
                   f"{inp.records_judged} judged, {inp.records_rejected} rejected")
         room = WIDTH - 9 - _width(_clean(counts))
         lines.append("input    " + _fit(_clean(inp.path), room, keep_tail=True) + _clean(counts))
+        if inp.reading:
+            lines.append(_fit("         " + _clean(inp.reading), WIDTH))
     lines.append(f"records  {summary.records_read} read, {summary.records_judged} judged, "
                  f"{summary.records_rejected} rejected")
     lines.append("patients " + ("pseudonymised" if report.pseudonymised
