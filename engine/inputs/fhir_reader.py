@@ -5,6 +5,7 @@ excludes as filtered; each row of the view is a record at the resource's line (o
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,8 @@ from engine.inputs.files import BOM, Lines, LineTooLong, open_input
 from engine.inputs.json_reader import _json_problem, _kind, _loads, _Objects
 from engine.language.model import Record, Rejected
 from engine.language.values import quote
+
+MAX_BUNDLE = 256 * 2**20  # bytes of a Bundle (JSON), parsed whole; bulk NDJSON is read a line at a time
 
 
 def read_fhir(path: str, view: Any, builder: RecordBuilder) -> Iterator[Record | Rejected]:
@@ -99,6 +102,10 @@ def _ndjson(path: str, builder: RecordBuilder) -> Iterator[tuple[int, Any]]:
 def _bundle(path: str, builder: RecordBuilder) -> Iterator[tuple[int, Any]]:
     """A Bundle's entries, each at its 1-based position (a lone resource is a Bundle of one)."""
     with open_input(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_BUNDLE:
+            raise InputError(f"{path}: a Bundle of {size / 2**20:,.0f} MiB is read whole, and the limit is "
+                             f"{MAX_BUNDLE // 2**20} MiB; export the resources as bulk NDJSON (one a line)")
         data = handle.read()
     builder.stats.sha256 = hashlib.sha256(data).hexdigest()
     try:
