@@ -167,6 +167,11 @@ PATHS = [
     "performer.getReferenceKey(Practitioner)", "getResourceKey()", "code.coding.first().code",
     "component.code.coding.code.first()", "interpretation.coding.code", "valueBoolean",
     "value.ofType(boolean) = true",
+    "code.coding.code.select(iif($this = '8480-6', 'sbp', iif($this = '8462-4', 'dbp', $this)))",
+    "extension('http://x/e1').value", "extension('http://x/e2').value.ofType(Reference).identifier.value",
+    "value.select(ofType(Quantity).value | ofType(string))", "component.value.select(ofType(Quantity).value)",
+    "effective.ofType(dateTime) | extension('http://x/e1').value", "extension('http://x/e1').value.ofType(string)",
+    "code.coding.where(code = 'x').exists() | status",
 ]
 
 
@@ -196,6 +201,13 @@ def _random_observation(rnd: random.Random, index: int) -> dict[str, Any]:
     }
     if value_kind:
         resource[value_kind] = value
+    extensions = [rnd.choice([{"url": "http://x/e1", "valueString": "2024-01-02"},
+                              {"url": "http://x/e1", "valueDateTime": "2024-01-02T10:00:00Z"},
+                              {"url": "http://x/e1", "valueInteger": 4},
+                              {"url": "http://x/e2", "valueReference": {"identifier": {"value": "d9"}}},
+                              {"url": "http://x/e2", "valueString": "d9"}]) for _ in range(rnd.randint(0, 3))]
+    if extensions:
+        resource["extension"] = extensions
     return {k: v for k, v in resource.items() if v is not None and v != []}
 
 

@@ -10,6 +10,7 @@ collections, a date), leaves the path to fhirpathpy. The tests check both give t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ _COMPARABLE = frozenset({"string", "code", "id", "uri", "url", "canonical", "mar
                          "integer", "decimal", "positiveInt", "unsignedInt", "System.String", "System.Boolean",
                          "System.Integer", "System.Decimal"})
 _OPAQUE_TYPES = frozenset({"Resource", "DomainResource"})  # contained resources: their own type decides
+_CHOSEN = "(value[x])"  # the type of a choice element read without ofType: known per value only
 
 
 class NotDirect(Exception):
@@ -47,7 +49,7 @@ class _Compiler:
 
     def child_type(self, type_path: str | None, name: str) -> tuple[str, bool]:
         """The model's type of ``type_path.name`` and whether it is a choice element (fhirpathpy's lookup)."""
-        if type_path is None or type_path in _OPAQUE_TYPES or not name[:1].islower():
+        if type_path is None or type_path in _OPAQUE_TYPES or type_path == _CHOSEN or not name[:1].islower():
             raise NotDirect
         child = f"{type_path}.{name}"
         child = self.model["pathsDefinedElsewhere"].get(child, child)
@@ -66,6 +68,11 @@ class _Compiler:
             return self.invocation(children[0], children[1], type_path)
         if kind in ("EqualityExpression", "AndExpression", "OrExpression"):
             return self.operator(kind, node["terminalNodeText"][0], children, type_path)
+        if kind == "UnionExpression":
+            (left, left_type), (right, right_type) = (self.expression(c, type_path) for c in children)
+            if any(t is None or t.startswith("System.") for t in (left_type, right_type)):
+                raise NotDirect  # fhirpathpy's union of computed values dedups by another rule
+            return _union(left, right), left_type if left_type == right_type else _CHOSEN
         raise NotDirect
 
     def term(self, node: dict[str, Any], type_path: str | None) -> tuple[Step, str | None]:
@@ -81,18 +88,49 @@ class _Compiler:
     def invocation(self, left: dict[str, Any], right: dict[str, Any], type_path: str | None) -> tuple[Step, str | None]:
         if right["type"] == "FunctionInvocation" and _function_name(right) == "ofType":
             return self.of_type(left, right, type_path)
+        if right["type"] == "FunctionInvocation" and _function_name(right) == "select" and \
+                len(_arguments(right)) == 1 and _ends_in_member(left):
+            owner, member = self.split_member(left, type_path)
+            choice_path, choice = self.child_type(owner[1], member)
+            if choice:
+                return self.choice_select(owner[0], member, choice_path, _arguments(right)[0]), _CHOSEN
         before, before_type = self.expression(left, type_path)
         return self.call(right, before, before_type)
+
+    def split_member(self, node: dict[str, Any], type_path: str | None) -> tuple[tuple[Step, str | None], str]:
+        """``a.b.c`` as (the step for ``a.b`` and its type, "c")."""
+        if node["type"] == "InvocationExpression":
+            return self.expression(node["children"][0], type_path), node["children"][1]["children"][0]["text"]
+        return ((lambda items: items), type_path), node["children"][0]["children"][0]["children"][0]["text"]
+
+    def choice_select(self, owner: Step, name: str, choice_path: str, body: dict[str, Any]) -> Step:
+        """``value.select(ofType(Quantity).value | ofType(string))``: the body compiled per type present."""
+        suffixes = self.model["choiceTypePaths"][choice_path]
+        bodies: dict[str, Step] = {}
+        for suffix in suffixes:
+            chosen = self.model["path2Type"].get(choice_path + suffix, choice_path + suffix)
+            bodies[suffix] = self.expression(body, chosen)[0]
+
+        def select(items: list[Any]) -> list[Any]:
+            found: list[Any] = []
+            for item in owner(items):
+                suffix, value = _chosen(item, name, suffixes)
+                if suffix is not None and value is not None:
+                    found.extend(bodies[suffix]([value]))
+            return found
+        return select
 
     def call(self, node: dict[str, Any], before: Step, type_path: str | None) -> tuple[Step, str | None]:
         if node["type"] == "MemberInvocation":
             name = node["children"][0]["text"]
             child, choice = self.child_type(type_path, name)
-            if choice:
-                raise NotDirect  # fhirpathpy picks the first value[x] present; only ofType is compiled
+            if choice:  # as fhirpathpy: the first of the model's value[x] types present
+                return _choice(before, name, self.model["choiceTypePaths"][child]), _CHOSEN
             return _member(before, name), child
         if node["type"] == "FunctionInvocation":
             return self.function(node, before, type_path)
+        if node["type"] == "ThisInvocation":
+            return before, type_path
         raise NotDirect
 
     def of_type(self, left: dict[str, Any], right: dict[str, Any], type_path: str | None) -> tuple[Step, str | None]:
@@ -122,9 +160,24 @@ class _Compiler:
         if name == "where" and len(arguments) == 1:
             test, _ = self.expression(arguments[0], type_path)
             return _where(before, test), type_path
+        if name == "select" and len(arguments) == 1:
+            body, body_type = self.expression(arguments[0], type_path)
+            return (lambda items: [v for item in before(items) for v in body([item])]), body_type
+        if name == "iif" and len(arguments) in (2, 3):
+            branches = [self.expression(a, type_path) for a in arguments]
+            return _iif(before, *(b[0] for b in branches)), \
+                branches[1][1] if len(branches) == 2 or branches[1][1] == branches[2][1] else None
         if name == "exists" and len(arguments) <= 1:
             condition = self.expression(arguments[0], type_path)[0] if arguments else None
             return _exists(before, condition), "System.Boolean"
+        if name == "extension" and len(arguments) == 1:
+            url = _literal(_only_literal(arguments[0]))[0]([])[0]
+            if not isinstance(url, str):
+                raise NotDirect
+            return _extension(before, url), "Extension"
+        if name == "ofType" and len(arguments) == 1 and type_path is not None and type_path != _CHOSEN:
+            wanted = arguments[0].get("text", "")
+            return (before if wanted == type_path else lambda items: []), type_path
         if arguments:
             if name == "getReferenceKey" and len(arguments) == 1 and arguments[0].get("text", "").isidentifier():
                 return _reference_keys(before, arguments[0]["text"]), "System.String"
@@ -153,6 +206,19 @@ class _Compiler:
         if symbol not in ("and", "or"):
             raise NotDirect
         return _logic(left, right, symbol == "and"), "System.Boolean"
+
+
+def _ends_in_member(node: dict[str, Any]) -> bool:
+    if node["type"] == "InvocationExpression":
+        return bool(node["children"][1]["type"] == "MemberInvocation")
+    return bool(node["type"] == "TermExpression" and node["children"][0]["type"] == "InvocationTerm"
+                and node["children"][0]["children"][0]["type"] == "MemberInvocation")
+
+
+def _only_literal(node: dict[str, Any]) -> dict[str, Any]:
+    if node["type"] == "TermExpression" and node["children"][0]["type"] == "LiteralTerm":
+        return dict(node["children"][0]["children"][0])
+    raise NotDirect
 
 
 def _function_name(node: dict[str, Any]) -> str:
@@ -191,6 +257,62 @@ def _member(before: Step, key: str) -> Step:
                     found.append(value)
         return found
     return member
+
+
+def _chosen(item: Any, name: str, suffixes: list[str]) -> tuple[str | None, Any]:
+    if isinstance(item, dict):
+        for suffix in suffixes:
+            key = name + suffix
+            if item.get(key) is not None or item.get("_" + key) is not None:
+                return suffix, item.get(key)
+    return None, None
+
+
+def _choice(before: Step, name: str, suffixes: list[str]) -> Step:
+    def choice(items: list[Any]) -> list[Any]:
+        found: list[Any] = []
+        for item in before(items):
+            value = _chosen(item, name, suffixes)[1]
+            if isinstance(value, list):
+                found.extend(v for v in value if v is not None)
+            elif value is not None:
+                found.append(value)
+        return found
+    return choice
+
+
+def _extension(before: Step, url: str) -> Step:
+    def extension(items: list[Any]) -> list[Any]:
+        found = []
+        for item in before(items):
+            if isinstance(item, dict):
+                for each in item.get("extension", ()):
+                    if not isinstance(each, dict) or "url" not in each:
+                        raise Unsure  # fhirpathpy fails on it: let it say how
+                    if each["url"] == url:
+                        found.append(each)  # fhirpathpy's extension() keeps the first match per element
+                        break
+        return found
+    return extension
+
+
+def _iif(before: Step, condition: Step, then: Step, otherwise: Step | None = None) -> Step:
+    def iif(items: list[Any]) -> list[Any]:
+        chosen = before(items)
+        if _truth(condition(chosen)):
+            return then(chosen)
+        return otherwise(chosen) if otherwise is not None else []
+    return iif
+
+
+def _union(left: Step, right: Step) -> Step:
+    def union(items: list[Any]) -> list[Any]:
+        # fhirpathpy's distinct: equal JSON text is one value, kept where it first came, last one kept
+        unique: dict[str, Any] = {}
+        for value in left(items) + right(items):
+            unique[json.dumps(value, sort_keys=True)] = value
+        return list(unique.values())
+    return union
 
 
 def _where(before: Step, test: Step) -> Step:
