@@ -112,11 +112,13 @@ def test_cp1252_export_with_a_semicolon_delimiter(tmp_path: Path) -> None:
     ('decimal: ","\n', "1234,5", 1234.5),
     ('thousands: ","\n', "1,234.5", 1234.5),
     ('decimal: ","\n', "1.5", 'dose_mg (column "Dose"): "1.5" is not a number (the decimal separator is ",")'),
-    pytest.param('decimal: ","\nthousands: "."\n', "1.5",
-                 'dose_mg (column "Dose"): "1.5" is not a number (the decimal separator is ",")',
-                 marks=pytest.mark.xfail(strict=True, reason='BUG: with thousands "." the "." of "1.5" is removed '
-                                                             'as a group separator and the dose reads as 15')),
-], ids=["grouped", "with-unit", "decimal-comma", "thousands-comma", "dot-rejected", "dot-rejected-with-thousands"])
+    ('decimal: ","\nthousands: "."\n', "1.5",
+     'dose_mg (column "Dose"): "1.5" is not a number (the decimal separator is ",")'),
+    ('decimal: ","\nthousands: "."\n', "-12.345.678,9", -12345678.9),
+    ('thousands: ","\n', "1,5", 'dose_mg (column "Dose"): "1,5" is not a number (the thousands separator "," '
+                                 'groups three digits)'),
+], ids=["grouped", "with-unit", "decimal-comma", "thousands-comma", "dot-rejected", "dot-rejected-with-thousands",
+        "several-groups", "short-group"])
 def test_decimal_and_thousands(tmp_path: Path, options: str, cell: str, expected: float | str) -> None:
     items, _ = read_mapped(tmp_path, map_text(options + 'delimiter: ";"\n', "dose_mg: {column: Dose, unit: mg}\n"),
                            "x.csv", one_row("Dose", cell, ";"))

@@ -144,9 +144,6 @@ CASES = [
 
 
 KNOWN_BUGS = {
-    "unknown-view-key": pytest.mark.xfail(strict=True, reason="BUG: an unknown key inside a view is placed at its "
-                                                              "value (the [] after selct:), every other unknown key "
-                                                              "of a map at the key"),
 }
 
 

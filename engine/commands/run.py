@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import math
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,10 @@ from engine.commands.explain import explain as explain_outcome
 from engine.commands.inspect import inspect_inputs
 from engine.commands.outputs import Outputs, inputs_of
 from engine.errors import UsageError
-from engine.inputs.maps import either_types, is_map_ref, load_maps
+from engine.inputs.maps import SourceMap, either_types, is_map_ref, load_maps
 from engine.judge import pipeline
 from engine.language.conditions import describe
-from engine.language.model import merged_types
+from engine.language.model import RecordType, merged_types
 from engine.packs import load_packs, orphan_tests
 from engine.reporters import diff_report
 from engine.reporters import report as report_builder
@@ -46,6 +47,15 @@ def _renderer(path: str, max_findings: int) -> reporters.Renderer:
     return render  # type: ignore[no-any-return]
 
 
+def _load_maps(refs: list[str], types: Mapping[str, RecordType]) -> list[SourceMap]:
+    """The run's maps, checked against its record types; each entry no pack of the run reads is said."""
+    source_maps = load_maps(refs, types)
+    for source in source_maps:
+        for note in source.notes():
+            echo(f"protocol-audit: {note}", err=True)
+    return source_maps
+
+
 def audit(packs: list[str], maps: list[str], files: list[str], written: Outputs, fail_on: str,
           run_time: dt.datetime, group_by: list[str], max_findings: int, reveal_identifiers: bool,
           key_file: str | None) -> int:
@@ -53,7 +63,7 @@ def audit(packs: list[str], maps: list[str], files: list[str], written: Outputs,
     renderers = [(path, _renderer(path, max_findings)) for path in outputs]
     written.check(inputs_of(files, [*packs, *maps], key_file))
     loaded = load_packs(packs)
-    source_maps = load_maps(maps, merged_types(loaded)[0])
+    source_maps = _load_maps(maps, merged_types(loaded)[0])
     pseudonymise = pseudonymiser(reveal_identifiers, key_file)
     progress = Progress()
     try:
@@ -75,7 +85,7 @@ def audit(packs: list[str], maps: list[str], files: list[str], written: Outputs,
 def explain(packs: list[str], rule_id: str, record_key: str, maps: list[str], files: list[str],
             reveal_identifiers: bool, key_file: str | None) -> int:
     loaded = load_packs(packs)
-    source_maps = load_maps(maps, merged_types(loaded)[0])
+    source_maps = _load_maps(maps, merged_types(loaded)[0])
     lines, agrees = explain_outcome(loaded, rule_id, record_key, files, pseudonymiser(reveal_identifiers, key_file),
                                     source_maps)
     echo_lines(lines)
@@ -94,6 +104,8 @@ def validate(refs: list[str]) -> int:
         count = len(pack.rules)
         echo(f"{pack.path}: ok ({pack.id} {pack.version}, {count} rule{'s' if count != 1 else ''})")
     for source in load_maps(map_refs, merged_types(loaded)[0] if loaded else None):
+        for note in source.notes():
+            echo(note)
         count = len(source.entries)
         checked = "" if loaded else "; give its packs too to check its record types and fields"
         echo(f"{source.path}: ok (map {source.id} {source.version}, {count} entr{'ies' if count != 1 else 'y'}"
@@ -128,7 +140,7 @@ def diff(base: list[str], head: list[str], maps: list[str], files: list[str], wr
     writers = [(path, diff_report.for_path(path, max_records)) for path in outputs]
     written.check(inputs_of(files, (*base, *head, *maps)))
     before, after = load_packs(base), load_packs(head)
-    source_maps = load_maps(maps, either_types(before, after))
+    source_maps = _load_maps(maps, either_types(before, after))
     result = impact.compare(before, after, files, run_time, fail_on_new, source_maps)
     written.write(writers, result)
     if outputs:
@@ -142,7 +154,7 @@ def diff(base: list[str], head: list[str], maps: list[str], files: list[str], wr
 def inspect(packs: list[str], maps: list[str], files: list[str], rows: int, reveal_identifiers: bool,
             key_file: str | None) -> int:
     loaded = load_packs(packs)
-    source_maps = load_maps(maps, merged_types(loaded)[0])
+    source_maps = _load_maps(maps, merged_types(loaded)[0])
     echo_lines(inspect_inputs(loaded, source_maps, files, rows, pseudonymiser(reveal_identifiers, key_file)))
     return EXIT_SUCCESS
 

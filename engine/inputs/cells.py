@@ -5,6 +5,7 @@ Typed cells (XLSX dates and numbers, JSON values, FHIR collections) convert as t
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -43,6 +44,8 @@ class CellReader:
         self.plain = spec.split is None and self.unit is None and not self.labels
         self.datetime_parsers = [compile_format(fmt) for fmt in entry.datetime_formats]
         self.date_parsers = [compile_format(fmt) for fmt in entry.date_formats]
+        self.grouped = None if entry.thousands is None else re.compile(
+            rf"[+-]?\d{{1,3}}(?:{re.escape(entry.thousands)}\d{{3}})+(?:{re.escape(entry.decimal)}\d*)?")
         convert_text = text_converter(field.type)
         kinds: dict[str, Callable[[str], Any]] = {
             "boolean": self._boolean, "datetime": self._datetime, "date": self._date,
@@ -130,7 +133,11 @@ class CellReader:
 
     def _number(self, text: str) -> Any:
         entry = self.entry
-        if entry.thousands is not None:
+        if entry.thousands is not None and entry.thousands in text:
+            if self.grouped is None or not self.grouped.fullmatch(text):  # "1.5" is not 15 under thousands "."
+                why = (f'the decimal separator is "{entry.decimal}"' if entry.thousands == "." else
+                       f'the thousands separator "{entry.thousands}" groups three digits')
+                raise ConversionError(self.field.name, f"is not a number ({why})", text)
             text = text.replace(entry.thousands, "")
         if entry.decimal != ".":
             if "." in text:

@@ -96,6 +96,13 @@ class SourceMap:
     path: str
     sha256: str
     entries: tuple[MapEntry, ...]
+    # entries for record types no pack of the run declares (a shared map used with some of its
+    # packs): checked, not used, and named so the user sees what is not read
+    unused: tuple[MapEntry, ...] = ()
+
+    def notes(self) -> list[str]:
+        return [f"{self.path}: inputs[{e.index}] reads {e.type} records, which no pack of this run declares: "
+                f"its files are not read through it" for e in self.unused]
 
 
 def shipped_maps() -> dict[str, Path]:
@@ -196,17 +203,28 @@ def build_map(root: Node, path: str, raw: bytes, types: Mapping[str, RecordType]
     map_id = check.text(top.get("map"), "map")
     version = check.text(top.get("version"), "version")
     entries: list[MapEntry] = []
+    unused: list[MapEntry] = []
     inputs = top["inputs"]
     if not isinstance(inputs.value, list) or not inputs.value:
         check.node(inputs, "inputs must be a non-empty list of entries")
     else:
         for index, node in enumerate(inputs.value):
-            entry = _entry(check, node, map_id, index, types)
+            foreign = types is not None and _foreign_type(node, types)
+            entry = _entry(check, node, map_id, index, None if foreign else types)
             if entry is not None:
-                entries.append(entry)
+                (unused if foreign else entries).append(entry)
     if check.problems:
         raise MapError(check.problems)
-    return SourceMap(map_id, version, path, hashlib.sha256(raw).hexdigest(), tuple(entries))
+    return SourceMap(map_id, version, path, hashlib.sha256(raw).hexdigest(), tuple(entries), tuple(unused))
+
+
+def _foreign_type(node: Node, types: Mapping[str, RecordType]) -> bool:
+    """An entry for a record type no pack of the run declares, and not a misspelling of one (that is
+    a problem, with did-you-mean): the map serves other packs too, and the entry is left unused."""
+    if not isinstance(node.value, dict) or not isinstance(node.value.get("type"), Node):
+        return False
+    name = node.value["type"].value
+    return isinstance(name, str) and name not in types and not difflib.get_close_matches(name, list(types), n=1)
 
 
 def _items(node: Node | None) -> list[Node]:
@@ -403,18 +421,21 @@ def _view(check: Checker, node: Node) -> Any:
         return compile_view(node.plain())
     except ViewError as exc:
         for where, message in exc.problems:
-            check.node(_at(node, where), message)
+            check.at(*_at(node, where, message.startswith("unknown key")), message)
     return None
 
 
-def _at(node: Node, where: tuple[str | int, ...]) -> Node:
-    """The node at a path inside the view (the deepest that exists)."""
-    for step in where:
+def _at(node: Node, where: tuple[str | int, ...], at_key: bool) -> tuple[int, int]:
+    """The position of a place inside the view (the deepest that exists): the key itself for a
+    problem with a key (as elsewhere in a map), else its value."""
+    for depth, step in enumerate(where):
         value = node.value
         if isinstance(value, dict) and step in value:
+            if at_key and depth == len(where) - 1:
+                return node.keys.get(str(step), (node.line, node.column))
             node = value[step]
         elif isinstance(value, list) and isinstance(step, int) and 0 <= step < len(value):
             node = value[step]
         else:
             break
-    return node
+    return node.line, node.column
