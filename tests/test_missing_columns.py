@@ -217,3 +217,35 @@ def test_a_key_some_json_object_has_is_enough(tmp_path: Path) -> None:
     code, err, report = audit(tmp_path, str(sessions), str(write(tmp_path, "screenings.csv", SCREENINGS)))
     assert code == 1, err  # S2 lacks weight_kg and escort_present: it fails, it does not stop the run
     assert json.loads(report.read_text())["summary"]["records_judged"] == len(rows) + 1
+
+
+def test_a_fhir_view_without_a_column_a_rule_reads_stops_the_run(tmp_path: Path) -> None:
+    from tests import test_maps as fhir
+
+    sbp = next(line for line in fhir.FHIR_MAP.splitlines(keepends=True) if "{name: sbp," in line)
+    source_map = write(tmp_path, "m.yaml", fhir.FHIR_MAP.replace(sbp, ""))
+    data = write(tmp_path, "Observation.ndjson", "\n".join(fhir.NDJSON_LINES) + "\n")
+    code, err, report = audit(tmp_path, "--map", str(source_map), str(data),
+                              pack=str(write(tmp_path, "vitals.yaml", fhir.PACK)))
+    assert code == 2
+    assert err[-2:] == [f'{data}: field sbp (read by rule BP-01) has no column "sbp"',
+                        f"protocol-audit: 1 field the rules read not in the export; {ADVICE}"]
+    assert not report.exists()
+
+
+def test_a_renamed_xlsx_header_stops_the_run(tmp_path: Path) -> None:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in (["session_id", "patient_id", "session_start", "dose_mg", "Weight (kg)", "escort_present"],
+                ["S1", "P1", "2026-03-02T10:00:00", 35, 70, True]):
+        sheet.append(row)
+    book.save(tmp_path / "sessions.xlsx")
+    code, err, report = audit(tmp_path, str(tmp_path / "sessions.xlsx"), str(write(tmp_path, "screenings.csv",
+                                                                                   SCREENINGS)))
+    assert code == 2
+    assert err[0] == (f'{tmp_path / "sessions.xlsx"}: field weight_kg (read by rule DOSE-01 through dose_mg_per_kg) '
+                      "has no column \"weight_kg\"; closest header names: 'Weight (kg)'")
+    assert not report.exists()
