@@ -165,9 +165,13 @@ def test_timezone_places_naive_times_and_elapsed_time_is_exact_across_dst(tmp_pa
     items, _ = read_mapped(tmp_path, map_text("timezone: America/Chicago\n"), "x.csv",
                            csv_rows("A1,P1,2026-03-02 10:00,2026-03-02 11:00+00:00",
                                     "A2,P1,2026-03-08 01:30,2026-03-08 03:30",
+                                    "A3,P1,2026-11-01 01:30,2026-03-08 02:30",  # in the fold; in the gap
                                     header="session_id,patient_id,session_start,session_end"))
     zone = ZoneInfo("America/Chicago")
-    first, second = values(items)
+    first, second, third = values(items)
+    for got, wall in ((third["session_start"], dt.datetime(2026, 11, 1, 1, 30)),  # type: ignore[index]
+                      (third["session_end"], dt.datetime(2026, 3, 8, 2, 30))):  # type: ignore[index]
+        assert got.utcoffset() == wall.replace(tzinfo=zone, fold=0).utcoffset()  # the first occurrence
     assert first["session_start"] == dt.datetime(2026, 3, 2, 10, tzinfo=zone)  # type: ignore[index]
     assert first["session_start"].astimezone(UTC) == dt.datetime(2026, 3, 2, 16, tzinfo=UTC)  # type: ignore[index]
     assert first["session_end"] == dt.datetime(2026, 3, 2, 11, tzinfo=UTC)  # an offset in the text wins
