@@ -10,6 +10,7 @@ collections, a date), leaves the path to fhirpathpy. The tests check both give t
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -242,7 +243,12 @@ def _literal(node: dict[str, Any]) -> tuple[Step, str]:
     else:
         raise NotDirect
     constant = [value]
-    return (lambda items: constant), kind
+
+    def literal(items: list[Any]) -> list[Any]:
+        return constant
+    literal.constant = constant  # type: ignore[attr-defined]  # known to _equality: text compared at once
+    return literal, kind
+
 
 
 def _member(before: Step, key: str) -> Step:
@@ -251,20 +257,36 @@ def _member(before: Step, key: str) -> Step:
         for item in before(items):
             if isinstance(item, dict):
                 value = item.get(key)
-                if isinstance(value, list):
-                    found.extend(v for v in value if v is not None)
+                if type(value) is list:
+                    found.extend(value if None not in value else [v for v in value if v is not None])
                 elif value is not None:
                     found.append(value)
         return found
     return member
 
 
+@functools.lru_cache(maxsize=512)
+def _choice_keys(name: str, suffixes: tuple[str, ...]) -> dict[str, int]:
+    """The keys of a choice element (valueQuantity, _valueString...) -> their suffix's rank."""
+    keys = {name + suffix: rank for rank, suffix in enumerate(suffixes)}
+    keys.update({"_" + name + suffix: rank for rank, suffix in enumerate(suffixes)})
+    return keys
+
+
 def _chosen(item: Any, name: str, suffixes: list[str]) -> tuple[str | None, Any]:
+    """The first of the model's types present (as fhirpathpy), found through the element's own keys
+    (a handful) rather than the model's fifty value[x] types."""
     if isinstance(item, dict):
-        for suffix in suffixes:
-            key = name + suffix
-            if item.get(key) is not None or item.get("_" + key) is not None:
-                return suffix, item.get(key)
+        keys = _choice_keys(name, tuple(suffixes))
+        best = None
+        for key in item:
+            rank = keys.get(key)
+            if rank is not None and (best is None or rank < best):
+                plain = key.lstrip("_")
+                if item.get(plain) is not None or item.get("_" + plain) is not None:
+                    best = rank
+        if best is not None:
+            return suffixes[best], item.get(name + suffixes[best])
     return None, None
 
 
@@ -281,17 +303,38 @@ def _choice(before: Step, name: str, suffixes: list[str]) -> Step:
     return choice
 
 
+_INDEXES: dict[int, tuple[Any, dict[str, Any] | None]] = {}  # id(element) -> (element, url -> its first extension)
+
+
+def _extensions_of(item: dict[str, Any]) -> dict[str, Any] | None:
+    """An element's extensions by url (the first of each url), built once for the columns of a row:
+    a view reads a dozen extensions of one element, each scanning the list otherwise. None when an
+    extension has no url (fhirpathpy fails on it: it is left to say how)."""
+    kept = _INDEXES.get(id(item))
+    if kept is not None and kept[0] is item:
+        return kept[1]
+    index: dict[str, Any] | None = {}
+    for each in item.get("extension", ()):
+        if not isinstance(each, dict) or "url" not in each:
+            index = None
+            break
+        index.setdefault(each["url"], each)  # type: ignore[union-attr]
+    if len(_INDEXES) >= 64:
+        _INDEXES.clear()
+    _INDEXES[id(item)] = (item, index)  # the element is held: its id cannot be another's meanwhile
+    return index
+
+
 def _extension(before: Step, url: str) -> Step:
     def extension(items: list[Any]) -> list[Any]:
         found = []
         for item in before(items):
-            if isinstance(item, dict):
-                for each in item.get("extension", ()):
-                    if not isinstance(each, dict) or "url" not in each:
-                        raise Unsure  # fhirpathpy fails on it: let it say how
-                    if each["url"] == url:
-                        found.append(each)  # fhirpathpy's extension() keeps the first match per element
-                        break
+            if isinstance(item, dict) and "extension" in item:
+                index = _extensions_of(item)
+                if index is None:
+                    raise Unsure
+                if url in index:
+                    found.append(index[url])  # fhirpathpy's extension() keeps the first match per element
         return found
     return extension
 
@@ -308,19 +351,31 @@ def _iif(before: Step, condition: Step, then: Step, otherwise: Step | None = Non
 def _union(left: Step, right: Step) -> Step:
     def union(items: list[Any]) -> list[Any]:
         # fhirpathpy's distinct: equal JSON text is one value, kept where it first came, last one kept
-        unique: dict[str, Any] = {}
+        unique: dict[Any, Any] = {}
         for value in left(items) + right(items):
-            unique[json.dumps(value, sort_keys=True)] = value
+            unique[_distinct_key(value)] = value
         return list(unique.values())
     return union
+
+
+def _distinct_key(value: Any) -> Any:
+    """What makes two values one for distinct: their JSON text; a text, number or boolean keyed by its
+    kind and itself without writing it (1 and 1.0, true and 1 stay apart, as their texts do)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or (kind is float and value == value):
+        return kind, value
+    return json.dumps(value, sort_keys=True)
 
 
 def _where(before: Step, test: Step) -> Step:
     def where(items: list[Any]) -> list[Any]:
         kept = []
         for item in before(items):
-            if _truth(test([item])):
+            truth = test([item])
+            if len(truth) == 1 and truth[0] is True:
                 kept.append(item)
+            elif truth and not (len(truth) == 1 and truth[0] is False):
+                _truth(truth)  # not one boolean: Unsure
         return kept
     return where
 
@@ -354,6 +409,18 @@ def _logic(left: Step, right: Step, conjunction: bool) -> Step:
 
 
 def _equality(left: Step, right: Step, negated: bool) -> Step:
+    constant = getattr(right, "constant", None)
+    if constant is not None and type(constant[0]) is str:
+        text = constant[0]
+        general = _equality(left, lambda items: constant, negated)
+
+        def equals_text(items: list[Any]) -> list[Any]:
+            found = left(items)
+            if len(found) == 1 and type(found[0]) is str:  # the usual case: one text against the literal
+                return [(found[0] == text) != negated]
+            return general(items)  # nothing, several values or another kind: the general rule
+        return equals_text
+
     def equality(items: list[Any]) -> list[Any]:
         a, b = left(items), right(items)
         if not a or not b:

@@ -201,18 +201,27 @@ class Path:
 
     def values(self, focus: Any, env: dict[str, Any]) -> list[Any]:
         if self.fast:
-            if isinstance(focus, ResourceNode):
+            type_path: Any
+            data: Any
+            if type(focus) is dict:  # a resource: the usual case, its type its resourceType
+                type_path, data = focus.get("resourceType"), focus
+            elif isinstance(focus, ResourceNode):
                 type_path, data = focus.path, focus.data
             else:
                 type_path, data = (focus.get("resourceType"), focus) if isinstance(focus, dict) else (None, None)
-            step = self.direct(type_path) if isinstance(type_path, str) else None
+            step = self._direct.get(type_path) if type_path in self._direct else \
+                (self.direct(type_path) if isinstance(type_path, str) else None)
             if step is not None:
                 try:
-                    return [v for v in step([data]) if not _extension_only(v)]
+                    found = step([data])
                 except Unsure:
                     pass
                 except RecursionError:
                     raise PathError(f'"{self.text}": the resource is nested too deeply') from None
+                else:
+                    if any(type(v) is dict for v in found):
+                        return [v for v in found if not _extension_only(v)]
+                    return found
         try:
             return [plain(n) for n in self.nodes(focus, env)]
         except RecursionError:
