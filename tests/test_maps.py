@@ -319,3 +319,28 @@ def test_a_map_in_the_inputs_folder_is_not_an_input(tmp_path: Path) -> None:
     data = json.loads(report.read_text())
     assert [item["path"] for item in data["inputs"]] == [str(export / "Infusions.csv")]
     assert data["summary"]["records_judged"] == 1 and data["rejected"] == []
+
+
+def test_a_view_column_with_collection_true_feeding_a_field_is_a_map_problem(tmp_path: Path) -> None:
+    text = HEAD + ("  - type: vital\n    format: fhir\n    view:\n      resource: Observation\n      select:\n"
+                   "        - column:\n            - {name: vital_id, path: id}\n"
+                   "            - {name: sbp, path: \"component.value.ofType(Quantity).value\", collection: true}\n")
+    code, err, path = validate(tmp_path, text)
+    assert code == 2
+    assert err == [f"{path}:{at(text, '{name: sbp')}: column \"sbp\" is collection: true, which no field type "
+                   "accepts: a record with several values is rejected instead (\"2 values\")",
+                   "protocol-audit: 1 problem in 1 map"]
+
+
+def test_type_equals_file_binds_to_the_types_entry_whatever_its_files(tmp_path: Path) -> None:
+    write(tmp_path, "pack.yaml", PACK)
+    write(tmp_path, "m.yaml", HEAD + '  - type: session\n    files: "Infusions*.csv"\n    columns: {dose_mg: Dose}\n')
+    data = write(tmp_path, "march.csv", "session_id,patient_id,session_start,Dose,escort_present\n"
+                                        "A1,P1,2026-03-02T10:00:00,135,y\n")
+    report = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["audit", "--pack", str(tmp_path / "pack.yaml"), "--map",
+                                       str(tmp_path / "m.yaml"), f"session={data}", "-o", str(report)])
+    assert result.exit_code == 1, result.output
+    got = json.loads(report.read_text())
+    assert [(i["map"], i["entry"]) for i in got["inputs"]] == [("m", 0)]
+    assert [(f["rule"], f["record_key"]) for f in got["findings"]] == [("DOSE-01", "A1")]

@@ -111,8 +111,6 @@ def test_a_renamed_header_stops_the_run_without_a_map(tmp_path: Path) -> None:
     assert not report.exists()
 
 
-@pytest.mark.xfail(strict=True, reason='BUG: without a map the closest header name is shown lower-cased ("acls '
-                                       'expiry"), a name the header does not have, instead of "ACLS Expiry"')
 def test_the_closest_header_names_are_the_headers_own(tmp_path: Path) -> None:
     sessions = renamed(tmp_path, SAMPLES / "sessions.csv", b",acls_expiry,", b",ACLS Expiry,")
     _, err, _ = audit(tmp_path, str(sessions), pack="ketamine-iv", more=("--pack", "esketamine-rems"))

@@ -6,14 +6,13 @@ their lines, and the first records as the rules will see them. Values pass the p
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.inputs.builder import InputStats, Seen
 from engine.inputs.maps import MapEntry, SourceMap
-from engine.inputs.sources import Binding, bind, builder_for, cell_readers, header_of, read_with
+from engine.inputs.sources import Binding, bind, builder_for, cell_readers, closest_columns, header_of, read_with
 from engine.judge.context import PackContext
 from engine.language.model import Pack, Record, RecordType, Rejected
 from engine.language.values import ConversionError, quote
@@ -46,6 +45,12 @@ def _inspect(binding: Binding, context: PackContext, seen: Seen, rows: int) -> l
     out = [f"{binding.path}: {binding.type or 'record types from its record_type column'} ({how}, "
            f"{binding.format or 'unknown format'})"]
     header = header_of(binding)
+    if binding.unread:
+        stats = InputStats(binding.path, None)
+        read_with(binding, builder_for(binding, context.types, context.tz, seen, stats, context.privacy))
+        out[0] = f"{binding.path}: FHIR resources no entry of the maps reads"
+        out.append(f"  {_count(stats.skipped or 0, 'resource')} skipped: nothing is read from this file")
+        return out
     if binding.type is None:
         out.append("  (a file of several record types: give it a type with TYPE=FILE or a map entry to inspect "
                    "its columns)")
@@ -79,12 +84,13 @@ def _inspect(binding: Binding, context: PackContext, seen: Seen, rows: int) -> l
             context.derive(item)
             shown.append(item)
     out += _columns(binding, rtype, header, needed, counts, entry)
-    rows_note = f" from {stats.rows_read:,} rows" if stats.rows_read is not None else ""
-    extra = "".join(f", {n:,} {what}" for n, what in ((stats.skipped, "resources of other types skipped"),
-                                                     (stats.filtered, "filtered out by the view")) if n)
-    out.append(f"  {stats.records_read:,} records read{rows_note}, {rejected:,} rejected{extra}")
+    rows_note = f" from {_count(stats.rows_read, 'row')}" if stats.rows_read is not None else ""
+    extra = "".join(f", {_count(n, what)}" for n, what in ((stats.skipped, "resource of other types skipped"),
+                                                          (stats.filtered, "resource filtered out by the view")) if n)
+    out.append(f"  {_count(stats.records_read, 'record')} read{rows_note}, {rejected:,} rejected{extra}")
     if shown:
-        out.append(f"  the first {len(shown)} record{'s' if len(shown) != 1 else ''} as the rules see them:")
+        first = "the first record" if len(shown) == 1 else f"the first {len(shown)} records"
+        out.append(f"  {first} as the rules see them:")
         out += [f"    line {record.line}: {_values(record, rtype, privacy)}" for record in shown]
     return out
 
@@ -105,7 +111,7 @@ def _columns(binding: Binding, rtype: RecordType, header: list[str], needed: Map
         source = " + ".join(f'"{c}"' for c in columns) + _treatment(spec, declared.unit)
         count = counts.get(name, _FieldCount())
         if lacking and header:
-            close = difflib.get_close_matches(lacking[0], header, n=3, cutoff=0.5)
+            close = closest_columns(lacking[0], header)
             hint = f"; closest: {', '.join(repr(c) for c in close)}" if close else ""
             stop = " - STOPS AN AUDIT" if name in needed else ""
             out.append(f"  {name:<{width}}  NO COLUMN \"{lacking[0]}\"{hint}{stop}")
@@ -113,6 +119,12 @@ def _columns(binding: Binding, rtype: RecordType, header: list[str], needed: Map
         out.append(f"  {name:<{width}}  {source:<28}  {count.missing:>7,}  {count.bad:>5,}  {why}")
         out += [f"  {'':<{width}}    {example}" for example in count.examples]
     return out
+
+
+def _count(number: int, noun: str) -> str:
+    """"1 record", "2 records", "2 resources of other types skipped" (the first word takes the s)."""
+    head, _, rest = noun.partition(" ")
+    return f"{number:,} {head}{'' if number == 1 else 's'}{' ' + rest if rest else ''}"
 
 
 def _reason(exc: ConversionError, type_name: str, privacy: Privacy) -> str:

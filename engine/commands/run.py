@@ -108,7 +108,8 @@ def validate(refs: list[str]) -> int:
             echo(note)
         count = len(source.entries)
         checked = "" if loaded else "; give its packs too to check its record types and fields"
-        echo(f"{source.path}: ok (map {source.id} {source.version}, {count} entr{'ies' if count != 1 else 'y'}"
+        named = " ".join(part for part in (source.id, source.version) if part)
+        echo(f"{source.path}: ok (map {named}, {count} entr{'ies' if count != 1 else 'y'}"
              f"{checked})")
     return EXIT_SUCCESS
 

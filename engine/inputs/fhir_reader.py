@@ -20,34 +20,48 @@ MAX_BUNDLE = 256 * 2**20  # bytes of a Bundle (JSON), parsed whole; bulk NDJSON 
 
 
 def read_fhir(path: str, view: Any, builder: RecordBuilder) -> Iterator[Record | Rejected]:
-    stats = builder.stats
-    stats.skipped = stats.filtered = 0
-    if path.lower().endswith(".json"):
-        resources = _bundle(path, builder)
-    else:
-        resources = _ndjson(path, builder)
+    return read_fhir_views(path, [(view, builder)])
+
+
+def read_fhir_views(path: str, readers: list[tuple[Any, RecordBuilder]]) -> Iterator[Record | Rejected]:
+    """The records of every (view, builder) pair, the file parsed once: several record types read one
+    file (vitals, screenings and assessments from Observation.ndjson). A line that is no resource is
+    rejected once, by the first pair; each pair counts the resources it skips and filters."""
+    first = readers[0][1]
+    for _, builder in readers:
+        builder.stats.skipped = builder.stats.filtered = 0
+    resources = _bundle(path, first) if path.lower().endswith(".json") else _ndjson(path, first)
     for place, resource in resources:
         if isinstance(resource, Rejected):
             yield resource
             continue
-        if resource.get("resourceType") != view.resource:
-            stats.skipped += 1
-            continue
-        try:
-            if not view.matches(resource):
-                stats.filtered += 1
-                continue
-            rows = view.rows(resource)
-        except RecursionError:
-            yield builder.reject(place, "resource nested too deeply")
-            continue
-        except Exception as exc:  # noqa: BLE001 - FHIRPath evaluation on data the view did not expect
-            yield builder.reject(place, f"the view cannot read this {view.resource} ({_reason(exc)})")
-            continue
-        if not rows:
+        for view, builder in readers:
+            yield from _view_rows(place, resource, view, builder)
+    for _, builder in readers[1:]:
+        builder.stats.sha256 = first.stats.sha256
+
+
+def _view_rows(place: int, resource: dict[str, Any], view: Any, builder: RecordBuilder) -> Iterator[Record | Rejected]:
+    stats = builder.stats
+    assert stats.skipped is not None and stats.filtered is not None
+    if resource.get("resourceType") != view.resource:
+        stats.skipped += 1
+        return
+    try:
+        if not view.matches(resource):
             stats.filtered += 1
-        for row in rows:
-            yield builder.build(row, place)
+            return
+        rows = view.rows(resource)
+    except RecursionError:
+        yield builder.reject(place, "resource nested too deeply")
+        return
+    except Exception as exc:  # noqa: BLE001 - FHIRPath evaluation on data the view did not expect
+        yield builder.reject(place, f"the view cannot read this {view.resource} ({_reason(exc)})")
+        return
+    if not rows:
+        stats.filtered += 1
+    for row in rows:
+        yield builder.build(row, place)
 
 
 def count_resources(path: str, stats: InputStats) -> int:

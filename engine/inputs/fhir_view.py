@@ -52,6 +52,10 @@ class View:
         self._constants = constants
         self._locations = {c.column.name: c.location for c in _column_paths(root)}
 
+    def place(self, name: str) -> tuple[str | int, ...]:
+        """Where column ``name`` is written in the view (as ViewError problems place things)."""
+        return tuple(self._locations.get(name, ()))
+
     def _env(self, resource: Mapping[str, Any]) -> dict[str, Any]:
         return {**self._constants, "context": resource, "resource": resource, "rootResource": resource,
                 "ucum": "http://unitsofmeasure.org", "sct": "http://snomed.info/sct", "loinc": "http://loinc.org",

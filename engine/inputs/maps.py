@@ -326,6 +326,13 @@ def _entry(check: Checker, node: Node, map_id: str, index: int,
     view = None
     if "view" in keys:
         view = _view(check, keys["view"])
+        fed = {spec.columns[0] for spec in columns.values() if spec.columns}
+        for column in view.columns if view is not None else []:
+            if column.collection and (column.name in fed or (declared is not None and column.name in declared
+                                                            and column.name not in columns)):
+                check.at(*_at(keys["view"], view.place(column.name), False),
+                         f'column "{column.name}" is collection: true, which no field type accepts: '
+                         "a record with several values is rejected instead (\"2 values\")")
         if fmt not in (None, "fhir"):
             check.key(node, "view", f'a view reads FHIR resources: the entry\'s format must be "fhir", not "{fmt}"')
         fmt = "fhir"

@@ -62,11 +62,12 @@ def bind(args: list[str], types: Mapping[str, RecordType], maps: list[SourceMap]
         name = PurePath(path).name
         matching = [e for e in entries if e.files is not None and fnmatch.fnmatchcase(name, e.files)
                     and (explicit is None or e.type == explicit)]
-        if not matching and explicit is not None:
-            matching = [e for e in entries if e.type == explicit and e.files is None]
+        if not matching and explicit is not None:  # TYPE=FILE binds to the type's entry whatever its files:
+            matching = [e for e in entries if e.type == explicit]
             if len(matching) > 1:
-                raise UsageError(f"{arg}: {len(matching)} map entries read {explicit} records and name no files; "
-                                 "give each entry files: to choose")
+                raise UsageError(f"{arg}: {len(matching)} map entries read {explicit} records and none of their "
+                                 f"files: matches {name}; rename the file or give the entries files: that tell "
+                                 "them apart")
         if matching:
             bound.extend(Binding(e.type, path, e) for e in matching)
         elif type_name is None and any(e.format == "fhir" for e in entries) and \
@@ -171,8 +172,7 @@ def check_columns(bindings: list[Binding], needed: Mapping[str, Mapping[str, str
             looked_for = spec.columns if spec is not None else (name,)
             lacking = [column for column in looked_for if column not in present]
             if lacking:
-                close = difflib.get_close_matches(lacking[0], header, n=3, cutoff=0.5) or \
-                    difflib.get_close_matches(lacking[0].lower(), [h.lower() for h in header], n=3, cutoff=0.5)
+                close = closest_columns(lacking[0], header)
                 hint = f"; closest header names: {', '.join(repr(c) for c in close)}" if close else ""
                 problems.append(f'{binding.path}: field {name} ({why}) has no column "{lacking[0]}"{hint}')
     if problems:
@@ -180,6 +180,15 @@ def check_columns(bindings: list[Binding], needed: Mapping[str, Mapping[str, str
         raise MissingColumns(problems, f"{count} not in the export; nothing was judged: name the columns in a "
                                        "source map (--map, columns: field: \"Header Name\"), or list a field the "
                                        "export does not have under absent:")
+
+
+def closest_columns(name: str, header: list[str]) -> list[str]:
+    """Up to three header names like ``name`` (as written in the file), case aside if need be."""
+    close = difflib.get_close_matches(name, header, n=3, cutoff=0.6)
+    if close:
+        return close
+    lowered = {column.lower(): column for column in reversed(header)}
+    return [lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.6)]
 
 
 def read_binding(binding: Binding, types: Mapping[str, RecordType], tz: dt.tzinfo, seen: Seen,
@@ -198,6 +207,31 @@ def _skip_resources(path: str, stats: InputStats) -> Iterator[Record | Rejected]
 
     stats.skipped = count_resources(path, stats)
     return iter(())
+
+
+def grouped(bindings: list[Binding]) -> list[list[Binding]]:
+    """The bindings in order, those of map entries reading one FHIR file together (parsed once)."""
+    groups: list[list[Binding]] = []
+    for binding in bindings:
+        last = groups[-1][-1] if groups else None
+        if last is not None and binding.format == "fhir" and last.format == "fhir" and last.path == binding.path \
+                and binding.entry is not None and binding.entry.long is None:
+            groups[-1].append(binding)
+        else:
+            groups.append([binding])
+    return groups
+
+
+def read_group(group: list[Binding], types: Mapping[str, RecordType], tz: dt.tzinfo, seen: Seen,
+               stats: list[InputStats], privacy: Privacy = REVEAL_ALL) -> Iterator[Record | Rejected]:
+    """The records of a group of ``grouped``: one file read once for all its bindings."""
+    if len(group) == 1:
+        return read_binding(group[0], types, tz, seen, stats[0], privacy)
+    from engine.inputs.fhir_reader import read_fhir_views
+
+    readers = [(binding.entry.view, builder_for(binding, types, tz, seen, each, privacy))
+               for binding, each in zip(group, stats) if binding.entry is not None]
+    return read_fhir_views(group[0].path, readers)
 
 
 def builder_for(binding: Binding, types: Mapping[str, RecordType], tz: dt.tzinfo, seen: Seen, stats: InputStats,
@@ -221,6 +255,8 @@ def cell_readers(binding: Binding, rtype: RecordType, tz: dt.tzinfo) -> dict[str
 
 def read_with(binding: Binding, builder: RecordBuilder) -> Iterator[Record | Rejected]:
     """The bound file's records, made by ``builder``."""
+    if binding.unread:
+        return _skip_resources(binding.path, builder.stats)
     if binding.entry is None:
         return read_input(binding.path, binding.type, builder.types, builder.tz, builder.seen, builder.stats,
                           builder.privacy, builder)

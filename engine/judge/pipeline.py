@@ -16,7 +16,7 @@ from engine.errors import EngineError, UsageError
 from engine.inputs.builder import InputStats, Seen
 from engine.inputs.files import check_input
 from engine.inputs.maps import SourceMap
-from engine.inputs.sources import Binding, bind, check_columns, header_of, read_binding
+from engine.inputs.sources import Binding, bind, check_columns, grouped, header_of, read_group
 from engine.judge.audit import BATCH_SIZE, Auditor, OutcomeHook, Result
 from engine.judge.durable import DEFAULT_TIMEOUT, worker_main
 from engine.language.model import Pack, Record, RecordType, Rejected
@@ -48,11 +48,12 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
     stats_list: list[InputStats] = []
 
     def records() -> Iterator[Record]:
-        for binding in bindings:
-            stats = InputStats(binding.path, binding.type)
-            stats_list.append(stats)
+        for group in grouped(bindings):
+            group_stats = [InputStats(binding.path, binding.type) for binding in group]
+            stats_list.extend(group_stats)
+            stats = group_stats[0]
             context = auditor.context
-            for item in read_binding(binding, context.types, context.tz, seen, stats, context.privacy):
+            for item in read_group(group, context.types, context.tz, seen, group_stats, context.privacy):
                 if isinstance(item, Rejected):
                     auditor.reject(item)
                 else:
