@@ -46,7 +46,10 @@ def read_form(context: PackContext, files: list[str], map_refs: list[str]) -> li
     maps = load_maps(map_refs, context.types)
     seen = Seen()
     timed = []
-    for group in grouped(open_inputs(files, context.types, maps, context.needed)):
+    start = time.perf_counter()
+    bindings = open_inputs(files, context.types, maps, context.needed)
+    timed.append((InputStats("(opening: every header read, columns checked)", None), time.perf_counter() - start))
+    for group in grouped(bindings):
         stats = [InputStats(binding.path, binding.type) for binding in group]
         start = time.perf_counter()
         for item in read_group(group, context.types, context.tz, seen, stats, context.privacy):
@@ -82,6 +85,9 @@ def main() -> None:
             extra = (f", {resources / (seconds * shared):,.0f} resources/s for the file"
                      if stats.skipped is not None else "")
             rows = f" ({stats.rows_read:,} rows)" if stats.rows_read is not None else ""
+            if stats.path.startswith("("):
+                print(f"  {stats.path} in {seconds:.2f} s")
+                continue
             print(f"  {Path(stats.path).name:<34} {stats.record_type or '-':<11} {stats.records_read:>8,}{rows} "
                   f"in {seconds:6.2f} s = {stats.records_read / seconds if seconds else 0:>9,.0f} records/s{extra}")
     base = rates["canonical CSV"]

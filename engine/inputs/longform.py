@@ -4,10 +4,13 @@ gives the other columns and the record's line; one name with two different value
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from engine.inputs.builder import InputStats, RecordBuilder
+from engine.inputs.files import open_input
 from engine.inputs.maps import MapEntry
 from engine.language.model import Record, Rejected
 
@@ -25,8 +28,12 @@ class _Gatherer:
 
     def build(self, data: Mapping[str, Any], line: int) -> None:
         self.rows += 1
-        key = tuple(_plain(data.get(column)) for column in self.long.key)
-        self.groups.setdefault(key, []).append((line, data))
+        key = tuple([value.strip() if type(value) is str else value for value in map(data.get, self.long.key)])
+        group = self.groups.get(key)
+        if group is None:
+            self.groups[key] = [(line, data)]
+        else:
+            group.append((line, data))
 
     def reject(self, line: int, reason: str, type_name: str | None = None) -> Rejected:
         self.rows += 1
@@ -50,14 +57,35 @@ def _rows(binding: Any, entry: MapEntry, gatherer: _Gatherer) -> Iterator[Any]:
 
 
 def measurement_names(binding: Any, entry: MapEntry) -> set[str]:
-    """The measurement names a flowsheet's rows hold (its header, for the column check)."""
+    """The measurement names a flowsheet's rows hold (its header, for the column check): one pass
+    over the name column, keeping only the distinct names (the rows are read, and accounted for,
+    when the records are)."""
     assert entry.long is not None
-    probe = _Gatherer(binding.path, entry, None)
-    for _ in _rows(binding, entry, probe):
-        pass
-    name = entry.long.name
-    return {str(_plain(data.get(name))) for rows in probe.groups.values() for _, data in rows
-            if _plain(data.get(name)) not in (None, "")}
+    if binding.format == "xlsx":
+        from engine.inputs.xlsx_reader import open_sheet
+
+        sheet = open_sheet(binding.path, entry.sheet)
+        return _names(sheet.header, (cells for _, cells in sheet.rows()), entry.long.name)
+    with open_input(binding.path) as handle:
+        text = io.TextIOWrapper(handle, encoding=entry.encoding, errors="replace", newline="")
+        reader = csv.reader(text, delimiter=entry.delimiter)
+        header = next((row for row in reader if any(cell.strip() for cell in row)), [])
+        return _names([cell.strip().lstrip("\ufeff") for cell in header], reader, entry.long.name)
+
+
+def _names(header: list[str], rows: Iterator[list[Any]], name: str) -> set[str]:
+    if name not in header:
+        return set()
+    at = header.index(name)
+    names: set[str] = set()
+    try:
+        for row in rows:
+            if len(row) > at and row[at] is not None:
+                names.add(str(row[at]).strip())
+    except csv.Error:
+        pass  # a broken row: the reader rejects it, and the rows it swallowed, when the records are read
+    names.discard("")
+    return names
 
 
 def read_long(binding: Any, entry: MapEntry, builder: RecordBuilder) -> Iterator[Record | Rejected]:
