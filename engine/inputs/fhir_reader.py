@@ -11,10 +11,9 @@ from typing import Any
 
 from engine.errors import InputError
 from engine.inputs.builder import InputStats, RecordBuilder
-from engine.inputs.files import BOM, Lines, LineTooLong, open_input
-from engine.inputs.json_reader import _json_problem, _kind, _loads, _Objects
+from engine.inputs.files import BOM, Lines, open_input
+from engine.inputs.json_reader import _json_problem, _kind, _loads, _Objects, ndjson_objects
 from engine.language.model import Record, Rejected
-from engine.language.values import quote
 
 MAX_BUNDLE = 256 * 2**20  # bytes of a Bundle (JSON), parsed whole; bulk NDJSON is read a line at a time
 
@@ -83,34 +82,7 @@ def _reason(exc: Exception) -> str:
 
 
 def _ndjson(path: str, builder: RecordBuilder) -> Iterator[tuple[int, Any]]:
-    objects = _Objects()
-    with open_input(path) as handle:
-        lines = Lines(handle)
-        while True:
-            try:
-                line = next(lines)
-            except StopIteration:
-                break
-            except LineTooLong as exc:
-                yield lines.number, builder.reject(lines.number, f"resource {exc}")
-                continue
-            if not line.strip():
-                continue
-            try:
-                item = _loads(line.decode("utf-8").rstrip("\r\n"), objects)
-            except UnicodeDecodeError as exc:
-                yield lines.number, builder.reject(lines.number, f"not UTF-8 (invalid byte at column {exc.start + 1})")
-                continue
-            except (ValueError, RecursionError) as exc:
-                yield lines.number, builder.reject(lines.number, _json_problem(exc, one_line=True))
-                continue
-            if not isinstance(item, dict):
-                yield lines.number, builder.reject(lines.number, f"expected a FHIR resource, got {_kind(item)}")
-            elif objects.duplicated is not None:
-                yield lines.number, builder.reject(lines.number, f"duplicate key {quote(objects.duplicated)}")
-            else:
-                yield lines.number, item
-        builder.stats.sha256 = lines.digest.hexdigest()
+    return ndjson_objects(open_input(path), builder, "a FHIR resource")
 
 
 def _bundle(path: str, builder: RecordBuilder) -> Iterator[tuple[int, Any]]:

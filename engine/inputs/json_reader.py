@@ -145,6 +145,14 @@ def read_json(handle: BinaryIO, builder: RecordBuilder) -> Iterator[Record | Rej
 
 
 def read_ndjson(handle: BinaryIO, builder: RecordBuilder) -> Iterator[Record | Rejected]:
+    for line, item in ndjson_objects(handle, builder):
+        yield item if isinstance(item, Rejected) else builder.build(item, line)
+
+
+def ndjson_objects(handle: BinaryIO, builder: RecordBuilder,
+                   what: str = "a JSON object") -> Iterator[tuple[int, dict[str, Any] | Rejected]]:
+    """Each non-blank line's object, or its rejection (too long, a NUL byte, not UTF-8, not JSON, not
+    an object, a key twice), at its line number; the file's sha256 is noted once it is read."""
     objects = _Objects()
     with handle:
         lines = Lines(handle)
@@ -154,25 +162,25 @@ def read_ndjson(handle: BinaryIO, builder: RecordBuilder) -> Iterator[Record | R
             except StopIteration:
                 break
             except LineTooLong as exc:
-                yield builder.reject(lines.number, str(exc))
+                yield lines.number, builder.reject(lines.number, str(exc))
                 continue
             if not line.strip():
                 continue
             if b"\x00" in line:
-                yield builder.reject(lines.number, "line contains a NUL byte")
+                yield lines.number, builder.reject(lines.number, "line contains a NUL byte")
                 continue
             try:
                 item = _loads(line.decode("utf-8").rstrip("\r\n"), objects)
             except UnicodeDecodeError as exc:
-                yield builder.reject(lines.number, f"not UTF-8 (invalid byte at column {exc.start + 1})")
+                yield lines.number, builder.reject(lines.number, f"not UTF-8 (invalid byte at column {exc.start + 1})")
                 continue
             except (ValueError, RecursionError) as exc:
-                yield builder.reject(lines.number, _json_problem(exc, one_line=True))
+                yield lines.number, builder.reject(lines.number, _json_problem(exc, one_line=True))
                 continue
             if not isinstance(item, dict):
-                yield builder.reject(lines.number, f"expected a JSON object, got {_kind(item)}")
+                yield lines.number, builder.reject(lines.number, f"expected {what}, got {_kind(item)}")
             elif objects.duplicated is not None:
-                yield builder.reject(lines.number, f"duplicate key {quote(objects.duplicated)}")
+                yield lines.number, builder.reject(lines.number, f"duplicate key {quote(objects.duplicated)}")
             else:
-                yield builder.build(item, lines.number)
+                yield lines.number, item
         builder.stats.sha256 = lines.digest.hexdigest()
