@@ -155,46 +155,39 @@ class CellReader:
         raise ValueError
 
     def _datetime(self, text: str) -> dt.datetime:
-        iso = self._iso_like(text)
-        if iso:
-            try:
-                return parse_datetime(text, self.tz)
-            except ValueError:
-                pass
-        for parse in self.datetime_parsers:
-            try:
-                parsed = parse(text)
-            except ValueError:
-                continue
-            if parsed is not None:
-                return self._placed(parsed)
-        if not iso:
-            try:
-                return parse_datetime(text, self.tz)
-            except ValueError:
-                pass
-        raise self._unreadable(text, self.entry.datetime_formats)
+        return self._moment(text, self._iso_datetime, self.datetime_parsers, self._placed,  # type: ignore[no-any-return]
+                            self.entry.datetime_formats)
 
     def _date(self, text: str) -> dt.date:
-        iso = self._iso_like(text)
-        if iso:
+        return self._moment(text, dt.date.fromisoformat, self.date_parsers, dt.datetime.date,  # type: ignore[no-any-return]
+                            self.entry.date_formats)
+
+    def _iso_datetime(self, text: str) -> dt.datetime:
+        return parse_datetime(text, self.tz)
+
+    def _moment(self, text: str, iso: Callable[[str], Any], parsers: list[Any], finish: Callable[[Any], Any],
+                formats: tuple[str, ...]) -> Any:
+        """A date or datetime: ISO 8601 first when the text looks like it, else the entry's formats in
+        order first and ISO last; ``finish`` makes a parsed format's naive datetime the value."""
+        looks_iso = self._iso_like(text)
+        if looks_iso:
             try:
-                return dt.date.fromisoformat(text)
+                return iso(text)
             except ValueError:
                 pass
-        for parse in self.date_parsers:
+        for parse in parsers:
             try:
                 parsed = parse(text)
             except ValueError:
                 continue
             if parsed is not None:
-                return parsed.date()
-        if not iso:
+                return finish(parsed)
+        if not looks_iso:
             try:
-                return dt.date.fromisoformat(text)
+                return iso(text)
             except ValueError:
                 pass
-        raise self._unreadable(text, self.entry.date_formats)
+        raise self._unreadable(text, formats)
 
     def _unreadable(self, text: str, formats: tuple[str, ...]) -> ConversionError:
         tried = "ISO 8601" + "".join(f', "{fmt}"' for fmt in formats)
