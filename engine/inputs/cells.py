@@ -57,6 +57,11 @@ class CellReader:
     def __call__(self, row: Mapping[str, Any]) -> Any:
         """The field's value, or None when missing; raises ConversionError naming the column."""
         raw = row.get(self.column) if self.column is not None else None
+        if type(raw) is list:  # a FHIR column's collection: nothing is missing, one value is the value
+            if not raw:
+                return None
+            if len(raw) == 1:
+                raw = raw[0]
         if type(raw) is str and self.plain:  # the common case, in one step
             text = raw.strip()
             if not text or text in self.markers:
