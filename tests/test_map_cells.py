@@ -402,3 +402,39 @@ def test_a_measurement_no_row_has_stops_the_run(tmp_path: Path) -> None:
     assert code == 2
     assert f'{flowsheet}: field spo2 (read by rule SPO2-01) has no column "SpO2"' in err.splitlines()
     assert not report.exists()
+
+
+def test_a_flowsheet_record_with_a_row_that_could_not_be_read_is_rejected_with_it(tmp_path: Path) -> None:
+    # line 3 (A1's Pulse) has a cell too many: A1 judged without it could fail for a pulse the export has
+    sheet = FLOWSHEET.replace("A1,2026-03-02T10:00:00,Pulse,80,P1", "A1,2026-03-02T10:00:00,Pulse,80,P1,extra")
+    items, stats = read_mapped(tmp_path, LONG_MAP, "Flowsheet.csv", sheet, VITAL_PACK)
+    rejected = [(item.line, item.reason) for item in items if isinstance(item, Rejected)]
+    assert rejected == [
+        (3, "row has 6 cells, header has 5"),
+        (2, "line 3 of this record was rejected (row has 6 cells, header has 5)"),
+        (8, 'measurement "Pulse" has two different values (lines 8 and 10)'),
+    ]
+    assert [item.line for item in items if not isinstance(item, Rejected)] == [4]
+    assert (stats.rows_read, stats.records_rejected) == (9, 3)
+
+
+@pytest.mark.parametrize("row, problem", [
+    ("A2,2026-03-02T10:05:00,,99,P2", "line 11 has a value but no measurement name"),
+    ("A2,2026-03-02T10:05:00,MRN,P7,P2", 'measurement "MRN" (line 11) is also a column of the export'),
+])
+def test_a_flowsheet_row_that_cannot_be_placed_rejects_its_record(tmp_path: Path, row: str, problem: str) -> None:
+    sheet = FLOWSHEET + row + "\n"
+    items, _ = read_mapped(tmp_path, LONG_MAP, "Flowsheet.csv", sheet, VITAL_PACK)
+    assert (4, problem) in [(item.line, item.reason) for item in items if isinstance(item, Rejected)]
+    assert 4 not in [item.line for item in items if not isinstance(item, Rejected)]
+
+
+def test_a_flowsheet_without_its_name_column_stops_the_run(tmp_path: Path) -> None:
+    write(tmp_path, "pack.yaml", VITAL_PACK)
+    write(tmp_path, "flow.map.yaml", LONG_MAP)
+    flowsheet = write(tmp_path, "Flowsheet.csv", FLOWSHEET.replace("Row Name", "Row Nam"))
+    code, _, err = run_cli("audit", "--pack", str(tmp_path / "pack.yaml"), "--map", str(tmp_path / "flow.map.yaml"),
+                           str(flowsheet), "-o", str(tmp_path / "report.json"))
+    assert code == 2
+    assert f"{flowsheet}: long: the name column \"Row Name\" is not in the header; closest header names: 'Row Nam'" \
+        in err.splitlines()

@@ -140,7 +140,48 @@ CASES = [
      'a view reads FHIR resources: the entry\'s format must be "fhir", not "csv"'),
     ("bad-timezone", "  - type: session\n    timezone: Mars/Base\n", "Mars", 'unknown time zone "Mars/Base"'),
     ("duplicate-key", "  - type: session\n    type: vital\n", "type: vital", 'duplicate key "type" (first at line 4)'),
+    ("codec-not-ascii", "  - type: session\n    encoding: utf-7\n", "utf-7",
+     'encoding "utf-7" is not supported: files are read line by line, so the encoding must keep ASCII as is '
+     "(utf-8, cp1252, latin-1, ...); save the export as UTF-8"),
+    ("codec-not-text", "  - type: session\n    encoding: rot_13\n", "rot_13",
+     'encoding "rot_13" is not supported: files are read line by line, so the encoding must keep ASCII as is '
+     "(utf-8, cp1252, latin-1, ...); save the export as UTF-8"),
+    ("digit-delimiter", "  - type: session\n    delimiter: '1'\n", "'1'",
+     "delimiter must be one character, not a letter, a digit, a sign, a quote or a line break"),
+    ("sign-decimal", "  - type: session\n    decimal: '-'\n", "'-'",
+     "decimal must be one character, not a letter, a digit, a sign, a quote or a line break"),
+    ("p-without-I", '  - type: session\n    datetime_formats: ["%m/%d/%Y %H:%M %p"]\n', '"%m',
+     'datetime_formats: "%m/%d/%Y %H:%M %p" has %p (AM/PM) without %I: strptime reads %H as 0-23 and ignores '
+     "AM/PM; write %I for a 12-hour clock"),
+    ("directive-twice", '  - type: session\n    datetime_formats: ["%Y-%m-%d %H:%M %Y"]\n', '"%Y',
+     'datetime_formats: "%Y-%m-%d %H:%M %Y" cannot read what it writes (a directive appears twice); '
+     "see strptime's directives"),
+    ("month-day-and-day-month", '  - type: session\n    date_formats: ["%m/%d/%Y", "%d/%m/%Y"]\n', '"%d/%m',
+     'date_formats: "%d/%m/%Y" and "%m/%d/%Y" read \'04/03/2026\' as different days; '
+     "list only the one the export writes"),
+    ("true-and-false", '  - type: session\n    true_values: ["X"]\n    false_values: ["x"]\n', '"X"',
+     'true_values: "x" also means false (false_values)'),
+    ("true-is-built-in-false", '  - type: session\n    true_values: ["No"]\n', '"No"',
+     'true_values: "no" also means false (always)'),
+    ("false-is-built-in-true", '  - type: session\n    false_values: ["Y"]\n', '"Y"',
+     'false_values: "y" always means true'),
+    ("long-not-a-flowsheet-format", "  - type: vital\n    format: ndjson\n    long: {key: [A], name: N, value: V}\n",
+     "long:", "long: gathers the rows of a CSV or XLSX flowsheet, not ndjson"),
+    ("delimiter-on-xlsx", "  - type: session\n    format: xlsx\n    delimiter: ';'\n", "delimiter",
+     "delimiter: applies to csv files, and this entry reads xlsx"),
+    ("sheet-on-csv", "  - type: session\n    format: csv\n    sheet: Data\n", "sheet",
+     "sheet: applies to xlsx files, and this entry reads csv"),
+    ("files-with-folder", '  - type: session\n    files: "exports/*.csv"\n', '"exports',
+     'files: "exports/*.csv" is matched against a file\'s name alone, so a folder in it never matches: '
+     "give the pattern of the name"),
 ]
+
+
+def test_a_map_without_inputs_says_so(tmp_path: Path) -> None:
+    code, err, path = validate(tmp_path, 'map: m\nversion: "1"\n')
+    assert code == 2
+    assert any("inputs" in line and line.startswith(path) for line in err), err
+    assert not any("internal error" in line for line in err)
 
 
 @pytest.mark.parametrize("entry, needle, message", [pytest.param(*case[1:], id=case[0]) for case in CASES])

@@ -77,7 +77,10 @@ class RecordBuilder:
         self.plans: dict[str, list[tuple[str, Field, Any]]] = {}
         self.watch: Callable[[Mapping[str, Any], int], None] | None = None  # sees each row (inspect)
 
-    def reject(self, line: int, reason: str, type_name: str | None = None) -> Rejected:
+    def reject(self, line: int, reason: str, type_name: str | None = None,
+               data: Mapping[str, Any] | None = None) -> Rejected:
+        """``line`` rejected for ``reason``; ``data``: what cells the row still had (a flowsheet
+        rejects the record they name too)."""
         self.stats.records_read += 1
         self.stats.records_rejected += 1
         return Rejected(type_name or self.record_type or "?", self.path, line, reason)

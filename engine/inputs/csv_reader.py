@@ -178,7 +178,8 @@ def read_csv(handle: BinaryIO, builder: RecordBuilder, encoding: str = "utf-8",
             if header is None:
                 header = csv_header(row, path, builder.record_type)
             elif len(row) != len(header):
-                yield builder.reject(start, f"row has {len(row)} cells, header has {len(header)}")
+                yield builder.reject(start, f"row has {len(row)} cells, header has {len(header)}",
+                                     data=dict(zip(header, row)))
             elif "\x00" in "".join(row):
                 yield builder.reject(start, "row contains a NUL byte")
             else:

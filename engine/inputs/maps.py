@@ -8,6 +8,7 @@ import codecs
 import datetime as dt
 import difflib
 import hashlib
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -204,8 +205,10 @@ def build_map(root: Node, path: str, raw: bytes, types: Mapping[str, RecordType]
     version = check.text(top.get("version"), "version")
     entries: list[MapEntry] = []
     unused: list[MapEntry] = []
-    inputs = top["inputs"]
-    if not isinstance(inputs.value, list) or not inputs.value:
+    inputs = top.get("inputs")
+    if inputs is None:
+        pass  # "map is missing inputs" is said
+    elif not isinstance(inputs.value, list) or not inputs.value:
         check.node(inputs, "inputs must be a non-empty list of entries")
     else:
         for index, node in enumerate(inputs.value):
@@ -250,12 +253,25 @@ def _placed_texts(check: Checker, node: Node | None, what: str) -> list[tuple[st
     return found
 
 
+_ASCII = bytes(range(32, 127)) + b"\t\r\n"
+_SHIFTS = (b"\\u00e9", b"+AGE-", b"~{", b"\x1b$B", b"\x1b(B")  # escapes some codecs read as other text
+
+
+def _keeps_ascii(codec: str) -> bool:
+    """A text codec that reads every ASCII byte as itself, escapes and shift sequences included
+    (raw_unicode_escape, utf-7, hz and iso2022 do not; rot_13 or zlib are no text codecs)."""
+    try:
+        return all(sample.decode(codec) == sample.decode("ascii") for sample in (_ASCII, *_SHIFTS))
+    except (LookupError, UnicodeError, ValueError, TypeError):
+        return False
+
+
 def _one_char(check: Checker, node: Node | None, what: str, default: str | None) -> str | None:
     if node is None:
         return default
     text = check.text(node, what)
-    if len(text) != 1 or text in "\r\n\"":
-        check.node(node, f"{what} must be one character (not a quote or a line break)")
+    if len(text) != 1 or text in "\r\n\"" or text.isalnum() or text in "+-":
+        check.node(node, f"{what} must be one character, not a letter, a digit, a sign, a quote or a line break")
         return default
     return text
 
@@ -268,16 +284,42 @@ def _formats(check: Checker, node: Node | None, what: str, want_time: bool) -> t
         if "%" not in text:
             check.node(item, f'{what}: "{text}" has no strptime directive (%Y, %m, %d, ...)')
             continue
+        if "%p" in text and "%I" not in text:
+            check.node(item, f'{what}: "{text}" has %p (AM/PM) without %I: strptime reads %H as 0-23 and '
+                             "ignores AM/PM; write %I for a 12-hour clock")
+            continue
+        sample = _SAMPLE.replace(tzinfo=dt.timezone(dt.timedelta(hours=-5))) if "%z" in text else _SAMPLE
         try:
-            back = dt.datetime.strptime(_SAMPLE.strftime(text), text)
-        except ValueError as exc:
-            check.node(item, f'{what}: "{text}" cannot read what it writes ({exc}); see strptime\'s directives')
+            back = dt.datetime.strptime(sample.strftime(text), text)
+        except (ValueError, re.error) as exc:
+            why = "a directive appears twice" if isinstance(exc, re.error) else str(exc)
+            check.node(item, f'{what}: "{text}" cannot read what it writes ({why}); see strptime\'s directives')
             continue
         if back.date() != _SAMPLE.date():
             check.node(item, f'{what}: "{text}" does not give a whole date (year, month and day)')
         elif want_time and (back.hour, back.minute) != (_SAMPLE.hour, _SAMPLE.minute):
             check.node(item, f'{what}: "{text}" does not give the time of day (hours and minutes; %I needs %p)')
+    _ambiguous(check, placed, what)
     return tuple(text for text, _ in placed)
+
+
+def _ambiguous(check: Checker, placed: list[tuple[str, Node]], what: str) -> None:
+    """Two formats that read one text as two different days (%m/%d and %d/%m): the first listed would
+    win silently, so the map must say which its export writes."""
+    sample = dt.datetime(2026, 3, 4, 9, 15, 7)
+    for later, (text, item) in enumerate(placed):
+        try:
+            written = sample.strftime(text)
+        except ValueError:
+            continue
+        for earlier, _ in placed[:later]:
+            try:
+                other = dt.datetime.strptime(written, earlier)
+            except (ValueError, re.error):
+                continue
+            if other.date() != sample.date():
+                check.node(item, f'{what}: "{text}" and "{earlier}" read {written!r} as different days; '
+                                 "list only the one the export writes")
 
 
 def _entry(check: Checker, node: Node, map_id: str, index: int,
@@ -301,7 +343,7 @@ def _entry(check: Checker, node: Node, map_id: str, index: int,
     except LookupError:
         check.node(keys["encoding"], f'unknown encoding "{encoding}"{suggest(encoding.lower(), _ENCODINGS)}')
     else:
-        if "\n,;\t|\"".encode(info.name, "replace") != b"\n,;\t|\"":
+        if not _keeps_ascii(info.name):
             check.node(keys["encoding"], f'encoding "{encoding}" is not supported: files are read line by line, '
                                          "so the encoding must keep ASCII as is (utf-8, cp1252, latin-1, ...); "
                                          "save the export as UTF-8")
@@ -338,8 +380,18 @@ def _entry(check: Checker, node: Node, map_id: str, index: int,
         fmt = "fhir"
     elif fmt == "fhir":
         check.node(node, "a fhir entry needs a view: (an SQL-on-FHIR ViewDefinition) saying what each column is")
+    _spellings(check, keys)
+    if long is not None and fmt not in (None, "csv", "xlsx"):
+        check.key(node, "long", f'long: gathers the rows of a CSV or XLSX flowsheet, not {fmt}')
+    for key, formats in (("delimiter", ("csv",)), ("encoding", ("csv",)), ("sheet", ("xlsx",))):
+        if key in keys and fmt is not None and fmt not in formats:
+            check.key(node, key, f"{key}: applies to {' and '.join(formats)} files, and this entry reads {fmt}")
+    files = check.text(keys.get("files"), "files") or None
+    if files is not None and ("/" in files or "\\" in files):
+        check.node(keys["files"], f'files: "{files}" is matched against a file\'s name alone, so a folder in it '
+                                  "never matches: give the pattern of the name")
     return MapEntry(
-        map_id=map_id, index=index, type=type_name, files=check.text(keys.get("files"), "files") or None,
+        map_id=map_id, index=index, type=type_name, files=files,
         format=fmt, encoding=encoding, delimiter=_one_char(check, keys.get("delimiter"), "delimiter", ",") or ",",
         sheet=check.text(keys.get("sheet"), "sheet") or None, decimal=decimal, thousands=thousands,
         datetime_formats=_formats(check, keys.get("datetime_formats"), "datetime_formats", True),
@@ -347,6 +399,24 @@ def _entry(check: Checker, node: Node, map_id: str, index: int,
         timezone=tz_name, true_values=_texts(check, keys.get("true_values"), "true_values"),
         false_values=_texts(check, keys.get("false_values"), "false_values"),
         missing=_texts(check, keys.get("missing"), "missing"), absent=absent, columns=columns, long=long, view=view)
+
+
+_BUILT_IN_TRUE = ("true", "yes", "y", "1")
+_BUILT_IN_FALSE = ("false", "no", "n", "0")
+
+
+def _spellings(check: Checker, keys: dict[str, Node]) -> None:
+    """Extra boolean spellings that contradict each other or the built-in ones (a "no" meaning true
+    would pass every escort check)."""
+    true = {t.lower(): n for t, n in _placed_texts(check, keys.get("true_values"), "true_values")}
+    false = {t.lower(): n for t, n in _placed_texts(check, keys.get("false_values"), "false_values")}
+    for word, item in true.items():
+        if word in false or word in _BUILT_IN_FALSE:
+            where = "false_values" if word in false else "always"
+            check.node(item, f'true_values: "{word}" also means false ({where})')
+    for word, item in false.items():
+        if word in _BUILT_IN_TRUE:
+            check.node(item, f'false_values: "{word}" always means true')
 
 
 def _long(check: Checker, node: Node | None) -> Long | None:

@@ -85,6 +85,9 @@ def header_of(binding: Binding) -> list[str]:
     entry, fmt = binding.entry, binding.format
     if binding.unread:
         return []
+    if entry is not None and entry.long is not None and fmt not in ("csv", "xlsx"):
+        raise InputError(f"{binding.path}: long: gathers the rows of a CSV or XLSX flowsheet, and this file is "
+                         f"{fmt or 'of an unknown format'}")
     if fmt == "fhir":
         assert entry is not None and entry.view is not None
         return [column.name for column in entry.view.columns]
@@ -165,6 +168,13 @@ def check_columns(bindings: list[Binding], needed: Mapping[str, Mapping[str, str
             continue  # a file whose rows name their types: each row is checked as it is read
         present = set(header)
         entry = binding.entry
+        if entry is not None and entry.long is not None:  # the flowsheet's own columns, whatever the rules read
+            long = entry.long
+            for column, role in [*((c, "a key") for c in long.key), (long.name, "the name"), (long.value, "the value")]:
+                if column not in present:
+                    close = closest_columns(column, header)
+                    hint = f"; closest header names: {', '.join(repr(c) for c in close)}" if close else ""
+                    problems.append(f'{binding.path}: long: {role} column "{column}" is not in the header{hint}')
         for name, why in needed.get(binding.type, {}).items():
             if entry is not None and name in entry.absent:
                 continue
@@ -295,7 +305,8 @@ def read_xlsx(path: str, sheet: str | None, builder: RecordBuilder) -> Iterator[
     for number, cells in opened.rows():
         extra = [cell for cell in cells[len(header):] if cell is not None]
         if extra:
-            yield builder.reject(number, f"row has {len(cells)} cells, header has {len(header)}")
+            yield builder.reject(number, f"row has {len(cells)} cells, header has {len(header)}",
+                                 data=dict(zip(header, cells)))
             continue
         row: dict[str, Any] = dict(zip(header, cells))
         yield builder.build(row, number)
