@@ -260,12 +260,30 @@ def test_deeply_nested_resource_is_bounded() -> None:
     deep: dict[str, Any] = {"resourceType": "Observation", "id": "deep"}
     cursor = deep
     for _ in range(3000):
-        cursor["contained"] = [{"x": {}}]
-        cursor = cursor["contained"][0]["x"]
+        cursor["contained"] = [{"resourceType": "Observation"}]
+        cursor = cursor["contained"][0]
     assert compile_view(_view({"name": "id", "path": "id"})).rows(deep) == [{"id": ["deep"]}]
     with pytest.raises(ResourceError, match="Observation/deep: .*nested too deeply"):
-        compile_view(_view({"name": "a", "path": "contained.x.contained", "collection": True}),
+        compile_view(_view({"name": "a", "path": "contained.contained.contained", "collection": True}),
                      fast_paths=False).rows(deep)
-    repeat = compile_view({"resource": "Observation", "select": [{"repeat": ["contained.x"],
+    repeat = compile_view({"resource": "Observation", "select": [{"repeat": ["contained"],
                                                                   "column": [{"name": "a", "path": "id"}]}]})
     assert len(repeat.rows(deep)) == 3000
+
+
+@pytest.mark.parametrize("path, typo, hint", [
+    ("valueQuantity.valu", "valu", "value"),
+    ("componet.where(code.coding.code = '8480-6').valueQuantity.value", "componet", "component"),
+    ("value.ofType(Quantiy).value", "Quantiy", "Quantity"),
+])
+def test_an_element_fhir_r4_does_not_have_is_a_view_problem(path: str, typo: str, hint: str) -> None:
+    with pytest.raises(ViewError) as caught:
+        compile_view(_view({"name": "a", "path": path}))
+    assert str(caught.value).splitlines() == [f'select[0].column[0].path: "{typo}" is no element or type of FHIR R4: '
+                                     f'a path through it would find nothing (did you mean "{hint}"?)']
+
+
+def test_real_elements_types_and_primitive_extensions_are_accepted() -> None:
+    for path in ("valueQuantity.value", "value.ofType(Quantity).unit", "_status.extension.url",
+                 "subject.getReferenceKey(Patient)", "code.coding.where(system = %loinc).code"):
+        compile_view(_view({"name": "a", "path": path}))

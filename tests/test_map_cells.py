@@ -438,3 +438,37 @@ def test_a_flowsheet_without_its_name_column_stops_the_run(tmp_path: Path) -> No
     assert code == 2
     assert f"{flowsheet}: long: the name column \"Row Name\" is not in the header; closest header names: 'Row Nam'" \
         in err.splitlines()
+
+
+def test_a_utf8_mark_before_a_cp1252_header_is_not_part_of_the_first_column(tmp_path: Path) -> None:
+    from engine.inputs.sources import header_of
+
+    data = b"\xef\xbb\xbf" + f"CSN;MRN;Start\nA1;P1;{START}\n".encode("cp1252")
+    source_map = map_text('encoding: cp1252\ndelimiter: ";"\n',
+                          "session_id: CSN\npatient_id: MRN\nsession_start: Start\n")
+    items, _ = read_mapped(tmp_path, source_map, "x.csv", data)
+    assert values(items) == [{"session_id": "A1", "patient_id": "P1", "session_start": T0}]
+    context = PackContext([load_pack_bytes(PACK.encode(), "pack.yaml")])
+    loaded = load_map_bytes(source_map.encode(), "m", context.types)
+    [binding] = bind([str(tmp_path / "x.csv")], context.types, [loaded])
+    assert header_of(binding) == ["CSN", "MRN", "Start"]
+
+
+def test_joined_cells_that_hold_the_separator_give_different_keys(tmp_path: Path) -> None:
+    data = f"A,B,MRN,Start\nx|y,z,P1,{START}\nx,y|z,P2,{START}\nx\\,|z,P3,{START}\n"
+    columns = "session_id: {join: [A, B]}\npatient_id: MRN\nsession_start: Start\n"
+    items, _ = read_mapped(tmp_path, map_text("", columns), "x.csv", data)
+    assert [item.values["session_id"] for item in items if isinstance(item, Record)] == ["x\\|y|z", "x|y\\|z",
+                                                                                       "x\\\\|\\|z"]
+
+
+def test_the_same_map_twice_is_a_usage_error(tmp_path: Path) -> None:
+    write(tmp_path, "pack.yaml", VITAL_PACK)
+    write(tmp_path, "flow.map.yaml", LONG_MAP)
+    copy = write(tmp_path, "copy.map.yaml", LONG_MAP)
+    flowsheet = write(tmp_path, "Flowsheet.csv", FLOWSHEET)
+    base = ("audit", "--pack", str(tmp_path / "pack.yaml"), "--map", str(tmp_path / "flow.map.yaml"))
+    code, _, err = run_cli(*base, "--map", str(tmp_path / "flow.map.yaml"), str(flowsheet))
+    assert code == 2 and "the same map is given twice" in err
+    code, _, err = run_cli(*base, "--map", str(copy), str(flowsheet))
+    assert code == 2 and f'{copy}: map "flow" is also the id of {tmp_path / "flow.map.yaml"}' in err

@@ -247,3 +247,15 @@ def test_a_renamed_xlsx_header_stops_the_run(tmp_path: Path) -> None:
     assert err[0] == (f'{tmp_path / "sessions.xlsx"}: field weight_kg (read by rule DOSE-01 through dose_mg_per_kg) '
                       "has no column \"weight_kg\"; closest header names: 'Weight (kg)'")
     assert not report.exists()
+
+
+def test_a_file_without_header_row_is_not_quoted_back(tmp_path: Path) -> None:
+    # the first row is data: its cells (a patient id, a time) must not come back as "closest header names"
+    pack = write(tmp_path, "pack.yaml", PACK)
+    sessions = write(tmp_path, "sessions.csv", "".join(SESSIONS.splitlines(keepends=True)[1:]))
+    code, _, err = run("audit", "--pack", str(pack), str(sessions),
+                       "-o", str(tmp_path / "r.json"))
+    assert code == 2
+    assert "P1" not in err and "S1" not in err and "2026-03-02" not in err
+    assert f"{sessions}: its first row has none of the columns the rules read: if the file has no header row, " \
+           "add one; `protocol-audit inspect` shows the header it has" in err.splitlines()

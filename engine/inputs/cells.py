@@ -88,7 +88,8 @@ class CellReader:
             parts = [self._text(row.get(name)) for name in spec.join]
             if any(part is _MISSING for part in parts):
                 return None
-            return self._convert(_JOIN.join(parts))
+            return self._convert(_JOIN.join(part.replace("\\", "\\\\").replace(_JOIN, "\\" + _JOIN)
+                                            if _JOIN in part or "\\" in part else part for part in parts))
         if isinstance(raw, list):  # a FHIR column's collection
             if not raw:
                 return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import re
 from collections.abc import Iterator, Mapping
@@ -99,12 +100,35 @@ def check_fhirpath(ast: dict[str, Any], constants: Mapping[str, Any]) -> list[st
             params = [c for c in node["children"][1:] if c["type"] == "ParamList"]
             arguments = params[0]["children"] if params else []
             problems += _check_call(name, arguments)
+        elif node.get("type") == "MemberInvocation":
+            name = node["children"][0]["text"].strip("`")
+            if name.removeprefix("_") not in _element_names():
+                problems.append(f'"{name}" is no element or type of FHIR R4: a path through it would find nothing'
+                                f"{_suggest(name, _element_names())}")
         elif node.get("type") == "ExternalConstant":
             name = node["children"][0]["text"].strip("`")
             if name not in constants and name not in BUILTIN_CONSTANTS:
                 known = [f"%{c}" for c in [*constants, *BUILTIN_CONSTANTS]]
                 problems.append(f'unknown constant "%{name}"{_suggest("%" + name, known)}')
     return problems
+
+
+@functools.cache
+def _element_names() -> frozenset[str]:
+    """Every element name of FHIR R4 (choice elements also with each type: valueQuantity), and every
+    type name (for ofType(Quantity), Observation.code): a name outside it is a typo, whose path would
+    quietly find nothing and read as a missing value."""
+    names = {"System", "FHIR", "Boolean", "String", "Integer", "Decimal", "Date", "DateTime", "Time", "Quantity"}
+    for path in [*R4["path2Type"], *R4["pathsDefinedElsewhere"]]:
+        names.update(path.split("."))
+    for path, types in R4["choiceTypePaths"].items():
+        base = path.rsplit(".", 1)[-1]
+        names.add(base)
+        names.update(base + kind[0].upper() + kind[1:] for kind in types)
+    names.update(R4["type2Parent"])
+    names.update(R4["type2Parent"].values())
+    names.update(kind.removeprefix("System.") for kind in R4["path2Type"].values())
+    return frozenset(names)
 
 
 def _check_call(name: str, arguments: list[dict[str, Any]]) -> list[str]:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from engine.inputs.builder import RecordBuilder
-from engine.inputs.files import open_input
+from engine.inputs.files import BOM, open_input
 from engine.inputs.maps import MapEntry
 from engine.language.model import Record, Rejected
 
@@ -112,10 +112,12 @@ def measurement_names(binding: Any, entry: MapEntry) -> set[str]:
         sheet = open_sheet(binding.path, entry.sheet)
         return _names(sheet.header, (cells for _, cells in sheet.rows()), entry.long.name)
     with open_input(binding.path) as handle:
+        if handle.read(len(BOM)) != BOM:  # a UTF-8 mark, whatever the encoding (as the reader skips it)
+            handle.seek(0)
         text = io.TextIOWrapper(handle, encoding=entry.encoding, errors="replace", newline="")
         reader = csv.reader(text, delimiter=entry.delimiter)
         header = next((row for row in reader if any(cell.strip() for cell in row)), [])
-        return _names([cell.strip().lstrip("\ufeff") for cell in header], reader, entry.long.name)
+        return _names([cell.strip() for cell in header], reader, entry.long.name)
 
 
 def _names(header: list[str], rows: Iterator[list[Any]], name: str) -> set[str]:

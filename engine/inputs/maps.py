@@ -136,8 +136,12 @@ def load_maps(refs: list[str], types: Mapping[str, RecordType] | None) -> list[S
     against ``types``, the run's record types, when given)."""
     maps: list[SourceMap] = []
     problems = []
+    given: dict[Path, str] = {}
     for ref in refs:
         path = resolve_map(ref)
+        if path.resolve() in given:
+            raise UsageError(f"{ref}: the same map is given twice (as {given[path.resolve()]} too)")
+        given[path.resolve()] = ref
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -148,6 +152,12 @@ def load_maps(refs: list[str], types: Mapping[str, RecordType] | None) -> list[S
             problems.extend(exc.problems)
     if problems:
         raise MapError(problems)
+    ids: dict[str, str] = {}
+    for loaded in maps:
+        if loaded.id in ids:
+            raise UsageError(f'{loaded.path}: map "{loaded.id}" is also the id of {ids[loaded.id]}: the report names '
+                             "inputs by map id, so each map needs its own")
+        ids[loaded.id] = loaded.path
     return maps
 
 
@@ -184,7 +194,7 @@ def either_types(before: list[Any], after: list[Any]) -> dict[str, RecordType]:
 
 def load_map_bytes(data: bytes, label: str, types: Mapping[str, RecordType] | None) -> SourceMap:
     try:
-        tree = load_yaml(decode_pack(data, label), label)
+        tree = load_yaml(decode_pack(data, label, "map"), label, "map")
     except DuplicateKeys as duplicates:
         try:
             build_map(duplicates.tree, label, data, types)
@@ -380,7 +390,9 @@ def _entry(check: Checker, node: Node, map_id: str, index: int,
         fmt = "fhir"
     elif fmt == "fhir":
         check.node(node, "a fhir entry needs a view: (an SQL-on-FHIR ViewDefinition) saying what each column is")
-    _spellings(check, keys)
+    true_values = _placed_texts(check, keys.get("true_values"), "true_values")
+    false_values = _placed_texts(check, keys.get("false_values"), "false_values")
+    _spellings(check, true_values, false_values)
     if long is not None and fmt not in (None, "csv", "xlsx"):
         check.key(node, "long", f'long: gathers the rows of a CSV or XLSX flowsheet, not {fmt}')
     for key, formats in (("delimiter", ("csv",)), ("encoding", ("csv",)), ("sheet", ("xlsx",))):
@@ -396,8 +408,8 @@ def _entry(check: Checker, node: Node, map_id: str, index: int,
         sheet=check.text(keys.get("sheet"), "sheet") or None, decimal=decimal, thousands=thousands,
         datetime_formats=_formats(check, keys.get("datetime_formats"), "datetime_formats", True),
         date_formats=_formats(check, keys.get("date_formats"), "date_formats", False),
-        timezone=tz_name, true_values=_texts(check, keys.get("true_values"), "true_values"),
-        false_values=_texts(check, keys.get("false_values"), "false_values"),
+        timezone=tz_name, true_values=tuple(text for text, _ in true_values),
+        false_values=tuple(text for text, _ in false_values),
         missing=_texts(check, keys.get("missing"), "missing"), absent=absent, columns=columns, long=long, view=view)
 
 
@@ -405,11 +417,11 @@ _BUILT_IN_TRUE = ("true", "yes", "y", "1")
 _BUILT_IN_FALSE = ("false", "no", "n", "0")
 
 
-def _spellings(check: Checker, keys: dict[str, Node]) -> None:
+def _spellings(check: Checker, true_values: list[tuple[str, Node]], false_values: list[tuple[str, Node]]) -> None:
     """Extra boolean spellings that contradict each other or the built-in ones (a "no" meaning true
     would pass every escort check)."""
-    true = {t.lower(): n for t, n in _placed_texts(check, keys.get("true_values"), "true_values")}
-    false = {t.lower(): n for t, n in _placed_texts(check, keys.get("false_values"), "false_values")}
+    true = {t.lower(): n for t, n in true_values}
+    false = {t.lower(): n for t, n in false_values}
     for word, item in true.items():
         if word in false or word in _BUILT_IN_FALSE:
             where = "false_values" if word in false else "always"

@@ -20,7 +20,7 @@ from engine.errors import InputError, MissingColumns, UsageError
 from engine.inputs.builder import DISPATCH_KEY, InputStats, MappedBuilder, RecordBuilder, Seen
 from engine.inputs.cells import CellReader
 from engine.inputs.csv_reader import csv_header
-from engine.inputs.files import MAX_LINE, open_input
+from engine.inputs.files import BOM, MAX_LINE, open_input
 from engine.inputs.maps import MapEntry, SourceMap
 from engine.inputs.records import FORMATS, bind_inputs, check_format, open_text, read_input
 from engine.language.model import Record, RecordType, Rejected
@@ -113,7 +113,7 @@ def _csv_header(binding: Binding) -> list[str]:
     encoding, delimiter = (entry.encoding, entry.delimiter) if entry else ("utf-8", ",")
     with open_input(binding.path) as handle:
         head = handle.read(MAX_LINE * 4)
-    text = head.decode(encoding, "replace").lstrip("\ufeff")
+    text = head.removeprefix(BOM).decode(encoding, "replace")  # a UTF-8 mark, whatever the encoding
     try:
         for row in itertools.islice(csv.reader(text.splitlines(), delimiter=delimiter), _HEADER_LINES):
             if row and any(cell.strip() for cell in row):
@@ -175,21 +175,32 @@ def check_columns(bindings: list[Binding], needed: Mapping[str, Mapping[str, str
                     close = closest_columns(column, header)
                     hint = f"; closest header names: {', '.join(repr(c) for c in close)}" if close else ""
                     problems.append(f'{binding.path}: long: {role} column "{column}" is not in the header{hint}')
-        for name, why in needed.get(binding.type, {}).items():
-            if entry is not None and name in entry.absent:
-                continue
-            spec = entry.spec(name) if entry is not None else None
-            looked_for = spec.columns if spec is not None else (name,)
+        wanted = {name: _looked_for(entry, name) for name in needed.get(binding.type, {})
+                  if entry is None or name not in entry.absent}
+        # No column the rules read in the first row: it may be a data row (no header), whose cells
+        # must not be quoted back as "closest header names".
+        named = any(column in present for columns in wanted.values() for column in columns)
+        lines = len(problems)
+        for name, looked_for in wanted.items():
             lacking = [column for column in looked_for if column not in present]
             if lacking:
-                close = closest_columns(lacking[0], header)
+                close = closest_columns(lacking[0], header) if named else []
                 hint = f"; closest header names: {', '.join(repr(c) for c in close)}" if close else ""
+                why = needed[binding.type][name]
                 problems.append(f'{binding.path}: field {name} ({why}) has no column "{lacking[0]}"{hint}')
+        if not named and len(problems) > lines:
+            problems.append(f"{binding.path}: its first row has none of the columns the rules read: if the file has "
+                            "no header row, add one; `protocol-audit inspect` shows the header it has")
     if problems:
         count = f"{len(problems)} field{'s' if len(problems) != 1 else ''} the rules read"
         raise MissingColumns(problems, f"{count} not in the export; nothing was judged: name the columns in a "
                                        "source map (--map, columns: field: \"Header Name\"), or list a field the "
                                        "export does not have under absent:")
+
+
+def _looked_for(entry: MapEntry | None, name: str) -> tuple[str, ...]:
+    spec = entry.spec(name) if entry is not None else None
+    return spec.columns if spec is not None else (name,)
 
 
 def closest_columns(name: str, header: list[str]) -> list[str]:

@@ -220,15 +220,16 @@ class DuplicateKeys(PackError):
         self.tree = tree
 
 
-def load_yaml(text: str, path: str) -> Node:
-    """Parse one pack file; raise PackError listing every syntax or structure problem."""
+def load_yaml(text: str, path: str, what: str = "pack") -> Node:
+    """Parse one pack file (or a map, a scenario file: ``what`` names it in messages); raise PackError
+    listing every syntax or structure problem."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_PACK_BYTES:
-        raise PackError([Problem(path, 1, 1, f"pack is larger than {MAX_PACK_BYTES // 1048576} MiB")])
+        raise PackError([Problem(path, 1, 1, f"{what} is larger than {MAX_PACK_BYTES // 1048576} MiB")])
     if "\x00" in text:
         index = text.index("\x00")
         line = text.count("\n", 0, index) + 1
         column = index - text.rfind("\n", 0, index)
-        raise PackError([Problem(path, line, column, "NUL byte in pack")])
+        raise PackError([Problem(path, line, column, f"NUL byte in {what}")])
     builder = _Builder(path, text)
     try:
         root = yaml.compose(text, Loader=_SafeComposer)
@@ -237,19 +238,19 @@ def load_yaml(text: str, path: str) -> Node:
     except yaml.reader.ReaderError as exc:  # a control character YAML does not allow
         line = text.count("\n", 0, exc.position) + 1
         column = exc.position - text.rfind("\n", 0, exc.position)
-        raise PackError([Problem(path, line, column, f"control character U+{exc.character:04X} in pack")]) from None
+        raise PackError([Problem(path, line, column, f"control character U+{exc.character:04X} in {what}")]) from None
     except yaml.YAMLError as exc:
         raise PackError([Problem(path, 1, 1, f"syntax error: {exc}")]) from None
     except _TooLarge as exc:
-        raise PackError([Problem(path, exc.line, exc.column, str(exc))]) from None
+        raise PackError([Problem(path, exc.line, exc.column, str(exc).replace("pack", what, 1))]) from None
     except RecursionError:
-        raise PackError([Problem(path, 1, 1, f"pack is nested more than {MAX_DEPTH} levels deep")]) from None
+        raise PackError([Problem(path, 1, 1, f"{what} is nested more than {MAX_DEPTH} levels deep")]) from None
     if root is None:
-        raise PackError([Problem(path, 1, 1, "empty pack")])
+        raise PackError([Problem(path, 1, 1, f"empty {what}")])
     try:
         tree = builder.build(root, 0)
     except _TooLarge as exc:
-        raise PackError([Problem(path, exc.line, exc.column, str(exc))]) from None
+        raise PackError([Problem(path, exc.line, exc.column, str(exc).replace("pack", what, 1))]) from None
     if builder.problems and builder.whole:
         raise DuplicateKeys(builder.problems, tree)
     if builder.problems:
@@ -265,12 +266,12 @@ def read_pack_text(path: str) -> tuple[str, bytes]:
     return decode_pack(data, path), data
 
 
-def decode_pack(data: bytes, path: str) -> str:
+def decode_pack(data: bytes, path: str, what: str = "pack") -> str:
     """A pack's bytes as text; bytes that are not UTF-8 are a pack problem at their position."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         column = len(data[data.rfind(b"\n", 0, exc.start) + 1:exc.start].decode("utf-8-sig")) + 1
-        raise PackError([Problem(path, line, column, f"pack is not UTF-8 (byte 0x{data[exc.start]:02x})")]) from None
+        raise PackError([Problem(path, line, column, f"{what} is not UTF-8 (byte 0x{data[exc.start]:02x})")]) from None
     return text
