@@ -289,6 +289,26 @@ def test_xlsx_typed_cells(tmp_path: Path) -> None:
     assert [item.line for item in items] == [2, 3]  # type: ignore[union-attr]
 
 
+def test_xlsx_serials_of_a_1904_workbook(tmp_path: Path) -> None:
+    # old Excel for Mac counts from 1904-01-01: the same serial is 1,462 days later than in the 1900 system
+    from openpyxl.utils.datetime import CALENDAR_MAC_1904
+
+    signed = dt.date(2026, 3, 1)
+    serial = (signed - dt.date(1904, 1, 1)).days
+    path = workbook(tmp_path / "x.xlsx", [["CSN", "patient_id", "session_start", "Signed"],
+                                          ["A1", "P1", dt.datetime(2026, 3, 2, 10, 0), serial]])
+    from openpyxl import load_workbook
+
+    book = load_workbook(path)
+    book.epoch = CALENDAR_MAC_1904
+    book["Sessions"]["C2"].value = dt.datetime(2026, 3, 2, 10, 0)  # written again under the 1904 system
+    book.save(path)
+    items, _ = read_mapped(tmp_path, XLSX_MAP, "x.xlsx", b"")
+    zone = ZoneInfo("America/Chicago")
+    assert values(items) == [{"session_id": "A1", "patient_id": "P1", "signed_on": signed,
+                              "session_start": dt.datetime(2026, 3, 2, 10, tzinfo=zone)}]
+
+
 def test_xlsx_error_cell_rejects_naming_the_column(tmp_path: Path) -> None:
     workbook(tmp_path / "x.xlsx", [["CSN", "patient_id", "session_start", "Devices"],
                                    ["A1", "P1", dt.datetime(2026, 3, 2, 10, 0), "#N/A"]])

@@ -34,6 +34,7 @@ class CellReader:
     def __init__(self, entry: MapEntry, spec: ColumnSpec, field: Field, tz: dt.tzinfo, serials: bool) -> None:
         self.entry, self.spec, self.field, self.tz = entry, spec, field, tz
         self.serials = serials  # a number in a date or datetime field is an Excel serial (XLSX)
+        self.date1904 = False  # ... counted in the 1904 date system (set by the sheet being read)
         self.markers = frozenset(entry.missing)
         self.labels = dict(spec.values)
         self.true = frozenset(v.lower() for v in entry.true_values) | frozenset(_TRUE)
@@ -231,7 +232,7 @@ class CellReader:
         if isinstance(raw, (int, float)) and not isinstance(raw, bool):
             if self.serials and kind in ("date", "datetime"):
                 try:
-                    moment = excel_serial(float(raw))
+                    moment = excel_serial(float(raw), self.date1904)
                 except ValueError:
                     raise ConversionError(self.field.name, f"is not a {kind} (not a day of Excel's calendar)",
                                           raw) from None

@@ -313,6 +313,10 @@ def read_xlsx(path: str, sheet: str | None, builder: RecordBuilder) -> Iterator[
 
     opened = open_sheet(path, sheet)
     header = opened.header
+    target = getattr(builder, "builder", builder)  # a flowsheet's rows are gathered first, then built
+    for _, reader in getattr(target, "readers", ()):
+        if isinstance(reader, CellReader):
+            reader.date1904 = opened.date1904
     for number, cells in opened.rows():
         extra = [cell for cell in cells[len(header):] if cell is not None]
         if extra:

@@ -78,6 +78,13 @@ class Sheet:
     sha256: str
     _source: _Source = field(repr=False)
 
+    @property
+    def date1904(self) -> bool:
+        """Whether the workbook counts days in the 1904 date system (serial 0 = 1904-01-01), as
+        workbooks from old Excel for Mac do; formatted dates are converted either way, a plain number
+        read as a date must know it."""
+        return bool(self._source.epoch == datetime.datetime(1904, 1, 1))
+
     def rows(self) -> Iterator[tuple[int, list[Any]]]:
         """Data rows after the header as (Excel row number, cells), rows with no value skipped.
 
@@ -118,16 +125,21 @@ def open_sheet(path: str, sheet: str | None) -> Sheet:
     raise InputError(f'{path}: sheet "{ws.title}" is empty (no header row)')
 
 
-def excel_serial(value: float) -> datetime.datetime:
+def excel_serial(value: float, date1904: bool = False) -> datetime.datetime:
     """An Excel 1900-system serial (46084.385416) as a naive datetime, rounded to the second.
 
-    Serial 1 is 1900-01-01. Excel counts a 1900-02-29 that never was (serial 60, kept from
+    Serial 1 is 1900-01-01 (with ``date1904``, the 1904 system: serial 0 is 1904-01-01).
+    Excel counts a 1900-02-29 that never was (serial 60, kept from
     Lotus 1-2-3): serials below 60 are the dates Excel shows, 60 raises ValueError, and from 61
     (1900-03-01) on every serial is the real date. Below 1 (a time of day alone) and after
     9999-12-31 raise ValueError.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{value!r} is not an Excel serial number")
+    if date1904:  # 0 = 1904-01-01, no missing leap day
+        if not 0 <= value < 2_957_004:
+            raise ValueError(f"{value!r} is outside Excel's 1904 calendar (0 = 1904-01-01 to 2957003 = 9999-12-31)")
+        return datetime.datetime(1904, 1, 1) + datetime.timedelta(seconds=round(value * 86400))
     if not 1 <= value < 2_958_466:
         raise ValueError(f"{value!r} is outside Excel's calendar (1 = 1900-01-01 to 2958465 = 9999-12-31)")
     if 60 <= value < 61:
