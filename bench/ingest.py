@@ -7,18 +7,25 @@ records/s per form and input, FHIR resources/s, and peak memory; one core (the m
     python bench/ingest.py --repeat 3               # best of three per form
 
 Records are read, converted and checked for duplicate keys exactly as an audit reads them; nothing
-is judged, so the figures are the cost of a map over the plain reader. A file several map entries
-read (Observation.ndjson: vitals, screenings, assessments) is parsed once; its time is shared
-equally among its record types, and its resources/s is for the whole file.
+is judged. "renamed headers" reads the canonical CSVs with every header renamed, through a map that
+names them: the same cells, so its ratio is what a map costs by itself; the vendor and FHIR forms
+add what their own formats cost (US dates, a flowsheet of four rows a record, XLSX, JSON and
+FHIRPath). A file several map entries read (Observation.ndjson: vitals, screenings, assessments) is
+parsed once; its time is shared equally among its record types, and its resources/s is for the
+whole file.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -32,12 +39,31 @@ from engine.language.model import Rejected  # noqa: E402
 from engine.packs import load_packs  # noqa: E402
 
 
-def forms(folder: Path) -> dict[str, tuple[list[str], list[str]]]:
+def renamed(folder: Path, into: Path, context: PackContext) -> tuple[list[str], list[str]]:
+    """The canonical CSVs with every header renamed ("session_start" -> "Session Start") and the map
+    naming them: the same records and cells, so the difference is what a map costs by itself."""
+    entries = []
+    for source in sorted(folder.glob("*.csv")):
+        head, rest = source.read_bytes().split(b"\n", 1)
+        header = next(csv.reader([head.decode("utf-8-sig")]))
+        names = [name.replace("_", " ").title() for name in header]
+        (into / source.name).write_bytes(",".join(names).encode() + b"\n" + rest)
+        record_type = source.stem.removesuffix("s")
+        fields = context.types[record_type].fields
+        entries.append({"type": record_type, "files": source.name,
+                        "columns": {old: new for old, new in zip(header, names) if old in fields}})
+    source_map = into / "renamed.map.yaml"
+    source_map.write_text(yaml.safe_dump({"map": "renamed", "version": "1", "inputs": entries}, sort_keys=False))
+    return sorted(str(p) for p in into.glob("*.csv")), [str(source_map)]
+
+
+def forms(folder: Path, scratch: Path, context: PackContext) -> dict[str, tuple[list[str], list[str]]]:
     """Each form's inputs and maps."""
     canonical = sorted(str(p) for p in folder.glob("*.csv"))
     vendor = sorted(str(p) for p in (folder / "vendor").iterdir() if not p.name.endswith(".yaml"))
     fhir = sorted(str(p) for p in (folder / "fhir").glob("*.ndjson"))
     return {"canonical CSV": (canonical, []),
+            "canonical CSV, renamed headers (map)": renamed(folder, scratch, context),
             "vendor (map)": (vendor, [str(folder / "vendor" / "acme-ehr.map.yaml")]),
             "FHIR R4 (map)": (fhir, [str(ROOT / "maps" / "fhir-r4.yaml")])}
 
@@ -68,7 +94,8 @@ def main() -> None:
     args = parser.parse_args()
     context = PackContext(load_packs(["ketamine-iv", "esketamine-rems"]))
     rates: dict[str, float] = {}
-    for form, (files, maps) in forms(args.folder).items():
+    scratch = tempfile.TemporaryDirectory()
+    for form, (files, maps) in forms(args.folder, Path(scratch.name), context).items():
         best: list[tuple[InputStats, float]] | None = None
         for _ in range(args.repeat):
             timed = read_form(context, files, maps)
@@ -94,6 +121,7 @@ def main() -> None:
     for form, rate in rates.items():
         if form != "canonical CSV":
             print(f"{form}: {base / rate:.2f}x the time of canonical CSV per record")
+    scratch.cleanup()
     print(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

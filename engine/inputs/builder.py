@@ -7,7 +7,7 @@ import datetime as dt
 import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.language.model import Field, Record, RecordType, Rejected
 from engine.language.values import (
@@ -21,6 +21,9 @@ from engine.language.values import (
     text_converter,
 )
 from engine.privacy import REVEAL_ALL, Privacy
+
+if TYPE_CHECKING:  # cells reads xlsx_reader, which reads this module
+    from engine.inputs.cells import CellReader
 
 DISPATCH_KEY = "record_type"
 
@@ -164,16 +167,36 @@ class RecordBuilder:
 class MappedBuilder(RecordBuilder):
     """A RecordBuilder reading each field through a source map entry's cell readers (SPEC 8)."""
 
-    def __init__(self, path: str, readers: Mapping[str, Callable[[Mapping[str, Any]], Any]],
+    def __init__(self, path: str, readers: Mapping[str, CellReader],
                  record_type: str, types: Mapping[str, RecordType], tz: dt.tzinfo, seen: Seen, stats: InputStats,
                  privacy: Privacy = REVEAL_ALL) -> None:
         super().__init__(path, record_type, types, tz, seen, stats, privacy)
         self.readers = list(readers.items())
+        # (field, column, missing markers, converter, zone, reader): a plain cell that converts as the
+        # canonical reader converts it is read here in one step, as RecordBuilder.convert reads it
+        self.direct = [(name, read.column, read.markers, read.canonical, read.tz, read.field, read)
+                       for name, read in self.readers]
 
     def convert(self, name: str, spec: RecordType, data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         values: dict[str, Any] = {}
         problems: list[str] = []
-        for field_name, read in self.readers:
+        for field_name, column, markers, from_text, tz, field, read in self.direct:
+            if from_text is not None and column is not None:
+                raw = data.get(column)
+                if type(raw) is str:
+                    text = raw.strip()
+                    if not text or text in markers:
+                        self._missing(spec, field_name, problems)
+                        continue
+                    try:
+                        values[field_name] = from_text(text, field, tz)
+                        continue
+                    except ConversionError as exc:
+                        problems.append(self._reason(name, read._named(exc)))
+                        continue
+                    except (ValueError, TypeError, OverflowError):
+                        problems.append(self._reason(name, read._named(not_a(field, text))))
+                        continue
             try:
                 value = read(data)
             except ConversionError as exc:

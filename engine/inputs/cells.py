@@ -53,6 +53,8 @@ class CellReader:
             "string": lambda text: text}
         if field.type in ("number", "integer") and (entry.decimal != "." or entry.thousands is not None):
             kinds[field.type] = self._number
+        # a plain cell of a type read as the canonical reader reads it: the builder calls this itself
+        self.canonical = convert_text if self.plain and field.type not in kinds else None
         self.from_text = kinds.get(field.type) or (lambda text: convert_text(text, field, tz))
 
     def __call__(self, row: Mapping[str, Any]) -> Any:
