@@ -83,7 +83,7 @@ class _Compiler:
         if kind == "LiteralTerm":
             return _literal(node["children"][0])
         if kind == "InvocationTerm":
-            return self.call(node["children"][0], lambda items: items, type_path)
+            return self.call(node["children"][0], _this, type_path)
         raise NotDirect
 
     def invocation(self, left: dict[str, Any], right: dict[str, Any], type_path: str | None) -> tuple[Step, str | None]:
@@ -102,7 +102,7 @@ class _Compiler:
         """``a.b.c`` as (the step for ``a.b`` and its type, "c")."""
         if node["type"] == "InvocationExpression":
             return self.expression(node["children"][0], type_path), node["children"][1]["children"][0]["text"]
-        return ((lambda items: items), type_path), node["children"][0]["children"][0]["children"][0]["text"]
+        return (_this, type_path), node["children"][0]["children"][0]["children"][0]["text"]
 
     def choice_select(self, owner: Step, name: str, choice_path: str, body: dict[str, Any]) -> Step:
         """``value.select(ofType(Quantity).value | ofType(string))``: the body compiled per type present."""
@@ -141,7 +141,7 @@ class _Compiler:
             member = left["children"][1]
         elif left["type"] == "TermExpression" and left["children"][0]["type"] == "InvocationTerm" and \
                 left["children"][0]["children"][0]["type"] == "MemberInvocation":
-            before, before_type, member = (lambda items: items), type_path, left["children"][0]["children"][0]
+            before, before_type, member = _this, type_path, left["children"][0]["children"][0]
         else:
             raise NotDirect
         name = member["children"][0]["text"]
@@ -251,7 +251,26 @@ def _literal(node: dict[str, Any]) -> tuple[Step, str]:
 
 
 
+def _this(items: list[Any]) -> list[Any]:
+    """The focus itself (a path's start)."""
+    return items
+
+
 def _member(before: Step, key: str) -> Step:
+    if before is _this:
+        def own(items: list[Any]) -> list[Any]:  # a member of the focus: the usual first step
+            found: list[Any] = []
+            for item in items:
+                if type(item) is dict:
+                    value = item.get(key)
+                    if type(value) is list:
+                        found.extend(value if None not in value else [v for v in value if v is not None])
+                    elif value is not None:
+                        found.append(value)
+            return found
+        own.key = key  # type: ignore[attr-defined]  # known to _equality: one element's text read at once
+        return own
+
     def member(items: list[Any]) -> list[Any]:
         found: list[Any] = []
         for item in before(items):
@@ -368,9 +387,17 @@ def _distinct_key(value: Any) -> Any:
 
 
 def _where(before: Step, test: Step) -> Step:
+    item_test: Callable[[Any], bool | None] | None = getattr(test, "item_test", None)
+
     def where(items: list[Any]) -> list[Any]:
         kept = []
         for item in before(items):
+            if item_test is not None:
+                sure = item_test(item)
+                if sure is not None:
+                    if sure:
+                        kept.append(item)
+                    continue
             truth = test([item])
             if len(truth) == 1 and truth[0] is True:
                 kept.append(item)
@@ -383,7 +410,8 @@ def _where(before: Step, test: Step) -> Step:
 def _exists(before: Step, test: Step | None) -> Step:
     if test is None:
         return lambda items: [bool(before(items))]
-    return lambda items: [bool(_where(before, test)(items))]
+    kept = _where(before, test)
+    return lambda items: [bool(kept(items))]
 
 
 def _truth(values: list[Any]) -> bool | None:
@@ -400,11 +428,22 @@ def _not(values: list[Any]) -> list[Any]:
 
 
 def _logic(left: Step, right: Step, conjunction: bool) -> Step:
+    first: Callable[[Any], bool | None] | None = getattr(left, "item_test", None)
+    second: Callable[[Any], bool | None] | None = getattr(right, "item_test", None)
+
     def logic(items: list[Any]) -> list[Any]:
         a, b = _truth(left(items)), _truth(right(items))
         if conjunction:
             return [False] if a is False or b is False else [True] if a and b else []
         return [True] if a is True or b is True else [False] if a is False and b is False else []
+    if first is not None and second is not None:
+        def both(item: Any) -> bool | None:
+            """Both sides sure of one element (system = '...' and code = '...'), None when either is not."""
+            a, b = first(item), second(item)
+            if a is None or b is None:
+                return None
+            return (a and b) if conjunction else (a or b)
+        logic.item_test = both  # type: ignore[attr-defined]
     return logic
 
 
@@ -419,7 +458,26 @@ def _equality(left: Step, right: Step, negated: bool) -> Step:
             if len(found) == 1 and type(found[0]) is str:  # the usual case: one text against the literal
                 return [(found[0] == text) != negated]
             return general(items)  # nothing, several values or another kind: the general rule
-        return equals_text
+
+        key = getattr(left, "key", None)
+        if key is None:
+            return equals_text
+        def item_test(item: Any) -> bool | None:
+            """where(system = '...') on one element whose member is one text; None: not sure, ask the step."""
+            if type(item) is dict:
+                value = item.get(key)
+                if type(value) is str:
+                    return (value == text) != negated
+            return None
+
+        def equals_own_text(items: list[Any]) -> list[Any]:
+            if len(items) == 1:
+                sure = item_test(items[0])
+                if sure is not None:
+                    return [sure]
+            return equals_text(items)
+        equals_own_text.item_test = item_test  # type: ignore[attr-defined]
+        return equals_own_text
 
     def equality(items: list[Any]) -> list[Any]:
         a, b = left(items), right(items)

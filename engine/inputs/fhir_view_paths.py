@@ -186,6 +186,9 @@ def static_type(resource: str, segments: tuple[str, ...]) -> str | None:
     return type_path
 
 
+_UNCOMPILED: Any = object()  # a focus type no closure was compiled for yet
+
+
 class Path:
     """One compiled FHIRPath: ``nodes`` keeps fhirpathpy's typed nodes, ``values`` gives plain JSON values.
 
@@ -233,18 +236,20 @@ class Path:
                 type_path, data = focus.path, focus.data
             else:
                 type_path, data = (focus.get("resourceType"), focus) if isinstance(focus, dict) else (None, None)
-            step = self._direct.get(type_path) if type_path in self._direct else \
-                (self.direct(type_path) if isinstance(type_path, str) else None)
+            step = self._direct.get(type_path, _UNCOMPILED)
+            if step is _UNCOMPILED:
+                step = self.direct(type_path) if isinstance(type_path, str) else None
             if step is not None:
                 try:
-                    found = step([data])
+                    found: list[Any] = step([data])
                 except Unsure:
                     pass
                 except RecursionError:
                     raise PathError(f'"{self.text}": the resource is nested too deeply') from None
                 else:
-                    if any(type(v) is dict for v in found):
-                        return [v for v in found if not _extension_only(v)]
+                    for value in found:
+                        if type(value) is dict:
+                            return [v for v in found if not _extension_only(v)]
                     return found
         try:
             return [plain(n) for n in self.nodes(focus, env)]
