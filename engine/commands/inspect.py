@@ -134,8 +134,9 @@ def _reason(exc: ConversionError, type_name: str, privacy: Privacy) -> str:
 def _treatment(spec: Any, unit: str | None) -> str:
     if spec is None:
         return ""
-    parts = [f"part {spec.part} of {spec.split!r}" if spec.split else "",
-             f"unit {spec.unit}" if spec.unit else "", f"{len(spec.values)} labels" if spec.values else ""]
+    labels = f"{len(spec.values)} label{'s' if len(spec.values) != 1 else ''}" if spec.values else ""
+    parts = [f"part {spec.part} of {spec.split!r}" if spec.split else "", f"unit {spec.unit}" if spec.unit else "",
+             labels]
     shown = ", ".join(p for p in parts if p)
     return f" ({shown})" if shown else ""
 
