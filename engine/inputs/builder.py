@@ -183,6 +183,8 @@ class MappedBuilder(RecordBuilder):
         for field_name, column, markers, from_text, tz, field, read in self.direct:
             if from_text is not None and column is not None:
                 raw = data.get(column)
+                if type(raw) is list and len(raw) == 1:  # a FHIR column's one value
+                    raw = raw[0]
                 if type(raw) is str:
                     text = raw.strip()
                     if not text or text in markers:
@@ -207,6 +209,7 @@ class MappedBuilder(RecordBuilder):
             else:
                 values[field_name] = value
         return values, problems
+
 
 def did_you_mean(name: str, choices: Mapping[str, Any]) -> str:
     close = difflib.get_close_matches(name, list(choices), n=1)
