@@ -344,6 +344,32 @@ def big_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.skipif(not ON_LINUX, reason="reads the process tree from /proc")
+def test_sigterm_while_the_worker_starts_gives_one_line(tmp_path: Path) -> None:
+    # Two packs make the worker's start-up data more than a pipe holds: a SIGTERM handled while it
+    # was being written cut it short, and the worker printed an unpickling traceback of its own.
+    samples = ROOT / "samples"
+    inputs = [str(samples / f"{name}.csv") for name in ("sessions", "vitals", "screenings", "assessments",
+                                                           "enrollments")]
+    for _ in range(3):  # the window is a few milliseconds wide: three tries hit it nearly always
+        errors = tmp_path / "stderr"
+        with errors.open("wb") as stderr:
+            process = subprocess.Popen(command("audit", "--pack", "ketamine-iv", "--pack", "esketamine-rems",
+                                               *inputs), stdout=subprocess.DEVNULL, stderr=stderr,
+                                       env={**os.environ, "PROTOCOL_AUDIT_KEY": "k" * 20})
+        try:
+            deadline = time.monotonic() + 60
+            while process.poll() is None and time.monotonic() < deadline and \
+                    not any("spawn_main" in cmd for _, cmd in _descendants(process.pid).values()):
+                pass  # no sleep: the signal must come while the worker is being started
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=120)
+        finally:
+            process.kill()
+            process.wait()
+        assert (process.returncode, errors.read_text()) == (2, "protocol-audit: terminated; no report was written\n")
+
+
+@pytest.mark.skipif(not ON_LINUX, reason="reads the process tree from /proc")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL, signal.SIGINT],
                          ids=["sigterm", "sigkill", "sigint"])
 def test_a_stopped_audit_leaves_no_process_and_no_temporary_file(big_export: Path, tmp_path: Path,

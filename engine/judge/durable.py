@@ -52,25 +52,31 @@ def _worker_start(target: Callable[..., None], *arguments: Any) -> None:
 
     Ctrl-C on a terminal reaches every process of the foreground group; the parent handles it
     (and stops the worker), so the worker ignores it instead of printing a traceback of its own.
-    It was started with SIGINT blocked (see _sigint_blocked), so one that came while the
-    interpreter started is dropped here rather than breaking the start with a fatal error.
+    It was started with SIGINT and SIGTERM blocked (see _interrupts_blocked), so a Ctrl-C that came
+    while the interpreter started is dropped here rather than breaking the start with a fatal
+    error; a SIGTERM sent to it ends it from here on, as a signal's default does.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
     _die_with_parent()
     ruleset_json, keys_json, tasks, results = arguments
     target(ruleset_json, keys_json, _Channel(tasks), _Channel(results))
 
 
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+
+
 @contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """SIGINT blocked on this thread: a process started meanwhile inherits the mask (as
-    multiprocessing starts its resource tracker); here a Ctrl-C is delayed, not lost."""
+def _interrupts_blocked() -> Iterator[None]:
+    """SIGINT and SIGTERM blocked on this thread while a process starts: the child inherits the mask
+    (as multiprocessing starts its resource tracker), and here the signal is delayed, not lost. A
+    SIGTERM handled in the middle of spawning would cut the child's start-up data short, and the
+    child would print a traceback of its own after the one-line message."""
     if not hasattr(signal, "pthread_sigmask"):  # Windows: no such mask, nor process groups
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
     try:
         yield
     finally:
@@ -277,7 +283,7 @@ class _Worker:
             # spawning starts multiprocessing's resource tracker, and starting it unblocks SIGINT
             # on this thread (Python 3.11): started first, it cannot undo the mask below
             resource_tracker.ensure_running()
-        with _sigint_blocked():
+        with _interrupts_blocked():
             self.process.start()
         # the worker's ends belong to the worker alone: its death then ends this side's reads
         task_reader.close()
