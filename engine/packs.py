@@ -9,6 +9,7 @@ from pathlib import Path
 
 from engine import gitrefs
 from engine.errors import PackError, UsageError
+from engine.inputs.files import special_file
 from engine.judge.compiler import compile_rules
 from engine.judge.facts import Layout
 from engine.language.loader import DuplicateKeys, decode_pack, load_yaml
@@ -71,6 +72,9 @@ def resolve(ref: str) -> list[str]:
             raise UsageError(f"{ref} is a scenario file (the tests of {path.stem.removesuffix(TESTS_STEM)}"
                              f"{path.suffix}), not a pack: give the pack, its scenarios are found beside it")
         return [ref]
+    kind = special_file(ref)
+    if kind is not None:
+        raise UsageError(f"{ref}: not a regular file ({kind}); a pack is a YAML file")
     shipped = shipped_packs()
     if ref in shipped:
         return [str(shipped[ref])]

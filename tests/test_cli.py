@@ -131,6 +131,19 @@ def test_inputs_that_are_not_regular_files_are_named_for_what_they_are(tmp_path:
         assert stderr == f"protocol-audit: {path}: not a regular file ({kind})\n"
 
 
+def test_packs_and_maps_that_are_not_regular_files_are_named_for_what_they_are(tmp_path: Path) -> None:
+    fifo = tmp_path / "clinic.yaml"
+    os.mkfifo(fifo)  # opening it would wait for a writer for ever
+    sessions = str(GOLDEN / "sessions.csv")
+    for path, kind in ((fifo, "a named pipe"), (Path("/dev/null"), "a character device")):
+        for args, what in ((("validate", str(path)), "pack"), (("test", str(path)), "pack"),
+                           (("audit", "--pack", str(path), sessions), "pack"),
+                           (("audit", "--pack", str(GOLDEN / "pack.yaml"), "--map", str(path), sessions), "map")):
+            code, stdout, stderr = run(*args)
+            assert (code, stdout) == (2, ""), args
+            assert stderr == f"protocol-audit: {path}: not a regular file ({kind}); a {what} is a YAML file\n", args
+
+
 def test_bad_pack_exits_2_listing_every_problem(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     text = (GOLDEN / "pack.yaml").read_text()

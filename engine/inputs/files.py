@@ -54,8 +54,21 @@ def _check_mode(path: str, mode: int) -> None:
     if stat.S_ISDIR(mode):
         raise InputError(f"{path}: is a directory, not a file")
     if not stat.S_ISREG(mode):
-        kind = next((name for test, name in _FILE_KINDS if test(mode)), "an unknown kind of file")
-        raise InputError(f"{path}: not a regular file ({kind})")
+        raise InputError(f"{path}: not a regular file ({_kind(mode)})")
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _FILE_KINDS if test(mode)), "an unknown kind of file")
+
+
+def special_file(path: str) -> str | None:
+    """What ``path`` is when it exists as neither a regular file nor a folder ("a named pipe"), else
+    None: a pack or map named so is said to be that, not to be missing (and is never opened)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else _kind(mode)
 
 
 def open_input(path: str) -> BinaryIO:

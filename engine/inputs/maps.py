@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import MapError, PackError, UsageError
+from engine.inputs.files import special_file
 from engine.language.grammar import Checker, suggest
 from engine.language.loader import DuplicateKeys, Node, decode_pack, load_yaml
 from engine.language.model import RecordType
@@ -123,6 +124,9 @@ def resolve_map(ref: str) -> Path:
         return path
     if path.is_dir():
         raise UsageError(f"{ref}: is a folder; --map takes one map file (repeat --map for several)")
+    kind = special_file(ref)
+    if kind is not None:
+        raise UsageError(f"{ref}: not a regular file ({kind}); a map is a YAML file")
     shipped = shipped_maps()
     if ref in shipped:
         return shipped[ref]
