@@ -108,6 +108,18 @@ def test_an_output_naming_the_key_file_is_refused(workdir: Path, packs_loaded: l
     assert packs_loaded == []
 
 
+def test_an_output_naming_a_map_is_refused_and_called_a_map(workdir: Path, packs_loaded: list[list[str]]) -> None:
+    Path("clinic.map.json").write_text('{"map": "clinic", "version": "1", "inputs": [{"type": "session"}]}')
+    code, _, stderr = run(*AUDIT, "--map", "clinic.map.json", "-o", "clinic.map.json")
+    assert (code, stderr) == (2, "protocol-audit: cannot write clinic.map.json: it is the map clinic.map.json\n")
+    assert packs_loaded == []
+
+
+def test_an_output_in_a_folder_that_is_a_file_says_so(workdir: Path) -> None:
+    code, _, stderr = run(*AUDIT, "-o", "sessions.csv/r.json")
+    assert (code, stderr) == (2, "protocol-audit: sessions.csv/r.json: folder sessions.csv is a file, not a folder\n")
+
+
 def test_a_diff_output_naming_an_input_is_refused(workdir: Path, packs_loaded: list[list[str]]) -> None:
     shutil.copy("sessions.csv", "export.json")
     before = Path("export.json").read_bytes()

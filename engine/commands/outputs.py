@@ -144,16 +144,17 @@ def signals_held() -> Iterator[None]:
 
 
 def inputs_of(files: Iterable[str], packs: Iterable[str] = (),
-              key_file: str | None = None) -> Iterator[tuple[str, str]]:
+              key_file: str | None = None, maps: Iterable[str] = ()) -> Iterator[tuple[str, str]]:
     """Everything a run reads that an output must never replace: each FILE (and the path of a
-    TYPE=FILE), pack files, the key file."""
+    TYPE=FILE), pack files, map files, the key file."""
     for arg in files:
         yield "the input", arg
         if "=" in arg:
             yield "the input", arg.partition("=")[2]
-    for pack in packs:
-        if os.path.isfile(pack):
-            yield "the pack", pack
+    for what, given in (("the pack", packs), ("the map", maps)):
+        for path in given:
+            if os.path.isfile(path):
+                yield what, path
     if key_file:
         yield "the key file", key_file
 
@@ -162,5 +163,6 @@ def folder_of(path: str) -> Path:
     """The existing folder an output goes to."""
     folder = Path(path).parent
     if not folder.is_dir():
-        raise UsageError(f"{path}: folder {folder} does not exist")
+        there = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise UsageError(f"{path}: folder {folder} {there}")
     return folder

@@ -61,7 +61,7 @@ def audit(packs: list[str], maps: list[str], files: list[str], written: Outputs,
           key_file: str | None) -> int:
     outputs = written.paths
     renderers = [(path, _renderer(path, max_findings)) for path in outputs]
-    written.check(inputs_of(files, [*packs, *maps], key_file))
+    written.check(inputs_of(files, packs, key_file, maps))
     loaded = load_packs(packs)
     source_maps = _load_maps(maps, merged_types(loaded)[0])
     pseudonymise = pseudonymiser(reveal_identifiers, key_file)
@@ -139,7 +139,7 @@ def diff(base: list[str], head: list[str], maps: list[str], files: list[str], wr
          fail_on_new: str | None, max_records: int, run_time: dt.datetime) -> int:
     outputs = written.paths
     writers = [(path, diff_report.for_path(path, max_records)) for path in outputs]
-    written.check(inputs_of(files, (*base, *head, *maps)))
+    written.check(inputs_of(files, (*base, *head), maps=maps))
     before, after = load_packs(base), load_packs(head)
     source_maps = _load_maps(maps, either_types(before, after))
     result = impact.compare(before, after, files, run_time, fail_on_new, source_maps)

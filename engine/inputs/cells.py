@@ -15,6 +15,7 @@ from engine.inputs.xlsx_reader import CellError, excel_serial
 from engine.language.model import Field
 from engine.language.values import (
     ConversionError,
+    a_kind,
     convert,
     in_zone,
     not_a,
@@ -200,7 +201,7 @@ class CellReader:
 
     def _unreadable(self, text: str, formats: tuple[str, ...]) -> ConversionError:
         tried = "ISO 8601" + "".join(f', "{fmt}"' for fmt in formats)
-        return ConversionError(self.field.name, f"is not a {self.field.type} (tried {tried})", text)
+        return ConversionError(self.field.name, f"is not {a_kind(self.field.type)} (tried {tried})", text)
 
     def _placed(self, value: dt.datetime) -> dt.datetime:
         from engine.language.values import OutOfRange
@@ -220,23 +221,23 @@ class CellReader:
                 return self._placed(raw)
             if kind == "date" and raw.time() == dt.time():
                 return raw.date()
-            raise ConversionError(self.field.name, f"is a date and time, not a {kind}", raw.isoformat(sep=" "))
+            raise ConversionError(self.field.name, f"is a date and time, not {a_kind(kind)}", raw.isoformat(sep=" "))
         if isinstance(raw, dt.date):
             if kind == "date":
                 return raw
             if kind == "datetime":
                 return self._placed(dt.datetime.combine(raw, dt.time()))
-            raise ConversionError(self.field.name, f"is a date, not a {kind}", raw.isoformat())
+            raise ConversionError(self.field.name, f"is a date, not {a_kind(kind)}", raw.isoformat())
         if isinstance(raw, (dt.time, dt.timedelta)):
             if kind == "duration" and isinstance(raw, dt.timedelta):
                 return raw
-            raise ConversionError(self.field.name, f"is a time, not a {kind}", str(raw))
+            raise ConversionError(self.field.name, f"is a time, not {a_kind(kind)}", str(raw))
         if isinstance(raw, (int, float)) and not isinstance(raw, bool):
             if self.serials and kind in ("date", "datetime"):
                 try:
                     moment = excel_serial(float(raw), self.date1904)
                 except ValueError:
-                    raise ConversionError(self.field.name, f"is not a {kind} (not a day of Excel's calendar)",
+                    raise ConversionError(self.field.name, f"is not {a_kind(kind)} (not a day of Excel's calendar)",
                                           raw) from None
                 return moment.date() if kind == "date" else self._placed(moment)
             if isinstance(raw, float) and raw.is_integer() and kind in ("string", "enum"):

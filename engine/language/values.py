@@ -238,9 +238,13 @@ def text_converter(kind: str) -> Any:
     return _FROM_TEXT[kind]
 
 
+def a_kind(kind: str) -> str:
+    """The type's name with its article: "an integer", "a date"."""
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+
+
 def not_a(spec: Field, raw: Any) -> ConversionError:
-    article = "an" if spec.type[0] in "aeiou" else "a"
-    return ConversionError(spec.name, f"is not {article} {spec.type}", raw)
+    return ConversionError(spec.name, f"is not {a_kind(spec.type)}", raw)
 
 
 def convert(spec: Field, raw: Any, tz: dt.tzinfo) -> Any:
@@ -254,7 +258,7 @@ def convert(spec: Field, raw: Any, tz: dt.tzinfo) -> Any:
         except (ValueError, TypeError, OverflowError):
             raise not_a(spec, raw) from None
     if isinstance(raw, (dict, list)):
-        raise ConversionError(spec.name, f"a {type(raw).__name__} is not a {kind}")
+        raise ConversionError(spec.name, f"a {type(raw).__name__} is not {a_kind(kind)}")
     text = raw  # a JSON number or boolean (a pack's YAML value)
     try:
         if kind == "string":
