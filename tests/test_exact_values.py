@@ -175,7 +175,10 @@ def test_integers_beyond_exact_doubles_are_rejected(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fragment, message", [
     ("derive:\n  big: dose_mg * " + "9" * 400 + "\n", "the number is too large"),
     ("derive:\n  big: dose_mg * 1e400\n", "the number is too large"),
-], ids=["400-digit-integer", "infinite-literal"])
+    ("derive:\n  big: dose_mg + 9007199254740993\n", "the integer is larger than 9,007,199,254,740,991: it would "
+                                                     "not be exact"),
+    ("derive:\n  big: dose_mg + 1e-400\n", "the number is too small (it would read as 0)"),
+], ids=["400-digit-integer", "infinite-literal", "integer-beyond-exact", "literal-lost-to-zero"])
 def test_derive_literals_too_large_are_validation_errors(fragment: str, message: str) -> None:
     rule = "  - id: R\n    title: R\n    severity: major\n    for: session\n    require: {big: {at_most: 1}}\n"
     from tests.helpers import pack_text

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.language.values import MAX_INTEGER, lost_to_zero
+
 FUNCTIONS = ("minutes", "hours", "days", "coalesce")
 _ELAPSED = {"minutes": 60.0, "hours": 3600.0, "days": 86400.0}
 _OPS: dict[type, str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
@@ -106,6 +108,10 @@ def _convert(node: ast.AST, text: str, lead: int) -> Expr:
             number = math.inf
         if not math.isfinite(number):
             raise ExpressionError("the number is too large", offset)
+        if isinstance(node.value, int) and abs(node.value) > MAX_INTEGER:
+            raise ExpressionError(f"the integer is larger than {MAX_INTEGER:,}: it would not be exact", offset)
+        if lost_to_zero(number, ast.get_source_segment(text, node) or ""):
+            raise ExpressionError("the number is too small (it would read as 0)", offset)
         return Expr("num", number, offset=offset)
     if isinstance(node, ast.Name):
         return Expr("field", node.id, offset=offset)

@@ -183,9 +183,14 @@ def _finite(number: float, text: str) -> float:
     zero became 0 (1e-400): a number is exact or refused."""
     if not math.isfinite(number):
         raise ValueError
-    if number == 0.0 and _NONZERO.search(text.lower().partition("e")[0]):
+    if lost_to_zero(number, text):
         raise OutOfRange("is too small for a number (it would read as 0)")
     return number
+
+
+def lost_to_zero(number: float, text: str) -> bool:
+    """Whether ``text``, a number that is not zero (1e-400), was read as 0."""
+    return number == 0.0 and bool(_NONZERO.search(text.lower().partition("e")[0]))
 
 
 def _text_enum(text: str, spec: Field, tz: dt.tzinfo) -> str:
