@@ -1,6 +1,7 @@
 """Properties over generated inputs, one per class of defect: no identifier leaks into any report
 format; every duration (derived, windows, since_previous) is exact elapsed time in any zone; the
-engine judges any finite number as Python does; no CSV row is lost."""
+engine judges any finite number as Python does; no CSV row is lost; what validate accepts, the audit
+runs; no control character reaches the terminal."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import datetime as dt
 import io
 import tempfile
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from click.testing import CliRunner
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from cli import main
 from engine import reporters
-from engine.errors import InputError
+from engine.errors import InputError, PackError
 from engine.inputs.records import InputStats, Seen, read_input
 from engine.judge.pipeline import judge, run
 from engine.language.expressions import compile_expression
@@ -23,7 +27,7 @@ from engine.language.model import Field, Outcome, Record, RecordType
 from engine.packs import load_packs
 from engine.privacy import Pseudonymiser
 from engine.reporters import report as report_builder
-from tests.helpers import make_pack, record
+from tests.helpers import make_pack, pack_text, record
 from tests.test_privacy_gate import PACK
 
 # Identifiers are drawn from letters a pseudonym (hex digits) and the report's own words never use.
@@ -190,3 +194,70 @@ def test_every_csv_row_is_read_or_rejected_never_lost(rows: list[list[str]], quo
     assert lines == sorted(set(lines)) and all(line >= 2 for line in lines)
     if quoted:
         assert [item.key for item in items if isinstance(item, Record)] == [row[0] for row in data]
+
+
+# Numbers as a pack author or an export writes them, the extreme ones included.
+NUMBER_TEXT = st.one_of(
+    FINITE.map(repr), st.integers(-(10 ** 30), 10 ** 30).map(str),
+    st.sampled_from(["1e-400", "1e400", "5e-324", "9007199254740993", "-9007199254740991", "1e16", "0.00001",
+                     "1e-7", "179769313486231570000000000000000000000000000000000000000000000000000000000000000"
+                     "00000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+                     "00000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+                     "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000"]))
+MOMENT_TEXT = st.builds(lambda year, rest, offset: f"{year:04d}{rest}{offset}",
+                        st.sampled_from([1, 2, 1970, 2026, 9998, 9999]),
+                        st.sampled_from(["-01-01T00:00:00", "-12-31T23:59:59", "-03-08T02:30:00"]),
+                        st.sampled_from(["", "Z", "+14:00", "-12:00", "+01:00", "-00:30"]))
+
+
+@settings(max_examples=15, deadline=None)
+@given(threshold=NUMBER_TEXT, literal=NUMBER_TEXT, values=st.lists(NUMBER_TEXT, min_size=1, max_size=6),
+       moments=st.lists(MOMENT_TEXT, min_size=1, max_size=6))
+@example(threshold="0.00001", literal="1e200", values=["1e200"], moments=["0001-01-01T00:00:00+01:00"])
+def test_what_validate_accepts_the_audit_runs(threshold: str, literal: str, values: list[str],
+                                               moments: list[str]) -> None:
+    """A pack is refused with each problem at its line, or every record of any values is judged or
+    rejected with a reason: never an internal error in between (class: valid values that aborted
+    the audit, thresholds validate accepted and the engine refused)."""
+    rules = ("  - id: N\n    title: N\n    severity: major\n    for: session\n"
+             f"    require: {{dose_mg: {{at_least: {threshold}}}}}\n"
+             "  - id: D\n    title: D\n    severity: major\n    for: session\n"
+             "    require: {scaled: {at_most: 1}}\n")
+    try:
+        pack = make_pack(rules, derive=f"  scaled: dose_mg * weight_kg + {literal}\n")
+    except PackError as exc:
+        assert exc.problems and all(problem.line > 1 and problem.column >= 1 for problem in exc.problems)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "sessions.csv"
+        rows = [f"S{n},P{n},{moments[n % len(moments)]},{value},{values[-1 - n]}"
+                for n, value in enumerate(values)]
+        path.write_text("session_id,patient_id,session_start,dose_mg,weight_kg\n" + "\n".join(rows) + "\n")
+        result, _ = run([pack], [str(path)])
+    judged = [counts.passed + counts.failed + counts.not_applicable + counts.not_evaluable for counts in result.tallies]
+    assert all(len(result.rejected) + count == len(values) for count in judged), (judged, result.rejected)
+
+
+CONTROLS = "".join(map(chr, [*range(0, 9), *range(11, 32), 127, *range(0x80, 0xA0)])) + "\u202e\u2028"
+
+
+@settings(max_examples=60, deadline=None)
+@given(tail=st.text(alphabet=CONTROLS + "ab[;]", min_size=1, max_size=12))
+@example(tail="\x1b[31m")
+def test_no_control_character_from_a_header_reaches_the_terminal(tail: str, tmp_path_factory: Any) -> None:
+    """A header cell like the column the rules read, with control characters: the stop that quotes it
+    as a closest header name prints each one visibly (class: escape sequences reaching a terminal)."""
+    folder = tmp_path_factory.mktemp("header")
+    pack = folder / "pack.yaml"
+    pack.write_text(pack_text("  - id: N\n    title: N\n    severity: major\n    for: session\n"
+                              "    require: {dose_mg: {at_least: 1}}\n"))
+    sessions = folder / "sessions.csv"
+    header = ["session_id", "patient_id", "session_start", "dose_mg" + tail]
+    text = io.StringIO(newline="")
+    csv.writer(text, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows([header, ["S1", "P1", "2026-01-01", "1"]])
+    sessions.write_bytes(text.getvalue().encode("utf-8"))
+    result = CliRunner().invoke(main, ["audit", "--pack", str(pack), str(sessions)])
+    if tail == "\x1b[31m":
+        assert result.exit_code == 2 and "closest header names" in result.stderr, result.output
+    shown = result.stdout + result.stderr
+    assert not [char for char in shown if char in CONTROLS], shown
