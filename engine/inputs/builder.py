@@ -183,7 +183,10 @@ class MappedBuilder(RecordBuilder):
         for field_name, column, markers, from_text, tz, field, read in self.direct:
             if from_text is not None and column is not None:
                 raw = data.get(column)
-                if type(raw) is list and len(raw) == 1:  # a FHIR column's one value
+                if type(raw) is list and len(raw) < 2:  # a FHIR column's one value, or none
+                    if not raw:
+                        self._missing(spec, field_name, problems)
+                        continue
                     raw = raw[0]
                 if type(raw) is str:
                     text = raw.strip()
