@@ -257,20 +257,6 @@ def _this(items: list[Any]) -> list[Any]:
 
 
 def _member(before: Step, key: str) -> Step:
-    if before is _this:
-        def own(items: list[Any]) -> list[Any]:  # a member of the focus: the usual first step
-            found: list[Any] = []
-            for item in items:
-                if type(item) is dict:
-                    value = item.get(key)
-                    if type(value) is list:
-                        found.extend(value if None not in value else [v for v in value if v is not None])
-                    elif value is not None:
-                        found.append(value)
-            return found
-        own.key = key  # type: ignore[attr-defined]  # known to _equality: one element's text read at once
-        return own
-
     def member(items: list[Any]) -> list[Any]:
         found: list[Any] = []
         for item in before(items):
@@ -281,6 +267,8 @@ def _member(before: Step, key: str) -> Step:
                 elif value is not None:
                     found.append(value)
         return found
+    if before is _this:  # a member of the focus itself: _equality reads one element's text at once
+        member.key = key  # type: ignore[attr-defined]
     return member
 
 
