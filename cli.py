@@ -15,6 +15,7 @@ import click
 from engine.commands import run
 from engine.commands.console import guard, visible_usage_errors
 from engine.commands.outputs import Outputs
+from engine.judge.period import Period
 from engine.language.model import SEVERITIES
 from engine.language.values import OutOfRange, in_zone
 from engine.privacy import KEY_VARIABLE
@@ -68,6 +69,16 @@ def _identifier_options(command: Callable[..., None]) -> Callable[..., None]:
                         help="Show patient identifiers and fields marked phi as they are in the inputs.")(command)
 
 
+def _period(context: click.Context, parameter: click.Parameter, value: str | None) -> Period | None:
+    """--period FROM..TO as a Period; a bad one is click's usage error (exit 2)."""
+    if value is None:
+        return None
+    try:
+        return Period.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _map_option(command: Callable[..., None]) -> Callable[..., None]:
     """--map, the same for every command that reads exports."""
     return click.option("--map", "maps", multiple=True, metavar="MAP",
@@ -89,12 +100,15 @@ def _map_option(command: Callable[..., None]) -> Callable[..., None]:
               help="The run's time (ISO 8601); fixes it so reruns are byte-identical. Default: now.")
 @click.option("--group-by", "group_by", multiple=True, metavar="FIELD",
               help="Add counts and rates per value of FIELD (or per month of the record time). Repeatable.")
+@click.option("--period", metavar="FROM..TO", callback=_period,
+              help="Judge only the records of these days (inclusive, the pack's time zone; either end may be "
+                   "left out); the others are read and used as history. Default: every record.")
 @click.option("--max-findings", default=20, show_default=True, metavar="N",
               type=click.IntRange(min=0), help="Findings listed per rule in a Markdown report.")
 @_identifier_options
 def audit(packs: tuple[str, ...], maps: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ...],
-          fail_on: str, as_of: str | None, group_by: tuple[str, ...], max_findings: int, reveal_identifiers: bool,
-          key_file: str | None) -> None:
+          fail_on: str, as_of: str | None, group_by: tuple[str, ...], period: Period | None, max_findings: int,
+          reveal_identifiers: bool, key_file: str | None) -> None:
     """Judge every rule of the packs on every record of the FILES.
 
     A FILE binds to a record type as TYPE=FILE, by its name (sessions.csv -> session),
@@ -110,7 +124,7 @@ def audit(packs: tuple[str, ...], maps: tuple[str, ...], files: tuple[str, ...],
     run_time = _as_of(as_of)  # a bad value is click's usage error
     written = Outputs(outputs)
     guard(lambda: run.audit(list(packs), list(maps), list(files), written, fail_on, run_time, list(group_by),
-                            max_findings, reveal_identifiers, key_file), written)
+                            max_findings, reveal_identifiers, key_file, period), written)
 
 
 @main.command()

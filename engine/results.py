@@ -165,8 +165,9 @@ class InputSummary:
     skipped: int | None = None  # FHIR: resources of other types
     filtered: int | None = None  # FHIR: resources the view's where excluded
     absent: tuple[str, ...] = ()  # fields the map says this export does not have
+    outside_period: int | None = None  # with a period: records read as history only, not judged
 
-    _MAPPED: ClassVar[tuple[str, ...]] = ("map", "entry", "rows_read", "skipped", "filtered")
+    _MAPPED: ClassVar[tuple[str, ...]] = ("map", "entry", "rows_read", "skipped", "filtered", "outside_period")
 
     @property
     def reading(self) -> str:
@@ -192,7 +193,8 @@ class InputSummary:
     def from_json(cls, data: Json) -> InputSummary:
         return cls(data["path"], data["record_type"], data["sha256"], data["records_read"], data["records_judged"],
                    data["records_rejected"], data.get("map"), data.get("entry"), data.get("rows_read"),
-                   data.get("skipped"), data.get("filtered"), tuple(data.get("absent", ())))
+                   data.get("skipped"), data.get("filtered"), tuple(data.get("absent", ())),
+                   data.get("outside_period"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,16 +222,21 @@ class Summary:
     findings: int
     by_severity: Mapping[str, int]  # unwaived findings per severity, every severity present
     exit_threshold: str
+    records_outside_period: int | None = None  # with a period: read = judged + rejected + outside
 
     def to_json(self) -> Json:
-        return {"records_read": self.records_read, "records_judged": self.records_judged,
-                "records_rejected": self.records_rejected, "findings": self.findings,
-                "by_severity": dict(self.by_severity), "exit_threshold": self.exit_threshold}
+        data: Json = {"records_read": self.records_read, "records_judged": self.records_judged,
+                      "records_rejected": self.records_rejected}
+        if self.records_outside_period is not None:
+            data["records_outside_period"] = self.records_outside_period
+        data.update({"findings": self.findings, "by_severity": dict(self.by_severity),
+                     "exit_threshold": self.exit_threshold})
+        return data
 
     @classmethod
     def from_json(cls, data: Json) -> Summary:
         return cls(data["records_read"], data["records_judged"], data["records_rejected"], data["findings"],
-                   data["by_severity"], data["exit_threshold"])
+                   data["by_severity"], data["exit_threshold"], data.get("records_outside_period"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +316,9 @@ class Report:
     rejected: tuple[Rejected, ...]
     by_month: tuple[MonthCount, ...]
     strata: Strata | None = None
+    period_from: str | None = None  # the period given (--period), each end a date or None (open)
+    period_until: str | None = None
+    period_given: bool = False
 
     def failing(self, fail_on: str) -> int:
         """How many unwaived findings are at or above severity ``fail_on``."""
@@ -321,7 +331,7 @@ class Report:
             "as_of": self.as_of,
             "inputs": [item.to_json() for item in self.inputs],
             "packs": [pack.to_json() for pack in self.packs],
-            "period": {"first": self.period_first, "last": self.period_last},
+            "period": self.period_json(),
             "pseudonymised": self.pseudonymised,
             "identifiers": self.identifiers,
             "summary": self.summary.to_json(),
@@ -335,9 +345,15 @@ class Report:
             data["strata"] = self.strata.to_json()
         return data
 
+    def period_json(self) -> Json:
+        """The period given (from, until: dates, null for an open end) and the judged record times."""
+        given: Json = {"from": self.period_from, "until": self.period_until} if self.period_given else {}
+        return {**given, "first": self.period_first, "last": self.period_last}
+
     @classmethod
     def from_json(cls, data: Json) -> Report:
         strata = data.get("strata")
+        period = data["period"]
         return cls(data["tool"]["name"], data["tool"]["version"], data["as_of"],
                    tuple(InputSummary.from_json(item) for item in data["inputs"]),
                    tuple(PackSummary.from_json(pack) for pack in data["packs"]),
@@ -347,4 +363,5 @@ class Report:
                    tuple(NotEvaluable.from_json(entry) for entry in data["not_evaluable"]),
                    tuple(rejected_from_json(item) for item in data["rejected"]),
                    tuple(MonthCount.from_json(row) for row in data["by_month"]),
-                   None if strata is None else Strata.from_json(strata))
+                   None if strata is None else Strata.from_json(strata),
+                   period.get("from"), period.get("until"), "from" in period)

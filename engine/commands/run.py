@@ -33,6 +33,7 @@ from engine.commands.outputs import Outputs, inputs_of
 from engine.errors import UsageError
 from engine.inputs.maps import SourceMap, either_types, is_map_ref, load_maps
 from engine.judge import pipeline
+from engine.judge.period import Period
 from engine.language.conditions import describe
 from engine.language.model import RecordType, merged_types
 from engine.packs import load_packs, orphan_tests
@@ -58,7 +59,7 @@ def _load_maps(refs: list[str], types: Mapping[str, RecordType]) -> list[SourceM
 
 def audit(packs: list[str], maps: list[str], files: list[str], written: Outputs, fail_on: str,
           run_time: dt.datetime, group_by: list[str], max_findings: int, reveal_identifiers: bool,
-          key_file: str | None) -> int:
+          key_file: str | None, period: Period | None = None) -> int:
     outputs = written.paths
     renderers = [(path, _renderer(path, max_findings)) for path in outputs]
     written.check(inputs_of(files, packs, key_file, maps))
@@ -68,10 +69,11 @@ def audit(packs: list[str], maps: list[str], files: list[str], written: Outputs,
     progress = Progress()
     try:
         result, stats = pipeline.run(loaded, files, progress=progress, group_by=group_by,
-                                     pseudonymise=pseudonymise, reveal=reveal_identifiers, maps=source_maps)
+                                     pseudonymise=pseudonymise, reveal=reveal_identifiers, maps=source_maps,
+                                     period=period)
     finally:
         progress.done()
-    report = report_builder.build(result, stats, loaded, run_time, fail_on)
+    report = report_builder.build(result, stats, loaded, run_time, fail_on, period)
     written.write(renderers, report)
     if outputs:
         summary = report.summary

@@ -43,10 +43,14 @@ class InputStats:
     skipped: int | None = None  # FHIR: resources of another type than the view's
     filtered: int | None = None  # FHIR: resources the view's where excluded
     absent: tuple[str, ...] = ()  # fields the map says this export does not have
+    outside_period: int | None = None  # with --period: records read as history only (SPEC 9)
 
     @property
     def records_judged(self) -> int:
-        return self.records_read - self.records_rejected
+        return self.records_read - self.records_rejected - (self.outside_period or 0)
+
+    def count_outside(self) -> None:
+        self.outside_period = (self.outside_period or 0) + 1
 
 
 class Seen:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from engine.judge.context import PackContext
 from engine.judge.durable import DEFAULT_TIMEOUT, worker_main
+from engine.judge.period import Period, within
 from engine.judge.session import BATCH_SIZE, EngineSession
 from engine.judge.tally import OutcomeHook, Result, Tally
 from engine.judge.timeline import Timeline
@@ -22,14 +23,21 @@ class Auditor:
     def __init__(self, packs: list[Pack], on_outcome: OutcomeHook | None = None,
                  timeout: float = DEFAULT_TIMEOUT, batch_size: int = BATCH_SIZE,
                  worker: Callable[..., None] = worker_main, group_by: list[str] | None = None,
-                 pseudonymise: Pseudonymiser | None = None, reveal: bool = False) -> None:
+                 pseudonymise: Pseudonymiser | None = None, reveal: bool = False,
+                 period: Period | None = None) -> None:
         self.context = PackContext(packs, pseudonymise, reveal)
+        self.period = period
+        self.bounds = period.bounds(self.context.tz) if period is not None else (None, None)
         self.tally = Tally(self.context, group_by, on_outcome)
         self.session = EngineSession(self.context, self.tally, timeout, batch_size, worker)
 
+    def in_period(self, record: Record) -> bool:
+        """Whether ``record`` is judged (SPEC 9: outside the period it is history only)."""
+        return self.period is None or within(record.time, self.bounds)
+
     def add(self, record: Record) -> None:
         """Judge one record of a run without history rules (derived fields already added)."""
-        if record.type in self.context.rules_by_type:
+        if record.type in self.context.rules_by_type and self.in_period(record):
             self.session.add(self.tally.case(record, record.values))
 
     def add_patient(self, records: list[Record]) -> None:
@@ -37,8 +45,8 @@ class Auditor:
         context = self.context
         timeline = Timeline(records, context.wheres)
         for record in records:
-            if record.type not in context.rules_by_type:
-                continue
+            if record.type not in context.rules_by_type or not self.in_period(record):
+                continue  # outside the period: in the timeline as history, not judged
             histories = context.histories_by_type.get(record.type)
             if histories:
                 values = {**record.values, **timeline.answers(histories, record)}

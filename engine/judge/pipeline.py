@@ -19,6 +19,7 @@ from engine.inputs.maps import SourceMap
 from engine.inputs.sources import Binding, bind, check_columns, grouped, header_of, read_group
 from engine.judge.audit import BATCH_SIZE, Auditor, OutcomeHook, Result
 from engine.judge.durable import DEFAULT_TIMEOUT, worker_main
+from engine.judge.period import Period
 from engine.language.model import Pack, Record, RecordType, Rejected
 from engine.language.values import fixed_zone
 from engine.privacy import Pseudonymiser
@@ -28,15 +29,16 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
         progress: Callable[[int], None] | None = None, timeout: float = DEFAULT_TIMEOUT,
         worker: Callable[..., None] = worker_main, group_by: list[str] | None = None,
         pseudonymise: Pseudonymiser | None = None, reveal: bool = False,
-        maps: list[SourceMap] | None = None) -> tuple[Result, list[InputStats]]:
+        maps: list[SourceMap] | None = None, period: Period | None = None) -> tuple[Result, list[InputStats]]:
     """Read every input, judge every record, and return the result with per-input counts.
 
     ``group_by`` names fields (or ``month``) to count per stratum; ``pseudonymise`` replaces patient
     identifiers in findings; ``reveal`` keeps fields marked phi in the evidence; ``maps`` say how
-    the files of other systems become records (SPEC 8).
+    the files of other systems become records (SPEC 8); with ``period``, only the records in it
+    are judged, the others are history (SPEC 9).
     """
     auditor = Auditor(packs, on_outcome, timeout, worker=worker, group_by=group_by,
-                      pseudonymise=pseudonymise, reveal=reveal)
+                      pseudonymise=pseudonymise, reveal=reveal, period=period)
     for name in group_by or []:
         if name != "month" and not any(t.type_of(name) for t in auditor.context.types.values()):
             known = sorted({f for t in auditor.context.types.values() for f in t.fields})
@@ -49,15 +51,19 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
 
     def records() -> Iterator[Record]:
         for group in grouped(bindings):
-            group_stats = [InputStats(binding.path, binding.type) for binding in group]
+            group_stats = [InputStats(binding.path, binding.type, outside_period=None if period is None else 0)
+                           for binding in group]
             stats_list.extend(group_stats)
             stats = group_stats[0]
+            by_type = {binding.type: each for binding, each in zip(group, group_stats) if binding.type}
             context = auditor.context
             for item in read_group(group, context.types, context.tz, seen, group_stats, context.privacy):
                 if isinstance(item, Rejected):
                     auditor.reject(item)
                 else:
                     auditor.context.derive(item)
+                    if not auditor.in_period(item):
+                        by_type.get(item.type, stats).count_outside()
                     yield item
                 if progress is not None and stats.records_read % 1000 == 0:
                     progress(stats.records_read)

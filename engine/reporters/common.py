@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.results import Report
 
 
 def escape_matches(pattern: re.Pattern[str], text: str) -> str:
@@ -29,3 +32,17 @@ def printable(value: Any, absent: str = "-", spaces: str = "") -> str:
         text = text.translate({ord(ch): " " for ch in spaces})
     return escape_matches(_UNPRINTABLE, text)
 
+
+def period(report: Report) -> str:
+    """The audit period: the one given (--period) with the judged records' span, else that span."""
+    first, last = report.period_first, report.period_last
+    judged = "no record times" if first is None and last is None else f"{_shown(first)} to {_shown(last)}"
+    if not report.period_given:
+        return judged
+    start, end = report.period_from, report.period_until
+    given = f"{start} to {end}" if start and end else f"from {start}" if start else f"until {end}"
+    return f"{given} (as given; records judged: {judged})"
+
+
+def _shown(value: str | None) -> str:
+    return "—" if value is None else value

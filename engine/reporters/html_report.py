@@ -15,7 +15,7 @@ import jinja2
 import markupsafe
 
 from engine.language.model import SEVERITIES
-from engine.reporters.common import escape_matches
+from engine.reporters.common import escape_matches, period
 from engine.results import Finding, MonthCount, Rejected, Report, RuleResult, Source
 
 NONE = "—"  # an absent value, so an empty cell is never mistaken for an empty string
@@ -50,14 +50,6 @@ def target(value: float | None) -> str:
 def text(value: Any) -> str:
     """``value`` as display text; None is the absent mark."""
     return NONE if value is None else str(value)
-
-
-def period(report: Report) -> str:
-    """The audit period, first to last record time."""
-    first, last = report.period_first, report.period_last
-    if first is None and last is None:
-        return "no record times"
-    return f"{text(first)} to {text(last)}"
 
 
 def identifiers(report: Report) -> str:

@@ -8,7 +8,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any, TextIO
 
-from engine.reporters.common import escape_matches
+from engine.reporters.common import escape_matches, period
 from engine.results import Finding, PackSummary, Report, RuleResult
 
 # XML 1.0 cannot carry most control characters (a parser rejects the whole file), a carriage
@@ -71,11 +71,13 @@ def _case(suite: ET.Element, rule: RuleResult, findings: list[Finding]) -> tuple
     return (1 if failed else 0), (1 if not failed and waived else 0)
 
 
-def _properties(suite: ET.Element, pack: PackSummary | None) -> None:
+def _properties(suite: ET.Element, pack: PackSummary | None, report: Report) -> None:
     properties = ET.SubElement(suite, "properties")
     if pack is not None:
         for name, value in (("version", pack.version), ("sha256", pack.sha256), ("path", pack.path)):
             ET.SubElement(properties, "property", name=f"pack.{name}", value=clean(value))
+    if report.period_given:
+        ET.SubElement(properties, "property", name="period", value=clean(period(report)))
 
 
 def render(report: Report, out: TextIO) -> None:
@@ -93,7 +95,7 @@ def render(report: Report, out: TextIO) -> None:
         rules = [r for r in report.rules if r.pack == pack_id]
         suite = ET.SubElement(root, "testsuite", name=clean(pack_id), tests=str(len(rules)),
                               timestamp=_timestamp(report.as_of), errors="0")
-        _properties(suite, pack)
+        _properties(suite, pack, report)
         failures = skipped = 0
         for rule in rules:
             failed, waived = _case(suite, rule, by_rule.get((rule.pack, rule.id), []))

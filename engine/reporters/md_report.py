@@ -7,7 +7,8 @@ import unicodedata
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from engine.reporters.html_report import evidence, identifiers, interval, period, rate, source, target
+from engine.reporters.common import period
+from engine.reporters.html_report import evidence, identifiers, interval, rate, source, target
 from engine.results import Finding, Report, RuleResult
 
 MAX_FINDINGS = 20
@@ -73,13 +74,19 @@ def _header(report: Report) -> list[str]:
              f"- **Tool:** {md(report.tool_name)} {md(report.tool_version)}",
              f"- **Patient identifiers:** {md(identifiers(report))}",
              f"- **Records:** {summary.records_read} read, {summary.records_judged} judged, "
-             f"{summary.records_rejected} rejected", "", "## Rule packs", ""]
+             f"{summary.records_rejected} rejected" + _outside(summary.records_outside_period),
+             "", "## Rule packs", ""]
     lines += table(["Pack", "Title", "Version", "SHA-256"],
                     ([p.id, p.title or "", p.version, p.sha256] for p in report.packs))
     lines += ["", "## Inputs", ""]
-    lines += table(["File", "Record type", "SHA-256", "Read", "Judged", "Rejected"],
-                    ([i.path, i.record_type, i.sha256, i.records_read, i.records_judged, i.records_rejected]
-                     for i in report.inputs), frozenset({3, 4, 5}))
+    if report.period_given:  # records outside the period: read and kept as history, not judged
+        lines += table(["File", "Record type", "SHA-256", "Read", "Judged", "Rejected", "Outside period"],
+                        ([i.path, i.record_type, i.sha256, i.records_read, i.records_judged, i.records_rejected,
+                          i.outside_period or 0] for i in report.inputs), frozenset({3, 4, 5, 6}))
+    else:
+        lines += table(["File", "Record type", "SHA-256", "Read", "Judged", "Rejected"],
+                        ([i.path, i.record_type, i.sha256, i.records_read, i.records_judged, i.records_rejected]
+                         for i in report.inputs), frozenset({3, 4, 5}))
     read = [i for i in report.inputs if i.reading]
     if read:
         lines += ["", "Read through source maps:", ""]
@@ -165,3 +172,7 @@ def render(report: Report, out: TextIO, max_findings: int = MAX_FINDINGS) -> Non
     lines = [*_header(report), *_rules(report), *_strata(report), *_findings(report, max_findings),
              *_data_quality(report, max_findings)]
     out.write("\n".join(lines) + "\n")
+
+
+def _outside(count: int | None) -> str:
+    return "" if count is None else f", {count} outside the period (history only)"

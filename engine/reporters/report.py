@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterator
 
 from engine.inputs.records import InputStats
+from engine.judge.period import Period
 from engine.judge.tally import Result
 from engine.language.model import SEVERITIES, Pack, Rule
 from engine.results import (
@@ -63,7 +64,7 @@ def _time_key(finding: Finding) -> float:
 
 
 def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt.datetime,
-          fail_on: str = "major") -> Report:
+          fail_on: str = "major", period: Period | None = None) -> Report:
     """The report; identical inputs and ``as_of`` give an identical Report (and JSON)."""
     rules = []
     targets = {pack.id: {**DEFAULT_TARGETS, **pack.targets} for pack in packs}
@@ -85,25 +86,30 @@ def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt
             by_severity[finding.severity] += 1
     read = sum(s.records_read for s in inputs)
     rejected_count = sum(s.records_rejected for s in inputs)
+    outside = None if period is None else sum(s.outside_period or 0 for s in inputs)
     return Report(
         tool_name=TOOL_NAME, tool_version=tool_version(), as_of=as_of.isoformat(),
         inputs=tuple(InputSummary(s.path, s.record_type, s.sha256, s.records_read, s.records_judged,
                                   s.records_rejected, s.map_id, s.entry, s.rows_read, s.skipped, s.filtered,
-                                  s.absent) for s in inputs),
+                                  s.absent, s.outside_period) for s in inputs),
         packs=tuple(PackSummary(p.id, p.version, p.title, p.path, p.sha256) for p in packs),
         period_first=result.first.isoformat() if result.first else None,
         period_last=result.last.isoformat() if result.last else None,
         pseudonymised=result.pseudonymised is not None,
         identifiers=(f"patient identifiers pseudonymised with HMAC-SHA256 under {result.pseudonymised}"
                      if result.pseudonymised else "patient identifiers as in the inputs"),
-        summary=Summary(records_read=read, records_judged=read - rejected_count, records_rejected=rejected_count,
-                        findings=len(findings), by_severity=by_severity, exit_threshold=fail_on),
+        summary=Summary(records_read=read, records_judged=read - rejected_count - (outside or 0),
+                        records_rejected=rejected_count, findings=len(findings), by_severity=by_severity,
+                        exit_threshold=fail_on, records_outside_period=outside),
         rules=tuple(rules),
         findings=findings,
         not_evaluable=tuple(sorted(result.not_evaluable, key=lambda n: (n.rule, n.pack, n.record_key))),
         rejected=tuple(sorted(result.rejected, key=lambda r: (r.path, r.line))),
         by_month=tuple(_by_month(result)),
-        strata=Strata(tuple(result.group_by), tuple(_by_stratum(result))) if result.group_by else None)
+        strata=Strata(tuple(result.group_by), tuple(_by_stratum(result))) if result.group_by else None,
+        period_from=period.start.isoformat() if period and period.start else None,
+        period_until=period.end.isoformat() if period and period.end else None,
+        period_given=period is not None)
 
 
 def _merged(result: Result, by_month: bool) -> list[tuple[Rule, tuple[str, ...], list[int]]]:

@@ -96,6 +96,8 @@ def sarif(report: Report) -> dict[str, Any]:
         "properties": {"as_of": report.as_of, "pseudonymised": report.pseudonymised,
                        "packs": [{"id": p.id, "version": p.version, "sha256": p.sha256} for p in report.packs]},
     }
+    if report.period_given:
+        run["properties"]["period"] = report.period_json()
     return {"$schema": SCHEMA_URI, "version": "2.1.0", "runs": [run]}
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from engine.language.model import SEVERITIES
-from engine.reporters.common import printable
+from engine.reporters.common import period, printable
 from engine.results import Report
 
 WIDTH = 100
@@ -89,13 +89,20 @@ def _header(report: Report) -> list[str]:
         lines.append(_fit(_clean(f"pack     {pack.id} {pack.version}"), WIDTH))
     for inp in report.inputs:
         counts = (f" ({inp.record_type or 'several types'}): {inp.records_read} read, "
-                  f"{inp.records_judged} judged, {inp.records_rejected} rejected")
+                  f"{inp.records_judged} judged, {inp.records_rejected} rejected"
+                  + ("" if inp.outside_period is None else f", {inp.outside_period} outside the period"))
         room = WIDTH - 9 - _width(_clean(counts))
         lines.append("input    " + _fit(_clean(inp.path), room, keep_tail=True) + _clean(counts))
         if inp.reading:
             lines.append(_fit("         " + _clean(inp.reading), WIDTH))
+    outside = summary.records_outside_period
+    beyond = "" if outside is None else f", {outside} outside the period"
     lines.append(f"records  {summary.records_read} read, {summary.records_judged} judged, "
-                 f"{summary.records_rejected} rejected")
+                 f"{summary.records_rejected} rejected{beyond}")
+    if report.period_given:  # the period given, then the span of the records judged in it
+        given, _, judged = period(report).partition(" (as given; ")
+        lines.append(_fit("period   " + _clean(given) + " (as given)", WIDTH))
+        lines.append(_fit("         " + _clean(judged.removesuffix(")")), WIDTH))
     lines.append("patients " + ("pseudonymised" if report.pseudonymised
                                 else "identifiers as given (not pseudonymised)"))
     return lines
