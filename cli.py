@@ -103,12 +103,14 @@ def _map_option(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--period", metavar="FROM..TO", callback=_period,
               help="Judge only the records of these days (inclusive, the pack's time zone; either end may be "
                    "left out); the others are read and used as history. Default: every record.")
+@click.option("--waivers", "waiver_files", multiple=True, metavar="FILE",
+              help="A waivers file: approved exceptions that turn the fails they cover into waived. Repeatable.")
 @click.option("--max-findings", default=20, show_default=True, metavar="N",
               type=click.IntRange(min=0), help="Findings listed per rule in a Markdown report.")
 @_identifier_options
 def audit(packs: tuple[str, ...], maps: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ...],
-          fail_on: str, as_of: str | None, group_by: tuple[str, ...], period: Period | None, max_findings: int,
-          reveal_identifiers: bool, key_file: str | None) -> None:
+          fail_on: str, as_of: str | None, group_by: tuple[str, ...], period: Period | None,
+          waiver_files: tuple[str, ...], max_findings: int, reveal_identifiers: bool, key_file: str | None) -> None:
     """Judge every rule of the packs on every record of the FILES.
 
     A FILE binds to a record type as TYPE=FILE, by its name (sessions.csv -> session),
@@ -124,7 +126,7 @@ def audit(packs: tuple[str, ...], maps: tuple[str, ...], files: tuple[str, ...],
     run_time = _as_of(as_of)  # a bad value is click's usage error
     written = Outputs(outputs)
     guard(lambda: run.audit(list(packs), list(maps), list(files), written, fail_on, run_time, list(group_by),
-                            max_findings, reveal_identifiers, key_file, period), written)
+                            max_findings, reveal_identifiers, key_file, period, list(waiver_files)), written)
 
 
 @main.command()

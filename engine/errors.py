@@ -50,6 +50,10 @@ class MapError(PackError):
     """Problems in a source map, each with its position, like a pack's."""
 
 
+class WaiverError(PackError):
+    """Problems in a waivers file, each with its position, like a pack's."""
+
+
 class UsageError(AuditError):
     """A command line that cannot be carried out (unknown pack name, unbound file...)."""
 

@@ -297,6 +297,26 @@ class Strata:
 
 
 @dataclass(frozen=True, slots=True)
+class WaiverStatus:
+    """One waiver in the report: ``applied``, ``unused`` or ``expired`` (as of the run)."""
+
+    id: str
+    rule: str
+    pack: str
+    status: str
+    records_waived: int
+    expires: str | None
+
+    def to_json(self) -> Json:
+        return {"id": self.id, "rule": self.rule, "pack": self.pack, "status": self.status,
+                "records_waived": self.records_waived, "expires": self.expires}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WaiverStatus:
+        return cls(data["id"], data["rule"], data["pack"], data["status"], data["records_waived"], data["expires"])
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     """A whole audit report; identical inputs and as-of time give an identical Report."""
 
@@ -319,6 +339,7 @@ class Report:
     period_from: str | None = None  # the period given (--period), each end a date or None (open)
     period_until: str | None = None
     period_given: bool = False
+    waivers: tuple[WaiverStatus, ...] | None = None  # with --waivers: each waiver's status and use
 
     def failing(self, fail_on: str) -> int:
         """How many unwaived findings are at or above severity ``fail_on``."""
@@ -343,6 +364,8 @@ class Report:
         }
         if self.strata is not None:
             data["strata"] = self.strata.to_json()
+        if self.waivers is not None:
+            data["waivers"] = [waiver.to_json() for waiver in self.waivers]
         return data
 
     def period_json(self) -> Json:
@@ -364,4 +387,5 @@ class Report:
                    tuple(rejected_from_json(item) for item in data["rejected"]),
                    tuple(MonthCount.from_json(row) for row in data["by_month"]),
                    None if strata is None else Strata.from_json(strata),
-                   period.get("from"), period.get("until"), "from" in period)
+                   period.get("from"), period.get("until"), "from" in period,
+                   None if "waivers" not in data else tuple(WaiverStatus.from_json(w) for w in data["waivers"]))

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import click
 
 from engine.commands.outputs import Outputs
-from engine.errors import AuditError, MapError, MissingColumns, PackError
+from engine.errors import AuditError, MapError, MissingColumns, PackError, WaiverError
 from engine.packs import is_tests_path
 from engine.privacy import KEY_VARIABLE, Pseudonymiser
 from engine.reporters.common import printable
@@ -97,7 +97,7 @@ def guard(action: Callable[[], int], outputs: Outputs | None = None) -> None:
         count = len(exc.problems)
         files = len({problem.path for problem in exc.problems})
         noun = "file" if any(is_tests_path(problem.path) for problem in exc.problems) else "rule pack"
-        noun = "map" if isinstance(exc, MapError) else noun
+        noun = "map" if isinstance(exc, MapError) else "waivers file" if isinstance(exc, WaiverError) else noun
         fail(f"{count} problem{'s' if count != 1 else ''} in {files} {noun}{'s' if files != 1 else ''}")
     except MissingColumns as exc:
         for line in exc.lines:

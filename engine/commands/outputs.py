@@ -143,15 +143,15 @@ def signals_held() -> Iterator[None]:
                 signal.raise_signal(caught[0])
 
 
-def inputs_of(files: Iterable[str], packs: Iterable[str] = (),
-              key_file: str | None = None, maps: Iterable[str] = ()) -> Iterator[tuple[str, str]]:
+def inputs_of(files: Iterable[str], packs: Iterable[str] = (), key_file: str | None = None,
+              maps: Iterable[str] = (), waivers: Iterable[str] = ()) -> Iterator[tuple[str, str]]:
     """Everything a run reads that an output must never replace: each FILE (and the path of a
-    TYPE=FILE), pack files, map files, the key file."""
+    TYPE=FILE), pack, map and waivers files, the key file."""
     for arg in files:
         yield "the input", arg
         if "=" in arg:
             yield "the input", arg.partition("=")[2]
-    for what, given in (("the pack", packs), ("the map", maps)):
+    for what, given in (("the pack", packs), ("the map", maps), ("the waivers file", waivers)):
         for path in given:
             if os.path.isfile(path):
                 yield what, path

@@ -36,9 +36,11 @@ from engine.judge import pipeline
 from engine.judge.period import Period
 from engine.language.conditions import describe
 from engine.language.model import RecordType, merged_types
+from engine.language.values import timezone
 from engine.packs import load_packs, orphan_tests
 from engine.reporters import diff_report
 from engine.reporters import report as report_builder
+from engine.waivers import Waivers, load_waivers
 
 
 def _renderer(path: str, max_findings: int) -> reporters.Renderer:
@@ -59,21 +61,24 @@ def _load_maps(refs: list[str], types: Mapping[str, RecordType]) -> list[SourceM
 
 def audit(packs: list[str], maps: list[str], files: list[str], written: Outputs, fail_on: str,
           run_time: dt.datetime, group_by: list[str], max_findings: int, reveal_identifiers: bool,
-          key_file: str | None, period: Period | None = None) -> int:
+          key_file: str | None, period: Period | None = None, waiver_files: list[str] | None = None) -> int:
     outputs = written.paths
     renderers = [(path, _renderer(path, max_findings)) for path in outputs]
-    written.check(inputs_of(files, packs, key_file, maps))
+    written.check(inputs_of(files, packs, key_file, maps, waiver_files or []))
     loaded = load_packs(packs)
     source_maps = _load_maps(maps, merged_types(loaded)[0])
+    waivers = None
+    if waiver_files:
+        waivers = Waivers(load_waivers(waiver_files, loaded), run_time, timezone(merged_types(loaded)[1]))
     pseudonymise = pseudonymiser(reveal_identifiers, key_file)
     progress = Progress()
     try:
         result, stats = pipeline.run(loaded, files, progress=progress, group_by=group_by,
                                      pseudonymise=pseudonymise, reveal=reveal_identifiers, maps=source_maps,
-                                     period=period)
+                                     period=period, waivers=waivers)
     finally:
         progress.done()
-    report = report_builder.build(result, stats, loaded, run_time, fail_on, period)
+    report = report_builder.build(result, stats, loaded, run_time, fail_on, period, waivers)
     written.write(renderers, report)
     if outputs:
         summary = report.summary

@@ -15,6 +15,7 @@ from engine.judge.timeline import Timeline
 from engine.language import conditions
 from engine.language.model import Outcome, Record, Rejected, Rule
 from engine.results import Finding, NotEvaluable, Source
+from engine.waivers import Waiver, Waivers
 
 OutcomeHook = Callable[[Rule, Record, Outcome], None]
 _STRATUM_COLUMN = {Outcome.PASS: 0, Outcome.FAIL: 1, Outcome.NOT_EVALUABLE: 2}
@@ -62,9 +63,10 @@ class Tally:
     """Counts outcomes and makes the report's entries of one audit."""
 
     def __init__(self, context: PackContext, group_by: list[str] | None = None,
-                 on_outcome: OutcomeHook | None = None) -> None:
+                 on_outcome: OutcomeHook | None = None, waivers: Waivers | None = None) -> None:
         self.context = context
         self.on_outcome = on_outcome
+        self.waivers = waivers
         privacy = context.privacy
         self.result = Result(context.rules, [RuleCounts() for _ in context.rules], group_by=list(group_by or []),
                              pseudonymised=None if privacy.pseudonymise is None else privacy.pseudonymise.source)
@@ -114,7 +116,10 @@ class Tally:
         """One outcome of rule ``index`` on one record, with its finding or not-evaluable entry."""
         rule, record = self.context.rules[index], case.record
         counts = self.result.tallies[index]
-        column = _STRATUM_COLUMN.get(outcome)
+        waiver = None
+        if outcome is Outcome.FAIL and self.waivers is not None:
+            waiver = self.waivers.covering(rule, record)  # a waived fail is neither a pass nor a fail
+        column = None if waiver is not None else _STRATUM_COLUMN.get(outcome)
         if column is not None:
             self.result.strata.setdefault((index, case.stratum), [0, 0, 0])[column] += 1
         if outcome is Outcome.PASS:
@@ -124,6 +129,9 @@ class Tally:
         elif outcome is Outcome.NOT_EVALUABLE:
             counts.not_evaluable += 1
             self.result.not_evaluable.append(self._not_evaluable(rule, case))
+        elif waiver is not None:
+            counts.waived += 1
+            self.result.findings.append(self._finding(rule, index, case, waiver))
         else:
             counts.failed += 1
             self.result.findings.append(self._finding(rule, index, case))
@@ -136,10 +144,12 @@ class Tally:
         assert condition is not None
         return tuple(conditions.evaluate(condition, case.values)[1])
 
-    def _finding(self, rule: Rule, index: int, case: Case) -> Finding:
+    def _finding(self, rule: Rule, index: int, case: Case, waiver: Waiver | None = None) -> Finding:
         record, privacy = case.record, self.context.privacy
         return Finding(
-            rule=rule.id, pack=rule.pack, severity=rule.severity, outcome=Outcome.FAIL.value,
+            rule=rule.id, pack=rule.pack, severity=rule.severity,
+            outcome=Outcome.FAIL.value if waiver is None else "waived",
+            waiver=None if waiver is None else waiver.shown(),
             record_type=record.type, record_key=privacy.key(record.type, record.key),
             patient=privacy.patient(record.patient), time=record.time.isoformat() if record.time else None,
             source=Source(record.path, record.line),

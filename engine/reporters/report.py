@@ -22,6 +22,7 @@ from engine.results import (
     Summary,
 )
 from engine.version import __version__
+from engine.waivers import Waivers
 
 TOOL_NAME = "protocol-audit"
 # Compliance targets by severity, after clinical-audit practice (domain notes 4.3); a pack may set its own.
@@ -64,7 +65,7 @@ def _time_key(finding: Finding) -> float:
 
 
 def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt.datetime,
-          fail_on: str = "major", period: Period | None = None) -> Report:
+          fail_on: str = "major", period: Period | None = None, waivers: Waivers | None = None) -> Report:
     """The report; identical inputs and ``as_of`` give an identical Report (and JSON)."""
     rules = []
     targets = {pack.id: {**DEFAULT_TARGETS, **pack.targets} for pack in packs}
@@ -109,7 +110,8 @@ def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt
         strata=Strata(tuple(result.group_by), tuple(_by_stratum(result))) if result.group_by else None,
         period_from=period.start.isoformat() if period and period.start else None,
         period_until=period.end.isoformat() if period and period.end else None,
-        period_given=period is not None)
+        period_given=period is not None,
+        waivers=None if waivers is None else waivers.statuses())
 
 
 def _merged(result: Result, by_month: bool) -> list[tuple[Rule, tuple[str, ...], list[int]]]:

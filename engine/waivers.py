@@ -1,0 +1,241 @@
+"""Waivers (SPEC 9): approved exceptions that turn a rule's fail into ``waived``.
+
+A waivers file is YAML, checked like a pack: every problem at ``path:line:column``. A waiver names
+one rule and narrows by record keys, patient, a condition on the judged record and a window of
+record days; all that are given must hold. It covers nothing after ``expires`` (as of the run),
+and only a fail can be waived. The report lists each waiver's id, rule, status and the records it
+waived; the file's identifiers (record keys, patients) are never copied into a report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import PackError, UsageError, WaiverError
+from engine.inputs.files import special_file
+from engine.language.conditions import Truth, compile_condition
+from engine.language.grammar import Checker, Conditions, suggest
+from engine.language.loader import Node, decode_pack, load_yaml
+from engine.language.model import Pack, Record, RecordType, Rule, merged_types
+from engine.language.values import timezone
+from engine.results import WaiverStatus
+
+TOP_KEYS = ("waivers",)
+WAIVER_KEYS = ("id", "rule", "records", "patient", "where", "from", "until", "expires", "reason", "approved_by",
+               "approved_on")
+REQUIRED = ("id", "rule", "reason", "approved_by", "approved_on")
+WHAT = "waivers file"
+
+
+@dataclass(frozen=True, slots=True)
+class Waiver:
+    id: str
+    rule: str  # the rule's id
+    pack: str  # the pack of the rule
+    reason: str
+    approved_by: str
+    approved_on: dt.date
+    records: frozenset[str] | None = None
+    patient: str | None = None
+    where: Callable[[dict[str, Any]], Truth] | None = field(default=None, compare=False)
+    start: dt.date | None = None
+    end: dt.date | None = None
+    expires: dt.date | None = None
+
+    def covers(self, record: Record, tz: dt.tzinfo) -> bool:
+        """Whether every narrowing the waiver gives holds for ``record`` (a where that is unknown on it
+        does not cover it; a record without a time is outside any window)."""
+        if self.records is not None and record.key not in self.records:
+            return False
+        if self.patient is not None and record.patient != self.patient:
+            return False
+        if self.start is not None or self.end is not None:
+            if record.time is None:
+                return False
+            day = record.time.astimezone(tz).date()
+            if (self.start is not None and day < self.start) or (self.end is not None and day > self.end):
+                return False
+        return self.where is None or self.where(dict(record.values)) is True
+
+    def shown(self) -> dict[str, str]:
+        """What a finding says of the waiver that covers it."""
+        return {"id": self.id, "reason": self.reason, "approved_by": self.approved_by,
+                "approved_on": self.approved_on.isoformat()}
+
+
+class Waivers:
+    """The run's waivers: which one covers a fail (the first in file order), and their statuses."""
+
+    def __init__(self, waivers: list[Waiver], as_of: dt.datetime, tz: dt.tzinfo) -> None:
+        self.waivers, self.tz = waivers, tz
+        today = as_of.astimezone(tz).date()
+        self.expired = {w.id for w in waivers if w.expires is not None and today > w.expires}
+        self.by_rule: dict[tuple[str, str], list[Waiver]] = {}
+        for waiver in waivers:
+            if waiver.id not in self.expired:
+                self.by_rule.setdefault((waiver.pack, waiver.rule), []).append(waiver)
+        self.used: dict[str, int] = {}
+
+    def covering(self, rule: Rule, record: Record) -> Waiver | None:
+        """The waiver that turns this fail into ``waived``, counted as used; None when none does."""
+        for waiver in self.by_rule.get((rule.pack, rule.id), ()):
+            if waiver.covers(record, self.tz):
+                self.used[waiver.id] = self.used.get(waiver.id, 0) + 1
+                return waiver
+        return None
+
+    def statuses(self) -> tuple[WaiverStatus, ...]:
+        """Every waiver, in file order: expired ones are never called unused."""
+        return tuple(WaiverStatus(w.id, w.rule, w.pack,
+                                  "expired" if w.id in self.expired else "applied" if self.used.get(w.id) else "unused",
+                                  self.used.get(w.id, 0), w.expires.isoformat() if w.expires else None)
+                     for w in self.waivers)
+
+
+def load_waivers(paths: Iterable[str], packs: list[Pack]) -> list[Waiver]:
+    """Every waiver of the files, checked against the run's packs; WaiverError lists every problem."""
+    found: list[Waiver] = []
+    problems = []
+    first: dict[str, tuple[str, int]] = {}
+    for path in paths:
+        kind = special_file(path)
+        if kind is not None:
+            raise UsageError(f"{path}: not a regular file ({kind}); a waivers file is a YAML file")
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read waivers file ({exc.strerror or exc})") from None
+        try:
+            found += parse_waivers(data, path, packs, first)
+        except PackError as exc:
+            problems += exc.problems
+    if problems:
+        raise WaiverError(problems)
+    return found
+
+
+def parse_waivers(data: bytes, path: str, packs: list[Pack] | None,
+                  first: dict[str, tuple[str, int]] | None = None) -> list[Waiver]:
+    """One waivers file; with ``packs`` None its structure alone is checked (rules not looked up)."""
+    root = load_yaml(decode_pack(data, path, WHAT), path, WHAT)
+    check = Checker(path)
+    first = {} if first is None else first
+    waivers: list[Waiver] = []
+    if check.mapping(root, WHAT, TOP_KEYS, TOP_KEYS):
+        entries = root.value.get("waivers")
+        if entries is not None and (not isinstance(entries.value, list) or not entries.value):
+            check.node(entries, "waivers must be a non-empty list")
+        elif entries is not None:
+            context = _Context(packs)
+            for index, node in enumerate(entries.value):
+                waiver = _waiver(check, node, index, context)
+                if waiver is None:
+                    continue
+                seen = first.get(waiver.id)
+                if seen is not None:
+                    where = f"line {seen[1]}" if seen[0] == path else f"{seen[0]}:{seen[1]}"
+                    check.key(node, "id", f'duplicate waiver id "{waiver.id}" (first at {where})')
+                    continue
+                first[waiver.id] = (path, node.keys.get("id", (node.line, 0))[0])
+                waivers.append(waiver)
+    if check.problems:
+        raise WaiverError(check.problems)
+    return waivers
+
+
+class _Context:
+    """What a waiver is checked against: the packs' rules by id, their record types and zone."""
+
+    def __init__(self, packs: list[Pack] | None) -> None:
+        self.packs = packs
+        self.rules: dict[str, list[Rule]] = {}
+        self.types: dict[str, RecordType] = {}
+        self.tz: dt.tzinfo = dt.UTC
+        if packs:
+            for pack in packs:
+                for rule in pack.rules:
+                    self.rules.setdefault(rule.id, []).append(rule)
+            self.types, zone = merged_types(packs)
+            self.tz = timezone(zone)
+
+    def rule(self, check: Checker, node: Node, text: str) -> Rule | None:
+        pack_id, _, rule_id = text.rpartition("/")
+        candidates = [r for r in self.rules.get(rule_id, []) if not pack_id or r.pack == pack_id]
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates:
+            known = [*self.rules, *(f"{r.pack}/{r.id}" for rules in self.rules.values() for r in rules)]
+            check.node(node, f'rule "{text}" is not a rule of the packs given{suggest(text, known)}')
+        else:
+            packs = ", ".join(sorted(r.pack for r in candidates))
+            check.node(node, f'rule "{text}" is in packs {packs}: write PACK/{rule_id}')
+        return None
+
+
+def _waiver(check: Checker, node: Node, index: int, context: _Context) -> Waiver | None:
+    what = f"waivers[{index}]"
+    if not check.mapping(node, what, WAIVER_KEYS, REQUIRED):
+        return None
+    keys: dict[str, Node] = node.value
+    before = len(check.problems)
+    texts = {name: _text(check, keys.get(name), name) for name in ("id", "rule", "reason", "approved_by", "patient")}
+    days = {name: _day(check, keys.get(name), name) for name in ("from", "until", "expires", "approved_on")}
+    records = _records(check, keys.get("records"))
+    if days["from"] and days["until"] and days["until"] < days["from"]:
+        check.node(keys["until"], f"until {days['until']} is before from {days['from']}")
+    if days["expires"] and days["approved_on"] and days["expires"] < days["approved_on"]:
+        check.node(keys["expires"], f"expires {days['expires']} is before approved_on {days['approved_on']}")
+    rule = None
+    if context.packs is not None and texts["rule"] and "rule" in keys:
+        rule = context.rule(check, keys["rule"], texts["rule"])
+    where = None
+    if "where" in keys and rule is not None:
+        parsed = Conditions(check, context.types.get(rule.for_type), context.tz, context.types,
+                            in_where=True).parse(keys["where"])
+        where = compile_condition(parsed) if parsed is not None else None
+    if len(check.problems) > before or context.packs is None or rule is None:
+        return None
+    approved_on = days["approved_on"]
+    assert approved_on is not None
+    return Waiver(texts["id"] or "", rule.id, rule.pack, texts["reason"] or "", texts["approved_by"] or "",
+                  approved_on, records, texts["patient"], where, days["from"], days["until"], days["expires"])
+
+
+def _text(check: Checker, node: Node | None, what: str) -> str | None:
+    if node is None:
+        return None
+    text = check.text(node, what)
+    if not text.strip():
+        check.node(node, f"{what} must not be empty")
+        return None
+    return text
+
+
+def _day(check: Checker, node: Node | None, what: str) -> dt.date | None:
+    if node is None:
+        return None
+    text = node.value if isinstance(node.value, str) else None
+    try:
+        if text is not None and len(text) == 10:
+            return dt.date.fromisoformat(text)
+    except ValueError:
+        pass
+    check.node(node, f"{what} must be a date (YYYY-MM-DD)")
+    return None
+
+
+def _records(check: Checker, node: Node | None) -> frozenset[str] | None:
+    if node is None:
+        return None
+    if not isinstance(node.value, list) or not node.value:
+        check.node(node, "records must be a non-empty list of record keys")
+        return None
+    keys = [check.text(item, "records") for item in node.value]
+    return frozenset(key for key in keys if key)
+
+
+__all__ = ["WaiverError", "WaiverStatus", "Waivers", "Waiver", "load_waivers", "parse_waivers"]
