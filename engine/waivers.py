@@ -132,16 +132,17 @@ def parse_waivers(data: bytes, path: str, packs: list[Pack] | None,
         elif entries is not None:
             context = _Context(packs)
             for index, node in enumerate(entries.value):
+                ident = node.value.get("id") if isinstance(node.value, dict) else None
+                if ident is not None and isinstance(ident.value, str):
+                    seen = first.get(ident.value)
+                    if seen is not None:
+                        where = f"line {seen[1]}" if seen[0] == path else f"{seen[0]}:{seen[1]}"
+                        check.node(ident, f'duplicate waiver id "{ident.value}" (first at {where})')
+                    else:
+                        first[ident.value] = (path, ident.line)
                 waiver = _waiver(check, node, index, context)
-                if waiver is None:
-                    continue
-                seen = first.get(waiver.id)
-                if seen is not None:
-                    where = f"line {seen[1]}" if seen[0] == path else f"{seen[0]}:{seen[1]}"
-                    check.key(node, "id", f'duplicate waiver id "{waiver.id}" (first at {where})')
-                    continue
-                first[waiver.id] = (path, node.keys.get("id", (node.line, 0))[0])
-                waivers.append(waiver)
+                if waiver is not None:
+                    waivers.append(waiver)
     if check.problems:
         raise WaiverError(check.problems)
     return waivers

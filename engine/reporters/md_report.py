@@ -170,8 +170,18 @@ def render(report: Report, out: TextIO, max_findings: int = MAX_FINDINGS) -> Non
     """Write the report as Markdown, with the first ``max_findings`` findings of each rule
     (and rejected records)."""
     lines = [*_header(report), *_rules(report), *_strata(report), *_findings(report, max_findings),
-             *_data_quality(report, max_findings)]
+             *_data_quality(report, max_findings), *_waivers(report)]
     out.write("\n".join(lines) + "\n")
+
+
+def _waivers(report: Report) -> list[str]:
+    if report.waivers is None:
+        return []
+    return ["", "## Waivers", "", "Applied waivers turned the fails they cover into waived; an expired waiver covers "
+            "nothing, and an unused one covered no fail.", "",
+            *table(["Waiver", "Rule", "Status", "Records waived", "Expires"],
+                   ([w.id, f"{w.pack}/{w.rule}", w.status, w.records_waived, w.expires or "—"] for w in report.waivers),
+                   frozenset({3}))]
 
 
 def _outside(count: int | None) -> str:

@@ -164,6 +164,15 @@ def _data_quality(report: Report) -> list[str]:
     return lines
 
 
+def _waivers(report: Report) -> list[str]:
+    """Each waiver given (--waivers) with its status: expired and unused ones need the director's eye."""
+    if report.waivers is None:
+        return []
+    rows = [[_clean(w.id), _clean(w.rule), w.status, str(w.records_waived), w.expires or "—"] for w in report.waivers]
+    return ["WAIVERS", *_table([["waiver", "rule", "status", "waived", "expires"], *rows], [20, 14, 8, 7, 10],
+                               frozenset({3}))]
+
+
 def _verdict(report: Report) -> str:
     by_severity = report.summary.by_severity
     threshold = report.summary.exit_threshold
@@ -183,6 +192,8 @@ def _blocks(report: Report) -> Iterable[list[str]]:
     yield _rules(report)
     yield _findings(report)
     yield _data_quality(report)
+    if report.waivers is not None:
+        yield _waivers(report)
     yield [_verdict(report)]
 
 

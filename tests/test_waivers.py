@@ -1,0 +1,166 @@
+"""Waivers (SPEC 9): a fail a valid waiver covers is waived (a finding with the waiver, not a fail,
+not in the rate, not against --fail-on); expired waivers cover nothing; a bad waivers file is
+exit 2 with every problem at its position; every format shows the waivers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from tests.helpers import write
+
+AS_OF = "2026-04-15T12:00:00+00:00"
+PACK = """\
+pack: w
+version: "1"
+title: waiver pack
+timezone: America/Chicago
+records:
+  session:
+    key: session_id
+    patient: patient_id
+    time: session_start
+    fields: {session_id: string, patient_id: string, session_start: datetime, dose_mg: number, site: string,
+             route: {type: enum, values: [IV, IN]}}
+rules:
+  - id: DOSE
+    title: dose at most 10
+    severity: major
+    for: session
+    require: {dose_mg: {at_most: 10}}
+  - id: ROUTE
+    title: IV dose at most 10
+    severity: minor
+    for: session
+    when: {route: IV}
+    require: {dose_mg: {at_most: 10}}
+"""
+# every session fails DOSE; S5 has no route: ROUTE is not evaluable for it
+SESSIONS = """\
+session_id,patient_id,session_start,dose_mg,site,route
+S1,P1,2026-01-10T09:00:00,50,A,IV
+S2,P1,2026-02-10T09:00:00,50,B,IV
+S3,P2,2026-03-31T23:30:00,50,A,IV
+S4,P2,2026-04-01T00:30:00,50,,IV
+S5,P3,2026-02-01T09:00:00,50,A,
+"""
+ENTRY = "    reason: cuff failure, paper charting\n    approved_by: Medical Director\n    approved_on: 2026-01-05\n"
+
+
+def audit(tmp_path: Path, waivers: str, *more: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
+    pack = write(tmp_path, "pack.yaml", PACK)
+    sessions = write(tmp_path, "sessions.csv", SESSIONS)
+    path = write(tmp_path, "waivers.yaml", waivers)
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["audit", "--pack", str(pack), str(sessions), "--waivers", str(path),
+                                       "--as-of", AS_OF, "--reveal-identifiers", "-o", str(out), *more])
+    data = json.loads(out.read_text()) if out.exists() else {}
+    return result.exit_code, data, result.stderr
+
+
+def waived(data: dict) -> list[tuple[str, str, str]]:  # type: ignore[type-arg]
+    return sorted((f["rule"], f["record_key"], f["waiver"]["id"]) for f in data["findings"] if f["outcome"] == "waived")
+
+
+@pytest.mark.parametrize("narrowing, keys", [
+    ("", ["S1", "S2", "S3", "S4", "S5"]),
+    ("    records: [S1, S3]\n", ["S1", "S3"]),
+    ("    patient: P2\n", ["S3", "S4"]),
+    ("    where: {site: A}\n", ["S1", "S3", "S5"]),  # S4 has no site: an unknown where covers nothing
+    # whole days in the pack's zone: S3 is 23:30 on 31 March in Chicago, S4 00:30 on 1 April
+    ("    from: 2026-02-01\n    until: 2026-03-31\n", ["S2", "S3", "S5"]),
+    ("    patient: P2\n    until: 2026-03-31\n", ["S3"]),
+], ids=["whole-rule", "records", "patient", "where", "days", "together"])
+def test_a_waiver_covers_the_fails_its_narrowings_all_hold_for(tmp_path: Path, narrowing: str, keys: list[str]) -> None:
+    code, data, err = audit(tmp_path, "waivers:\n  - id: W1\n    rule: DOSE\n" + narrowing + ENTRY)
+    assert waived(data) == [("DOSE", key, "W1") for key in keys], err
+    [dose] = [r for r in data["rules"] if r["id"] == "DOSE"]
+    assert (dose["failed"], dose["waived"], dose["applicable"]) == (5 - len(keys), len(keys), 5)
+    assert data["waivers"] == [{"id": "W1", "rule": "DOSE", "pack": "w", "status": "applied",
+                                "records_waived": len(keys), "expires": None}]
+    finding = next(f for f in data["findings"] if f["outcome"] == "waived")
+    assert finding["waiver"] == {"id": "W1", "reason": "cuff failure, paper charting",
+                                 "approved_by": "Medical Director", "approved_on": "2026-01-05"}
+
+
+def test_waived_findings_do_not_count_against_fail_on_or_the_rate(tmp_path: Path) -> None:
+    # ROUTE (minor) still fails for S1-S4; with --fail-on major, only DOSE could fail the run
+    code, data, _ = audit(tmp_path, "waivers:\n  - id: W1\n    rule: DOSE\n" + ENTRY)
+    assert code == 0
+    [dose] = [r for r in data["rules"] if r["id"] == "DOSE"]
+    assert dose["compliance_rate"] is None and data["summary"]["by_severity"]["major"] == 0
+    code, _, _ = audit(tmp_path, "waivers:\n  - id: W1\n    rule: DOSE\n    records: [S1]\n" + ENTRY)
+    assert code == 1
+
+
+def test_not_evaluable_is_never_waived_and_first_waiver_in_file_order_is_credited(tmp_path: Path) -> None:
+    code, data, _ = audit(tmp_path, "waivers:\n  - id: W1\n    rule: ROUTE\n    records: [S1]\n" + ENTRY +
+                          "  - id: W2\n    rule: ROUTE\n" + ENTRY)
+    assert waived(data) == [("ROUTE", "S1", "W1"), ("ROUTE", "S2", "W2"), ("ROUTE", "S3", "W2"),
+                            ("ROUTE", "S4", "W2")]
+    [route] = [r for r in data["rules"] if r["id"] == "ROUTE"]
+    assert (route["not_evaluable"], route["waived"], route["failed"]) == (1, 4, 0)
+
+
+def test_expired_waivers_cover_nothing_and_unused_ones_are_listed(tmp_path: Path) -> None:
+    code, data, _ = audit(tmp_path, "waivers:\n  - id: OLD\n    rule: DOSE\n    expires: 2026-04-14\n" + ENTRY +
+                          "  - id: TODAY\n    rule: DOSE\n    records: [S1]\n    expires: 2026-04-15\n" + ENTRY +
+                          "  - id: NONE\n    rule: DOSE\n    records: [S9]\n" + ENTRY)
+    assert waived(data) == [("DOSE", "S1", "TODAY")]  # valid through its expiry day (as of the run, Chicago)
+    assert [(w["id"], w["status"], w["records_waived"]) for w in data["waivers"]] == [
+        ("OLD", "expired", 0), ("TODAY", "applied", 1), ("NONE", "unused", 0)]
+
+
+def test_every_format_shows_the_waivers(tmp_path: Path) -> None:
+    outputs = {ext: tmp_path / f"r.{ext}" for ext in ("md", "html", "csv", "sarif", "txt")}
+    args = [arg for path in outputs.values() for arg in ("-o", str(path))]
+    code, _, err = audit(tmp_path, "waivers:\n  - id: W-CUFF\n    rule: DOSE\n    records: [S1]\n" + ENTRY +
+                         "  - id: W-GONE\n    rule: DOSE\n    expires: 2026-01-31\n" + ENTRY, *args)
+    assert code == 1, err
+    for ext in ("md", "html", "txt"):
+        text = outputs[ext].read_text()
+        assert "W-CUFF" in text and "W-GONE" in text and "expired" in text and "applied" in text, ext
+    rows = outputs["csv"].read_text().splitlines()
+    assert rows[0].endswith('"waiver","waiver_reason","waiver_approved_by","waiver_approved_on"')
+    assert any('"waived"' in row and '"W-CUFF","cuff failure, paper charting"' in row for row in rows)
+    sarif = json.loads(outputs["sarif"].read_text())
+    suppressed = [r for r in sarif["runs"][0]["results"] if r.get("suppressions")]
+    assert [s["suppressions"][0]["justification"] for s in suppressed] == ["cuff failure, paper charting"]
+
+
+def test_a_bad_waivers_file_lists_every_problem_at_its_position(tmp_path: Path) -> None:
+    text = ("waivers:\n"
+            "  - id: W1\n    rule: DOS\n" + ENTRY +                                     # 2-6
+            "  - id: W1\n    rule: DOSE\n    where: {sit: A}\n" + ENTRY +                # 7-12
+            "    expires: 2025-12-31\n"                                                  # 13
+            "  - id: W3\n    rule: DOSE\n    reasn: x\n    approved_on: 2026-02-30\n"    # 14-17
+            "    from: 2026-03-01\n    until: 2026-02-01\n")                             # 18-19
+    code, _, err = audit(tmp_path, text)
+    path = tmp_path / "waivers.yaml"
+    assert code == 2
+    assert err.splitlines() == [
+        f'{path}:3:11: rule "DOS" is not a rule of the packs given (did you mean "DOSE"?)',
+        f'{path}:7:9: duplicate waiver id "W1" (first at line 2)',
+        f'{path}:9:13: field "sit" is not declared for record type "session" (did you mean "site"?)',
+        f"{path}:13:14: expires 2025-12-31 is before approved_on 2026-01-05",
+        f'{path}:14:5: waivers[2] is missing "approved_by"',
+        f'{path}:14:5: waivers[2] is missing "reason"',
+        f'{path}:16:5: unknown key "reasn" in waivers[2] (did you mean "reason"?)',
+        f"{path}:17:18: approved_on must be a date (YYYY-MM-DD)",
+        f"{path}:19:12: until 2026-02-01 is before from 2026-03-01",
+        "protocol-audit: 9 problems in 1 waivers file",
+    ]
+
+
+def test_an_output_naming_the_waivers_file_is_refused(tmp_path: Path) -> None:
+    waivers = write(tmp_path, "w.json", json.dumps({"waivers": [{
+        "id": "W1", "rule": "DOSE", "reason": "r", "approved_by": "MD", "approved_on": "2026-01-05"}]}))
+    before = waivers.read_text()
+    code, _, err = audit(tmp_path, "waivers:\n  - id: W2\n    rule: DOSE\n" + ENTRY, "--waivers", str(waivers),
+                         "-o", str(waivers))
+    assert (code, err) == (2, f"protocol-audit: cannot write {waivers}: it is the waivers file {waivers}\n")
+    assert waivers.read_text() == before
