@@ -96,7 +96,21 @@ class Waivers:
                      for w in self.waivers)
 
 
-def load_waivers(paths: Iterable[str], packs: list[Pack]) -> list[Waiver]:
+def is_waivers_ref(ref: str) -> bool:
+    """Whether ``validate``'s argument is a waivers file: YAML whose top level says ``waivers:``."""
+    path = Path(ref)
+    if not path.is_file():
+        return False
+    try:
+        head = path.read_bytes()[:65536].decode("utf-8-sig", "replace")
+    except OSError:
+        return False
+    tops = {line.split(":", 1)[0].strip('"') for line in head.splitlines() if line[:1] in '"abcdefghijklmnopqrstuvwxyz'
+            and ":" in line}
+    return "waivers" in tops and not tops & {"pack", "map"}
+
+
+def load_waivers(paths: Iterable[str], packs: list[Pack] | None) -> list[Waiver]:
     """Every waiver of the files, checked against the run's packs; WaiverError lists every problem."""
     found: list[Waiver] = []
     problems = []
@@ -198,12 +212,15 @@ def _waiver(check: Checker, node: Node, index: int, context: _Context) -> Waiver
         parsed = Conditions(check, context.types.get(rule.for_type), context.tz, context.types,
                             in_where=True).parse(keys["where"])
         where = compile_condition(parsed) if parsed is not None else None
-    if len(check.problems) > before or context.packs is None or rule is None:
+    if len(check.problems) > before or (context.packs is not None and rule is None):
         return None
     approved_on = days["approved_on"]
     assert approved_on is not None
-    return Waiver(texts["id"] or "", rule.id, rule.pack, texts["reason"] or "", texts["approved_by"] or "",
-                  approved_on, records, texts["patient"], where, days["from"], days["until"], days["expires"])
+    # without packs (validate given the file alone) the rule is as written and the where is not compiled
+    pack_id, _, rule_id = (texts["rule"] or "").rpartition("/")
+    return Waiver(texts["id"] or "", rule.id if rule else rule_id, rule.pack if rule else pack_id,
+                  texts["reason"] or "", texts["approved_by"] or "", approved_on, records, texts["patient"], where,
+                  days["from"], days["until"], days["expires"])
 
 
 def _text(check: Checker, node: Node | None, what: str) -> str | None:
@@ -239,4 +256,4 @@ def _records(check: Checker, node: Node | None) -> frozenset[str] | None:
     return frozenset(key for key in keys if key)
 
 
-__all__ = ["WaiverError", "WaiverStatus", "Waivers", "Waiver", "load_waivers", "parse_waivers"]
+__all__ = ["Waiver", "Waivers", "is_waivers_ref", "load_waivers", "parse_waivers"]

@@ -164,3 +164,20 @@ def test_an_output_naming_the_waivers_file_is_refused(tmp_path: Path) -> None:
                          "-o", str(waivers))
     assert (code, err) == (2, f"protocol-audit: cannot write {waivers}: it is the waivers file {waivers}\n")
     assert waivers.read_text() == before
+
+
+def test_validate_checks_a_waivers_file_alone_and_against_its_packs(tmp_path: Path) -> None:
+    pack = write(tmp_path, "pack.yaml", PACK)
+    good = write(tmp_path, "good.yaml", "waivers:\n  - id: W1\n    rule: DOSE\n    where: {site: A}\n" + ENTRY)
+    bad = write(tmp_path, "bad.yaml", "waivers:\n  - id: W1\n    rule: DOSES\n    where: {sites: A}\n" + ENTRY)
+    result = CliRunner().invoke(main, ["validate", str(good)])
+    assert (result.exit_code, result.stdout) == (
+        0, f"{good}: ok (1 waiver; give its packs too to check its rules and fields)\n")
+    result = CliRunner().invoke(main, ["validate", str(pack), str(good)])
+    assert result.exit_code == 0 and f"{good}: ok (1 waiver)\n" in result.stdout
+    result = CliRunner().invoke(main, ["validate", str(pack), str(bad)])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f'{bad}:3:11: rule "DOSES" is not a rule of the packs given (did you mean "DOSE"?)',
+        "protocol-audit: 1 problem in 1 waivers file"]
+    assert CliRunner().invoke(main, ["validate", str(bad)]).exit_code == 0  # rules and fields need the packs

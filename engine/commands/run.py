@@ -40,7 +40,7 @@ from engine.language.values import timezone
 from engine.packs import load_packs, orphan_tests
 from engine.reporters import diff_report
 from engine.reporters import report as report_builder
-from engine.waivers import Waivers, load_waivers
+from engine.waivers import Waivers, is_waivers_ref, load_waivers
 
 
 def _renderer(path: str, max_findings: int) -> reporters.Renderer:
@@ -103,9 +103,11 @@ def explain(packs: list[str], rule_id: str, record_key: str, maps: list[str], fi
 
 
 def validate(refs: list[str]) -> int:
-    """Packs and maps; a map's types and fields are checked against the packs given with it."""
+    """Packs, maps and waivers files; a map's types and fields, and a waiver's rules and fields, are
+    checked against the packs given with them."""
     map_refs = [ref for ref in refs if is_map_ref(ref)]
-    pack_refs = [ref for ref in refs if ref not in map_refs]
+    waiver_refs = [ref for ref in refs if ref not in map_refs and is_waivers_ref(ref)]
+    pack_refs = [ref for ref in refs if ref not in map_refs and ref not in waiver_refs]
     loaded = load_packs(pack_refs)
     for pack in loaded:
         count = len(pack.rules)
@@ -118,6 +120,10 @@ def validate(refs: list[str]) -> int:
         named = " ".join(part for part in (source.id, source.version) if part)
         echo(f"{source.path}: ok (map {named}, {count} entr{'ies' if count != 1 else 'y'}"
              f"{checked})")
+    for ref in waiver_refs:
+        count = len(load_waivers([ref], loaded if loaded else None))
+        checked = "" if loaded else "; give its packs too to check its rules and fields"
+        echo(f"{ref}: ok ({count} waiver{'s' if count != 1 else ''}{checked})")
     return EXIT_SUCCESS
 
 
