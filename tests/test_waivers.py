@@ -181,3 +181,20 @@ def test_validate_checks_a_waivers_file_alone_and_against_its_packs(tmp_path: Pa
         f'{bad}:3:11: rule "DOSES" is not a rule of the packs given (did you mean "DOSE"?)',
         "protocol-audit: 1 problem in 1 waivers file"]
     assert CliRunner().invoke(main, ["validate", str(bad)]).exit_code == 0  # rules and fields need the packs
+
+
+def test_the_worked_example_of_docs_governance(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "q1.json"
+    samples = sorted(str(p) for p in (root / "samples").glob("*.csv"))
+    result = CliRunner().invoke(main, ["audit", "--pack", "ketamine-iv", "--pack", "esketamine-rems", *samples,
+                                       "--period", "2026-01-01..2026-03-31", "--waivers",
+                                       str(root / "samples" / "waivers-2026Q1.yaml"),
+                                       "--as-of", "2026-04-10T09:00:00-07:00", "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    data = json.loads(out.read_text())
+    assert [(w["id"], w["status"], w["records_waived"]) for w in data["waivers"]] == [
+        ("W-2026-003", "applied", 2), ("W-2025-019", "expired", 0)]
+    [vit03] = [r for r in data["rules"] if r["id"] == "VIT-03"]
+    assert (vit03["passed"], vit03["failed"], vit03["waived"]) == (529, 3, 2)
+    assert data["summary"]["records_outside_period"] == 12894
