@@ -19,7 +19,7 @@ from engine.errors import PackError, UsageError, WaiverError
 from engine.inputs.files import special_file
 from engine.language.conditions import Truth, compile_condition
 from engine.language.grammar import Checker, Conditions, suggest
-from engine.language.loader import Node, decode_pack, load_yaml
+from engine.language.loader import Node, decode_pack, load_yaml, top_level_keys
 from engine.language.model import Pack, Record, RecordType, Rule, merged_types
 from engine.language.values import timezone
 from engine.results import WaiverStatus
@@ -98,15 +98,7 @@ class Waivers:
 
 def is_waivers_ref(ref: str) -> bool:
     """Whether ``validate``'s argument is a waivers file: YAML whose top level says ``waivers:``."""
-    path = Path(ref)
-    if not path.is_file():
-        return False
-    try:
-        head = path.read_bytes()[:65536].decode("utf-8-sig", "replace")
-    except OSError:
-        return False
-    tops = {line.split(":", 1)[0].strip('"') for line in head.splitlines() if line[:1] in '"abcdefghijklmnopqrstuvwxyz'
-            and ":" in line}
+    tops = top_level_keys(ref) if Path(ref).is_file() else set()
     return "waivers" in tops and not tops & {"pack", "map"}
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from engine.errors import MapError, PackError, UsageError
 from engine.inputs.files import special_file
 from engine.language.grammar import Checker, suggest
-from engine.language.loader import DuplicateKeys, Node, decode_pack, load_yaml
+from engine.language.loader import DuplicateKeys, Node, decode_pack, load_yaml, top_level_keys
 from engine.language.model import RecordType
 from engine.language.values import timezone
 
@@ -173,11 +173,7 @@ def is_map_ref(ref: str) -> bool:
     path = Path(ref)
     if not path.is_file():
         return ref in shipped_maps() and ref not in shipped_packs()
-    try:
-        head = path.read_bytes()[:65536].decode("utf-8-sig", "replace")
-    except OSError:
-        return False
-    tops = {line.split(":", 1)[0] for line in head.splitlines() if line[:1].isalpha() and ":" in line}
+    tops = top_level_keys(ref)
     return "map" in tops and "pack" not in tops
 
 

@@ -275,3 +275,16 @@ def decode_pack(data: bytes, path: str, what: str = "pack") -> str:
         column = len(data[data.rfind(b"\n", 0, exc.start) + 1:exc.start].decode("utf-8-sig")) + 1
         raise PackError([Problem(path, line, column, f"{what} is not UTF-8 (byte 0x{data[exc.start]:02x})")]) from None
     return text
+
+
+def top_level_keys(path: str) -> set[str]:
+    """The keys a YAML file's first 64 KiB write at the top level (``pack``, ``map``, ``waivers``):
+    enough to tell a pack from a map or a waivers file without parsing it; empty if unreadable."""
+    from pathlib import Path
+
+    try:
+        head = Path(path).read_bytes()[:65536].decode("utf-8-sig", "replace")
+    except OSError:
+        return set()
+    return {line.split(":", 1)[0].strip('"') for line in head.splitlines()
+            if (line[:1].isalpha() or line[:1] == '"') and ":" in line}
