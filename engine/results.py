@@ -271,16 +271,21 @@ class StratumCount:
     passed: int
     failed: int
     compliance_rate: float | None
+    waived: int | None = None  # with --waivers: applicable = passed + failed + waived
 
     def to_json(self) -> Json:
-        return {"rule": self.rule, "pack": self.pack, "stratum": dict(self.stratum), "applicable": self.applicable,
-                "not_evaluable": self.not_evaluable, "passed": self.passed, "failed": self.failed,
-                "compliance_rate": self.compliance_rate}
+        data: Json = {"rule": self.rule, "pack": self.pack, "stratum": dict(self.stratum),
+                      "applicable": self.applicable, "not_evaluable": self.not_evaluable, "passed": self.passed,
+                      "failed": self.failed}
+        if self.waived is not None:
+            data["waived"] = self.waived
+        data["compliance_rate"] = self.compliance_rate
+        return data
 
     @classmethod
     def from_json(cls, data: Json) -> StratumCount:
         return cls(data["rule"], data["pack"], data["stratum"], data["applicable"], data["not_evaluable"],
-                   data["passed"], data["failed"], data["compliance_rate"])
+                   data["passed"], data["failed"], data["compliance_rate"], data.get("waived"))
 
 
 @dataclass(frozen=True, slots=True)

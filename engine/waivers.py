@@ -10,18 +10,19 @@ waived; the file's identifiers (record keys, patients) are never copied into a r
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.errors import PackError, UsageError, WaiverError
 from engine.inputs.files import special_file
-from engine.language.conditions import Truth, compile_condition
+from engine.language.conditions import Truth, compile_condition, fields_of
 from engine.language.grammar import Checker, Conditions, suggest
 from engine.language.loader import Node, decode_pack, load_yaml, top_level_keys
 from engine.language.model import Pack, Record, RecordType, Rule, merged_types
-from engine.language.values import timezone
+from engine.language.values import ConversionError, convert, timezone
 from engine.results import WaiverStatus
 
 TOP_KEYS = ("waivers",)
@@ -42,6 +43,8 @@ class Waiver:
     records: frozenset[str] | None = None
     patient: str | None = None
     where: Callable[[dict[str, Any]], Truth] | None = field(default=None, compare=False)
+    where_fields: tuple[str, ...] = ()  # the declared fields its where reads (an export must have them)
+    record_type: str = ""
     start: dt.date | None = None
     end: dt.date | None = None
     expires: dt.date | None = None
@@ -80,6 +83,25 @@ class Waivers:
                 self.by_rule.setdefault((waiver.pack, waiver.rule), []).append(waiver)
         self.used: dict[str, int] = {}
 
+    def needed(self, types: Mapping[str, RecordType]) -> dict[str, dict[str, str]]:
+        """The fields the waivers' where conditions read, per record type (through derived fields):
+        an export without one of them would leave the waiver silently unused, so the run stops."""
+        needed: dict[str, dict[str, str]] = {}
+
+        def add(rtype: RecordType, name: str, why: str) -> None:
+            if name in rtype.derived:
+                for source in rtype.derived[name].inputs:
+                    add(rtype, source, f"{why} through {name}")
+            elif name in rtype.fields:
+                needed.setdefault(rtype.name, {}).setdefault(name, why)
+
+        for waiver in self.waivers:
+            rtype = types.get(waiver.record_type)
+            if rtype is not None and waiver.id not in self.expired:
+                for name in waiver.where_fields:
+                    add(rtype, name, f"read by waiver {waiver.id}")
+        return needed
+
     def covering(self, rule: Rule, record: Record) -> Waiver | None:
         """The waiver that turns this fail into ``waived``, counted as used; None when none does."""
         for waiver in self.by_rule.get((rule.pack, rule.id), ()):
@@ -107,7 +129,12 @@ def load_waivers(paths: Iterable[str], packs: list[Pack] | None) -> list[Waiver]
     found: list[Waiver] = []
     problems = []
     first: dict[str, tuple[str, int]] = {}
+    given: dict[Path, str] = {}
     for path in paths:
+        if Path(path).exists() and Path(path).resolve() in given:
+            raise UsageError(f"{path}: the same waivers file is given twice (as {given[Path(path).resolve()]} too)")
+        if Path(path).exists():
+            given[Path(path).resolve()] = path
         kind = special_file(path)
         if kind is not None:
             raise UsageError(f"{path}: not a regular file ({kind}); a waivers file is a YAML file")
@@ -170,13 +197,18 @@ class _Context:
             self.tz = timezone(zone)
 
     def rule(self, check: Checker, node: Node, text: str) -> Rule | None:
-        pack_id, _, rule_id = text.rpartition("/")
+        pack_id, slash, rule_id = text.rpartition("/")
+        if slash and not pack_id:
+            check.node(node, f'rule "{text}" has nothing before "/": write PACK/ID or ID')
+            return None
         candidates = [r for r in self.rules.get(rule_id, []) if not pack_id or r.pack == pack_id]
         if len(candidates) == 1:
             return candidates[0]
         if not candidates:
             known = [*self.rules, *(f"{r.pack}/{r.id}" for rules in self.rules.values() for r in rules)]
-            check.node(node, f'rule "{text}" is not a rule of the packs given{suggest(text, known)}')
+            same_case = [k for k in known if k.lower() == text.lower()]
+            hint = f' (did you mean "{same_case[0]}"?)' if same_case else suggest(text, known)
+            check.node(node, f'rule "{text}" is not a rule of the packs given{hint}')
         else:
             packs = ", ".join(sorted(r.pack for r in candidates))
             check.node(node, f'rule "{text}" is in packs {packs}: write PACK/{rule_id}')
@@ -200,10 +232,21 @@ def _waiver(check: Checker, node: Node, index: int, context: _Context) -> Waiver
     if context.packs is not None and texts["rule"] and "rule" in keys:
         rule = context.rule(check, keys["rule"], texts["rule"])
     where = None
+    where_fields: tuple[str, ...] = ()
     if "where" in keys and rule is not None:
         parsed = Conditions(check, context.types.get(rule.for_type), context.tz, context.types,
                             in_where=True).parse(keys["where"])
         where = compile_condition(parsed) if parsed is not None else None
+        where_fields = tuple(fields_of(parsed)) if parsed is not None else ()
+    elif "where" in keys and not isinstance(keys["where"].value, dict):
+        check.node(keys["where"], "where must be a condition (a mapping, as a rule's when)")
+    if rule is not None:
+        rtype = context.types.get(rule.for_type)
+        if rtype is not None:
+            records = _identifiers(check, keys.get("records"), records, rtype, rtype.key, context.tz)
+            patient = _identifiers(check, keys.get("patient"), frozenset([texts["patient"]])
+                                   if texts["patient"] else None, rtype, rtype.patient, context.tz)
+            texts["patient"] = next(iter(patient)) if patient else None
     if len(check.problems) > before or (context.packs is not None and rule is None):
         return None
     approved_on = days["approved_on"]
@@ -212,7 +255,32 @@ def _waiver(check: Checker, node: Node, index: int, context: _Context) -> Waiver
     pack_id, _, rule_id = (texts["rule"] or "").rpartition("/")
     return Waiver(texts["id"] or "", rule.id if rule else rule_id, rule.pack if rule else pack_id,
                   texts["reason"] or "", texts["approved_by"] or "", approved_on, records, texts["patient"], where,
-                  days["from"], days["until"], days["expires"])
+                  where_fields, rule.for_type if rule else "", days["from"], days["until"], days["expires"])
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")  # fromisoformat also takes week dates (2026-W01-1)
+_PSEUDONYM = re.compile(r"(pt|phi)-[0-9a-f]{12}")
+
+
+def _identifiers(check: Checker, node: Node | None, given: frozenset[str] | None, rtype: RecordType, name: str,
+                 tz: dt.tzinfo) -> frozenset[str] | None:
+    """Record keys or a patient as the reader makes them from the export (trimmed, read as the field's
+    type: an integer key 00123 is 123), so that a waiver matches what the export holds."""
+    if node is None or given is None:
+        return given
+    made = set()
+    for item in node.value if isinstance(node.value, list) else [node]:
+        text = item.value.strip() if isinstance(item.value, str) else ""
+        if not text:
+            continue  # said already: not text, or empty
+        if _PSEUDONYM.fullmatch(text):
+            check.node(item, f'"{text}" is a pseudonym from a report: give the identifier as it is in the export')
+            continue
+        try:
+            made.add(str(convert(rtype.fields[name], text, tz)))
+        except ConversionError as exc:
+            check.node(item, f'"{text}" cannot be a {name} of {rtype.name}: {exc.expected}')
+    return frozenset(made)
 
 
 def _text(check: Checker, node: Node | None, what: str) -> str | None:
@@ -220,7 +288,8 @@ def _text(check: Checker, node: Node | None, what: str) -> str | None:
         return None
     text = check.text(node, what)
     if not text.strip():
-        check.node(node, f"{what} must not be empty")
+        if isinstance(node.value, str) or node.value is None:  # anything else was said to be no text
+            check.node(node, f"{what} must not be empty")
         return None
     return text
 
@@ -230,7 +299,7 @@ def _day(check: Checker, node: Node | None, what: str) -> dt.date | None:
         return None
     text = node.value if isinstance(node.value, str) else None
     try:
-        if text is not None and len(text) == 10:
+        if text is not None and _DAY.fullmatch(text):
             return dt.date.fromisoformat(text)
     except ValueError:
         pass
@@ -245,7 +314,7 @@ def _records(check: Checker, node: Node | None) -> frozenset[str] | None:
         check.node(node, "records must be a non-empty list of record keys")
         return None
     keys = [check.text(item, "records") for item in node.value]
-    return frozenset(key for key in keys if key)
+    return frozenset(key.strip() for key in keys if key.strip())
 
 
 __all__ = ["Waiver", "Waivers", "is_waivers_ref", "load_waivers", "parse_waivers"]

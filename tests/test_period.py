@@ -134,3 +134,38 @@ def test_a_bad_period_is_a_usage_error(text: str, message: str) -> None:
     result = CliRunner().invoke(main, ["audit", "--pack", "ketamine-iv", str(ROOT / "samples" / "sessions.csv"),
                                        "--period", text])
     assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+
+
+def test_a_period_no_record_lies_in_is_said(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["audit", "--pack", "ketamine-iv", str(ROOT / "samples" / "sessions.csv"),
+                                       "--period", "2036-01-01..2036-03-31", "-o", str(tmp_path / "r.json")])
+    assert "no record of the inputs lies in the period 2036-01-01..2036-03-31: nothing was judged" in result.stderr
+
+
+def test_week_dates_are_not_days() -> None:
+    with pytest.raises(ValueError, match="is not a date"):
+        Period.parse("2026-W01-1..2026-W14-1")
+
+
+def test_two_map_entries_of_one_type_on_one_file_count_their_own_outside_records(tmp_path: Path) -> None:
+    # vitals split over two entries of the FHIR map (ids ending in 1, and the others): each entry's
+    # records outside the period are its own, so read = judged + rejected + outside for both
+    import yaml
+
+    source = yaml.safe_load((ROOT / "maps" / "fhir-r4.yaml").read_text())
+    vital = next(entry for entry in source["inputs"] if entry["type"] == "vital")
+    other = json.loads(json.dumps(vital))
+    vital["view"]["where"].append({"path": "id.substring(id.length() - 1) != '1'"})
+    other["view"]["where"].append({"path": "id.substring(id.length() - 1) = '1'"})
+    source["inputs"].append(other)
+    split = write(tmp_path, "split.map.yaml", yaml.safe_dump(source, sort_keys=False))
+    out = tmp_path / "r.json"
+    files = sorted(str(path) for path in (ROOT / "samples" / "fhir").glob("*.ndjson"))
+    result = CliRunner().invoke(main, ["audit", "--pack", "ketamine-iv", "--pack", "esketamine-rems", "--map",
+                                       str(split), *files, "--period", Q1, "-o", str(out)])
+    assert result.exit_code in (0, 1), result.output
+    vitals = [entry for entry in json.loads(out.read_text())["inputs"] if entry["record_type"] == "vital"]
+    assert len(vitals) == 2
+    for entry in vitals:
+        assert entry["records_judged"] >= 0 and entry["outside_period"] > 0
+        assert entry["records_read"] == entry["records_judged"] + entry["records_rejected"] + entry["outside_period"]

@@ -198,3 +198,97 @@ def test_the_worked_example_of_docs_governance(tmp_path: Path) -> None:
     [vit03] = [r for r in data["rules"] if r["id"] == "VIT-03"]
     assert (vit03["passed"], vit03["failed"], vit03["waived"]) == (529, 3, 2)
     assert data["summary"]["records_outside_period"] == 12894
+
+
+def test_a_rule_decided_on_too_few_records_is_not_met_because_the_rest_were_waived(tmp_path: Path) -> None:
+    rows = ["S0,P0,2026-01-02T10:00:00,5,A,IV", *(f"S{n},P{n},2026-01-02T10:00:00,50,B,IV" for n in range(1, 13))]
+    pack = write(tmp_path, "pack.yaml", PACK)
+    sessions = write(tmp_path, "sessions.csv", "session_id,patient_id,session_start,dose_mg,site,route\n" +
+                     "\n".join(rows) + "\n")
+    waivers = write(tmp_path, "w.yaml", "waivers:\n  - id: W-B\n    rule: DOSE\n    where: {site: B}\n" + ENTRY)
+    out = tmp_path / "r.json"
+    CliRunner().invoke(main, ["audit", "--pack", str(pack), str(sessions), "--waivers", str(waivers), "--as-of", AS_OF,
+                              "-o", str(out)])
+    [dose] = [r for r in json.loads(out.read_text())["rules"] if r["id"] == "DOSE"]
+    assert (dose["applicable"], dose["passed"], dose["waived"], dose["status"]) == (13, 1, 12, "too few records")
+
+
+def test_waived_findings_come_after_open_ones_and_say_which_waiver(tmp_path: Path) -> None:
+    md, html = tmp_path / "r.md", tmp_path / "r.html"
+    code, _, err = audit(tmp_path, "waivers:\n  - id: W1\n    rule: DOSE\n    records: [S1, S2, S3]\n" + ENTRY,
+                         "-o", str(md), "-o", str(html), "--max-findings", "2")
+    assert code == 1, err
+    section = md.read_text().split("### DOSE")[1].split("###")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| major")]
+    assert [row.split(" | ")[1] for row in rows] == ["fail", "fail"]  # S4, S5 open; the waived ones follow
+    assert "(+3 more)" in section
+    said = "waived by W1: cuff failure, paper charting (approved by Medical Director on 2026-01-05)"
+    assert said in html.read_text()
+    audit(tmp_path, "waivers:\n  - id: W1\n    rule: DOSE\n" + ENTRY, "-o", str(md))
+    assert said in md.read_text()
+
+
+@pytest.mark.parametrize("narrowing, keys", [
+    ('    records: ["S1 ", " S2"]\n', ["S1", "S2"]),   # the reader trims cells: so does a waiver
+    ('    patient: " P2 "\n', ["S3", "S4"]),
+])
+def test_identifiers_are_matched_as_the_reader_makes_them(tmp_path: Path, narrowing: str, keys: list[str]) -> None:
+    _, data, _ = audit(tmp_path, "waivers:\n  - id: W1\n    rule: DOSE\n" + narrowing + ENTRY)
+    assert [key for _, key, _ in waived(data)] == keys
+
+
+def test_an_integer_key_is_matched_as_a_number(tmp_path: Path) -> None:
+    pack = write(tmp_path, "pack.yaml", PACK.replace("session_id: string", "session_id: integer"))
+    sessions = write(tmp_path, "sessions.csv", "session_id,patient_id,session_start,dose_mg,route\n"
+                                               "00123,P1,2026-01-10T09:00:00,50,IV\n")
+    waivers = write(tmp_path, "w.yaml", 'waivers:\n  - id: W1\n    rule: DOSE\n    records: ["00123"]\n' + ENTRY)
+    out = tmp_path / "r.json"
+    CliRunner().invoke(main, ["audit", "--pack", str(pack), str(sessions), "--waivers", str(waivers), "--as-of", AS_OF,
+                              "--reveal-identifiers", "-o", str(out)])
+    assert waived(json.loads(out.read_text())) == [("DOSE", "123", "W1")]
+
+
+def test_a_pseudonym_or_a_key_of_the_wrong_type_is_refused_at_its_position(tmp_path: Path) -> None:
+    pack = write(tmp_path, "pack.yaml", PACK.replace("session_id: string", "session_id: integer"))
+    waivers = write(tmp_path, "w.yaml", 'waivers:\n  - id: W1\n    rule: DOSE\n    records: ["S-1"]\n'
+                                        "    patient: pt-0123456789ab\n" + ENTRY)
+    result = CliRunner().invoke(main, ["validate", str(pack), str(waivers)])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[:2] == [
+        f'{waivers}:4:15: "S-1" cannot be a session_id of session: is not an integer',
+        f'{waivers}:5:14: "pt-0123456789ab" is a pseudonym from a report: give the identifier as it is in the export']
+
+
+def test_a_column_a_waiver_reads_that_the_export_lacks_stops_the_run(tmp_path: Path) -> None:
+    pack = write(tmp_path, "pack.yaml", PACK)
+    sessions = write(tmp_path, "sessions.csv", "session_id,patient_id,session_start,dose_mg,route\n"
+                                               "S1,P1,2026-01-10T09:00:00,50,IV\n")
+    waivers = write(tmp_path, "w.yaml", "waivers:\n  - id: W1\n    rule: DOSE\n    where: {site: A}\n" + ENTRY)
+    result = CliRunner().invoke(main, ["audit", "--pack", str(pack), str(sessions), "--waivers", str(waivers)])
+    assert result.exit_code == 2
+    assert f'{sessions}: field site (read by waiver W1) has no column "site"' in result.stderr
+
+
+def test_validate_knows_a_json_waivers_file(tmp_path: Path) -> None:
+    pack = write(tmp_path, "pack.yaml", PACK)
+    waivers = write(tmp_path, "w.json", json.dumps({"waivers": [
+        {"id": "W1", "rule": "DOSE", "reason": "r", "approved_by": "MD", "approved_on": "2026-01-05"}]}))
+    result = CliRunner().invoke(main, ["validate", str(pack), str(waivers)])
+    assert (result.exit_code, result.stdout.splitlines()[-1]) == (0, f"{waivers}: ok (1 waiver)")
+
+
+def test_week_dates_and_a_twice_given_file_are_refused(tmp_path: Path) -> None:
+    code, _, err = audit(tmp_path, "waivers:\n  - id: W1\n    rule: DOSE\n    expires: 2026-W14-1\n" + ENTRY)
+    assert code == 2 and "4:14: expires must be a date (YYYY-MM-DD)" in err
+    code, _, err = audit(tmp_path, "waivers:\n  - id: W1\n    rule: DOSE\n" + ENTRY,
+                         "--waivers", str(tmp_path / "waivers.yaml"))
+    assert code == 2 and "the same waivers file is given twice" in err
+
+
+def test_strata_add_up_with_waived_findings(tmp_path: Path) -> None:
+    _, data, _ = audit(tmp_path, "waivers:\n  - id: W1\n    rule: DOSE\n    records: [S1, S3]\n" + ENTRY,
+                       "--group-by", "site")
+    [dose] = [r for r in data["rules"] if r["id"] == "DOSE"]
+    rows = [row for row in data["strata"]["rows"] if row["rule"] == "DOSE"]
+    assert sum(row["applicable"] for row in rows) == dose["applicable"] == 5
+    assert sum(row["waived"] for row in rows) == dose["waived"] == 2

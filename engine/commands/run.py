@@ -79,6 +79,8 @@ def audit(packs: list[str], maps: list[str], files: list[str], written: Outputs,
     finally:
         progress.done()
     report = report_builder.build(result, stats, loaded, run_time, fail_on, period, waivers)
+    if period is not None and report.summary.records_judged == 0 and report.summary.records_read:
+        echo(f"protocol-audit: no record of the inputs lies in the period {period}: nothing was judged", err=True)
     written.write(renderers, report)
     if outputs:
         summary = report.summary

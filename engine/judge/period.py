@@ -4,7 +4,10 @@ either end may be left open. Records outside it are read, checked and kept as hi
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +45,8 @@ def _day(text: str, what: str) -> dt.date | None:
     text = text.strip()
     if not text:
         return None
-    try:
-        return dt.date.fromisoformat(text) if len(text) == 10 else _bad(text, what)
+    try:  # YYYY-MM-DD only: fromisoformat also reads week dates (2026-W01-1)
+        return dt.date.fromisoformat(text) if _DAY.fullmatch(text) else _bad(text, what)
     except ValueError:
         return _bad(text, what)
 

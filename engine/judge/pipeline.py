@@ -47,7 +47,11 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
             close = difflib.get_close_matches(name, known, n=1)
             hint = f' (did you mean "{close[0]}"?)' if close else ""
             raise UsageError(f'--group-by "{name}" is not a field of any record type{hint}')
-    bindings = open_inputs(files, auditor.context.types, maps or [], auditor.context.needed)
+    needed = auditor.context.needed
+    if waivers is not None:  # a waiver's where reads fields too: their columns must be there
+        extra = waivers.needed(auditor.context.types)
+        needed = {name: {**extra.get(name, {}), **needed.get(name, {})} for name in {*needed, *extra}}
+    bindings = open_inputs(files, auditor.context.types, maps or [], needed)
     seen = Seen()
     stats_list: list[InputStats] = []
 
@@ -57,16 +61,22 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
                            for binding in group]
             stats_list.extend(group_stats)
             stats = group_stats[0]
-            by_type = {binding.type: each for binding, each in zip(group, group_stats) if binding.type}
             context = auditor.context
+            # several map entries reading one file: a record is the one whose entry just counted it
+            # (each entry's records are made one at a time), whatever their types
+            counted = [each.records_read for each in group_stats]
             for item in read_group(group, context.types, context.tz, seen, group_stats, context.privacy):
                 if isinstance(item, Rejected):
                     auditor.reject(item)
                 else:
                     auditor.context.derive(item)
                     if not auditor.in_period(item):
-                        by_type.get(item.type, stats).count_outside()
+                        owner = stats if len(group_stats) == 1 else next(
+                            (each for each, before in zip(group_stats, counted) if each.records_read != before), stats)
+                        owner.count_outside()
                     yield item
+                if len(group_stats) > 1:
+                    counted = [each.records_read for each in group_stats]
                 if progress is not None and stats.records_read % 1000 == 0:
                     progress(stats.records_read)
 

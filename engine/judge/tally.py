@@ -19,6 +19,7 @@ from engine.waivers import Waiver, Waivers
 
 OutcomeHook = Callable[[Rule, Record, Outcome], None]
 _STRATUM_COLUMN = {Outcome.PASS: 0, Outcome.FAIL: 1, Outcome.NOT_EVALUABLE: 2}
+_WAIVED_COLUMN = 3  # a stratum's counts: passed, failed, not evaluable, waived
 
 
 @dataclass(slots=True)
@@ -52,7 +53,7 @@ class Result:
     not_evaluable: list[NotEvaluable] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     group_by: list[str] = field(default_factory=list)
-    # (rule index, stratum) -> [passed, failed, not evaluable]; a stratum is (month, group-by values...)
+    # (rule index, stratum) -> [passed, failed, not evaluable, waived]; a stratum is (month, group-by values...)
     strata: dict[tuple[int, tuple[str, ...]], list[int]] = field(default_factory=dict)
     first: dt.datetime | None = None  # the audit period: earliest and latest judged record time
     last: dt.datetime | None = None
@@ -106,7 +107,7 @@ class Tally:
             key = (index, cases[fact_id].stratum)
             counts = strata.get(key)
             if counts is None:
-                counts = strata[key] = [0, 0, 0]
+                counts = strata[key] = [0, 0, 0, 0]
             counts[0] += 1
 
     def not_applicable(self, index: int, number: int) -> None:
@@ -119,9 +120,9 @@ class Tally:
         waiver = None
         if outcome is Outcome.FAIL and self.waivers is not None:
             waiver = self.waivers.covering(rule, record)  # a waived fail is neither a pass nor a fail
-        column = None if waiver is not None else _STRATUM_COLUMN.get(outcome)
+        column = _WAIVED_COLUMN if waiver is not None else _STRATUM_COLUMN.get(outcome)
         if column is not None:
-            self.result.strata.setdefault((index, case.stratum), [0, 0, 0])[column] += 1
+            self.result.strata.setdefault((index, case.stratum), [0, 0, 0, 0])[column] += 1
         if outcome is Outcome.PASS:
             counts.passed += 1
         elif outcome is Outcome.NOT_APPLICABLE:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -286,5 +287,11 @@ def top_level_keys(path: str) -> set[str]:
         head = Path(path).read_bytes()[:65536].decode("utf-8-sig", "replace")
     except OSError:
         return set()
-    return {line.split(":", 1)[0].strip('"') for line in head.splitlines()
-            if (line[:1].isalpha() or line[:1] == '"') and ":" in line}
+    if head.lstrip().startswith("{"):  # a JSON file: its object's keys
+        try:
+            data = json.loads(Path(path).read_bytes()[:MAX_PACK_BYTES].decode("utf-8-sig"))
+        except (OSError, ValueError, RecursionError):
+            return set()
+        return set(data) if isinstance(data, dict) else set()
+    return {line.split(":", 1)[0].strip("\"'") for line in head.splitlines()
+            if (line[:1].isalpha() or line[:1] in "\"'") and ":" in line}

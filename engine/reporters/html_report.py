@@ -101,13 +101,22 @@ def _rule_row(rule: RuleResult) -> dict[str, Any]:
             "target": target(rule.target), "status": rule.status or NONE, "status_class": status_class(rule.status)}
 
 
+def outcome(finding: Finding) -> str:
+    """The finding's outcome; a waived one says which waiver, why, and who approved it when."""
+    waiver = finding.waiver
+    if finding.outcome != "waived" or not waiver:
+        return finding.outcome
+    return (f"waived by {waiver.get('id')}: {waiver.get('reason')} (approved by {waiver.get('approved_by')} "
+            f"on {waiver.get('approved_on')})")
+
+
 def _finding_row(finding: Finding) -> list[Any]:
     """One finding as the page script's row: the fields in the order report.js reads them
     (rank, severity, rule, outcome, record, patient, time, time sort key, message, evidence,
     source, source sort key), every string with its invisible characters made visible."""
     where = finding.source
     row: list[Any] = [
-        _severity_rank(finding.severity), finding.severity, finding.rule, finding.outcome,
+        _severity_rank(finding.severity), finding.severity, finding.rule, outcome(finding),
         finding.record_key, text(finding.patient), text(finding.time), _time_sort(finding.time),
         finding.message, evidence(finding), source(where), f"{where.path}:{where.line:010d}",
     ]

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from engine.reporters.common import period
-from engine.reporters.html_report import evidence, identifiers, interval, rate, source, target
+from engine.reporters.html_report import evidence, identifiers, interval, outcome, rate, source, target
 from engine.results import Finding, Report, RuleResult
 
 MAX_FINDINGS = 20
@@ -138,8 +138,10 @@ def _findings(report: Report, max_findings: int) -> list[str]:
         title = titles.get((pack, rule))
         heading = f"{md(rule)} — {md(title)}" if title else md(rule)
         lines += ["", f"### {heading} ({len(findings)} finding{'' if len(findings) == 1 else 's'})", ""]
-        rows = ([f.severity, f.outcome, f.record_key, f.patient, f.time, f.message, evidence(f), source(f.source)]
-                for f in findings[:max_findings])
+        # open failures first: a rule's waived findings must not crowd them out of the first rows
+        shown = sorted(findings, key=lambda f: f.outcome == "waived")[:max_findings]
+        rows = ([f.severity, outcome(f), f.record_key, f.patient, f.time, f.message, evidence(f), source(f.source)]
+                for f in shown)
         lines += table(FINDING_COLUMNS, rows)
         if len(findings) > max_findings:
             lines += ["", f"(+{len(findings) - max_findings} more)"]

@@ -42,10 +42,12 @@ def wilson(passed: int, total: int) -> list[float] | None:
     return [round(max(0.0, centre - spread), 4), round(min(1.0, centre + spread), 4)]
 
 
-def status(rate: float | None, applicable: int, target: float | None) -> str:
-    if applicable == 0 or rate is None:
+def status(rate: float | None, decided: int, target: float | None) -> str:
+    """A rule's standing against its target, judged on the records it decided (passed or failed;
+    waived ones are neither)."""
+    if decided == 0 or rate is None:
         return "no data"
-    if applicable < TOO_FEW:
+    if decided < TOO_FEW:
         return "too few records"
     if target is None:
         return "no target"
@@ -79,7 +81,7 @@ def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt
             applicable=applicable, passed=counts.passed, failed=counts.failed, waived=counts.waived,
             not_evaluable=counts.not_evaluable, not_applicable=counts.not_applicable, compliance_rate=rate,
             ci95=None if ci95 is None else (ci95[0], ci95[1]), target=target,
-            status=status(rate, applicable, target), cite=rule.cite, rationale=rule.rationale))
+            status=status(rate, counts.passed + counts.failed, target), cite=rule.cite, rationale=rule.rationale))
     findings = tuple(sorted(result.findings, key=lambda f: (f.rule, f.pack, _time_key(f), f.record_key)))
     by_severity = {severity: 0 for severity in SEVERITIES}
     for finding in findings:
@@ -107,7 +109,8 @@ def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt
         not_evaluable=tuple(sorted(result.not_evaluable, key=lambda n: (n.rule, n.pack, n.record_key))),
         rejected=tuple(sorted(result.rejected, key=lambda r: (r.path, r.line))),
         by_month=tuple(_by_month(result)),
-        strata=Strata(tuple(result.group_by), tuple(_by_stratum(result))) if result.group_by else None,
+        strata=Strata(tuple(result.group_by), tuple(_by_stratum(result, waivers is not None)))
+        if result.group_by else None,
         period_from=period.start.isoformat() if period and period.start else None,
         period_until=period.end.isoformat() if period and period.end else None,
         period_given=period is not None,
@@ -119,18 +122,19 @@ def _merged(result: Result, by_month: bool) -> list[tuple[Rule, tuple[str, ...],
     merged: dict[tuple[int, tuple[str, ...]], list[int]] = {}
     for (index, stratum), counts in result.strata.items():
         key = stratum[:1] if by_month else stratum[1:]
-        total = merged.setdefault((index, key), [0, 0, 0])
+        total = merged.setdefault((index, key), [0, 0, 0, 0])
         for column, count in enumerate(counts):
             total[column] += count
     return [(result.rules[index], key, counts) for (index, key), counts in sorted(merged.items())]
 
 
 def _by_month(result: Result) -> Iterator[MonthCount]:
-    for rule, (month,), (passed, failed, _) in _merged(result, by_month=True):
+    for rule, (month,), (passed, failed, _, _) in _merged(result, by_month=True):
         yield MonthCount(rule.id, rule.pack, month, passed, failed, _rate(passed, failed))
 
 
-def _by_stratum(result: Result) -> Iterator[StratumCount]:
-    for rule, key, (passed, failed, not_evaluable) in _merged(result, by_month=False):
-        yield StratumCount(rule.id, rule.pack, dict(zip(result.group_by, key)), passed + failed, not_evaluable,
-                           passed, failed, _rate(passed, failed))
+def _by_stratum(result: Result, waivers: bool) -> Iterator[StratumCount]:
+    """Each rule's counts per stratum; with waivers, the waived ones too, so the strata add up."""
+    for rule, key, (passed, failed, not_evaluable, waived) in _merged(result, by_month=False):
+        yield StratumCount(rule.id, rule.pack, dict(zip(result.group_by, key)), passed + failed + waived,
+                           not_evaluable, passed, failed, _rate(passed, failed), waived if waivers else None)

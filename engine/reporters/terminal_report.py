@@ -168,8 +168,9 @@ def _waivers(report: Report) -> list[str]:
     """Each waiver given (--waivers) with its status: expired and unused ones need the director's eye."""
     if report.waivers is None:
         return []
-    rows = [[_clean(w.id), _clean(w.rule), w.status, str(w.records_waived), w.expires or "—"] for w in report.waivers]
-    return ["WAIVERS", *_table([["waiver", "rule", "status", "waived", "expires"], *rows], [20, 14, 8, 7, 10],
+    rows = [[_clean(w.id), _clean(f"{w.pack}/{w.rule}"), w.status, str(w.records_waived), w.expires or "—"]
+            for w in report.waivers]
+    return ["WAIVERS", *_table([["waiver", "rule", "status", "waived", "expires"], *rows], [20, 30, 8, 7, 10],
                                frozenset({3}))]
 
 
