@@ -61,7 +61,10 @@ def _worker_start(target: Callable[..., None], *arguments: Any) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
     _die_with_parent()
     ruleset_json, keys_json, tasks, results = arguments
-    target(ruleset_json, keys_json, _Channel(tasks), _Channel(results))
+    try:
+        target(ruleset_json, keys_json, _Channel(tasks), _Channel(results))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the audit's ends of the pipes closed: it was stopped, and says so itself; nothing to add
 
 
 _INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
