@@ -287,3 +287,9 @@ def test_real_elements_types_and_primitive_extensions_are_accepted() -> None:
     for path in ("valueQuantity.value", "value.ofType(Quantity).unit", "_status.extension.url",
                  "subject.getReferenceKey(Patient)", "code.coding.where(system = %loinc).code"):
         compile_view(_view({"name": "a", "path": path}))
+
+
+def test_a_view_of_thousands_of_columns_is_refused() -> None:
+    columns = [{"name": f"c{n}", "path": "id"} for n in range(2001)]
+    with pytest.raises(ViewError, match="the view has 2,001 columns; at most 2,000 are read"):
+        compile_view({"resource": "Observation", "select": [{"column": columns}]})

@@ -21,6 +21,9 @@ MAX_REPEAT_NODES = 100_000  # elements one repeat may visit in one resource
 Row = dict[str, list[Any]]
 
 
+MAX_COLUMNS = 2000  # every column is evaluated on every resource: a bound on what one map entry costs
+
+
 def compile_view(view: Mapping[str, Any], *, fast_paths: bool = True) -> View:
     """Validate and compile a ViewDefinition given as plain data (parsed YAML or JSON).
 
@@ -29,6 +32,9 @@ def compile_view(view: Mapping[str, Any], *, fast_paths: bool = True) -> View:
     """
     compiler = ViewCompiler(fast_paths)
     wheres, root = compiler.view(view)
+    if root is not None and len(root.names) > MAX_COLUMNS:
+        compiler.problem(("select",), f"the view has {len(root.names):,} columns; at most {MAX_COLUMNS:,} are read "
+                                      "(a record type has a few dozen fields)")
     if root is not None:
         seen: set[str] = set()
         for name in root.names:
