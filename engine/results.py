@@ -132,21 +132,56 @@ class RuleResult:
     status: str
     cite: str | None
     rationale: str | None
+    versions: tuple[VersionCount, ...] | None = None  # a rule with effective dates: counts per version
 
     def to_json(self) -> Json:
-        return {"id": self.id, "pack": self.pack, "title": self.title, "severity": self.severity,
-                "for": self.for_type, "applicable": self.applicable, "passed": self.passed, "failed": self.failed,
-                "waived": self.waived, "not_evaluable": self.not_evaluable, "not_applicable": self.not_applicable,
-                "compliance_rate": self.compliance_rate, "ci95": None if self.ci95 is None else list(self.ci95),
-                "target": self.target, "status": self.status, "cite": self.cite, "rationale": self.rationale}
+        data: Json = {
+            "id": self.id, "pack": self.pack, "title": self.title, "severity": self.severity,
+            "for": self.for_type, "applicable": self.applicable, "passed": self.passed, "failed": self.failed,
+            "waived": self.waived, "not_evaluable": self.not_evaluable, "not_applicable": self.not_applicable,
+            "compliance_rate": self.compliance_rate, "ci95": None if self.ci95 is None else list(self.ci95),
+            "target": self.target, "status": self.status, "cite": self.cite, "rationale": self.rationale}
+        if self.versions is not None:
+            data["versions"] = [version.to_json() for version in self.versions]
+        return data
 
     @classmethod
     def from_json(cls, data: Json) -> RuleResult:
         ci95 = data.get("ci95")
+        versions = data.get("versions")
         return cls(data["id"], data["pack"], data["title"], data["severity"], data["for"],
                    data["applicable"], data["passed"], data["failed"], data["waived"], data["not_evaluable"],
                    data["not_applicable"], data["compliance_rate"], None if ci95 is None else (ci95[0], ci95[1]),
-                   data["target"], data["status"], data["cite"], data["rationale"])
+                   data["target"], data["status"], data["cite"], data["rationale"],
+                   None if versions is None else tuple(VersionCount.from_json(v) for v in versions))
+
+
+@dataclass(frozen=True, slots=True)
+class VersionCount:
+    """One version of a rule with effective dates: its window (days, inclusive) and its counts."""
+
+    start: str | None
+    end: str | None
+    severity: str
+    applicable: int
+    passed: int
+    failed: int
+    waived: int
+    not_evaluable: int
+    not_applicable: int
+    compliance_rate: float | None
+
+    def to_json(self) -> Json:
+        return {"effective": {"from": self.start, "until": self.end}, "severity": self.severity,
+                "applicable": self.applicable, "passed": self.passed, "failed": self.failed, "waived": self.waived,
+                "not_evaluable": self.not_evaluable, "not_applicable": self.not_applicable,
+                "compliance_rate": self.compliance_rate}
+
+    @classmethod
+    def from_json(cls, data: Json) -> VersionCount:
+        return cls(data["effective"]["from"], data["effective"]["until"], data["severity"], data["applicable"],
+                   data["passed"], data["failed"], data["waived"], data["not_evaluable"], data["not_applicable"],
+                   data["compliance_rate"])
 
 
 @dataclass(frozen=True, slots=True)

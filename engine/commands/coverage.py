@@ -23,6 +23,8 @@ def branches(cond: Condition | None) -> list[Branch]:
     """The leaves and history conditions of a condition (not inside a history's ``where``)."""
     if cond is None:
         return []
+    if isinstance(cond, Leaf) and cond.mark is None:
+        return []  # an effective window's bound: when the rule is in force, not a condition to cover
     if isinstance(cond, (Leaf, History)):
         return [cond]
     if isinstance(cond, Not):

@@ -152,6 +152,9 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
     if target is None:
         raise UsageError(f'no accepted {rule.for_type} record with key "{record_key}" in the inputs '
                          "(a rejected record cannot be judged: the audit report lists it with its reason)")
+    versions = [r for r in context.rules if (r.pack, r.id) == (rule.pack, rule.id)]
+    if len(versions) > 1:  # effective dates: the version in force at the record's time explains it
+        rule = next((v for v in versions if _holds(v, target, context)), max(versions, key=lambda v: v.starts))
     patient: list[Record] = []
     for item in _read(context, files, maps or []):
         if isinstance(item, Rejected) or item.patient != target.patient or item.type not in context.kept_types:
@@ -166,7 +169,9 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
     judge(packs, patient, on_outcome=keep)  # derives, answers history and judges, as an audit does
     outcome, trace_lines = trace(context, rule, target, patient)
     engine = judged.get(target.key)
-    lines = [f'rule {rule.id} "{rule.title}" ({rule.pack}, {rule.severity})',
+    start, end = rule.effective or (None, None)
+    version = f", the version in force from {start or 'the start'} until {end or 'now'}" if rule.effective else ""
+    lines = [f'rule {rule.id} "{rule.title}" ({rule.pack}, {rule.severity}{version})',
              f"record {target.type} {privacy.key(target.type, target.key)} at {target.path}:{target.line}, "
              f"patient {privacy.patient(target.patient)}, "
              f"time {target.time.isoformat() if target.time else 'missing'}", *trace_lines]
@@ -178,3 +183,9 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
         message = render_message(rule.message, target.values, lambda name, value: privacy.value(kind, name, value))
         lines.append(f"message: {message}")
     return lines, agrees
+
+
+
+def _holds(rule: Rule, record: Record, context: PackContext) -> bool:
+    """Whether ``record``'s day lies in the rule's effective window."""
+    return record.time is not None and rule.in_force(record.time.astimezone(context.tz).date())

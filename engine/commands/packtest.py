@@ -39,14 +39,14 @@ def run_pack(pack: Pack) -> PackResult:
     files = test_files(pack)
     scenarios = load_pack_scenarios(pack, files)
     cases, records = build_cases(pack, scenarios)
-    actual: dict[tuple[str, int], Outcome] = {}
+    actual: dict[tuple[int, int], Outcome] = {}
 
     def keep(rule: Rule, record: Record, outcome: Outcome) -> None:
-        actual[(rule.id, id(record))] = outcome
+        actual[(id(rule), id(record))] = outcome  # by rule object: versions of one rule share its id
 
     judge([pack], records, on_outcome=keep)
     for case in cases:
-        case.actual = actual[(case.rule.id, id(case.record))].value
+        case.actual = actual[(id(case.rule), id(case.record))].value
     examples = sum(len(rule.examples) for rule in pack.rules)
     context = PackContext([pack])
     return PackResult(pack, files, cases, [coverage(rule, cases, context) for rule in pack.rules], examples,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.commands.examples import build_record, example_records
+from engine.commands.examples import build_record, example_records, in_force
 from engine.errors import PackError, Problem, UsageError
 from engine.language.grammar import Checker, suggest
 from engine.language.loader import load_yaml, read_pack_text
@@ -232,7 +232,8 @@ def build_cases(pack: Pack, scenarios: list[Scenario]) -> tuple[list[Case], list
     for rule in pack.rules:
         for number, example in enumerate(rule.examples, start=1):
             built = example_records(pack, rule, example, len(records))
-            cases.append(Case(rule, built[0], built, example.expect, example.mark, f"example {number}"))
+            cases.append(Case(in_force(pack, rule, built[0]), built[0], built, example.expect, example.mark,
+                              f"example {number}"))
             records.extend(built)
     for scenario in scenarios:
         patients: dict[str | None, list[Record]] = {}
@@ -241,8 +242,8 @@ def build_cases(pack: Pack, scenarios: list[Scenario]) -> tuple[list[Case], list
         for record, key in scenario.records:
             records.append(record)
             for rule in scenario.rules:
-                if rule.for_type != record.type:
-                    continue
+                if rule.for_type != record.type or in_force(pack, rule, record) is not rule:
+                    continue  # a version of the rule not in force at the record's time
                 expected = scenario.expect.get((key, rule.id))
                 outcome, mark = expected if expected else (None, Mark(record.path, record.line, 1))
                 cases.append(Case(rule, record, patients[record.patient], outcome, mark,

@@ -44,6 +44,15 @@ class PackContext:
         self.plain = [conditions.compile_outcome(rule.when, rule.require) for rule in self.rules]
         self.wheres = {id(h): conditions.compile_condition(h.where)
                        for hs in self.histories for h in hs if h.where is not None}
+        # versions of one rule (effective dates) all find a record without a time not evaluable: it
+        # is counted once, by the latest version
+        latest: dict[tuple[str, str], int] = {}
+        for index, rule in enumerate(self.rules):
+            kept = latest.get((rule.pack, rule.id))
+            if kept is None or rule.starts >= self.rules[kept].starts:
+                latest[(rule.pack, rule.id)] = index
+        self.untimed_counted = {index for index, rule in enumerate(self.rules)
+                                if rule.effective is None or latest[(rule.pack, rule.id)] == index}
         # what an export must provide: per record type, each field a rule reads and why
         self.needed = conditions.fields_read(self.rules, self.types)
         # record types an audit must keep: those judged and those history conditions look at
@@ -64,3 +73,4 @@ class PackContext:
     def where(self, record: Record) -> str:
         """A record as an error message names it: type, key (through the privacy gate), file and line."""
         return f"{record.type} {self.privacy.key(record.type, record.key)} ({record.path}:{record.line})"
+

@@ -116,6 +116,10 @@ class Tally:
     def outcome(self, index: int, case: Case, outcome: Outcome) -> None:
         """One outcome of rule ``index`` on one record, with its finding or not-evaluable entry."""
         rule, record = self.context.rules[index], case.record
+        if record.time is None and index not in self.context.untimed_counted:
+            if self.on_outcome is not None:
+                self.on_outcome(rule, record, outcome)
+            return  # counted once, by the rule's latest version
         counts = self.result.tallies[index]
         waiver = None
         if outcome is Outcome.FAIL and self.waivers is not None:

@@ -155,6 +155,7 @@ class Example:
     expect: str
     mark: Mark
     history: tuple[dict[str, Any], ...] = ()
+    time: str | None = None  # the record's time as written (picks the version of a rule with effective dates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,18 @@ class Rule:
     pack: str
     mark: Mark
     examples: tuple[Example, ...] = ()
+    # effective: {from, until} (days, inclusive, pack zone; None: open), already part of ``when``
+    effective: tuple[dt.date | None, dt.date | None] | None = None
+
+    @property
+    def starts(self) -> dt.date:
+        """The first day this version is in force (the calendar's first for a rule always in force)."""
+        return (self.effective or (None, None))[0] or dt.date.min
+
+    def in_force(self, day: dt.date) -> bool:
+        """Whether ``day`` (in the pack's zone) lies in the rule's effective window."""
+        start, end = self.effective or (None, None)
+        return (start is None or start <= day) and (end is None or day <= end)
 
 
 @dataclass(frozen=True, slots=True)

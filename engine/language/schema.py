@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from typing import Any
@@ -13,9 +14,11 @@ from engine.language.loader import Node
 from engine.language.model import (
     FIELD_TYPES,
     SEVERITIES,
+    All,
     Derived,
     Example,
     Field,
+    Leaf,
     Pack,
     RecordType,
     Rule,
@@ -25,8 +28,12 @@ from engine.language.values import ConversionError, OutOfRange, convert, record_
 PACK_KEYS = ("pack", "version", "title", "source", "timezone", "records", "derive", "rules", "targets")
 RECORD_KEYS = ("key", "patient", "time", "fields")
 FIELD_KEYS = ("type", "values", "unit", "phi")
-RULE_KEYS = ("id", "title", "severity", "for", "when", "require", "message", "rationale", "cite", "tests")
-EXAMPLE_KEYS = ("record", "expect", "history")
+RULE_KEYS = ("id", "title", "severity", "for", "when", "require", "message", "rationale", "cite", "tests",
+             "effective")
+EFFECTIVE_KEYS = ("from", "until")
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+Window = tuple[dt.date | None, dt.date | None]
+EXAMPLE_KEYS = ("record", "expect", "history", "time")
 OUTCOMES = ("pass", "fail", "not_applicable", "not_evaluable")
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -220,18 +227,18 @@ def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: 
     if not isinstance(node.value, list):
         check.node(node, "rules must be a list of rules")
         return rules
-    seen: dict[str, int] = {}
+    seen: dict[str, list[tuple[int, Window | None, str]]] = {}  # id -> its versions: line, window, for
     for item in node.value:
         if not check.mapping(item, "rule", RULE_KEYS, ("id", "severity", "for", "require")):
             continue
         spec: dict[str, Node] = item.value
         rule_id = check.text(spec.get("id"), "id")
+        effective = _effective(check, spec.get("effective"))
         if "id" in spec:
-            if rule_id in seen:
-                check.node(spec["id"], f'duplicate rule id "{rule_id}" (first at line {seen[rule_id]})')
-            elif not _RULE_ID.fullmatch(rule_id):
+            _version(check, spec, rule_id, effective, seen.get(rule_id, []))
+            if rule_id not in seen and not _RULE_ID.fullmatch(rule_id):
                 check.node(spec["id"], f'rule id "{rule_id}" may use letters, digits, "-", "_" and "." only')
-            seen.setdefault(rule_id, spec["id"].line)
+            seen.setdefault(rule_id, []).append((spec["id"].line, effective, check.text(spec.get("for"), "for")))
         severity = check.text(spec.get("severity"), "severity")
         if "severity" in spec and severity not in SEVERITIES:
             check.node(spec["severity"], f'unknown severity "{severity}"{suggest(severity, SEVERITIES, "severities")}')
@@ -241,6 +248,8 @@ def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: 
             check.node(spec["for"], f'unknown record type "{type_name}"{suggest(type_name, types, "types")}')
         conditions = Conditions(check, rtype, tz, types)
         when = conditions.parse(spec["when"]) if "when" in spec else None
+        if effective is not None and rtype is not None and "when" in spec and when is None:
+            effective = None  # its when is wrong, and said so: the rule is not built
         require = conditions.parse(spec["require"]) if "require" in spec else None
         title = check.text(spec.get("title"), "title", rule_id)
         message = check.text(spec.get("message"), "message", title)
@@ -253,12 +262,101 @@ def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: 
         examples = _examples(check, spec.get("tests"), rtype, tz, types)
         if require is None or rtype is None:
             continue
+        if effective is not None:
+            when = _in_force(effective, rtype, when, tz)
         rules.append(Rule(
             id=rule_id, title=title, severity=severity, for_type=type_name, when=when, require=require,
             message=message, rationale=check.text(spec.get("rationale"), "rationale"),
             cite=check.text(spec.get("cite"), "cite"), pack=pack, mark=check.mark(item),
-            examples=tuple(examples)))
+            examples=tuple(examples), effective=effective))
     return rules
+
+
+def _effective(check: Checker, node: Node | None) -> Window | None:
+    """``effective: {from: DATE, until: DATE}``: both optional, days inclusive in the pack's zone."""
+    if node is None:
+        return None
+    if not check.mapping(node, "effective", EFFECTIVE_KEYS):
+        return None
+    days: dict[str, dt.date | None] = {}
+    for key in EFFECTIVE_KEYS:
+        item = node.value.get(key)
+        days[key] = None
+        if item is None:
+            continue
+        text = item.value if isinstance(item.value, str) else ""
+        try:
+            days[key] = dt.date.fromisoformat(text) if _DAY.fullmatch(text) else None
+        except ValueError:
+            pass
+        if days[key] is None:
+            check.node(item, f"effective {key} must be a date (YYYY-MM-DD)")
+            return None
+    start, end = days["from"], days["until"]
+    if start is None and end is None:
+        check.node(node, "effective needs from, until or both (a rule always in force has no effective:)")
+        return None
+    if start is not None and end is not None and end < start:
+        check.node(node.value["until"], f"effective until {end} is before from {start}")
+        return None
+    return start, end
+
+
+def _version(check: Checker, spec: dict[str, Node], rule_id: str, effective: Window | None,
+             versions: list[tuple[int, Window | None, str]]) -> None:
+    """A rule id given again is a version of the rule: allowed when every version has an effective
+    window, none overlapping (a shared boundary day, or two open ends, overlap), for one record type."""
+    if not versions:
+        return
+    first = versions[0][0]
+    if effective is None or any(window is None for _, window, _ in versions):
+        dated = effective is not None or any(window is not None for _, window, _ in versions)
+        hint = ("; versions of one rule each need effective: {from, until} windows that do not overlap"
+                if dated else "")
+        check.node(spec["id"], f'duplicate rule id "{rule_id}" (first at line {first}){hint}')
+        return
+    for line, window, for_type in versions:
+        assert window is not None
+        if _overlap(window, effective):
+            check.node(spec["effective"], f'effective window overlaps the version of "{rule_id}" at line {line} '
+                                          "(a shared day, or two open ends, overlap)")
+            return
+        written_for = spec.get("for")
+        if written_for is not None and isinstance(written_for.value, str) and written_for.value != for_type:
+            check.node(written_for, f'a version of "{rule_id}" is for {written_for.value}, the one at line {line} '
+                                    f"for {for_type}: versions judge one record type")
+            return
+
+
+def _overlap(a: Window, b: Window) -> bool:
+    low = max(a[0] or dt.date.min, b[0] or dt.date.min)
+    high = min(a[1] or dt.date.max, b[1] or dt.date.max)
+    return low <= high
+
+
+def _in_force(effective: Window, rtype: RecordType, when: Any, tz: Any) -> Any:
+    """``when`` with the record's time inside the window: outside, the rule does not apply; without
+    a time, it cannot be known (not evaluable). Conditions the engine judges like any other."""
+    start, end = effective
+    name = rtype.time
+    kind = rtype.fields[name].type
+    parts: list[Any] = []
+    if kind == "date":
+        if start is not None:
+            parts.append(Leaf(name, "at_least", start))
+        if end is not None:
+            parts.append(Leaf(name, "at_most", end))
+    else:
+        for day, op in ((start, "at_least"), (end + dt.timedelta(days=1) if end and end < dt.date.max else None,
+                                              "less_than")):
+            try:
+                if day is not None:
+                    parts.append(Leaf(name, op, convert(rtype.fields[name], f"{day.isoformat()}T00:00:00", tz)))
+            except (ConversionError, OutOfRange):
+                pass  # a day at the calendar's ends: every record time is inside it anyway
+    if when is not None:
+        parts.append(when)
+    return parts[0] if len(parts) == 1 else All(tuple(parts))
 
 
 def record_values(check: Checker, record: Node, rtype: RecordType | None, tz: Any,
@@ -332,7 +430,18 @@ def _examples(check: Checker, node: Node | None, rtype: RecordType | None, tz: A
         history: list[dict[str, Any]] = []
         if "history" in item.value:
             history = _example_history(check, item.value["history"], types, tz)
-        examples.append(Example(values, expect, check.mark(item), tuple(history)))
+        time = None
+        if "time" in item.value and rtype is not None:
+            node_time = item.value["time"]
+            time = written(node_time, rtype.fields[rtype.time].type) if node_time.value is not None else None
+            try:
+                convert(rtype.fields[rtype.time], time, tz)
+            except (ConversionError, OutOfRange) as exc:
+                check.node(node_time, f"time: {exc}")
+                time = None
+            if rtype.time in values:
+                check.node(node_time, f"time: the record gives {rtype.time} already; give one of them")
+        examples.append(Example(values, expect, check.mark(item), tuple(history), time))
     return examples
 
 

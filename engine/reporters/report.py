@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from engine.inputs.records import InputStats
 from engine.judge.period import Period
-from engine.judge.tally import Result
+from engine.judge.tally import Result, RuleCounts
 from engine.language.model import SEVERITIES, Pack, Rule
 from engine.results import (
     Finding,
@@ -20,6 +20,7 @@ from engine.results import (
     Strata,
     StratumCount,
     Summary,
+    VersionCount,
 )
 from engine.version import __version__
 from engine.waivers import Waivers
@@ -71,17 +72,25 @@ def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt
     """The report; identical inputs and ``as_of`` give an identical Report (and JSON)."""
     rules = []
     targets = {pack.id: {**DEFAULT_TARGETS, **pack.targets} for pack in packs}
+    # versions of a rule (effective dates) are one row: their totals, and counts per version
+    by_id: dict[tuple[str, str], list[tuple[Rule, RuleCounts]]] = {}
     for rule, counts in zip(result.rules, result.tallies):
-        applicable = counts.passed + counts.failed + counts.waived
-        rate = _rate(counts.passed, counts.failed)
+        by_id.setdefault((rule.pack, rule.id), []).append((rule, counts))
+    for versions in by_id.values():
+        rule = max(versions, key=lambda pair: pair[0].starts)[0]  # the latest version names the rule
+        total = RuleCounts(*(sum(getattr(c, name) for _, c in versions) for name in
+                             ("passed", "failed", "waived", "not_evaluable", "not_applicable")))
+        applicable = total.passed + total.failed + total.waived
+        rate = _rate(total.passed, total.failed)
         target = targets.get(rule.pack, DEFAULT_TARGETS).get(rule.severity)
-        ci95 = wilson(counts.passed, counts.passed + counts.failed)
+        ci95 = wilson(total.passed, total.passed + total.failed)
         rules.append(RuleResult(
             id=rule.id, pack=rule.pack, title=rule.title, severity=rule.severity, for_type=rule.for_type,
-            applicable=applicable, passed=counts.passed, failed=counts.failed, waived=counts.waived,
-            not_evaluable=counts.not_evaluable, not_applicable=counts.not_applicable, compliance_rate=rate,
+            applicable=applicable, passed=total.passed, failed=total.failed, waived=total.waived,
+            not_evaluable=total.not_evaluable, not_applicable=total.not_applicable, compliance_rate=rate,
             ci95=None if ci95 is None else (ci95[0], ci95[1]), target=target,
-            status=status(rate, counts.passed + counts.failed, target), cite=rule.cite, rationale=rule.rationale))
+            status=status(rate, total.passed + total.failed, target), cite=rule.cite, rationale=rule.rationale,
+            versions=_versions(versions)))
     findings = tuple(sorted(result.findings, key=lambda f: (f.rule, f.pack, _time_key(f), f.record_key)))
     by_severity = {severity: 0 for severity in SEVERITIES}
     for finding in findings:
@@ -117,12 +126,32 @@ def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt
         waivers=None if waivers is None else waivers.statuses())
 
 
+
+def _versions(versions: list[tuple[Rule, RuleCounts]]) -> tuple[VersionCount, ...] | None:
+    """Counts per version, in time order, for a rule with effective dates (None for any other)."""
+    if all(rule.effective is None for rule, _ in versions):
+        return None
+    made = []
+    for rule, counts in sorted(versions, key=lambda pair: pair[0].starts):
+        start, end = rule.effective or (None, None)
+        made.append(VersionCount(start.isoformat() if start else None, end.isoformat() if end else None,
+                                 rule.severity, counts.passed + counts.failed + counts.waived, counts.passed,
+                                 counts.failed, counts.waived, counts.not_evaluable, counts.not_applicable,
+                                 _rate(counts.passed, counts.failed)))
+    return tuple(made)
+
+
 def _merged(result: Result, by_month: bool) -> list[tuple[Rule, tuple[str, ...], list[int]]]:
-    """Counts per rule and month, or per rule and stratum of the group-by fields, in order."""
+    """Counts per rule and month, or per rule and stratum of the group-by fields, in order (the
+    versions of a rule counted as one)."""
     merged: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+    first: dict[tuple[str, str], int] = {}
+    for index, rule in enumerate(result.rules):
+        first.setdefault((rule.pack, rule.id), index)
     for (index, stratum), counts in result.strata.items():
         key = stratum[:1] if by_month else stratum[1:]
-        total = merged.setdefault((index, key), [0, 0, 0, 0])
+        rule = result.rules[index]
+        total = merged.setdefault((first[(rule.pack, rule.id)], key), [0, 0, 0, 0])
         for column, count in enumerate(counts):
             total[column] += count
     return [(result.rules[index], key, counts) for (index, key), counts in sorted(merged.items())]
