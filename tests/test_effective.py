@@ -129,3 +129,21 @@ def test_bad_versions_are_validation_errors_at_their_position(tmp_path: Path, se
     column = index - text.rfind("\n", 0, index)
     assert code == 2
     assert f"{pack}:{line}:{column}: {message}" in err.splitlines(), err
+
+
+def test_diff_sees_a_new_version_from_a_date_and_its_impact_only_after_it(tmp_path: Path) -> None:
+    always = V1.replace("    effective: {until: 2026-01-31}\n", "")
+    base = write(tmp_path, "base.yaml", HEAD + always)
+    head = write(tmp_path, "head.yaml", HEAD + V1 + V2)
+    sessions = write(tmp_path, "sessions.csv", SESSIONS)
+    out = tmp_path / "diff.json"
+    code, _, err = run("diff", "--base", str(base), "--head", str(head), str(sessions), "-o", str(out),
+                       "--as-of", "2026-04-01T00:00:00Z")
+    assert code in (0, 1), err
+    [row] = json.loads(out.read_text())["rules"]
+    assert row["status"] == "changed"
+    # the message follows the title, which the new version changed
+    assert row["changes"] == ["effective dates", "require", "severity", "message", "title"]
+    # S3 is 31 January in the pack's zone: the old version still judges it; only S4 is new
+    assert [flagged["record_key"] for flagged in row["newly_flagged"]] == ["S4"]
+    assert row["no_longer_flagged"] == []

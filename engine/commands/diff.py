@@ -20,15 +20,15 @@ from engine.inputs.maps import SourceMap
 from engine.inputs.sources import bind
 from engine.judge import pipeline
 from engine.language import conditions
-from engine.language.model import SEVERITIES, Condition, Pack, Rule, merged_types
+from engine.language.model import SEVERITIES, All, Condition, Leaf, Pack, Rule, merged_types
 from engine.privacy import Pseudonymiser
 from engine.reporters import report as report_builder
 from engine.results import Finding, Report
 
 GIT_PREFIX = "git:"
 # The parts of a rule whose change can change outcomes or findings, as the report names them.
-PARTS = ("pack", "for", "when", "require", "derived fields", "field declarations", "severity", "message",
-         "title")
+PARTS = ("pack", "for", "effective dates", "when", "require", "derived fields", "field declarations", "severity",
+         "message", "title")
 
 
 # -- what changed in a rule ----------------------------------------------------------------
@@ -63,17 +63,40 @@ def _read_by(pack: Pack, rule: Rule) -> tuple[dict[str, str], dict[str, Any]]:
         for history in conditions.histories_of(cond):
             add(history.of, history.where)
 
-    add(rule.for_type, rule.when)
+    add(rule.for_type, _own_when(rule))
     add(rule.for_type, rule.require)
     return derived, declared
 
 
+def _own_when(rule: Rule) -> Condition | None:
+    """The rule's own when, without the bounds its effective window added (they are its dates)."""
+    when = rule.when
+    if rule.effective is None or when is None:
+        return when
+    if isinstance(when, Leaf) and when.mark is None:
+        return None
+    if isinstance(when, All):
+        kept = tuple(part for part in when.parts if not (isinstance(part, Leaf) and part.mark is None))
+        return kept[0] if len(kept) == 1 else All(kept) if kept else None
+    return when
+
+
+def _windows(pack: Pack, rule: Rule) -> list[Any]:
+    """Every version's effective window of the rule's id, in time order."""
+    return sorted((r.effective for r in pack.rules if r.id == rule.id and r.effective),
+                  key=lambda window: window[0] or dt.date.min)
+
+
 def changed_parts(base: tuple[Pack, Rule], head: tuple[Pack, Rule]) -> list[str]:
+    """What differs between two definitions of a rule; with versions, their latest ones, and
+    "effective dates" when the versions' windows differ (a new version from a date changes the
+    outcomes of records from that date only)."""
     (base_pack, old), (head_pack, new) = base, head
     (old_derived, old_fields), (new_derived, new_fields) = _read_by(base_pack, old), _read_by(head_pack, new)
     parts = {
         "pack": (base_pack.id, head_pack.id),
-        "for": (old.for_type, new.for_type), "when": (_plain(old.when), _plain(new.when)),
+        "effective dates": (_windows(base_pack, old), _windows(head_pack, new)),
+        "for": (old.for_type, new.for_type), "when": (_plain(_own_when(old)), _plain(_own_when(new))),
         "require": (_plain(old.require), _plain(new.require)),
         "derived fields": (old_derived, new_derived), "field declarations": (old_fields, new_fields),
         "severity": (old.severity, new.severity), "message": (old.message, new.message),
@@ -194,8 +217,9 @@ def compare(base: list[Pack], head: list[Pack], files: list[str], as_of: dt.date
     pseudonymise = Pseudonymiser.for_this_run()
     before = _audit(base, head, files, as_of, pseudonymise, maps or [])
     after = _audit(head, base, files, as_of, pseudonymise, maps or [])
-    base_defs = {(p.id, r.id): (p, r) for p in base for r in p.rules}
-    head_defs = {(p.id, r.id): (p, r) for p in head for r in p.rules}
+    # a rule with versions is compared by its latest one (and its versions' windows)
+    base_defs = {(p.id, r.id): (p, r) for p in base for r in sorted(p.rules, key=lambda r: r.starts)}
+    head_defs = {(p.id, r.id): (p, r) for p in head for r in sorted(p.rules, key=lambda r: r.starts)}
     rows = [_row(before, after, old, new, changed_parts(base_defs[old], head_defs[new]) if old and new else [])
             for old, new in _pairs(before, after)]
     threshold = SEVERITIES.index(fail_on_new) if fail_on_new else None
