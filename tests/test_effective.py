@@ -147,3 +147,14 @@ def test_diff_sees_a_new_version_from_a_date_and_its_impact_only_after_it(tmp_pa
     # S3 is 31 January in the pack's zone: the old version still judges it; only S4 is new
     assert [flagged["record_key"] for flagged in row["newly_flagged"]] == ["S4"]
     assert row["no_longer_flagged"] == []
+
+
+def test_the_html_report_shows_each_version(tmp_path: Path) -> None:
+    pack = write(tmp_path, "pack.yaml", HEAD + V1 + V2)
+    sessions = write(tmp_path, "sessions.csv", SESSIONS)
+    html = tmp_path / "r.html"
+    run("audit", "--pack", str(pack), str(sessions), "-o", str(html), "--as-of", "2026-04-01T00:00:00Z")
+    text = html.read_text()
+    assert "<h3>Rule versions</h3>" in text
+    assert '<td class="nowrap">from the start to 2026-01-31</td><td class="sev-major">major</td>' in text
+    assert '<td class="nowrap">2026-02-01 to now</td><td class="sev-critical">critical</td>' in text

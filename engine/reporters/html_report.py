@@ -220,6 +220,7 @@ def context(report: Report) -> dict[str, Any]:
         "not_evaluable_rules": _not_evaluable_by_rule(report),
         "strata": _strata(report),
         "actions": [r for r in rules if r.failed],
+        "rate": rate,
     }
 
 
