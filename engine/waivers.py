@@ -201,7 +201,8 @@ class _Context:
         if slash and not pack_id:
             check.node(node, f'rule "{text}" has nothing before "/": write PACK/ID or ID')
             return None
-        candidates = [r for r in self.rules.get(rule_id, []) if not pack_id or r.pack == pack_id]
+        # one per pack: the versions of a rule (effective dates) share its id, and a waiver covers each
+        candidates = list({r.pack: r for r in self.rules.get(rule_id, []) if not pack_id or r.pack == pack_id}.values())
         if len(candidates) == 1:
             return candidates[0]
         if not candidates:

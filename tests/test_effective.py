@@ -158,3 +158,17 @@ def test_the_html_report_shows_each_version(tmp_path: Path) -> None:
     assert "<h3>Rule versions</h3>" in text
     assert '<td class="nowrap">from the start to 2026-01-31</td><td class="sev-major">major</td>' in text
     assert '<td class="nowrap">2026-02-01 to now</td><td class="sev-critical">critical</td>' in text
+
+
+def test_a_waiver_of_a_versioned_rule_covers_each_version(tmp_path: Path) -> None:
+    pack = write(tmp_path, "pack.yaml", HEAD + V1 + V2)
+    sessions = write(tmp_path, "sessions.csv", SESSIONS)
+    waivers = write(tmp_path, "w.yaml", "waivers:\n  - id: W1\n    rule: DOSE\n    records: [S2, S4]\n"
+                                        "    reason: r\n    approved_by: MD\n    approved_on: 2026-01-05\n")
+    out = tmp_path / "r.json"
+    code, _, err = run("audit", "--pack", str(pack), str(sessions), "--waivers", str(waivers), "-o", str(out),
+                       "--as-of", "2026-04-01T00:00:00Z")
+    assert code == 0, err
+    [dose] = json.loads(out.read_text())["rules"]
+    assert (dose["failed"], dose["waived"]) == (0, 2)
+    assert [(v["failed"], v["waived"]) for v in dose["versions"]] == [(0, 1), (0, 1)]
