@@ -77,7 +77,9 @@ def test_each_record_is_judged_by_the_version_in_force(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     [dose] = data["rules"]
     assert (dose["title"], dose["severity"]) == ("dose at most 50 (tightened)", "critical")  # the latest names it
-    assert (dose["applicable"], dose["passed"], dose["failed"], dose["not_evaluable"]) == (5, 3, 2, 1)
+    # six records, each counted once: S6 (no time) not evaluable, none left not applicable
+    assert (dose["applicable"], dose["passed"], dose["failed"], dose["not_evaluable"], dose["not_applicable"]) == \
+        (5, 3, 2, 1, 0)
     assert [(v["effective"], v["severity"], v["passed"], v["failed"], v["not_applicable"], v["not_evaluable"])
             for v in dose["versions"]] == [
         ({"from": None, "until": "2026-01-31"}, "major", 2, 1, 2, 0),
@@ -143,7 +145,7 @@ def test_diff_sees_a_new_version_from_a_date_and_its_impact_only_after_it(tmp_pa
     [row] = json.loads(out.read_text())["rules"]
     assert row["status"] == "changed"
     # the message follows the title, which the new version changed
-    assert row["changes"] == ["effective dates", "require", "severity", "message", "title"]
+    assert row["changes"] == ["effective dates", "earlier versions", "require", "severity", "message", "title"]
     # S3 is 31 January in the pack's zone: the old version still judges it; only S4 is new
     assert [flagged["record_key"] for flagged in row["newly_flagged"]] == ["S4"]
     assert row["no_longer_flagged"] == []
@@ -172,3 +174,75 @@ def test_a_waiver_of_a_versioned_rule_covers_each_version(tmp_path: Path) -> Non
     [dose] = json.loads(out.read_text())["rules"]
     assert (dose["failed"], dose["waived"]) == (0, 2)
     assert [(v["failed"], v["waived"]) for v in dose["versions"]] == [(0, 1), (0, 1)]
+
+
+def test_an_earlier_version_changed_is_a_change(tmp_path: Path) -> None:
+    base = write(tmp_path, "base.yaml", HEAD + V1 + V2)
+    head = write(tmp_path, "head.yaml", HEAD + V1.replace("at_most: 100}", "at_most: 50}") + V2)
+    sessions = write(tmp_path, "sessions.csv", SESSIONS)
+    out = tmp_path / "diff.json"
+    run("diff", "--base", str(base), "--head", str(head), str(sessions), "-o", str(out), "--as-of",
+        "2026-04-01T00:00:00Z")
+    [row] = json.loads(out.read_text())["rules"]
+    assert (row["status"], row["changes"]) == ("changed", ["earlier versions"])
+    assert sorted(flagged["record_key"] for flagged in row["newly_flagged"]) == ["S1", "S3"]
+
+
+def test_windows_at_the_calendar_ends_are_refused(tmp_path: Path) -> None:
+    pack = write(tmp_path, "pack.yaml", HEAD + V1 + V2.replace("{from: 2026-02-01}", "{from: 9999-12-31}"))
+    code, _, err = run("validate", str(pack))
+    assert code == 2
+    assert "effective from must lie between 0001-01-02 and 9999-12-30" in err
+
+
+def test_a_record_without_a_time_is_not_evaluable_once_whatever_a_versions_when_says(tmp_path: Path) -> None:
+    pack = write(tmp_path, "pack.yaml", HEAD.replace("dose_mg: number}", "dose_mg: number, route: string}") +
+                 V1.replace("    require:", "    when: {route: IV}\n    require:", 1) +
+                 V2.replace("    require:", "    when: {route: IM}\n    require:", 1))
+    sessions = write(tmp_path, "sessions.csv", "session_id,patient_id,session_start,dose_mg,route\nS6,P3,,40,IV\n")
+    out = tmp_path / "r.json"
+    run("audit", "--pack", str(pack), str(sessions), "-o", str(out), "--as-of", "2026-04-01T00:00:00Z")
+    data = json.loads(out.read_text())
+    [dose] = data["rules"]
+    assert (dose["not_evaluable"], dose["not_applicable"], dose["applicable"]) == (1, 0, 0)
+    assert [entry["missing"] for entry in data["not_evaluable"]] == [["session_start"]]
+
+
+def test_a_scenario_naming_a_versioned_rule_judges_every_version(tmp_path: Path) -> None:
+    write(tmp_path, "eff.yaml", HEAD + V1 + V2)
+    write(tmp_path, "eff.tests.yaml", """\
+pack: eff
+scenarios:
+  - name: versions
+    rules: [DOSE]
+    records:
+      - {type: session, record: {session_id: S-1, patient_id: P-1, session_start: "2026-01-10T09:00:00", dose_mg: 500}}
+      - {type: session, record: {session_id: S-2, patient_id: P-1, session_start: "2026-02-10T09:00:00", dose_mg: 60}}
+    expect: {S-1: {DOSE: pass}, S-2: {DOSE: fail}}
+""")
+    code, stdout, _ = run("test", str(tmp_path / "eff.yaml"))
+    assert code == 1
+    assert "DOSE (in force from the start to 2026-01-31)" in stdout and "expected pass, got fail" in stdout
+
+
+def test_junit_names_the_worst_severity_of_the_findings(tmp_path: Path) -> None:
+    pack = write(tmp_path, "pack.yaml", HEAD + V1.replace("severity: major", "severity: info") + V2)
+    sessions = write(tmp_path, "sessions.csv", SESSIONS)
+    xml = tmp_path / "r.xml"
+    run("audit", "--pack", str(pack), str(sessions), "-o", str(xml), "--as-of", "2026-04-01T00:00:00Z")
+    assert '<failure message="2 findings (critical)" type="critical">' in xml.read_text()
+
+
+def test_an_example_may_have_no_time_and_explain_says_when_no_version_is_in_force(tmp_path: Path) -> None:
+    untimed = V2.replace("      - {record: {dose_mg: 50}, expect: pass}\n",
+                         "      - {record: {dose_mg: 50}, expect: pass}\n"
+                         "      - {record: {dose_mg: 50, session_start: ~}, expect: not_evaluable}\n")
+    pack = write(tmp_path, "pack.yaml", HEAD + V1 + untimed)
+    code, stdout, _ = run("test", str(pack))
+    assert code == 0, stdout
+    gap = write(tmp_path, "gap.yaml", HEAD + V1.replace("2026-01-31", "2026-01-15") + V2.replace("2026-02-01",
+                                                                                               "2026-02-15"))
+    sessions = write(tmp_path, "sessions.csv", SESSIONS)
+    code, stdout, _ = run("explain", "--pack", str(gap), "--rule", "DOSE", "--record", "S2", str(sessions),
+                          "--reveal-identifiers")
+    assert "no version of the rule is in force at the record's time" in stdout

@@ -27,8 +27,8 @@ from engine.results import Finding, Report
 
 GIT_PREFIX = "git:"
 # The parts of a rule whose change can change outcomes or findings, as the report names them.
-PARTS = ("pack", "for", "effective dates", "when", "require", "derived fields", "field declarations", "severity",
-         "message", "title")
+PARTS = ("pack", "for", "effective dates", "earlier versions", "when", "require", "derived fields",
+         "field declarations", "severity", "message", "title")
 
 
 # -- what changed in a rule ----------------------------------------------------------------
@@ -87,6 +87,12 @@ def _windows(pack: Pack, rule: Rule) -> list[Any]:
                   key=lambda window: window[0] or dt.date.min)
 
 
+def _earlier(pack: Pack, rule: Rule) -> list[Any]:
+    """The versions of the rule's id before its latest, as comparable definitions."""
+    versions = sorted((r for r in pack.rules if r.id == rule.id), key=lambda r: r.starts)[:-1]
+    return [_plain((r.effective, _own_when(r), r.require, r.severity, r.message, r.title)) for r in versions]
+
+
 def changed_parts(base: tuple[Pack, Rule], head: tuple[Pack, Rule]) -> list[str]:
     """What differs between two definitions of a rule; with versions, their latest ones, and
     "effective dates" when the versions' windows differ (a new version from a date changes the
@@ -96,6 +102,7 @@ def changed_parts(base: tuple[Pack, Rule], head: tuple[Pack, Rule]) -> list[str]
     parts = {
         "pack": (base_pack.id, head_pack.id),
         "effective dates": (_windows(base_pack, old), _windows(head_pack, new)),
+        "earlier versions": (_earlier(base_pack, old), _earlier(head_pack, new)),
         "for": (old.for_type, new.for_type), "when": (_plain(_own_when(old)), _plain(_own_when(new))),
         "require": (_plain(old.require), _plain(new.require)),
         "derived fields": (old_derived, new_derived), "field declarations": (old_fields, new_fields),

@@ -47,7 +47,7 @@ def example_records(pack: Pack, rule: Rule, example: Example, index: int) -> lis
     time_field = pack.records[rule.for_type].time
     if example.time is not None:
         raw[time_field] = example.time
-    elif rule.effective is not None and is_missing(raw.get(time_field)):
+    elif rule.effective is not None and time_field not in raw:  # an explicit null stays: no time
         day = rule.effective[0] or rule.effective[1]
         assert day is not None
         kind = pack.records[rule.for_type].fields[time_field].type

@@ -153,8 +153,13 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
         raise UsageError(f'no accepted {rule.for_type} record with key "{record_key}" in the inputs '
                          "(a rejected record cannot be judged: the audit report lists it with its reason)")
     versions = [r for r in context.rules if (r.pack, r.id) == (rule.pack, rule.id)]
+    no_version = ""
     if len(versions) > 1:  # effective dates: the version in force at the record's time explains it
-        rule = next((v for v in versions if _holds(v, target, context)), max(versions, key=lambda v: v.starts))
+        in_force = next((v for v in versions if _holds(v, target, context)), None)
+        rule = in_force or max(versions, key=lambda v: v.starts)
+        if in_force is None:
+            no_version = ("no version of the rule is in force at the record's time (or it has none): "
+                          "the latest version is shown")
     patient: list[Record] = []
     for item in _read(context, files, maps or []):
         if isinstance(item, Rejected) or item.patient != target.patient or item.type not in context.kept_types:
@@ -171,6 +176,8 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
     engine = judged.get(target.key)
     start, end = rule.effective or (None, None)
     version = f", the version in force from {start or 'the start'} until {end or 'now'}" if rule.effective else ""
+    if no_version:
+        version = f", the version from {start or 'the start'} until {end or 'now'}; {no_version}"
     lines = [f'rule {rule.id} "{rule.title}" ({rule.pack}, {rule.severity}{version})',
              f"record {target.type} {privacy.key(target.type, target.key)} at {target.path}:{target.line}, "
              f"patient {privacy.patient(target.patient)}, "

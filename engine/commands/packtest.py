@@ -67,7 +67,7 @@ def report_lines(result: PackResult, min_coverage: float | None) -> Iterator[str
     yield (f"{pack.path}: {pack.id} {pack.version}, {len(pack.rules)} rules, {result.examples} examples"
            f"{extra}: {len(result.cases)} cases, {len(result.failed)} failed")
     for case in result.failed:
-        yield (f"FAIL {case.mark.path}:{case.mark.line}: {case.rule.id} {case.label}: "
+        yield (f"FAIL {case.mark.path}:{case.mark.line}: {_named(case.rule)} {case.label}: "
                f"expected {case.expected_text}, got {case.actual}")
         for line in evidence(result.context, case):
             yield f"    {line}"
@@ -83,7 +83,7 @@ def report_lines(result: PackResult, min_coverage: float | None) -> Iterator[str
             continue
         below = cov.below(min_coverage)
         gaps = ([] if cov.has_pass else ["no passing case"]) + ([] if cov.has_fail else ["no failing case"])
-        yield f"  {cov.rule.id}: {cov.percent:.0f}%{' (below --min-coverage)' if below else ''}" + \
+        yield f"  {_named(cov.rule)}: {cov.percent:.0f}%{' (below --min-coverage)' if below else ''}" + \
               (f"; {', '.join(gaps)}" if gaps else "")
         for branch, part in cov.uncovered:
             yield f"    never decisive ({part}): {describe_branch(branch)} at {where(branch, cov.rule)}"
@@ -92,3 +92,11 @@ def report_lines(result: PackResult, min_coverage: float | None) -> Iterator[str
 def below_minimum(result: PackResult, min_coverage: float | None) -> list[Coverage]:
     """The rules of the run under the ``--min-coverage`` floor."""
     return [cov for cov in result.coverage if cov.below(min_coverage)]
+
+
+def _named(rule: Rule) -> str:
+    """A rule's id, with its window when it is one version of several (effective dates)."""
+    if rule.effective is None:
+        return rule.id
+    start, end = rule.effective
+    return f"{rule.id} (in force {start or 'from the start'} to {end or 'now'})"

@@ -102,8 +102,8 @@ def _scenario(check: Checker, node: Any, pack: Pack, number: int) -> Scenario | 
                 rule_id = check.text(item, "rule id")
                 if rule_id in rules_by_id and rules_by_id[rule_id] in rules:
                     check.node(item, f'"{rule_id}" is listed twice')
-                elif rule_id in rules_by_id:
-                    rules.append(rules_by_id[rule_id])
+                elif rule_id in rules_by_id:  # with every version of it (effective dates)
+                    rules.extend(rule for rule in pack.rules if rule.id == rule_id)
                 elif rule_id:
                     scope_broken = True
                     check.node(item, f'no rule "{rule_id}" in pack {pack.id}{suggest(rule_id, rules_by_id, "rules")}')

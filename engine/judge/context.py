@@ -53,6 +53,7 @@ class PackContext:
                 latest[(rule.pack, rule.id)] = index
         self.untimed_counted = {index for index, rule in enumerate(self.rules)
                                 if rule.effective is None or latest[(rule.pack, rule.id)] == index}
+        self.dated = {index for index, rule in enumerate(self.rules) if rule.effective is not None}
         # what an export must provide: per record type, each field a rule reads and why
         self.needed = conditions.fields_read(self.rules, self.types)
         # record types an audit must keep: those judged and those history conditions look at

@@ -83,6 +83,7 @@ class EngineSession:
         cases = self.in_flight.pop(batch_id)
         rules, plain, tally = self.context.rules, self.context.plain, self.tally
         bulk = tally.counts_in_bulk
+        dated = self.context.dated
         judged: dict[int, list[int]] = {}
         for rule_index, code, ids in segments:
             if ids and max(ids) >= len(cases):
@@ -95,9 +96,9 @@ class EngineSession:
             if wrong:
                 case = cases[wrong[0]]
                 self._disagree(rules[rule_index], case.record, answer, judge(case.values))
-            if code == _PASS and bulk:
+            if code == _PASS and bulk and rule_index not in dated:  # dated rules: each record seen (untimed)
                 tally.passed(rule_index, cases, ids)
-            elif code == _NOT_APPLICABLE and bulk:
+            elif code == _NOT_APPLICABLE and bulk and rule_index not in dated:
                 tally.not_applicable(rule_index, len(ids))
             else:
                 for fact_id in ids:

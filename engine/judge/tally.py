@@ -116,10 +116,19 @@ class Tally:
     def outcome(self, index: int, case: Case, outcome: Outcome) -> None:
         """One outcome of rule ``index`` on one record, with its finding or not-evaluable entry."""
         rule, record = self.context.rules[index], case.record
-        if record.time is None and index not in self.context.untimed_counted:
+        if record.time is None and rule.effective is not None:
+            # a dated rule cannot know whether it was in force: not evaluable (SPEC 9), whatever
+            # else its when says, counted once, by the rule's latest version
             if self.on_outcome is not None:
                 self.on_outcome(rule, record, outcome)
-            return  # counted once, by the rule's latest version
+            if index in self.context.untimed_counted:
+                self.result.tallies[index].not_evaluable += 1
+                self.result.strata.setdefault((index, case.stratum), [0, 0, 0, 0])[2] += 1
+                time_field = self.context.types[rule.for_type].time
+                self.result.not_evaluable.append(NotEvaluable(
+                    rule.id, rule.pack, record.type, self.context.privacy.key(record.type, record.key),
+                    (time_field,), Source(record.path, record.line)))
+            return
         counts = self.result.tallies[index]
         waiver = None
         if outcome is Outcome.FAIL and self.waivers is not None:

@@ -33,6 +33,7 @@ RULE_KEYS = ("id", "title", "severity", "for", "when", "require", "message", "ra
 EFFECTIVE_KEYS = ("from", "until")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 Window = tuple[dt.date | None, dt.date | None]
+_FIRST_DAY, _LAST_DAY = dt.date(1, 1, 2), dt.date(9999, 12, 30)
 EXAMPLE_KEYS = ("record", "expect", "history", "time")
 OUTCOMES = ("pass", "fail", "not_applicable", "not_evaluable")
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -228,13 +229,16 @@ def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: 
         check.node(node, "rules must be a list of rules")
         return rules
     seen: dict[str, list[tuple[int, Window | None, str]]] = {}  # id -> its versions: line, window, for
+    refused: set[str] = set()
     for item in node.value:
         if not check.mapping(item, "rule", RULE_KEYS, ("id", "severity", "for", "require")):
             continue
         spec: dict[str, Node] = item.value
         rule_id = check.text(spec.get("id"), "id")
         effective = _effective(check, spec.get("effective"))
-        if "id" in spec:
+        if "effective" in spec and effective is None:
+            refused.add(rule_id)  # its window is said to be wrong: no version message on top
+        if "id" in spec and rule_id not in refused:
             _version(check, spec, rule_id, effective, seen.get(rule_id, []))
             if rule_id not in seen and not _RULE_ID.fullmatch(rule_id):
                 check.node(spec["id"], f'rule id "{rule_id}" may use letters, digits, "-", "_" and "." only')
@@ -292,6 +296,10 @@ def _effective(check: Checker, node: Node | None) -> Window | None:
         if days[key] is None:
             check.node(item, f"effective {key} must be a date (YYYY-MM-DD)")
             return None
+        if not _FIRST_DAY <= days[key] <= _LAST_DAY:  # type: ignore[operator]
+            check.node(item, f"effective {key} must lie between {_FIRST_DAY} and {_LAST_DAY} (times within a "
+                             "day of the calendar's ends are not read)")
+            return None
     start, end = days["from"], days["until"]
     if start is None and end is None:
         check.node(node, "effective needs from, until or both (a rule always in force has no effective:)")
@@ -322,7 +330,8 @@ def _version(check: Checker, spec: dict[str, Node], rule_id: str, effective: Win
                                           "(a shared day, or two open ends, overlap)")
             return
         written_for = spec.get("for")
-        if written_for is not None and isinstance(written_for.value, str) and written_for.value != for_type:
+        if written_for is not None and isinstance(written_for.value, str) and for_type and \
+                written_for.value != for_type:
             check.node(written_for, f'a version of "{rule_id}" is for {written_for.value}, the one at line {line} '
                                     f"for {for_type}: versions judge one record type")
             return
@@ -347,13 +356,9 @@ def _in_force(effective: Window, rtype: RecordType, when: Any, tz: Any) -> Any:
         if end is not None:
             parts.append(Leaf(name, "at_most", end))
     else:
-        for day, op in ((start, "at_least"), (end + dt.timedelta(days=1) if end and end < dt.date.max else None,
-                                              "less_than")):
-            try:
-                if day is not None:
-                    parts.append(Leaf(name, op, convert(rtype.fields[name], f"{day.isoformat()}T00:00:00", tz)))
-            except (ConversionError, OutOfRange):
-                pass  # a day at the calendar's ends: every record time is inside it anyway
+        for day, op in ((start, "at_least"), (end + dt.timedelta(days=1) if end else None, "less_than")):
+            if day is not None:  # days are checked to lie inside the calendar by a day: this converts
+                parts.append(Leaf(name, op, convert(rtype.fields[name], f"{day.isoformat()}T00:00:00", tz)))
     if when is not None:
         parts.append(when)
     return parts[0] if len(parts) == 1 else All(tuple(parts))

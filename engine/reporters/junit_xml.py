@@ -8,6 +8,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any, TextIO
 
+from engine.language.model import SEVERITIES
 from engine.reporters.common import escape_matches, period
 from engine.results import Finding, PackSummary, Report, RuleResult
 
@@ -58,8 +59,10 @@ def _case(suite: ET.Element, rule: RuleResult, findings: list[Finding]) -> tuple
     waived = [f for f in findings if f.outcome == "waived"]
     if failed:
         noun = "finding" if len(failed) == 1 else "findings"
-        failure = ET.SubElement(case, "failure", message=clean(f"{len(failed)} {noun} ({rule.severity})"),
-                                type=clean(rule.severity))
+        # the worst severity among them: versions of a rule (effective dates) may differ in it
+        worst = min((f.severity for f in failed), key=lambda s: SEVERITIES.index(s) if s in SEVERITIES else 99)
+        failure = ET.SubElement(case, "failure", message=clean(f"{len(failed)} {noun} ({worst})"),
+                                type=clean(worst))
         failure.text = clean("\n".join(_finding_text(f) for f in failed))
     elif waived:
         reasons = sorted({str((f.waiver or {}).get("reason") or "waived") for f in waived})

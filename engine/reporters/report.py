@@ -77,9 +77,13 @@ def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt
     for rule, counts in zip(result.rules, result.tallies):
         by_id.setdefault((rule.pack, rule.id), []).append((rule, counts))
     for versions in by_id.values():
-        rule = max(versions, key=lambda pair: pair[0].starts)[0]  # the latest version names the rule
+        rule, latest = max(versions, key=lambda pair: pair[0].starts)  # the latest version names the rule
         total = RuleCounts(*(sum(getattr(c, name) for _, c in versions) for name in
                              ("passed", "failed", "waived", "not_evaluable", "not_applicable")))
+        if len(versions) > 1:  # each version answers every record; one of them judged it, the others found
+            # it outside their window: not applicable is what is left of the records the latest answered
+            answered = latest.passed + latest.failed + latest.waived + latest.not_evaluable + latest.not_applicable
+            total.not_applicable = answered - (total.passed + total.failed + total.waived + total.not_evaluable)
         applicable = total.passed + total.failed + total.waived
         rate = _rate(total.passed, total.failed)
         target = targets.get(rule.pack, DEFAULT_TARGETS).get(rule.severity)
