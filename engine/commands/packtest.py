@@ -14,7 +14,7 @@ from engine.commands.explain import trace
 from engine.commands.scenarios import Case, build_cases, load_pack_scenarios, test_files
 from engine.judge.context import PackContext
 from engine.judge.pipeline import judge
-from engine.language.model import Outcome, Pack, Record, Rule
+from engine.language.model import Outcome, Pack, Record, Rule, count_rules
 
 
 @dataclass(slots=True)
@@ -64,7 +64,7 @@ def report_lines(result: PackResult, min_coverage: float | None) -> Iterator[str
     pack = result.pack
     extra = f", {result.scenarios} scenario{'s' if result.scenarios != 1 else ''} in " \
             f"{', '.join(str(p) for p in result.files)}" if result.files else ""
-    yield (f"{pack.path}: {pack.id} {pack.version}, {len(pack.rules)} rules, {result.examples} examples"
+    yield (f"{pack.path}: {pack.id} {pack.version}, {count_rules(pack.rules)}, {result.examples} examples"
            f"{extra}: {len(result.cases)} cases, {len(result.failed)} failed")
     for case in result.failed:
         yield (f"FAIL {case.mark.path}:{case.mark.line}: {_named(case.rule)} {case.label}: "

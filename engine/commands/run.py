@@ -35,7 +35,7 @@ from engine.inputs.maps import SourceMap, either_types, is_map_ref, load_maps
 from engine.judge import pipeline
 from engine.judge.period import Period
 from engine.language.conditions import describe
-from engine.language.model import RecordType, merged_types
+from engine.language.model import RecordType, count_rules, merged_types
 from engine.language.values import timezone
 from engine.packs import load_packs, orphan_tests
 from engine.reporters import diff_report
@@ -112,8 +112,7 @@ def validate(refs: list[str]) -> int:
     pack_refs = [ref for ref in refs if ref not in map_refs and ref not in waiver_refs]
     loaded = load_packs(pack_refs)
     for pack in loaded:
-        count = len(pack.rules)
-        echo(f"{pack.path}: ok ({pack.id} {pack.version}, {count} rule{'s' if count != 1 else ''})")
+        echo(f"{pack.path}: ok ({pack.id} {pack.version}, {count_rules(pack.rules)})")
     for source in load_maps(map_refs, merged_types(loaded)[0] if loaded else None):
         for note in source.notes():
             echo(note)
@@ -181,5 +180,8 @@ def rules(packs: list[str]) -> int:
         width = max((len(r.id) for r in pack.rules), default=2)
         for rule in pack.rules:
             echo(f"  {rule.id:<{width}}  {rule.severity:<8}  {rule.for_type:<10}  {rule.title}")
+            if rule.effective is not None:
+                start, end = rule.effective
+                echo(f"  {'':<{width}}  in force: {start or 'from the start'} to {end or 'now'}")
             echo(f"  {'':<{width}}  applies when: {describe(rule.when)}")
     return EXIT_SUCCESS

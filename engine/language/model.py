@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Union
 
@@ -184,6 +185,14 @@ class Rule:
         """Whether ``day`` (in the pack's zone) lies in the rule's effective window."""
         start, end = self.effective or (None, None)
         return (start is None or start <= day) and (end is None or day <= end)
+
+
+def count_rules(rules: Iterable[Rule]) -> str:
+    """ "21 rules", or "2 rules (3 versions)" when rules have effective-dated versions."""
+    rules = list(rules)
+    ids = len({rule.id for rule in rules})
+    said = f"{ids} rule{'s' if ids != 1 else ''}"
+    return said if ids == len(rules) else f"{said} ({len(rules)} versions)"
 
 
 @dataclass(frozen=True, slots=True)
