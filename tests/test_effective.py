@@ -246,3 +246,14 @@ def test_an_example_may_have_no_time_and_explain_says_when_no_version_is_in_forc
     code, stdout, _ = run("explain", "--pack", str(gap), "--rule", "DOSE", "--record", "S2", str(sessions),
                           "--reveal-identifiers")
     assert "no version of the rule is in force at the record's time" in stdout
+
+
+def test_markdown_and_terminal_show_each_version(tmp_path: Path) -> None:
+    pack = write(tmp_path, "pack.yaml", HEAD + V1 + V2)
+    sessions = write(tmp_path, "sessions.csv", SESSIONS)
+    md = tmp_path / "r.md"
+    run("audit", "--pack", str(pack), str(sessions), "-o", str(md), "--as-of", "2026-04-01T00:00:00Z")
+    assert "| DOSE | 2026-02-01 to now | critical | 2 | 1 | 1 | 0 | 1 | 50.0% |" in md.read_text()
+    _, stdout, _ = run("audit", "--pack", str(pack), str(sessions), "--as-of", "2026-04-01T00:00:00Z")
+    assert "  DOSE start..2026-01-31 (major): 3 applicable, 2 passed, 1 failed" in stdout.splitlines()
+    assert "  DOSE 2026-02-01..now (critical): 2 applicable, 1 passed, 1 failed, 1 n/e" in stdout.splitlines()

@@ -107,7 +107,16 @@ def _rules(report: Report) -> list[str]:
              f"Exit threshold: {md(summary.exit_threshold)}.", ""]
     rows = ([r.id, r.title, r.severity, r.cite or "—", r.applicable, r.passed, r.failed, r.waived,
              r.not_evaluable, _compliance(r), target(r.target), r.status or "—"] for r in report.rules)
-    return lines + table(RULE_COLUMNS, rows, frozenset(range(4, 11)))
+    lines += table(RULE_COLUMNS, rows, frozenset(range(4, 11)))
+    versioned = [r for r in report.rules if r.versions]
+    if versioned:  # rules with effective dates: each record was judged by the version in force on its day
+        lines += ["", "Rule versions (effective dates):", ""]
+        lines += table(["Rule", "In force", "Severity", "Applicable (N)", "Passed", "Failed", "Waived",
+                        "Not evaluable", "Compliance"],
+                       ([r.id, f"{v.start or 'from the start'} to {v.end or 'now'}", v.severity, v.applicable,
+                         v.passed, v.failed, v.waived, v.not_evaluable, rate(v.compliance_rate)]
+                        for r in versioned for v in r.versions or ()), frozenset(range(3, 9)))
+    return lines
 
 
 def _strata(report: Report) -> list[str]:

@@ -115,7 +115,14 @@ def _rules(report: Report) -> list[str]:
              str(r.failed), str(r.waived), str(r.not_evaluable),
              _rate(r.compliance_rate)] for r in report.rules]
     caps = [24, 8, 10, 8, 8, 8, 13, 10]
-    return ["RULES", *_table([header, *rows], caps, frozenset(range(2, 8)))]
+    lines = ["RULES", *_table([header, *rows], caps, frozenset(range(2, 8)))]
+    for r in report.rules:  # a rule with effective dates: its versions, each with its window
+        for v in r.versions or ():
+            extra = "".join(f", {n} {what}" for n, what in ((v.waived, "waived"), (v.not_evaluable, "n/e")) if n)
+            lines.append(_fit(_clean(f"  {r.id} {v.start or 'start'}..{v.end or 'now'} ({v.severity}): "
+                                     f"{v.applicable} applicable, {v.passed} passed, {v.failed} failed{extra}"),
+                              WIDTH))
+    return lines
 
 
 def _findings(report: Report) -> list[str]:
