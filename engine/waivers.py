@@ -18,11 +18,11 @@ from typing import Any
 
 from engine.errors import PackError, UsageError, WaiverError
 from engine.inputs.files import special_file
-from engine.language.conditions import Truth, compile_condition, fields_of
+from engine.language.conditions import Truth, compile_condition, fields_of, need
 from engine.language.grammar import Checker, Conditions, suggest
 from engine.language.loader import Node, decode_pack, load_yaml, top_level_keys
 from engine.language.model import Pack, Record, RecordType, Rule, merged_types
-from engine.language.values import ConversionError, convert, timezone
+from engine.language.values import ConversionError, convert, parse_day, timezone
 from engine.results import WaiverStatus
 
 TOP_KEYS = ("waivers",)
@@ -87,19 +87,11 @@ class Waivers:
         """The fields the waivers' where conditions read, per record type (through derived fields):
         an export without one of them would leave the waiver silently unused, so the run stops."""
         needed: dict[str, dict[str, str]] = {}
-
-        def add(rtype: RecordType, name: str, why: str) -> None:
-            if name in rtype.derived:
-                for source in rtype.derived[name].inputs:
-                    add(rtype, source, f"{why} through {name}")
-            elif name in rtype.fields:
-                needed.setdefault(rtype.name, {}).setdefault(name, why)
-
         for waiver in self.waivers:
             rtype = types.get(waiver.record_type)
             if rtype is not None and waiver.id not in self.expired:
                 for name in waiver.where_fields:
-                    add(rtype, name, f"read by waiver {waiver.id}")
+                    need(needed, rtype, name, f"read by waiver {waiver.id}")
         return needed
 
     def covering(self, rule: Rule, record: Record) -> Waiver | None:
@@ -244,10 +236,11 @@ def _waiver(check: Checker, node: Node, index: int, context: _Context) -> Waiver
     if rule is not None:
         rtype = context.types.get(rule.for_type)
         if rtype is not None:
-            records = _identifiers(check, keys.get("records"), records, rtype, rtype.key, context.tz)
-            patient = _identifiers(check, keys.get("patient"), frozenset([texts["patient"]])
-                                   if texts["patient"] else None, rtype, rtype.patient, context.tz)
-            texts["patient"] = next(iter(patient)) if patient else None
+            if records is not None:
+                made = (_identifier(check, item, rtype, rtype.key, context.tz) for item in keys["records"].value)
+                records = frozenset(key for key in made if key is not None)
+            if texts["patient"]:
+                texts["patient"] = _identifier(check, keys["patient"], rtype, rtype.patient, context.tz)
     if len(check.problems) > before or (context.packs is not None and rule is None):
         return None
     approved_on = days["approved_on"]
@@ -259,29 +252,24 @@ def _waiver(check: Checker, node: Node, index: int, context: _Context) -> Waiver
                   where_fields, rule.for_type if rule else "", days["from"], days["until"], days["expires"])
 
 
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")  # fromisoformat also takes week dates (2026-W01-1)
 _PSEUDONYM = re.compile(r"(pt|phi)-[0-9a-f]{12}")
 
 
-def _identifiers(check: Checker, node: Node | None, given: frozenset[str] | None, rtype: RecordType, name: str,
-                 tz: dt.tzinfo) -> frozenset[str] | None:
-    """Record keys or a patient as the reader makes them from the export (trimmed, read as the field's
-    type: an integer key 00123 is 123), so that a waiver matches what the export holds."""
-    if node is None or given is None:
-        return given
-    made = set()
-    for item in node.value if isinstance(node.value, list) else [node]:
-        text = item.value.strip() if isinstance(item.value, str) else ""
-        if not text:
-            continue  # said already: not text, or empty
-        if _PSEUDONYM.fullmatch(text):
-            check.node(item, f'"{text}" is a pseudonym from a report: give the identifier as it is in the export')
-            continue
-        try:
-            made.add(str(convert(rtype.fields[name], text, tz)))
-        except ConversionError as exc:
-            check.node(item, f'"{text}" cannot be a {name} of {rtype.name}: {exc.expected}')
-    return frozenset(made)
+def _identifier(check: Checker, item: Node, rtype: RecordType, name: str, tz: dt.tzinfo) -> str | None:
+    """A record key or patient as the reader makes it from the export (trimmed, read as the field's
+    type: an integer key 00123 is 123), so that a waiver matches what the export holds; None, said,
+    for a pseudonym or a value of another type (not text, or empty, was said already)."""
+    text = item.value.strip() if isinstance(item.value, str) else ""
+    if not text:
+        return None
+    if _PSEUDONYM.fullmatch(text):
+        check.node(item, f'"{text}" is a pseudonym from a report: give the identifier as it is in the export')
+        return None
+    try:
+        return str(convert(rtype.fields[name], text, tz))
+    except ConversionError as exc:
+        check.node(item, f'"{text}" cannot be a {name} of {rtype.name}: {exc.expected}')
+        return None
 
 
 def _text(check: Checker, node: Node | None, what: str) -> str | None:
@@ -298,14 +286,11 @@ def _text(check: Checker, node: Node | None, what: str) -> str | None:
 def _day(check: Checker, node: Node | None, what: str) -> dt.date | None:
     if node is None:
         return None
-    text = node.value if isinstance(node.value, str) else None
     try:
-        if text is not None and _DAY.fullmatch(text):
-            return dt.date.fromisoformat(text)
+        return parse_day(node.value if isinstance(node.value, str) else "")
     except ValueError:
-        pass
-    check.node(node, f"{what} must be a date (YYYY-MM-DD)")
-    return None
+        check.node(node, f"{what} must be a date (YYYY-MM-DD)")
+        return None
 
 
 def _records(check: Checker, node: Node | None) -> frozenset[str] | None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.judge.pipeline import judge
-from engine.language.model import Example, Outcome, Pack, Record, Rule
+from engine.language.model import Example, Outcome, Pack, Record, Rule, latest_version, version_at
 from engine.language.values import convert, is_missing, record_time, timezone
 
 
@@ -65,12 +65,8 @@ def in_force(pack: Pack, rule: Rule, record: Record) -> Rule:
     versions = [r for r in pack.rules if r.id == rule.id]
     if len(versions) == 1:
         return rule
-    if record.time is not None:
-        day = record.time.astimezone(timezone(pack.timezone)).date()
-        for version in versions:
-            if version.in_force(day):
-                return version
-    return max(versions, key=lambda r: r.starts)
+    day = record.time.astimezone(timezone(pack.timezone)).date() if record.time is not None else None
+    return version_at(versions, day) or latest_version(versions)
 
 
 def run_examples(pack: Pack) -> list[ExampleResult]:

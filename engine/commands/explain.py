@@ -15,7 +15,20 @@ from engine.judge.evidence import display, render_message
 from engine.judge.pipeline import judge, open_inputs
 from engine.judge.timeline import Timeline
 from engine.language import conditions, operators
-from engine.language.model import All, Condition, History, Leaf, Not, Outcome, Pack, Record, Rejected, Rule
+from engine.language.model import (
+    All,
+    Condition,
+    History,
+    Leaf,
+    Not,
+    Outcome,
+    Pack,
+    Record,
+    Rejected,
+    Rule,
+    latest_version,
+    version_at,
+)
 from engine.privacy import Pseudonymiser
 
 
@@ -155,8 +168,9 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
     versions = [r for r in context.rules if (r.pack, r.id) == (rule.pack, rule.id)]
     no_version = ""
     if len(versions) > 1:  # effective dates: the version in force at the record's time explains it
-        in_force = next((v for v in versions if _holds(v, target, context)), None)
-        rule = in_force or max(versions, key=lambda v: v.starts)
+        day = target.time.astimezone(context.tz).date() if target.time is not None else None
+        in_force = version_at(versions, day)
+        rule = in_force or latest_version(versions)
         if in_force is None:
             no_version = ("no version of the rule is in force at the record's time (or it has none): "
                           "the latest version is shown")
@@ -190,9 +204,3 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
         message = render_message(rule.message, target.values, lambda name, value: privacy.value(kind, name, value))
         lines.append(f"message: {message}")
     return lines, agrees
-
-
-
-def _holds(rule: Rule, record: Record, context: PackContext) -> bool:
-    """Whether ``record``'s day lies in the rule's effective window."""
-    return record.time is not None and rule.in_force(record.time.astimezone(context.tz).date())

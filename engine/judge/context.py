@@ -8,7 +8,7 @@ from engine.judge.compiler import compile_rules
 from engine.judge.evidence import evidence_fields
 from engine.judge.facts import Layout
 from engine.language import conditions, expressions
-from engine.language.model import History, Pack, Record, merged_types
+from engine.language.model import History, Pack, Record, Rule, latest_version, merged_types
 from engine.language.values import timezone
 from engine.privacy import Privacy, Pseudonymiser
 
@@ -44,16 +44,14 @@ class PackContext:
         self.plain = [conditions.compile_outcome(rule.when, rule.require) for rule in self.rules]
         self.wheres = {id(h): conditions.compile_condition(h.where)
                        for hs in self.histories for h in hs if h.where is not None}
-        # versions of one rule (effective dates) all find a record without a time not evaluable: it
-        # is counted once, by the latest version
-        latest: dict[tuple[str, str], int] = {}
-        for index, rule in enumerate(self.rules):
-            kept = latest.get((rule.pack, rule.id))
-            if kept is None or rule.starts >= self.rules[kept].starts:
-                latest[(rule.pack, rule.id)] = index
-        self.untimed_counted = {index for index, rule in enumerate(self.rules)
-                                if rule.effective is None or latest[(rule.pack, rule.id)] == index}
+        # rules with effective dates, and the latest version of each: versions of one rule all find a
+        # record without a time not evaluable, and only the latest counts it
         self.dated = {index for index, rule in enumerate(self.rules) if rule.effective is not None}
+        versions: dict[tuple[str, str], list[Rule]] = {}
+        for index in self.dated:
+            versions.setdefault((self.rules[index].pack, self.rules[index].id), []).append(self.rules[index])
+        latest = {id(latest_version(found)) for found in versions.values()}
+        self.latest_dated = {index for index in self.dated if id(self.rules[index]) in latest}
         # what an export must provide: per record type, each field a rule reads and why
         self.needed = conditions.fields_read(self.rules, self.types)
         # record types an audit must keep: those judged and those history conditions look at

@@ -4,10 +4,9 @@ either end may be left open. Records outside it are read, checked and kept as hi
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+from engine.language.values import parse_day
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +44,10 @@ def _day(text: str, what: str) -> dt.date | None:
     text = text.strip()
     if not text:
         return None
-    try:  # YYYY-MM-DD only: fromisoformat also reads week dates (2026-W01-1)
-        return dt.date.fromisoformat(text) if _DAY.fullmatch(text) else _bad(text, what)
+    try:
+        return parse_day(text)
     except ValueError:
-        return _bad(text, what)
-
-
-def _bad(text: str, what: str) -> dt.date:
-    raise ValueError(f'{what} "{text}" is not a date (YYYY-MM-DD)')
+        raise ValueError(f'{what} "{text}" is not a date (YYYY-MM-DD)') from None
 
 
 def within(time: dt.datetime | None, bounds: tuple[dt.datetime | None, dt.datetime | None]) -> bool:

@@ -121,13 +121,11 @@ class Tally:
             # else its when says, counted once, by the rule's latest version
             if self.on_outcome is not None:
                 self.on_outcome(rule, record, outcome)
-            if index in self.context.untimed_counted:
+            if index in self.context.latest_dated:
                 self.result.tallies[index].not_evaluable += 1
                 self.result.strata.setdefault((index, case.stratum), [0, 0, 0, 0])[2] += 1
-                time_field = self.context.types[rule.for_type].time
-                self.result.not_evaluable.append(NotEvaluable(
-                    rule.id, rule.pack, record.type, self.context.privacy.key(record.type, record.key),
-                    (time_field,), Source(record.path, record.line)))
+                missing = (self.context.types[rule.for_type].time,)
+                self.result.not_evaluable.append(self._not_evaluable(rule, case, missing))
             return
         counts = self.result.tallies[index]
         waiver = None
@@ -179,7 +177,8 @@ class Tally:
                 case.timeline.evidence(cond, record, self.context.privacy) if case.timeline is not None else None
         return shown
 
-    def _not_evaluable(self, rule: Rule, case: Case) -> NotEvaluable:
+    def _not_evaluable(self, rule: Rule, case: Case, missing: tuple[str, ...] | None = None) -> NotEvaluable:
         record = case.record
         return NotEvaluable(rule.id, rule.pack, record.type, self.context.privacy.key(record.type, record.key),
-                            self._missing(rule, case, Outcome.NOT_EVALUABLE), Source(record.path, record.line))
+                            missing if missing is not None else self._missing(rule, case, Outcome.NOT_EVALUABLE),
+                            Source(record.path, record.line))

@@ -256,6 +256,16 @@ def compile_condition(cond: Condition, forced: dict[int, Truth] | None = None) -
 _compiled = functools.lru_cache(maxsize=4096)(compile_condition)
 
 
+def need(needed: dict[str, dict[str, str]], rtype: Any, name: str, why: str) -> None:
+    """Note in ``needed`` (type -> field -> why) the declared field ``name`` of ``rtype``, or the
+    inputs of the derived field ``name``, unless an earlier reader is noted already."""
+    if name in rtype.derived:
+        for source in rtype.derived[name].inputs:
+            need(needed, rtype, source, f"{why} through {name}")
+    elif name in rtype.fields:
+        needed.setdefault(rtype.name, {}).setdefault(name, why)
+
+
 def fields_read(rules: list[Any], types: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     """Per record type, every declared field the rules read (directly, through derive, as a history
     condition's where or join, or as key, patient or time), with the first rule that reads it:
@@ -264,13 +274,8 @@ def fields_read(rules: list[Any], types: Mapping[str, Any]) -> dict[str, dict[st
 
     def add(type_name: str, name: str | None, why: str) -> None:
         rtype = types.get(type_name)
-        if rtype is None or name is None:
-            return
-        if name in rtype.derived:
-            for source in rtype.derived[name].inputs:
-                add(type_name, source, f"{why} through {name}")
-        elif name in rtype.fields:
-            needed.setdefault(type_name, {}).setdefault(name, why)
+        if rtype is not None and name is not None:
+            need(needed, rtype, name, why)
 
     def identity(type_name: str, why: str) -> None:
         rtype = types.get(type_name)

@@ -187,6 +187,16 @@ class Rule:
         return (start is None or start <= day) and (end is None or day <= end)
 
 
+def latest_version(versions: Iterable[Rule]) -> Rule:
+    """Of the versions of one rule (effective dates), the one in force last: it names the rule."""
+    return max(versions, key=lambda rule: rule.starts)
+
+
+def version_at(versions: list[Rule], day: dt.date | None) -> Rule | None:
+    """The version of a rule in force on ``day``; None when none is (or there is no day)."""
+    return None if day is None else next((rule for rule in versions if rule.in_force(day)), None)
+
+
 def count_rules(rules: Iterable[Rule]) -> str:
     """ "21 rules", or "2 rules (3 versions)" when rules have effective-dated versions."""
     rules = list(rules)

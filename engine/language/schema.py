@@ -23,7 +23,7 @@ from engine.language.model import (
     RecordType,
     Rule,
 )
-from engine.language.values import ConversionError, OutOfRange, convert, record_time, timezone
+from engine.language.values import ConversionError, OutOfRange, convert, parse_day, record_time, timezone
 
 PACK_KEYS = ("pack", "version", "title", "source", "timezone", "records", "derive", "rules", "targets")
 RECORD_KEYS = ("key", "patient", "time", "fields")
@@ -31,7 +31,6 @@ FIELD_KEYS = ("type", "values", "unit", "phi")
 RULE_KEYS = ("id", "title", "severity", "for", "when", "require", "message", "rationale", "cite", "tests",
              "effective")
 EFFECTIVE_KEYS = ("from", "until")
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 Window = tuple[dt.date | None, dt.date | None]
 _FIRST_DAY, _LAST_DAY = dt.date(1, 1, 2), dt.date(9999, 12, 30)
 EXAMPLE_KEYS = ("record", "expect", "history", "time")
@@ -288,12 +287,9 @@ def _effective(check: Checker, node: Node | None) -> Window | None:
         days[key] = None
         if item is None:
             continue
-        text = item.value if isinstance(item.value, str) else ""
         try:
-            days[key] = dt.date.fromisoformat(text) if _DAY.fullmatch(text) else None
+            days[key] = parse_day(item.value if isinstance(item.value, str) else "")
         except ValueError:
-            pass
-        if days[key] is None:
             check.node(item, f"effective {key} must be a date (YYYY-MM-DD)")
             return None
         if not _FIRST_DAY <= days[key] <= _LAST_DAY:  # type: ignore[operator]

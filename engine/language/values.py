@@ -238,6 +238,17 @@ _FROM_TEXT: dict[str, Any] = {
 }
 
 
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_day(text: str) -> dt.date:
+    """A calendar day written YYYY-MM-DD (periods, effective windows, waivers); ValueError for any
+    other text, week dates (2026-W01-1), which fromisoformat also reads, included."""
+    if not _DAY.fullmatch(text):
+        raise ValueError(f"{text!r} is not YYYY-MM-DD")
+    return dt.date.fromisoformat(text)
+
+
 def text_converter(kind: str) -> Any:
     """The converter of stripped, non-empty text to ``kind``: ``fn(text, spec, tz)``; raises ValueError."""
     return _FROM_TEXT[kind]

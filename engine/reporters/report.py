@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from engine.inputs.records import InputStats
 from engine.judge.period import Period
 from engine.judge.tally import Result, RuleCounts
-from engine.language.model import SEVERITIES, Pack, Rule
+from engine.language.model import SEVERITIES, Pack, Rule, latest_version
 from engine.results import (
     Finding,
     InputSummary,
@@ -77,7 +77,8 @@ def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt
     for rule, counts in zip(result.rules, result.tallies):
         by_id.setdefault((rule.pack, rule.id), []).append((rule, counts))
     for versions in by_id.values():
-        rule, latest = max(versions, key=lambda pair: pair[0].starts)  # the latest version names the rule
+        rule = latest_version(r for r, _ in versions)  # the latest version names the rule
+        latest = next(c for r, c in versions if r is rule)
         total = RuleCounts(*(sum(getattr(c, name) for _, c in versions) for name in
                              ("passed", "failed", "waived", "not_evaluable", "not_applicable")))
         if len(versions) > 1:  # each version answers every record; one of them judged it, the others found
