@@ -12,7 +12,16 @@ from typing import Any
 
 from engine.inputs.builder import InputStats, Seen
 from engine.inputs.maps import MapEntry, SourceMap
-from engine.inputs.sources import Binding, bind, builder_for, cell_readers, closest_columns, header_of, read_with
+from engine.inputs.sources import (
+    Binding,
+    bind,
+    builder_for,
+    cell_readers,
+    closest_columns,
+    header_of,
+    looked_for,
+    read_with,
+)
 from engine.judge.context import PackContext
 from engine.language.model import Pack, Record, RecordType, Rejected
 from engine.language.values import ConversionError, quote
@@ -106,7 +115,7 @@ def _columns(binding: Binding, rtype: RecordType, header: list[str], needed: Map
             out.append(f"  {name:<{width}}  {'(absent: listed in the map)':<28}  {'':>7}  {'':>5}  {why}")
             continue
         spec = entry.spec(name) if entry else None
-        columns = spec.columns if spec else (name,)
+        columns = looked_for(entry, name)
         lacking = [column for column in columns if column not in present]
         source = " + ".join(f'"{c}"' for c in columns) + _treatment(spec, declared.unit)
         count = counts.get(name, _FieldCount())

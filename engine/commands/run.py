@@ -66,10 +66,9 @@ def audit(packs: list[str], maps: list[str], files: list[str], written: Outputs,
     renderers = [(path, _renderer(path, max_findings)) for path in outputs]
     written.check(inputs_of(files, packs, key_file, maps, waiver_files or []))
     loaded = load_packs(packs)
-    source_maps = _load_maps(maps, merged_types(loaded)[0])
-    waivers = None
-    if waiver_files:
-        waivers = Waivers(load_waivers(waiver_files, loaded), run_time, timezone(merged_types(loaded)[1]))
+    types, zone = merged_types(loaded)
+    source_maps = _load_maps(maps, types)
+    waivers = Waivers(load_waivers(waiver_files, loaded), run_time, timezone(zone)) if waiver_files else None
     pseudonymise = pseudonymiser(reveal_identifiers, key_file)
     progress = Progress()
     try:

@@ -172,20 +172,18 @@ def check_columns(bindings: list[Binding], needed: Mapping[str, Mapping[str, str
             long = entry.long
             for column, role in [*((c, "a key") for c in long.key), (long.name, "the name"), (long.value, "the value")]:
                 if column not in present:
-                    close = closest_columns(column, header)
-                    hint = f"; closest header names: {', '.join(repr(c) for c in close)}" if close else ""
+                    hint = _closest_hint(column, header)
                     problems.append(f'{binding.path}: long: {role} column "{column}" is not in the header{hint}')
-        wanted = {name: _looked_for(entry, name) for name in needed.get(binding.type, {})
+        wanted = {name: looked_for(entry, name) for name in needed.get(binding.type, {})
                   if entry is None or name not in entry.absent}
         # No column the rules read in the first row: it may be a data row (no header), whose cells
         # must not be quoted back as "closest header names".
         named = any(column in present for columns in wanted.values() for column in columns)
         lines = len(problems)
-        for name, looked_for in wanted.items():
-            lacking = [column for column in looked_for if column not in present]
+        for name, columns in wanted.items():
+            lacking = [column for column in columns if column not in present]
             if lacking:
-                close = closest_columns(lacking[0], header) if named else []
-                hint = f"; closest header names: {', '.join(repr(c) for c in close)}" if close else ""
+                hint = _closest_hint(lacking[0], header) if named else ""
                 why = needed[binding.type][name]
                 problems.append(f'{binding.path}: field {name} ({why}) has no column "{lacking[0]}"{hint}')
         if not named and len(problems) > lines:
@@ -198,9 +196,15 @@ def check_columns(bindings: list[Binding], needed: Mapping[str, Mapping[str, str
                                        "export does not have under absent:")
 
 
-def _looked_for(entry: MapEntry | None, name: str) -> tuple[str, ...]:
+def looked_for(entry: MapEntry | None, name: str) -> tuple[str, ...]:
+    """The columns field ``name`` is read from: its map entry's, else its own name."""
     spec = entry.spec(name) if entry is not None else None
     return spec.columns if spec is not None else (name,)
+
+
+def _closest_hint(column: str, header: list[str]) -> str:
+    close = closest_columns(column, header)
+    return f"; closest header names: {', '.join(repr(c) for c in close)}" if close else ""
 
 
 def closest_columns(name: str, header: list[str]) -> list[str]:
