@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from engine.language.model import SEVERITIES, Rejected
+from engine.language.model import SEVERITIES, Rejected, window_text
 
 Json = dict[str, Any]
 
@@ -170,6 +170,10 @@ class VersionCount:
     not_evaluable: int
     not_applicable: int
     compliance_rate: float | None
+
+    @property
+    def window(self) -> str:
+        return window_text(self.start, self.end)
 
     def to_json(self) -> Json:
         return {"effective": {"from": self.start, "until": self.end}, "severity": self.severity,

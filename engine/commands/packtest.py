@@ -14,7 +14,7 @@ from engine.commands.explain import trace
 from engine.commands.scenarios import Case, build_cases, load_pack_scenarios, test_files
 from engine.judge.context import PackContext
 from engine.judge.pipeline import judge
-from engine.language.model import Outcome, Pack, Record, Rule, count_rules
+from engine.language.model import Outcome, Pack, Record, Rule, count_rules, window_text
 
 
 @dataclass(slots=True)
@@ -96,7 +96,4 @@ def below_minimum(result: PackResult, min_coverage: float | None) -> list[Covera
 
 def _named(rule: Rule) -> str:
     """A rule's id, with its window when it is one version of several (effective dates)."""
-    if rule.effective is None:
-        return rule.id
-    start, end = rule.effective
-    return f"{rule.id} (in force {start or 'from the start'} to {end or 'now'})"
+    return rule.id if rule.effective is None else f"{rule.id} (in force {window_text(*rule.effective)})"

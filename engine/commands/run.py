@@ -35,7 +35,7 @@ from engine.inputs.maps import SourceMap, either_types, is_map_ref, load_maps
 from engine.judge import pipeline
 from engine.judge.period import Period
 from engine.language.conditions import describe
-from engine.language.model import RecordType, count_rules, merged_types
+from engine.language.model import RecordType, count_rules, merged_types, window_text
 from engine.language.values import timezone
 from engine.packs import load_packs, orphan_tests
 from engine.reporters import diff_report
@@ -180,7 +180,6 @@ def rules(packs: list[str]) -> int:
         for rule in pack.rules:
             echo(f"  {rule.id:<{width}}  {rule.severity:<8}  {rule.for_type:<10}  {rule.title}")
             if rule.effective is not None:
-                start, end = rule.effective
-                echo(f"  {'':<{width}}  in force: {start or 'from the start'} to {end or 'now'}")
+                echo(f"  {'':<{width}}  in force: {window_text(*rule.effective)}")
             echo(f"  {'':<{width}}  applies when: {describe(rule.when)}")
     return EXIT_SUCCESS

@@ -187,6 +187,11 @@ class Rule:
         return (start is None or start <= day) and (end is None or day <= end)
 
 
+def window_text(start: object, end: object) -> str:
+    """An effective window as the reports say it: "2026-02-01 to now", "from the start to 2026-01-31"."""
+    return f"{start or 'from the start'} to {end or 'now'}"
+
+
 def latest_version(versions: Iterable[Rule]) -> Rule:
     """Of the versions of one rule (effective dates), the one in force last: it names the rule."""
     return max(versions, key=lambda rule: rule.starts)

@@ -79,14 +79,11 @@ def _header(report: Report) -> list[str]:
     lines += table(["Pack", "Title", "Version", "SHA-256"],
                     ([p.id, p.title or "", p.version, p.sha256] for p in report.packs))
     lines += ["", "## Inputs", ""]
-    if report.period_given:  # records outside the period: read and kept as history, not judged
-        lines += table(["File", "Record type", "SHA-256", "Read", "Judged", "Rejected", "Outside period"],
-                        ([i.path, i.record_type, i.sha256, i.records_read, i.records_judged, i.records_rejected,
-                          i.outside_period or 0] for i in report.inputs), frozenset({3, 4, 5, 6}))
-    else:
-        lines += table(["File", "Record type", "SHA-256", "Read", "Judged", "Rejected"],
-                        ([i.path, i.record_type, i.sha256, i.records_read, i.records_judged, i.records_rejected]
-                         for i in report.inputs), frozenset({3, 4, 5}))
+    # with a period, the records read as history only, not judged
+    outside = ["Outside period"] if report.period_given else []
+    lines += table(["File", "Record type", "SHA-256", "Read", "Judged", "Rejected", *outside],
+                   ([i.path, i.record_type, i.sha256, i.records_read, i.records_judged, i.records_rejected,
+                     *([i.outside_period or 0] if outside else [])] for i in report.inputs), frozenset({3, 4, 5, 6}))
     read = [i for i in report.inputs if i.reading]
     if read:
         lines += ["", "Read through source maps:", ""]
@@ -113,7 +110,7 @@ def _rules(report: Report) -> list[str]:
         lines += ["", "Rule versions (effective dates):", ""]
         lines += table(["Rule", "In force", "Severity", "Applicable (N)", "Passed", "Failed", "Waived",
                         "Not evaluable", "Compliance"],
-                       ([r.id, f"{v.start or 'from the start'} to {v.end or 'now'}", v.severity, v.applicable,
+                       ([r.id, v.window, v.severity, v.applicable,
                          v.passed, v.failed, v.waived, v.not_evaluable, rate(v.compliance_rate)]
                         for r in versioned for v in r.versions or ()), frozenset(range(3, 9)))
     return lines

@@ -131,7 +131,6 @@ def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt
         waivers=None if waivers is None else waivers.statuses())
 
 
-
 def _versions(versions: list[tuple[Rule, RuleCounts]]) -> tuple[VersionCount, ...] | None:
     """Counts per version, in time order, for a rule with effective dates (None for any other)."""
     if all(rule.effective is None for rule, _ in versions):
