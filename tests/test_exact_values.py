@@ -370,3 +370,44 @@ def test_a_record_exactly_on_a_window_edge_is_inside(earlier: str, later: str, r
 def test_evidence_shows_small_numbers_as_the_rule_judged_them(value: float, shown: float) -> None:
     from engine.judge.evidence import display
     assert display(value) == shown  # four places would show 0.00001, judged against 0.00001, as 0.0
+
+
+class _CountingList(list):  # type: ignore[type-arg]
+    """A list that counts the items read from it."""
+
+    reads = 0
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        _CountingList.reads += len(range(*index.indices(len(self)))) if isinstance(index, slice) else 1
+        return super().__getitem__(index)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        _CountingList.reads += len(self)
+        return super().__iter__()
+
+
+@pytest.mark.parametrize("form", ["count", "exists", "first", "since_previous"])
+def test_records_at_one_moment_are_answered_without_walking_each_other(form: str) -> None:
+    # each record's answer and evidence look at a bounded number of the tied records, not all of
+    # them (counting every tied record for each one made 100,000 of them take minutes)
+    from engine.judge.context import PackContext
+    from engine.judge.timeline import MAX_LISTED, Timeline
+
+    spec = {"count": "{of: session, within: {before: 1d}, at_most: 2}", "exists": "{of: session, within: {before: 1d}}",
+            "first": "{of: session}", "since_previous": "{of: session, at_least: 1h}"}[form]
+    rule = f"  - id: C\n    title: C\n    severity: major\n    for: session\n    require:\n      {form}: {spec}\n"
+    pack = make_pack(rule)
+    [cond] = PackContext([pack]).histories[0]
+    many = [record(pack, {"session_id": f"S{n}", "patient_id": "P", "session_start": "2026-01-01 10:00"}, line=n)
+            for n in range(2000)]
+    timeline = Timeline(many)
+    timeline.truth(cond, many[0])
+    group = timeline._index[id(cond)][None]
+    group.records = _CountingList(group.records)
+    _CountingList.reads = 0
+    for each in many:
+        timeline.truth(cond, each)
+        timeline.evidence(cond, each)
+    # at most the listed ones (each read twice) and a neighbour per record: 88,000 here, where walking
+    # the ties would read 4,000,000
+    assert _CountingList.reads <= len(many) * 2 * (MAX_LISTED + 2)
