@@ -10,7 +10,6 @@ collections, a date), leaves the path to fhirpathpy. The tests check both give t
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -108,6 +107,7 @@ class _Compiler:
         """``value.select(ofType(Quantity).value | ofType(string))``: the body compiled per type present."""
         suffixes = self.model["choiceTypePaths"][choice_path]
         bodies: dict[str, Step] = {}
+        pick = _Choice(name, suffixes).chosen
         for suffix in suffixes:
             chosen = self.model["path2Type"].get(choice_path + suffix, choice_path + suffix)
             bodies[suffix] = self.expression(body, chosen)[0]
@@ -115,7 +115,7 @@ class _Compiler:
         def select(items: list[Any]) -> list[Any]:
             found: list[Any] = []
             for item in owner(items):
-                suffix, value = _chosen(item, name, suffixes)
+                suffix, value = pick(item)
                 if suffix is not None and value is not None:
                     found.extend(bodies[suffix]([value]))
             return found
@@ -272,36 +272,42 @@ def _member(before: Step, key: str) -> Step:
     return member
 
 
-@functools.lru_cache(maxsize=512)
-def _choice_keys(name: str, suffixes: tuple[str, ...]) -> dict[str, int]:
-    """The keys of a choice element (valueQuantity, _valueString...) -> their suffix's rank."""
-    keys = {name + suffix: rank for rank, suffix in enumerate(suffixes)}
-    keys.update({"_" + name + suffix: rank for rank, suffix in enumerate(suffixes)})
-    return keys
+class _Choice:
+    """A choice element (``value`` of value[x]): its keys (valueQuantity, _valueString...) with their
+    suffix's rank in the model, worked out once when the path is compiled."""
 
+    __slots__ = ("name", "suffixes", "keys")
 
-def _chosen(item: Any, name: str, suffixes: list[str]) -> tuple[str | None, Any]:
-    """The first of the model's types present (as fhirpathpy), found through the element's own keys
-    (a handful) rather than the model's fifty value[x] types."""
-    if isinstance(item, dict):
-        keys = _choice_keys(name, tuple(suffixes))
-        best = None
-        for key in item:
-            rank = keys.get(key)
-            if rank is not None and (best is None or rank < best):
-                plain = key.lstrip("_")
-                if item.get(plain) is not None or item.get("_" + plain) is not None:
-                    best = rank
-        if best is not None:
-            return suffixes[best], item.get(name + suffixes[best])
-    return None, None
+    def __init__(self, name: str, suffixes: list[str]) -> None:
+        self.name = name
+        self.suffixes = suffixes
+        self.keys = {name + suffix: rank for rank, suffix in enumerate(suffixes)}
+        self.keys.update({"_" + name + suffix: rank for rank, suffix in enumerate(suffixes)})
+
+    def chosen(self, item: Any) -> tuple[str | None, Any]:
+        """The first of the model's types present (as fhirpathpy), found through the element's own keys
+        (a handful) rather than the model's fifty value[x] types."""
+        if type(item) is dict or isinstance(item, dict):
+            keys = self.keys
+            best = None
+            for key in item:
+                rank = keys.get(key)
+                if rank is not None and (best is None or rank < best):
+                    plain = key.lstrip("_")
+                    if item.get(plain) is not None or item.get("_" + plain) is not None:
+                        best = rank
+            if best is not None:
+                return self.suffixes[best], item.get(self.name + self.suffixes[best])
+        return None, None
 
 
 def _choice(before: Step, name: str, suffixes: list[str]) -> Step:
+    chosen = _Choice(name, suffixes).chosen
+
     def choice(items: list[Any]) -> list[Any]:
         found: list[Any] = []
         for item in before(items):
-            value = _chosen(item, name, suffixes)[1]
+            value = chosen(item)[1]
             if isinstance(value, list):
                 found.extend(v for v in value if v is not None)
             elif value is not None:
