@@ -105,12 +105,17 @@ def _map_option(command: Callable[..., None]) -> Callable[..., None]:
                    "left out); the others are read and used as history. Default: every record.")
 @click.option("--waivers", "waiver_files", multiple=True, metavar="FILE",
               help="A waivers file: approved exceptions that turn the fails they cover into waived. Repeatable.")
+@click.option("--archive", metavar="TARGET",
+              help="Keep this audit in an archive of audits, a SQLite file (created when absent) or a "
+                   "postgresql:// URL, and compare it with the last archived audit of the same packs. "
+                   "Needs a pseudonym key (--key-file or $" + KEY_VARIABLE + ").")
 @click.option("--max-findings", default=20, show_default=True, metavar="N",
               type=click.IntRange(min=0), help="Findings listed per rule in a Markdown report.")
 @_identifier_options
 def audit(packs: tuple[str, ...], maps: tuple[str, ...], files: tuple[str, ...], outputs: tuple[str, ...],
           fail_on: str, as_of: str | None, group_by: tuple[str, ...], period: Period | None,
-          waiver_files: tuple[str, ...], max_findings: int, reveal_identifiers: bool, key_file: str | None) -> None:
+          waiver_files: tuple[str, ...], archive: str | None, max_findings: int, reveal_identifiers: bool,
+          key_file: str | None) -> None:
     """Judge every rule of the packs on every record of the FILES.
 
     A FILE binds to a record type as TYPE=FILE, by its name (sessions.csv -> session),
@@ -126,7 +131,8 @@ def audit(packs: tuple[str, ...], maps: tuple[str, ...], files: tuple[str, ...],
     run_time = _as_of(as_of)  # a bad value is click's usage error
     written = Outputs(outputs)
     guard(lambda: run.audit(list(packs), list(maps), list(files), written, fail_on, run_time, list(group_by),
-                            max_findings, reveal_identifiers, key_file, period, list(waiver_files)), written)
+                            max_findings, reveal_identifiers, key_file, period, list(waiver_files), archive),
+          written)
 
 
 @main.command()

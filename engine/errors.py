@@ -60,3 +60,8 @@ class UsageError(AuditError):
 
 class EngineError(AuditError):
     """The rule engine crashed, hung or broke an invariant; the audit is incomplete."""
+
+
+class ArchiveError(AuditError):
+    """An archive of audits that cannot be used: not an archive, from a newer release, unreachable,
+    or a write that failed (then nothing of the audit was stored)."""

@@ -42,6 +42,17 @@ class Pseudonymiser:
             found = self._known[(prefix, identifier)] = f"{prefix}-{digest[:12]}"
         return found
 
+    def fingerprint(self, pack: str, rule: str, record_type: str, record_key: str) -> str:
+        """A finding's fingerprint in the archive (SPEC 9): the HMAC of pack, rule, record type and
+        record key, so one audit's findings can be matched with the next's without keeping the key."""
+        message = "\x1f".join((pack, rule, record_type, record_key)).encode("utf-8", "surrogatepass")
+        return hmac.new(self.key, message, hashlib.sha256).hexdigest()[:32]
+
+    @property
+    def key_check(self) -> str:
+        """Names the key without revealing it: two audits whose fingerprints can be matched share it."""
+        return hmac.new(self.key, b"protocol-audit archive key", hashlib.sha256).hexdigest()[:16]
+
     @classmethod
     def from_settings(cls, key_file: str | None) -> Pseudonymiser:
         """The key from ``key_file``, else from $PROTOCOL_AUDIT_KEY, else a random key for this run only."""

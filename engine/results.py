@@ -17,8 +17,8 @@ from engine.language.model import SEVERITIES, Rejected, window_text
 
 Json = dict[str, Any]
 
-__all__ = ["Finding", "InputSummary", "MonthCount", "NotEvaluable", "PackSummary", "Rejected", "Report",
-           "RuleResult", "Source", "StratumCount", "Strata", "Summary"]
+__all__ = ["Comparison", "Finding", "InputSummary", "MonthCount", "NotEvaluable", "PackSummary", "Rejected", "Report",
+           "RuleChange", "RuleResult", "Source", "StratumCount", "Strata", "Summary"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,8 @@ class Finding:
     evidence: Mapping[str, Any]
     missing: tuple[str, ...] = ()  # fields whose absence made the rule fail
     waiver: Mapping[str, Any] | None = None
+    fingerprint: str | None = None  # with --archive: the keyed HMAC that matches it across audits
+    since_last_audit: str | None = None  # compared with the last archived audit: "new" or "persisting"
 
     @property
     def counts(self) -> bool:
@@ -72,13 +74,18 @@ class Finding:
             data["missing"] = list(self.missing)
         if self.waiver is not None:
             data["waiver"] = dict(self.waiver)
+        if self.fingerprint is not None:
+            data["fingerprint"] = self.fingerprint
+        if self.since_last_audit is not None:
+            data["since_last_audit"] = self.since_last_audit
         return data
 
     @classmethod
     def from_json(cls, data: Json) -> Finding:
         return cls(data["rule"], data["pack"], data["severity"], data["outcome"], data["record_type"],
                    data["record_key"], data["patient"], data["time"], Source.from_json(data["source"]),
-                   data["message"], data["evidence"], tuple(data.get("missing", ())), data.get("waiver"))
+                   data["message"], data["evidence"], tuple(data.get("missing", ())), data.get("waiver"),
+                   data.get("fingerprint"), data.get("since_last_audit"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +368,77 @@ class WaiverStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class RuleChange:
+    """One rule against the last archived audit: its rate then, the change, and its findings matched
+    by fingerprint (None when they cannot be: another pseudonym key, or a rule new to this audit)."""
+
+    rule: str
+    pack: str
+    compliance_rate: float | None  # the last audit's
+    change: float | None  # this audit's rate minus the last's
+    new: int | None
+    persisting: int | None
+    resolved: int | None
+
+    def to_json(self) -> Json:
+        return {"rule": self.rule, "pack": self.pack, "compliance_rate": self.compliance_rate,
+                "change": self.change, "new": self.new, "persisting": self.persisting, "resolved": self.resolved}
+
+    @classmethod
+    def from_json(cls, data: Json) -> RuleChange:
+        return cls(data["rule"], data["pack"], data["compliance_rate"], data["change"], data["new"],
+                   data["persisting"], data["resolved"])
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """``compared_to`` (SPEC 9): the last archived audit of the same packs and what changed since.
+
+    A finding is ``new`` when the last audit did not have it open (failed, not waived), ``persisting``
+    when it did; one the last audit had open is ``resolved`` when its record lies in this audit's
+    period and it is no longer an open finding here (it passed, was waived, or is not in the export).
+    """
+
+    audit: int  # the last audit's id in the archive
+    as_of: str
+    period_from: str | None
+    period_until: str | None
+    first: str | None
+    last: str | None
+    new: int | None
+    persisting: int | None
+    resolved: int | None
+    rules: tuple[RuleChange, ...]
+    note: str | None = None  # why findings are not matched, when they are not
+
+    @property
+    def matched(self) -> bool:
+        return self.new is not None
+
+    def for_rule(self, pack: str, rule: str) -> RuleChange | None:
+        return next((c for c in self.rules if c.pack == pack and c.rule == rule), None)
+
+    def to_json(self) -> Json:
+        period: Json = {"from": self.period_from, "until": self.period_until, "first": self.first,
+                        "last": self.last}
+        data: Json = {"audit": self.audit, "as_of": self.as_of, "period": period,
+                      "findings": None if self.new is None else
+                      {"new": self.new, "persisting": self.persisting, "resolved": self.resolved},
+                      "rules": [change.to_json() for change in self.rules]}
+        if self.note is not None:
+            data["note"] = self.note
+        return data
+
+    @classmethod
+    def from_json(cls, data: Json) -> Comparison:
+        found = data["findings"] or {}
+        period = data["period"]
+        return cls(data["audit"], data["as_of"], period["from"], period["until"], period["first"], period["last"],
+                   found.get("new"), found.get("persisting"), found.get("resolved"),
+                   tuple(RuleChange.from_json(c) for c in data["rules"]), data.get("note"))
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     """A whole audit report; identical inputs and as-of time give an identical Report."""
 
@@ -384,6 +462,8 @@ class Report:
     period_until: str | None = None
     period_given: bool = False
     waivers: tuple[WaiverStatus, ...] | None = None  # with --waivers: each waiver's status and use
+    archived: bool = False  # with --archive: compared_to is in the report (null for the first audit)
+    compared_to: Comparison | None = None
 
     def failing(self, fail_on: str) -> int:
         """How many unwaived findings are at or above severity ``fail_on``."""
@@ -410,6 +490,8 @@ class Report:
             data["strata"] = self.strata.to_json()
         if self.waivers is not None:
             data["waivers"] = [waiver.to_json() for waiver in self.waivers]
+        if self.archived:
+            data["compared_to"] = None if self.compared_to is None else self.compared_to.to_json()
         return data
 
     def period_json(self) -> Json:
@@ -432,4 +514,6 @@ class Report:
                    tuple(MonthCount.from_json(row) for row in data["by_month"]),
                    None if strata is None else Strata.from_json(strata),
                    period.get("from"), period.get("until"), "from" in period,
-                   None if "waivers" not in data else tuple(WaiverStatus.from_json(w) for w in data["waivers"]))
+                   None if "waivers" not in data else tuple(WaiverStatus.from_json(w) for w in data["waivers"]),
+                   "compared_to" in data,
+                   None if data.get("compared_to") is None else Comparison.from_json(data["compared_to"]))

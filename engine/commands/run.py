@@ -12,7 +12,7 @@ import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import reporters
 from engine.commands import diff as impact
@@ -38,9 +38,14 @@ from engine.language.conditions import describe
 from engine.language.model import RecordType, count_rules, merged_types, window_text
 from engine.language.values import timezone
 from engine.packs import load_packs, orphan_tests
+from engine.privacy import KEY_VARIABLE, Pseudonymiser
 from engine.reporters import diff_report
 from engine.reporters import report as report_builder
+from engine.results import Report
 from engine.waivers import Waivers, is_waivers_ref, load_waivers
+
+if TYPE_CHECKING:
+    from engine.archive import Archive
 
 
 def _renderer(path: str, max_findings: int) -> reporters.Renderer:
@@ -61,26 +66,41 @@ def _load_maps(refs: list[str], types: Mapping[str, RecordType]) -> list[SourceM
 
 def audit(packs: list[str], maps: list[str], files: list[str], written: Outputs, fail_on: str,
           run_time: dt.datetime, group_by: list[str], max_findings: int, reveal_identifiers: bool,
-          key_file: str | None, period: Period | None = None, waiver_files: list[str] | None = None) -> int:
+          key_file: str | None, period: Period | None = None, waiver_files: list[str] | None = None,
+          archive_target: str | None = None) -> int:
     outputs = written.paths
     renderers = [(path, _renderer(path, max_findings)) for path in outputs]
-    written.check(inputs_of(files, packs, key_file, maps, waiver_files or []))
+    archived = [("the archive", archive_target)] if archive_target else []
+    written.check([*inputs_of(files, packs, key_file, maps, waiver_files or []), *archived])
     loaded = load_packs(packs)
     types, zone = merged_types(loaded)
     source_maps = _load_maps(maps, types)
     waivers = Waivers(load_waivers(waiver_files, loaded), run_time, timezone(zone)) if waiver_files else None
-    pseudonymise = pseudonymiser(reveal_identifiers, key_file)
-    progress = Progress()
+    fingerprints = archive_key(key_file) if archive_target else None  # the same key as the pseudonyms
+    pseudonymise = pseudonymiser(reveal_identifiers, key_file) if fingerprints is None or reveal_identifiers \
+        else fingerprints
+    archive = open_archive(archive_target) if archive_target else None
     try:
-        result, stats = pipeline.run(loaded, files, progress=progress, group_by=group_by,
-                                     pseudonymise=pseudonymise, reveal=reveal_identifiers, maps=source_maps,
-                                     period=period, waivers=waivers)
+        progress = Progress()
+        try:
+            result, stats = pipeline.run(loaded, files, progress=progress, group_by=group_by,
+                                         pseudonymise=pseudonymise, reveal=reveal_identifiers, maps=source_maps,
+                                         period=period, waivers=waivers, fingerprints=fingerprints)
+        finally:
+            progress.done()
+        report = report_builder.build(result, stats, loaded, run_time, fail_on, period, waivers)
+        if period is not None and report.summary.records_judged == 0 and report.summary.records_read:
+            echo(f"protocol-audit: no record of the inputs lies in the period {period}: nothing was judged",
+                 err=True)
+        if archive is not None and fingerprints is not None:
+            report = compared(report, archive, fingerprints.key_check, timezone(zone))
+        written.write(renderers, report)
+        if archive is not None and fingerprints is not None:
+            number = archive.store(report, fingerprints.key_check)
+            echo(f"protocol-audit: archived as audit {number} in {archive.shown}", err=True)
     finally:
-        progress.done()
-    report = report_builder.build(result, stats, loaded, run_time, fail_on, period, waivers)
-    if period is not None and report.summary.records_judged == 0 and report.summary.records_read:
-        echo(f"protocol-audit: no record of the inputs lies in the period {period}: nothing was judged", err=True)
-    written.write(renderers, report)
+        if archive is not None:
+            archive.close()
     if outputs:
         summary = report.summary
         echo(f"{summary.records_read} records read, {summary.records_rejected} rejected, "
@@ -88,6 +108,29 @@ def audit(packs: list[str], maps: list[str], files: list[str], written: Outputs,
     else:  # the terminal report makes its own values visible
         print_out(lambda: reporters.get("txt")(report, sys.stdout))
     return EXIT_FINDINGS if report.failing(fail_on) else EXIT_SUCCESS
+
+
+def archive_key(key_file: str | None) -> Pseudonymiser:
+    """The key of an archive's fingerprints: the pseudonym key, which must stay the same between
+    audits (a random key for one run would make every finding new each time)."""
+    key = Pseudonymiser.from_settings(key_file)
+    if key.random:
+        raise UsageError(f"--archive needs a pseudonym key that stays the same between audits, so that "
+                         f"findings can be matched with the last audit's: give --key-file or set {KEY_VARIABLE}")
+    return key
+
+
+def open_archive(target: str) -> Archive:
+    """The archive, checked before anything is judged (sqlalchemy is loaded only now)."""
+    from engine.archive import Archive
+
+    return Archive(target)
+
+
+def compared(report: Report, archive: Archive, key_check: str, tz: dt.tzinfo) -> Report:
+    from engine.archive.compare import compared as compare
+
+    return compare(report, archive, key_check, tz)
 
 
 def explain(packs: list[str], rule_id: str, record_key: str, maps: list[str], files: list[str],

@@ -25,11 +25,12 @@ class Auditor:
                  timeout: float = DEFAULT_TIMEOUT, batch_size: int = BATCH_SIZE,
                  worker: Callable[..., None] = worker_main, group_by: list[str] | None = None,
                  pseudonymise: Pseudonymiser | None = None, reveal: bool = False,
-                 period: Period | None = None, waivers: Waivers | None = None) -> None:
+                 period: Period | None = None, waivers: Waivers | None = None,
+                 fingerprints: Pseudonymiser | None = None) -> None:
         self.context = PackContext(packs, pseudonymise, reveal)
         self.period = period
         self.bounds = period.bounds(self.context.tz) if period is not None else (None, None)
-        self.tally = Tally(self.context, group_by, on_outcome, waivers)
+        self.tally = Tally(self.context, group_by, on_outcome, waivers, fingerprints)
         self.session = EngineSession(self.context, self.tally, timeout, batch_size, worker)
 
     def in_period(self, record: Record) -> bool:

@@ -14,6 +14,7 @@ from engine.judge.evidence import display, render_message
 from engine.judge.timeline import Timeline
 from engine.language import conditions
 from engine.language.model import Outcome, Record, Rejected, Rule
+from engine.privacy import Pseudonymiser
 from engine.results import Finding, NotEvaluable, Source
 from engine.waivers import Waiver, Waivers
 
@@ -64,8 +65,10 @@ class Tally:
     """Counts outcomes and makes the report's entries of one audit."""
 
     def __init__(self, context: PackContext, group_by: list[str] | None = None,
-                 on_outcome: OutcomeHook | None = None, waivers: Waivers | None = None) -> None:
+                 on_outcome: OutcomeHook | None = None, waivers: Waivers | None = None,
+                 fingerprints: Pseudonymiser | None = None) -> None:
         self.context = context
+        self.fingerprints = fingerprints  # with an archive: each finding's fingerprint, from the raw key
         self.on_outcome = on_outcome
         self.waivers = waivers
         privacy = context.privacy
@@ -167,7 +170,9 @@ class Tally:
             source=Source(record.path, record.line),
             message=render_message(rule.message, record.values,
                                    lambda name, value: privacy.value(record.type, name, value)),
-            evidence=self._evidence(index, case), missing=self._missing(rule, case, Outcome.FAIL))
+            evidence=self._evidence(index, case), missing=self._missing(rule, case, Outcome.FAIL),
+            fingerprint=None if self.fingerprints is None
+            else self.fingerprints.fingerprint(rule.pack, rule.id, record.type, record.key))
 
     def _evidence(self, index: int, case: Case) -> dict[str, Any]:
         record = case.record

@@ -46,3 +46,43 @@ def period(report: Report) -> str:
 
 def _shown(value: str | None) -> str:
     return "—" if value is None else value
+
+
+def points(change: float | None) -> str:
+    """A change of compliance rate in percentage points ("+1.2 pp"), or "n/a"."""
+    return "n/a" if change is None else f"{change * 100:+.1f} pp"
+
+
+def vs_last(report: Report, pack: str, rule: str, short: bool = False) -> str:
+    """A rule's "vs last audit" cell: the change of its rate and its findings new / persisting /
+    resolved since the last archived audit ("" when the run has no archive). ``short``: the change
+    and the new ones only (the terminal's narrow table; the rest is in the line under it)."""
+    compared = report.compared_to
+    if compared is None:
+        return "first audit" if report.archived else ""
+    change = compared.for_rule(pack, rule)
+    if change is None:
+        return "n/a"
+    moved = "new rule" if change.compliance_rate is None and change.change is None else points(change.change)
+    if change.new is None:
+        return moved
+    if short:
+        return f"{moved}, {change.new} new"
+    return f"{moved}; {change.new} new, {change.persisting} persisting, {change.resolved} resolved"
+
+
+def compared_text(report: Report) -> str | None:
+    """What this audit is compared with, in one sentence (None when the run has no archive)."""
+    if not report.archived:
+        return None
+    compared = report.compared_to
+    if compared is None:
+        return "first audit of these packs in the archive: nothing to compare with yet"
+    span = (f"{compared.period_from or '…'} to {compared.period_until or '…'}"
+            if compared.period_from or compared.period_until else
+            f"records {_shown(compared.first)} to {_shown(compared.last)}")
+    said = f"compared with archived audit {compared.audit} (as of {compared.as_of}; {span})"
+    if compared.new is None:
+        return f"{said}: {compared.note}" if compared.note else said
+    return (f"{said}: {compared.new} new findings, {compared.persisting} persisting, "
+            f"{compared.resolved} resolved")

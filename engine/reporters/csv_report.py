@@ -15,6 +15,7 @@ COLUMNS = (
 
 WAIVER_COLUMNS = ("waiver", "waiver_reason", "waiver_approved_by", "waiver_approved_on")
 WAIVER_KEYS = ("id", "reason", "approved_by", "approved_on")
+ARCHIVE_COLUMNS = ("since_last_audit", "fingerprint")
 
 # Spreadsheets (Excel, LibreOffice, Google Sheets) evaluate a cell starting with one of these
 # as a formula, and record values reach the cells (keys, patients, messages quoting fields):
@@ -51,11 +52,14 @@ def render(report: Report, out: TextIO) -> None:
     # when ``out`` is opened with newline="". QUOTE_ALL because with that terminator
     # QUOTE_MINIMAL leaves a bare "\r" in a cell unquoted, and spreadsheets split the row there.
     writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
-    if report.waivers is None:
-        writer.writerow(COLUMNS)
-        writer.writerows(_row(f) for f in report.findings)
-        return
-    # with --waivers: which waiver covered a waived row, and who approved it
-    writer.writerow((*COLUMNS, *WAIVER_COLUMNS))
-    writer.writerows([*_row(f), *(neutralise(_cell((f.waiver or {}).get(name))) for name in WAIVER_KEYS)]
-                     for f in report.findings)
+    # with --waivers: which waiver covered a waived row, and who approved it; with --archive: whether
+    # an open finding is new since the last archived audit, and its fingerprint there
+    waivers, archived = report.waivers is not None, report.archived
+    writer.writerow((*COLUMNS, *(WAIVER_COLUMNS if waivers else ()), *(ARCHIVE_COLUMNS if archived else ())))
+    for finding in report.findings:
+        row = _row(finding)
+        if waivers:
+            row += [neutralise(_cell((finding.waiver or {}).get(name))) for name in WAIVER_KEYS]
+        if archived:
+            row += [_cell(finding.since_last_audit), _cell(finding.fingerprint)]
+        writer.writerow(row)

@@ -15,7 +15,7 @@ import jinja2
 import markupsafe
 
 from engine.language.model import SEVERITIES
-from engine.reporters.common import escape_matches, period
+from engine.reporters.common import compared_text, escape_matches, period, vs_last
 from engine.results import Finding, MonthCount, Rejected, Report, RuleResult, Source
 
 NONE = "—"  # an absent value, so an empty cell is never mistaken for an empty string
@@ -96,16 +96,19 @@ def _time_sort(time: str | None) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
-def _rule_row(rule: RuleResult) -> dict[str, Any]:
+def _rule_row(report: Report, rule: RuleResult) -> dict[str, Any]:
     return {"rule": rule, "rate": rate(rule.compliance_rate), "ci": interval(rule.ci95),
-            "target": target(rule.target), "status": rule.status or NONE, "status_class": status_class(rule.status)}
+            "target": target(rule.target), "status": rule.status or NONE, "status_class": status_class(rule.status),
+            "vs_last": vs_last(report, rule.pack, rule.id)}
 
 
 def outcome(finding: Finding) -> str:
-    """The finding's outcome; a waived one says which waiver, why, and who approved it when."""
+    """The finding's outcome; a waived one says which waiver, why, and who approved it when; with an
+    archive, an open one says whether it is new since the last audit."""
     waiver = finding.waiver
     if finding.outcome != "waived" or not waiver:
-        return finding.outcome
+        since = finding.since_last_audit
+        return finding.outcome if since is None else f"{finding.outcome} ({since} since the last audit)"
     return (f"waived by {waiver.get('id')}: {waiver.get('reason')} (approved by {waiver.get('approved_by')} "
             f"on {waiver.get('approved_on')})")
 
@@ -209,7 +212,8 @@ def context(report: Report) -> dict[str, Any]:
     titles = {r.id: r.title or "" for r in rules}
     return {
         "report": report, "period": period(report), "identifiers": identifiers(report),
-        "rules": [_rule_row(r) for r in rules], "bars": _bars(rules), "monthly": _monthly(report),
+        "rules": [_rule_row(report, r) for r in rules], "compared": compared_text(report),
+        "bars": _bars(rules), "monthly": _monthly(report),
         "findings": [_finding_row(f) for f in findings],
         "rule_options": [{"id": rid, "title": titles.get(rid, "")} for rid in rule_ids],
         "severities": SEVERITIES,

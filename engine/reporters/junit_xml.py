@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from typing import Any, TextIO
 
 from engine.language.model import SEVERITIES
-from engine.reporters.common import escape_matches, period
+from engine.reporters.common import compared_text, escape_matches, period, vs_last
 from engine.results import Finding, PackSummary, Report, RuleResult
 
 # XML 1.0 cannot carry most control characters (a parser rejects the whole file), a carriage
@@ -30,8 +30,9 @@ def _finding_text(finding: Finding) -> str:
     evidence = json.dumps(dict(finding.evidence), sort_keys=True, ensure_ascii=False, separators=(",", ":"),
                           default=str)
     missing = f" missing: {', '.join(finding.missing)}" if finding.missing else ""
+    since = f" [{finding.since_last_audit} since the last audit]" if finding.since_last_audit else ""
     line = (f"{finding.record_type} {finding.record_key} at {finding.time or 'no time'} "
-            f"({finding.source.path}:{finding.source.line}): {finding.message}{missing} evidence: {evidence}")
+            f"({finding.source.path}:{finding.source.line}): {finding.message}{missing} evidence: {evidence}{since}")
     return line.replace("\n", "\\n")
 
 
@@ -51,7 +52,7 @@ def _rate(rule: RuleResult) -> str:
     return "n/a" if rate is None else f"{rate * 100:.1f}%"
 
 
-def _case(suite: ET.Element, rule: RuleResult, findings: list[Finding]) -> tuple[int, int]:
+def _case(suite: ET.Element, rule: RuleResult, findings: list[Finding], report: Report) -> tuple[int, int]:
     """One rule as a test case; returns (failures, skipped) it adds."""
     case = ET.SubElement(suite, "testcase", classname=clean(rule.pack),
                          name=clean(f"{rule.id}: {rule.title}" if rule.title else rule.id))
@@ -70,7 +71,8 @@ def _case(suite: ET.Element, rule: RuleResult, findings: list[Finding]) -> tuple
     out = ET.SubElement(case, "system-out")
     out.text = clean(f"applicable {rule.applicable}, passed {rule.passed}, failed {rule.failed}, "
                      f"waived {rule.waived}, not evaluable {rule.not_evaluable}, "
-                     f"not applicable {rule.not_applicable}; compliance {_rate(rule)}")
+                     f"not applicable {rule.not_applicable}; compliance {_rate(rule)}"
+                     + (f"; vs last audit: {vs_last(report, rule.pack, rule.id)}" if report.archived else ""))
     return (1 if failed else 0), (1 if not failed and waived else 0)
 
 
@@ -81,6 +83,9 @@ def _properties(suite: ET.Element, pack: PackSummary | None, report: Report) -> 
             ET.SubElement(properties, "property", name=f"pack.{name}", value=clean(value))
     if report.period_given:
         ET.SubElement(properties, "property", name="period", value=clean(period(report)))
+    compared = compared_text(report)
+    if compared is not None:
+        ET.SubElement(properties, "property", name="compared_to", value=clean(compared))
 
 
 def render(report: Report, out: TextIO) -> None:
@@ -101,7 +106,7 @@ def render(report: Report, out: TextIO) -> None:
         _properties(suite, pack, report)
         failures = skipped = 0
         for rule in rules:
-            failed, waived = _case(suite, rule, by_rule.get((rule.pack, rule.id), []))
+            failed, waived = _case(suite, rule, by_rule.get((rule.pack, rule.id), []), report)
             failures += failed
             skipped += waived
         suite.set("failures", str(failures))

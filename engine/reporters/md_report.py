@@ -7,7 +7,7 @@ import unicodedata
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from engine.reporters.common import period
+from engine.reporters.common import compared_text, period, vs_last
 from engine.reporters.html_report import evidence, identifiers, interval, outcome, rate, source, target
 from engine.results import Finding, Report, RuleResult
 
@@ -102,9 +102,14 @@ def _rules(report: Report) -> list[str]:
     lines = ["", "## Results against each standard", "",
              f"{summary.findings} findings: {md(counts)} (unwaived), {waived} waived. "
              f"Exit threshold: {md(summary.exit_threshold)}.", ""]
+    compared = compared_text(report)
+    if compared is not None:
+        lines += [md(compared[:1].upper() + compared[1:]) + ".", ""]
+    last = ["vs last audit"] if report.archived else []
     rows = ([r.id, r.title, r.severity, r.cite or "—", r.applicable, r.passed, r.failed, r.waived,
-             r.not_evaluable, _compliance(r), target(r.target), r.status or "—"] for r in report.rules)
-    lines += table(RULE_COLUMNS, rows, frozenset(range(4, 11)))
+             r.not_evaluable, _compliance(r), target(r.target), r.status or "—",
+             *([vs_last(report, r.pack, r.id)] if last else [])] for r in report.rules)
+    lines += table([*RULE_COLUMNS, *last], rows, frozenset(range(4, 11)))
     versioned = [r for r in report.rules if r.versions]
     if versioned:  # rules with effective dates: each record was judged by the version in force on its day
         lines += ["", "Rule versions (effective dates):", ""]

@@ -70,6 +70,8 @@ def _result(finding: Finding, index: int) -> dict[str, Any]:
         "partialFingerprints": {"protocolAuditRecord/v1": _fingerprint(finding)},
         "properties": properties,
     }
+    if finding.since_last_audit is not None:  # with an archive: against the last archived audit
+        result["baselineState"] = "new" if finding.since_last_audit == "new" else "unchanged"
     if finding.outcome == "waived":
         reason = (finding.waiver or {}).get("reason") or "waived"
         result["suppressions"] = [{"kind": "external", "justification": str(reason)}]
@@ -98,6 +100,8 @@ def sarif(report: Report) -> dict[str, Any]:
     }
     if report.period_given:
         run["properties"]["period"] = report.period_json()
+    if report.archived:
+        run["properties"]["compared_to"] = None if report.compared_to is None else report.compared_to.to_json()
     return {"$schema": SCHEMA_URI, "version": "2.1.0", "runs": [run]}
 
 

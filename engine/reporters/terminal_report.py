@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from engine.language.model import SEVERITIES
-from engine.reporters.common import period, printable
+from engine.reporters.common import compared_text, period, printable, vs_last
 from engine.results import Report
 
 WIDTH = 100
@@ -115,7 +115,15 @@ def _rules(report: Report) -> list[str]:
              str(r.failed), str(r.waived), str(r.not_evaluable),
              _rate(r.compliance_rate)] for r in report.rules]
     caps = [24, 8, 10, 8, 8, 8, 13, 10]
+    if report.archived:  # the change since the last archived audit, and its new findings
+        header.append("vs last audit")
+        for row, r in zip(rows, report.rules, strict=True):
+            row.append(_clean(vs_last(report, r.pack, r.id, short=True)))
+        caps.append(18)
     lines = ["RULES", *_table([header, *rows], caps, frozenset(range(2, 8)))]
+    compared = compared_text(report)
+    if compared is not None:
+        lines.append(_fit(_clean(compared), WIDTH))
     for r in report.rules:  # a rule with effective dates: its versions, each with its window
         for v in r.versions or ():
             extra = "".join(f", {n} {what}" for n, what in ((v.waived, "waived"), (v.not_evaluable, "n/e")) if n)
