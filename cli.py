@@ -244,6 +244,24 @@ def inspect(packs: tuple[str, ...], maps: tuple[str, ...], files: tuple[str, ...
 
 
 @main.command()
+@click.argument("target", metavar="TARGET")
+@click.option("--output", "-o", "outputs", multiple=True, metavar="FILE",
+              help="Write the trend: .html (a chart per rule), .md or .json. Repeatable. Default: a summary.")
+@click.option("--pack", "-p", "packs", multiple=True, metavar="ID",
+              help="Only the rules of this pack (its id) and the audits that judged it. Repeatable.")
+def trend(target: str, outputs: tuple[str, ...], packs: tuple[str, ...]) -> None:
+    """Show each rule's compliance over the audits archived in TARGET (a SQLite file or a
+    postgresql:// URL that audits were given with --archive), oldest first, against its target.
+
+    \b
+    Example:
+      protocol-audit trend audits.db -o trend.html
+    """
+    written = Outputs(outputs)
+    guard(lambda: run.trend(target, written, list(packs)), written)
+
+
+@main.command()
 @click.argument("packs", nargs=-1, required=True, metavar="PACK...")
 def rules(packs: tuple[str, ...]) -> None:
     """List the rules of packs: id, severity, record type, title and when each applies."""

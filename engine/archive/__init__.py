@@ -116,7 +116,7 @@ class Archive:
 
     def rules(self, audit_id: int) -> list[ArchivedRule]:
         query = select(rule_results).where(rule_results.c.audit_id == audit_id) \
-            .order_by(rule_results.c.pack, rule_results.c.rule)
+            .order_by(rule_results.c.position)
         with self._reading() as connection:
             return [ArchivedRule(row.pack, row.rule, row.title, row.severity, row.target, row.applicable,
                                  row.passed, row.failed, row.waived, row.compliance_rate)
@@ -129,7 +129,7 @@ class Archive:
         made: dict[int, list[ArchivedRule]] = {}
         with self._reading() as connection:
             for row in connection.execute(select(rule_results).order_by(rule_results.c.audit_id,
-                                                                         rule_results.c.pack, rule_results.c.rule)):
+                                                                         rule_results.c.position)):
                 made.setdefault(row.audit_id, []).append(ArchivedRule(
                     row.pack, row.rule, row.title, row.severity, row.target, row.applicable, row.passed,
                     row.failed, row.waived, row.compliance_rate))
@@ -252,11 +252,11 @@ def _insert_audit(connection: Connection, report: Report, key_check: str, archiv
              "records_rejected": item.records_rejected} for position, item in enumerate(report.inputs)])
     if report.rules:
         connection.execute(insert(rule_results), [
-            {"audit_id": audit_id, "pack": rule.pack, "rule": rule.id, "title": rule.title,
+            {"audit_id": audit_id, "pack": rule.pack, "rule": rule.id, "position": position, "title": rule.title,
              "severity": rule.severity, "target": rule.target, "applicable": rule.applicable,
              "passed": rule.passed, "failed": rule.failed, "waived": rule.waived,
              "not_evaluable": rule.not_evaluable, "not_applicable": rule.not_applicable,
-             "compliance_rate": rule.compliance_rate} for rule in report.rules])
+             "compliance_rate": rule.compliance_rate} for position, rule in enumerate(report.rules)])
     rows = []
     for finding in report.findings:
         if finding.fingerprint is None:

@@ -55,6 +55,7 @@ rule_results = Table(
     Column("audit_id", Integer, ForeignKey("audits.id", ondelete="CASCADE"), primary_key=True),
     Column("pack", String(200), primary_key=True),
     Column("rule", String(200), primary_key=True),
+    Column("position", Integer, nullable=False),  # the rule's place in its audit's report
     Column("title", Text, nullable=False),
     Column("severity", String(20), nullable=False),
     Column("target", Float),

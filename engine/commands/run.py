@@ -216,6 +216,22 @@ def inspect(packs: list[str], maps: list[str], files: list[str], rows: int, reve
     return EXIT_SUCCESS
 
 
+def trend(target: str, written: Outputs, packs: list[str]) -> int:
+    from engine.commands.trend import trend as archived_trend
+    from engine.reporters import trend_report
+
+    writers = [(path, trend_report.for_path(path)) for path in written.paths]
+    written.check([("the archive", target)])
+    data = archived_trend(target, packs)
+    written.write(writers, data)
+    if written.paths:
+        echo(f"protocol-audit trend: {len(data['audits'])} audits, {len(data['rules'])} rules; "
+             f"wrote {', '.join(written.paths)}", err=True)
+    else:
+        echo_lines(trend_report.lines(data))
+    return EXIT_SUCCESS
+
+
 def rules(packs: list[str]) -> int:
     for pack in load_packs(packs):
         echo(f"{pack.id} {pack.version} - {pack.title} ({pack.path})")

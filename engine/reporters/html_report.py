@@ -158,22 +158,31 @@ def _y(value: float) -> float:
     return round(PANEL_Y1 - max(0.0, min(1.0, value)) * (PANEL_Y1 - PANEL_Y0), 1)
 
 
-def _panel(rule: RuleResult, entries: dict[str, MonthCount], months: list[str]) -> dict[str, Any]:
-    step = (PANEL_X1 - PANEL_X0) / len(months)
-    goal, path, points, pen = rule.target, [], [], "M"
-    for i, month in enumerate(months):
-        entry = entries.get(month)
-        value = None if entry is None else entry.compliance_rate
-        if entry is None or value is None:
-            pen = "M"  # a month without a decided record breaks the line
+def panel(rule_id: str, pack: str, goal: float | None,
+          series: Sequence[tuple[str, int, int, float | None] | None]) -> dict[str, Any]:
+    """One small-multiple chart: a rule's compliance at each step of a shared x axis (months of an
+    audit, or archived audits in a trend); ``series`` is (label, passed, failed, rate) per step,
+    None where the rule has nothing there."""
+    step = (PANEL_X1 - PANEL_X0) / max(1, len(series))
+    path, points, pen = [], [], "M"
+    for i, entry in enumerate(series):
+        label, passed, failed, value = entry or ("", 0, 0, None)
+        if value is None:
+            pen = "M"  # a step without a decided record breaks the line
             continue
         x, y = round(PANEL_X0 + (i + 0.5) * step, 1), _y(value)
         path.append(f"{pen}{x} {y}")
         pen = "L"
         points.append({"x": x, "y": y, "below": goal is not None and value < goal,
-                       "label": f"{month}: {rate(value)} ({entry.passed} of {entry.passed + entry.failed})"})
-    return {"id": rule.id, "pack": rule.pack, "path": " ".join(path), "points": points,
+                       "label": f"{label}: {rate(value)} ({passed} of {passed + failed})"})
+    return {"id": rule_id, "pack": pack, "path": " ".join(path), "points": points,
             "target_y": None if goal is None else _y(goal), "target": target(goal)}
+
+
+def _panel(rule: RuleResult, entries: dict[str, MonthCount], months: list[str]) -> dict[str, Any]:
+    series = [None if (e := entries.get(month)) is None else (month, e.passed, e.failed, e.compliance_rate)
+              for month in months]
+    return panel(rule.id, rule.pack, rule.target, series)
 
 
 def _monthly(report: Report) -> dict[str, Any]:

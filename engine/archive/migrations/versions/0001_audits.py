@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.Column("audit_id", sa.Integer, sa.ForeignKey("audits.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("pack", sa.String(200), primary_key=True),
         sa.Column("rule", sa.String(200), primary_key=True),
+        sa.Column("position", sa.Integer, nullable=False),
         sa.Column("title", sa.Text, nullable=False),
         sa.Column("severity", sa.String(20), nullable=False),
         sa.Column("target", sa.Float),
