@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import textwrap
 import unicodedata
 from collections.abc import Iterable
 from typing import Any, TextIO
@@ -122,8 +123,8 @@ def _rules(report: Report) -> list[str]:
         caps.append(18)
     lines = ["RULES", *_table([header, *rows], caps, frozenset(range(2, 8)))]
     compared = compared_text(report)
-    if compared is not None:
-        lines.append(_fit(_clean(compared), WIDTH))
+    if compared is not None:  # a sentence: wrapped, not cut
+        lines += textwrap.wrap(_clean(compared), WIDTH, subsequent_indent="  ")
     for r in report.rules:  # a rule with effective dates: its versions, each with its window
         for v in r.versions or ():
             extra = "".join(f", {n} {what}" for n, what in ((v.waived, "waived"), (v.not_evaluable, "n/e")) if n)
