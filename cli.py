@@ -107,7 +107,8 @@ def _map_option(command: Callable[..., None]) -> Callable[..., None]:
               help="A waivers file: approved exceptions that turn the fails they cover into waived. Repeatable.")
 @click.option("--archive", metavar="TARGET",
               help="Keep this audit in an archive of audits, a SQLite file (created when absent) or a "
-                   "postgresql:// URL, and compare it with the last archived audit of the same packs. "
+                   "postgresql:// URL, and compare it with the previous audit of the same packs there "
+                   "(the last one of the same days, else the last one before them). "
                    "Needs a pseudonym key (--key-file or $" + KEY_VARIABLE + ").")
 @click.option("--max-findings", default=20, show_default=True, metavar="N",
               type=click.IntRange(min=0), help="Findings listed per rule in a Markdown report.")

@@ -392,7 +392,8 @@ class RuleChange:
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
-    """``compared_to`` (SPEC 9): the last archived audit of the same packs and what changed since.
+    """``compared_to`` (SPEC 9): the previous archived audit of the same packs (the last one of the
+    same days, a re-audit; else the one that began last before this one) and what changed since.
 
     A finding is ``new`` when the last audit did not have it open (failed, not waived), ``persisting``
     when it did; one the last audit had open is ``resolved`` when its record lies in this audit's

@@ -161,6 +161,19 @@ def test_findings_of_the_last_audit_outside_this_period_are_not_resolved(tmp_pat
     assert rule(report, "DOSE")["new"] == 1 and rule(report, "ESCORT")["new"] == 0
 
 
+def test_the_audit_compared_with_is_the_previous_one_in_time(tmp_path: Path, target: str) -> None:
+    q3 = "2026-07-01..2026-09-30"
+    assert audit(tmp_path, target, FIRST, Q2, name="a")[1]["compared_to"] is None  # audit 1
+    # the first quarter archived after the second: nothing before it to compare with
+    assert audit(tmp_path, target, FIRST, Q1, name="b")[1]["compared_to"] is None  # audit 2
+    # the third quarter: the second (the one that began last before it), not the last archived
+    assert audit(tmp_path, target, FIRST, q3, name="c")[1]["compared_to"]["audit"] == 1  # audit 3
+    # the first quarter again (a re-audit after corrections): the first quarter's last audit
+    _, report, _ = audit(tmp_path, target, SECOND, Q1, name="d")  # audit 4
+    assert report["compared_to"]["audit"] == 2
+    assert report["compared_to"]["findings"] == {"new": 1, "persisting": 3, "resolved": 1}
+
+
 def test_an_audit_of_other_packs_is_not_compared(tmp_path: Path, target: str) -> None:
     audit(tmp_path, target, FIRST, Q1, name="first")
     other = PACK.replace("pack: arch", "pack: other")
@@ -329,7 +342,7 @@ def test_every_format_shows_the_comparison(tmp_path: Path) -> None:
     terminal = CliRunner().invoke(main, ["audit", "--pack", str(pack), str(data), "--period", Q1, "--archive",
                                          archive])
     # the same export again, compared with the audit just archived: nothing moved
-    assert "vs last audit" in terminal.output and "+0.0 pp, 0 new" in terminal.output
+    assert "vs last audit" in terminal.output and "  0.0 pp, 0 new" in terminal.output
     sentence = " ".join(terminal.output.split())  # the sentence under the table is wrapped at 100 columns
     assert "compared with archived audit 2" in sentence and "0 new findings, 4 persisting, 0 resolved" in sentence
 

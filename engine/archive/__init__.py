@@ -52,6 +52,14 @@ class ArchivedAudit:
     last_record: str | None
     key_check: str
 
+    @property
+    def span(self) -> tuple[str, str]:
+        """The days it audited: the period given, else the days of its first and last judged records
+        ("" for an open end)."""
+        if self.period_from or self.period_until:
+            return self.period_from or "", self.period_until or ""
+        return (self.first_record or "")[:10], (self.last_record or "")[:10]
+
 
 @dataclass(frozen=True, slots=True)
 class ArchivedRule:
@@ -108,11 +116,6 @@ class Archive:
             return [ArchivedAudit(row.id, row.as_of, row.archived_at, row.tool_version, row.pack_set,
                                   row.period_from, row.period_until, row.first_record, row.last_record,
                                   row.key_check) for row in connection.execute(query)]
-
-    def previous(self, packs: str) -> ArchivedAudit | None:
-        """The last audit archived of the same packs (SPEC 9's ``compared_to``), or None."""
-        found = self.audits(packs)
-        return found[-1] if found else None
 
     def rules(self, audit_id: int) -> list[ArchivedRule]:
         query = select(rule_results).where(rule_results.c.audit_id == audit_id) \

@@ -14,7 +14,7 @@ from engine.results import Comparison, Finding, Report, RuleChange
 def compared(report: Report, archive: Archive, key_check: str, tz: dt.tzinfo) -> Report:
     """``report`` with ``compared_to`` (None: the archive has no audit of these packs yet) and each
     open finding marked new or persisting."""
-    last = archive.previous(pack_set(report))
+    last = previous(archive.audits(pack_set(report)), _span(report))
     if last is None:
         return dataclasses.replace(report, archived=True)
     before = {(r.pack, r.rule): r for r in archive.rules(last.id)}
@@ -47,6 +47,23 @@ def compared(report: Report, archive: Archive, key_check: str, tz: dt.tzinfo) ->
     new, persisting, resolved = (sum(c[i] for c in counts.values()) for i in range(3))
     return dataclasses.replace(report, archived=True, findings=marked,
                                compared_to=_comparison(last, new, persisting, resolved, tuple(changes), None))
+
+
+def previous(audits: list[ArchivedAudit], span: tuple[str, str]) -> ArchivedAudit | None:
+    """The audit this one is compared with, among the archived audits of the same packs: the last
+    one of the same days (this is a re-audit, after corrections or new waivers), else the one that
+    began last before this one began (the last quarter), else none (nothing before it)."""
+    same = [a for a in audits if a.span == span]
+    if same:
+        return same[-1]
+    before = [a for a in audits if a.span[0] < span[0]]
+    return max(before, key=lambda a: (a.span[0], a.id)) if before else None
+
+
+def _span(report: Report) -> tuple[str, str]:
+    if report.period_given:
+        return report.period_from or "", report.period_until or ""
+    return (report.period_first or "")[:10], (report.period_last or "")[:10]
 
 
 def _comparison(last: ArchivedAudit, new: int | None, persisting: int | None, resolved: int | None,

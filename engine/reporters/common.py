@@ -49,8 +49,11 @@ def _shown(value: str | None) -> str:
 
 
 def points(change: float | None) -> str:
-    """A change of compliance rate in percentage points ("+1.2 pp"), or "n/a"."""
-    return "n/a" if change is None else f"{change * 100:+.1f} pp"
+    """A change of compliance rate in percentage points ("+1.2 pp", "0.0 pp"), or "n/a"."""
+    if change is None:
+        return "n/a"
+    shown = round(change * 100, 1) + 0.0  # + 0.0: no "-0.0" for a change too small to show
+    return "0.0 pp" if shown == 0 else f"{shown:+.1f} pp"
 
 
 def vs_last(report: Report, pack: str, rule: str, short: bool = False) -> str:
