@@ -76,5 +76,5 @@ def render_html(data: dict[str, Any], out: TextIO) -> None:
     rows = [{"row": row, "cells": [_cell(e) for e in _rates(data, row)]} for row in data["rules"]]
     template = environment().get_template("trend.html.j2")
     out.writelines(template.generate(data=data, audits=audits, panels=panels, rows=rows, target=target,
-                                     first=audits[0]["label"] if audits else "",
-                                     last=audits[-1]["label"] if audits else ""))
+                                     first=audits[0]["label"].split("..")[0] if audits else "",
+                                     last=audits[-1]["label"].split("..")[-1] if audits else ""))
