@@ -138,9 +138,10 @@ class Archive:
                     row.failed, row.waived, row.compliance_rate))
         return made
 
-    def findings(self, audit_id: int) -> list[ArchivedFinding]:
+    def open_findings(self, audit_id: int) -> list[ArchivedFinding]:
+        """An audit's open findings (fails; the waived ones are closed), what a comparison matches."""
         query = select(findings.c.pack, findings.c.rule, findings.c.outcome, findings.c.record_time,
-                       findings.c.fingerprint).where(findings.c.audit_id == audit_id)
+                       findings.c.fingerprint).where(findings.c.audit_id == audit_id, findings.c.outcome == "fail")
         with self._reading() as connection:
             return [ArchivedFinding(*row) for row in connection.execute(query)]
 

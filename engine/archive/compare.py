@@ -26,7 +26,7 @@ def compared(report: Report, archive: Archive, key_check: str, tz: dt.tzinfo) ->
                           for rule in report.rules)
         return dataclasses.replace(report, archived=True,
                                    compared_to=_comparison(last, None, None, None, unmatched, note))
-    was_open = {f.fingerprint: f for f in archive.findings(last.id) if f.outcome == "fail"}
+    was_open = {f.fingerprint: f for f in archive.open_findings(last.id)}
     now_open = {f.fingerprint for f in report.findings if f.counts}
     in_scope = _scope(report, tz)
     marked = tuple(_marked(f, was_open) for f in report.findings)
