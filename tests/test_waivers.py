@@ -116,10 +116,11 @@ def test_expired_waivers_cover_nothing_and_unused_ones_are_listed(tmp_path: Path
 
 
 def test_every_format_shows_the_waivers(tmp_path: Path) -> None:
-    outputs = {ext: tmp_path / f"r.{ext}" for ext in ("md", "html", "csv", "sarif", "txt")}
+    outputs = {ext: tmp_path / f"r.{ext}" for ext in ("md", "html", "csv", "sarif", "txt", "xml")}
     args = [arg for path in outputs.values() for arg in ("-o", str(path))]
     code, _, err = audit(tmp_path, "waivers:\n  - id: W-CUFF\n    rule: DOSE\n    records: [S1]\n" + ENTRY +
-                         "  - id: W-GONE\n    rule: DOSE\n    expires: 2026-01-31\n" + ENTRY, *args)
+                         "  - id: W-GONE\n    rule: DOSE\n    expires: 2026-01-31\n" + ENTRY +
+                         "  - id: W-IDLE\n    rule: ROUTE\n    records: [S9]\n" + ENTRY, *args)
     assert code == 1, err
     for ext in ("md", "html", "txt"):
         text = outputs[ext].read_text()
@@ -130,6 +131,16 @@ def test_every_format_shows_the_waivers(tmp_path: Path) -> None:
     sarif = json.loads(outputs["sarif"].read_text())
     suppressed = [r for r in sarif["runs"][0]["results"] if r.get("suppressions")]
     assert [s["suppressions"][0]["justification"] for s in suppressed] == ["cuff failure, paper charting"]
+    # the waivers that waived nothing are listed too: CSV rows after the findings, SARIF and JUnit properties
+    assert rows[-2:] == [
+        '"DOSE","","waiver expired","","","","","","","waiver W-GONE expired before the run: it covers nothing",'
+        '"","","W-GONE","","",""',
+        '"ROUTE","","waiver unused","","","","","","","waiver W-IDLE covered no fail","","","W-IDLE","","",""']
+    assert [(w["id"], w["status"]) for w in sarif["runs"][0]["properties"]["waivers"]] == [
+        ("W-CUFF", "applied"), ("W-GONE", "expired"), ("W-IDLE", "unused")]
+    junit = outputs["xml"].read_text()
+    assert '<property name="waiver.W-GONE" value="expired: DOSE, 0 records waived, expires 2026-01-31" />' in junit
+    assert '<property name="waiver.W-IDLE" value="unused: ROUTE, 0 records waived, expires never" />' in junit
 
 
 def test_a_bad_waivers_file_lists_every_problem_at_its_position(tmp_path: Path) -> None:

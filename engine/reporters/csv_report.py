@@ -16,6 +16,7 @@ COLUMNS = (
 WAIVER_COLUMNS = ("waiver", "waiver_reason", "waiver_approved_by", "waiver_approved_on")
 WAIVER_KEYS = ("id", "reason", "approved_by", "approved_on")
 ARCHIVE_COLUMNS = ("since_last_audit", "fingerprint")
+_WHY = {"expired": "expired before the run: it covers nothing", "unused": "covered no fail"}
 
 # Spreadsheets (Excel, LibreOffice, Google Sheets) evaluate a cell starting with one of these
 # as a formula, and record values reach the cells (keys, patients, messages quoting fields):
@@ -47,7 +48,8 @@ def _row(finding: Finding) -> list[str]:
 
 
 def render(report: Report, out: TextIO) -> None:
-    """Write one CSV row per finding (fail or waived), in the report's order."""
+    """Write one CSV row per finding (fail or waived), in the report's order; with waivers, then one
+    row per waiver that waived nothing (outcome ``waiver expired`` or ``waiver unused``)."""
     # "\n" rather than csv's default "\r\n": files compare byte for byte across platforms
     # when ``out`` is opened with newline="". QUOTE_ALL because with that terminator
     # QUOTE_MINIMAL leaves a bare "\r" in a cell unquoted, and spreadsheets split the row there.
@@ -62,4 +64,16 @@ def render(report: Report, out: TextIO) -> None:
             row += [neutralise(_cell((finding.waiver or {}).get(name))) for name in WAIVER_KEYS]
         if archived:
             row += [_cell(finding.since_last_audit), _cell(finding.fingerprint)]
+        writer.writerow(row)
+    # a waiver that waived nothing (expired, or unused) has no finding row: one row of its own, after
+    # the findings, its outcome saying so, so the spreadsheet lists every waiver the director gave
+    for waiver in report.waivers or ():
+        if waiver.status == "applied":
+            continue
+        cells: dict[str, Any] = {"rule": waiver.rule, "outcome": f"waiver {waiver.status}",
+                                 "message": f"waiver {waiver.id} {_WHY[waiver.status]}"}
+        row = [neutralise(_cell(cells.get(column))) for column in COLUMNS]
+        row += [neutralise(_cell(waiver.id)), "", "", ""]
+        if archived:
+            row += ["", ""]
         writer.writerow(row)

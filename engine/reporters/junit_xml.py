@@ -83,6 +83,11 @@ def _properties(suite: ET.Element, pack: PackSummary | None, report: Report) -> 
             ET.SubElement(properties, "property", name=f"pack.{name}", value=clean(value))
     if report.period_given:
         ET.SubElement(properties, "property", name="period", value=clean(period(report)))
+    for waiver in report.waivers or ():  # every waiver given, with its status: expired and unused ones too
+        if pack is not None and waiver.pack == pack.id:
+            ET.SubElement(properties, "property", name=f"waiver.{clean(waiver.id)}",
+                          value=clean(f"{waiver.status}: {waiver.rule}, {waiver.records_waived} records waived, "
+                                      f"expires {waiver.expires or 'never'}"))
     compared = compared_text(report)
     if compared is not None:
         ET.SubElement(properties, "property", name="compared_to", value=clean(compared))

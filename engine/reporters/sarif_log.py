@@ -100,6 +100,8 @@ def sarif(report: Report) -> dict[str, Any]:
     }
     if report.period_given:
         run["properties"]["period"] = report.period_json()
+    if report.waivers is not None:  # every waiver given, with its status (applied, unused, expired)
+        run["properties"]["waivers"] = [waiver.to_json() for waiver in report.waivers]
     if report.archived:
         run["properties"]["compared_to"] = None if report.compared_to is None else report.compared_to.to_json()
     return {"$schema": SCHEMA_URI, "version": "2.1.0", "runs": [run]}
