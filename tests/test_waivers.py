@@ -280,6 +280,16 @@ def test_a_column_a_waiver_reads_that_the_export_lacks_stops_the_run(tmp_path: P
     assert f'{sessions}: field site (read by waiver W1) has no column "site"' in result.stderr
 
 
+def test_validate_refuses_a_waiver_id_given_in_two_files(tmp_path: Path) -> None:
+    pack = write(tmp_path, "pack.yaml", PACK)
+    one = write(tmp_path, "q1.waivers.yaml", "waivers:\n  - id: W-1\n    rule: DOSE\n" + ENTRY)
+    two = write(tmp_path, "q2.waivers.yaml", "waivers:\n  - id: W-2\n    rule: DOSE\n" + ENTRY +
+                "  - id: W-1\n    rule: ROUTE\n" + ENTRY)
+    result = CliRunner().invoke(main, ["validate", str(pack), str(one), str(two)])
+    assert result.exit_code == 2
+    assert f'{two}:7:9: duplicate waiver id "W-1" (first at {one}:2)' in result.output
+
+
 def test_validate_knows_a_json_waivers_file(tmp_path: Path) -> None:
     pack = write(tmp_path, "pack.yaml", PACK)
     waivers = write(tmp_path, "w.json", json.dumps({"waivers": [

@@ -163,6 +163,8 @@ def validate(refs: list[str]) -> int:
         named = " ".join(part for part in (source.id, source.version) if part)
         echo(f"{source.path}: ok (map {named}, {count} entr{'ies' if count != 1 else 'y'}"
              f"{checked})")
+    if waiver_refs:  # all the files together first: a waiver id given in two of them is refused, as an audit does
+        load_waivers(waiver_refs, loaded if loaded else None)
     for ref in waiver_refs:
         count = len(load_waivers([ref], loaded if loaded else None))
         checked = "" if loaded else "; give its packs too to check its rules and fields"
