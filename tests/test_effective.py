@@ -120,7 +120,10 @@ def test_explain_uses_the_version_in_force(tmp_path: Path) -> None:
      "effective until 2026-02-01 is before from 2026-03-01"),
     (V2.replace("{from: 2026-02-01}", "{}"), "{}",
      "effective needs from, until or both (a rule always in force has no effective:)"),
-], ids=["shared-day", "open-ends", "no-window", "bad-date", "reversed", "empty"])
+    (V2.replace('time: "2026-01-31T23:30:00"', "time: ~"), "~",
+     "time: give the datetime that picks the rule's version (e.g. 2026-01-15T09:00:00), or leave time out "
+     "for the latest"),
+], ids=["shared-day", "open-ends", "no-window", "bad-date", "reversed", "empty", "empty-example-time"])
 def test_bad_versions_are_validation_errors_at_their_position(tmp_path: Path, second: str, needle: str,
                                                               message: str) -> None:
     text = HEAD + V1 + second

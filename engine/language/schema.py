@@ -435,11 +435,15 @@ def _examples(check: Checker, node: Node | None, rtype: RecordType | None, tz: A
         if "time" in item.value and rtype is not None:
             node_time = item.value["time"]
             time = written(node_time, rtype.fields[rtype.time].type) if node_time.value is not None else None
-            try:
-                convert(rtype.fields[rtype.time], time, tz)
-            except (ConversionError, OutOfRange) as exc:
-                check.node(node_time, f"time: {exc}")
-                time = None
+            if time is None:  # an empty time picks nothing: leave it out for the latest version
+                check.node(node_time, f"time: give the {rtype.fields[rtype.time].type} that picks the rule's "
+                                      f"version (e.g. 2026-01-15T09:00:00), or leave time out for the latest")
+            else:
+                try:
+                    convert(rtype.fields[rtype.time], time, tz)
+                except (ConversionError, OutOfRange) as exc:
+                    check.node(node_time, f"time: {exc}")
+                    time = None
             if rtype.time in values:
                 check.node(node_time, f"time: the record gives {rtype.time} already; give one of them")
         examples.append(Example(values, expect, check.mark(item), tuple(history), time))
