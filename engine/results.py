@@ -370,7 +370,7 @@ class WaiverStatus:
 @dataclass(frozen=True, slots=True)
 class RuleChange:
     """One rule against the last archived audit: its rate then, the change, and its findings matched
-    by fingerprint (None when they cannot be: another pseudonym key, or a rule new to this audit)."""
+    by fingerprint (None when they cannot be: another pseudonym key)."""
 
     rule: str
     pack: str
@@ -379,15 +379,17 @@ class RuleChange:
     new: int | None
     persisting: int | None
     resolved: int | None
+    in_last_audit: bool = True  # False: a rule the last audit did not have (its rate then is null)
 
     def to_json(self) -> Json:
-        return {"rule": self.rule, "pack": self.pack, "compliance_rate": self.compliance_rate,
-                "change": self.change, "new": self.new, "persisting": self.persisting, "resolved": self.resolved}
+        return {"rule": self.rule, "pack": self.pack, "in_last_audit": self.in_last_audit,
+                "compliance_rate": self.compliance_rate, "change": self.change, "new": self.new,
+                "persisting": self.persisting, "resolved": self.resolved}
 
     @classmethod
     def from_json(cls, data: Json) -> RuleChange:
         return cls(data["rule"], data["pack"], data["compliance_rate"], data["change"], data["new"],
-                   data["persisting"], data["resolved"])
+                   data["persisting"], data["resolved"], data["in_last_audit"])
 
 
 @dataclass(frozen=True, slots=True)

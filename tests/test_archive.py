@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import MetaData, select, text
+from sqlalchemy import URL, MetaData, create_engine, make_url, select, text
 
 from cli import main
 from engine.archive import Archive
@@ -96,16 +96,18 @@ def audit(tmp_path: Path, target: str, sessions: str, period: str, *more: str,
 
 
 def stored(target: str) -> dict[str, list[dict[str, Any]]]:
-    """Every row of every table of the archive."""
-    archive = Archive(target)
+    """Every row of every table of the archive (read directly, whatever its schema revision)."""
+    url = make_url(target).set(drivername="postgresql+psycopg") if "://" in target else \
+        URL.create("sqlite", database=target)
+    engine = create_engine(url)
     try:
         tables = MetaData()
-        with archive.engine.connect() as connection:
+        with engine.connect() as connection:
             tables.reflect(connection)
             return {name: [dict(row._mapping) for row in connection.execute(select(table))]
                     for name, table in tables.tables.items()}
     finally:
-        archive.close()
+        engine.dispose()
 
 
 def rule(report: dict[str, Any], rule_id: str) -> dict[str, Any]:
@@ -143,9 +145,10 @@ def test_the_next_audit_is_compared_with_the_last(tmp_path: Path, target: str) -
     # DOSE: SESS-0003 still fails, SESS-0001 passes now. ESCORT: SESS-0003 still fails, SESS-0004 fails
     # for the first time, SESS-0002 is waived (no longer an open finding)
     assert compared["findings"] == {"new": 1, "persisting": 2, "resolved": 2}
-    assert rule(report, "DOSE") == {"rule": "DOSE", "pack": "arch", "compliance_rate": 0.5, "change": 0.25,
+    assert rule(report, "DOSE") == {"rule": "DOSE", "pack": "arch", "in_last_audit": True, "compliance_rate": 0.5,
+                                    "change": 0.25,
                                     "new": 0, "persisting": 1, "resolved": 1}
-    assert rule(report, "ESCORT") == {"rule": "ESCORT", "pack": "arch", "compliance_rate": 0.5,
+    assert rule(report, "ESCORT") == {"rule": "ESCORT", "pack": "arch", "in_last_audit": True, "compliance_rate": 0.5,
                                       "change": round(1 / 3 - 0.5, 4), "new": 1, "persisting": 1, "resolved": 1}
     since = {(f["rule"], f["record_key"]): f.get("since_last_audit") for f in report["findings"]}
     assert since == {("DOSE", "SESS-0003"): "persisting", ("ESCORT", "SESS-0003"): "persisting",
@@ -209,11 +212,13 @@ def test_an_archive_from_a_newer_release_is_refused_and_never_written(tmp_path: 
     with sqlite3.connect(archive) as connection:
         connection.execute("UPDATE alembic_version SET version_num = 'f00d'")
     connection.close()
-    before = hashlib.sha256(archive.read_bytes()).hexdigest()
+    files = sorted(tmp_path.glob("audits.db*"))  # the database and any write-ahead log beside it
+    before = [hashlib.sha256(path.read_bytes()).hexdigest() for path in files]
     code, _, output = audit(tmp_path, str(archive), FIRST, Q1, name="second")
     assert code == 2
     assert 'written by a newer protocol-audit (schema revision "f00d"' in output
-    assert hashlib.sha256(archive.read_bytes()).hexdigest() == before
+    assert sorted(tmp_path.glob("audits.db*")) == files
+    assert [hashlib.sha256(path.read_bytes()).hexdigest() for path in files] == before
     assert not (tmp_path / "second.json").exists()  # refused before anything was judged
 
 
@@ -223,8 +228,10 @@ def test_a_newer_archive_on_the_server_is_refused(tmp_path: Path, postgres_url: 
     with archive.engine.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = 'f00d'"))
     archive.close()
+    before = stored(postgres_url)
     code, _, output = audit(tmp_path, postgres_url, FIRST, Q1, name="second")
     assert code == 2 and "written by a newer protocol-audit" in output
+    assert stored(postgres_url) == before  # not one row added or changed, the revision left as it was
     with pytest.raises(ArchiveError):
         Archive(postgres_url)
 
@@ -374,3 +381,107 @@ def test_trend_of_no_archive_is_an_error_and_makes_none(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["trend", str(missing)])
     assert result.exit_code == 2 and "no such archive" in result.output
     assert not missing.exists()
+
+
+def test_a_grown_export_or_a_longer_period_is_compared_with_the_audit_from_the_same_day(
+        tmp_path: Path, target: str) -> None:
+    january = HEADER + FIRST.splitlines()[1] + "\n"  # SESS-0001 alone: fails DOSE
+    audit(tmp_path, target, january, "2026-01-01..2026-01-31", name="a")  # audit 1
+    _, report, _ = audit(tmp_path, target, FIRST, "..2026-06-30", name="b")  # open start: its first record's day
+    assert report["compared_to"]["audit"] == 1
+    assert report["compared_to"]["findings"]["persisting"] == 1  # SESS-0001's dose, still open
+    pack = write(tmp_path, "pack.yaml", PACK)
+    for name, text_ in (("c", january), ("d", FIRST)):  # no period: the same export, grown since
+        data = write(tmp_path, f"{name}-sessions.csv", text_)
+        out = tmp_path / f"{name}.json"
+        CliRunner().invoke(main, ["audit", "--pack", str(pack), f"session={data}", "--archive", target,
+                                  "-o", str(out)])
+    assert json.loads(out.read_text())["compared_to"]["audit"] == 3
+
+
+def test_rules_added_or_removed_since_the_last_audit(tmp_path: Path, target: str) -> None:
+    dose_only = PACK[:PACK.index("  - id: ESCORT")]
+    audit(tmp_path, target, FIRST, Q1, pack=dose_only, name="a")
+    _, report, _ = audit(tmp_path, target, FIRST, Q1, name="b")  # ESCORT is new: not in the last audit
+    escort = rule(report, "ESCORT")
+    assert (escort["in_last_audit"], escort["compliance_rate"], escort["change"], escort["new"]) == \
+        (False, None, None, 2)
+    md = tmp_path / "c.md"
+    pack = write(tmp_path, "pack.yaml", PACK)
+    CliRunner().invoke(main, ["audit", "--pack", str(pack), f"session={write(tmp_path, 'c.csv', FIRST)}",
+                              "--period", Q1, "--archive", target, "-o", str(md)])
+    assert "| ESCORT |" in md.read_text() and "0.0 pp; 0 new, 2 persisting, 0 resolved" in md.read_text()
+    # ESCORT removed again: its two open findings are not "resolved", and the totals are the rows'
+    _, report, _ = audit(tmp_path, target, FIRST, Q1, pack=dose_only, name="d")
+    assert report["compared_to"]["findings"] == {"new": 0, "persisting": 2, "resolved": 0}
+
+
+def test_a_new_rule_is_said_so_in_the_tables(tmp_path: Path) -> None:
+    archive = str(tmp_path / "audits.db")
+    audit(tmp_path, archive, FIRST, Q1, pack=PACK[:PACK.index("  - id: ESCORT")], name="a")
+    pack = write(tmp_path, "pack.yaml", PACK)
+    data = write(tmp_path, "b.csv", FIRST)
+    result = CliRunner().invoke(main, ["audit", "--pack", str(pack), f"session={data}", "--period", Q1,
+                                       "--archive", archive])
+    escort = next(line for line in result.output.splitlines() if line.startswith("ESCORT"))
+    assert escort.endswith("new rule, 2 new")
+
+
+def test_a_sqlite_path_is_a_path_never_url_text(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"  # another application's database beside the archive
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE patients (mrn TEXT)")
+    connection.close()
+    before = other.read_bytes()
+    for name in ("other.db?x=1", "p%41.db"):
+        code, _, output = audit(tmp_path, str(tmp_path / name), FIRST, Q1, name=name.replace("?", "_"))
+        assert code == 1, output
+        assert (tmp_path / name).is_file()  # the file named, as named
+    assert not (tmp_path / "pA.db").exists()
+    assert other.read_bytes() == before
+    with sqlite3.connect(other) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    connection.close()
+    url = f"sqlite:///{tmp_path / 'by-url.db'}"  # a sqlite:/// URL names a file too
+    assert audit(tmp_path, url, FIRST, Q1, name="u")[0] == 1
+    assert (tmp_path / "by-url.db").is_file()
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("postgresql://auditor:pw-123@host:notaport/audits", "is not a database URL"),
+    ("postgresql+asyncpg://auditor:pw-123@127.0.0.1/audits", "reached through psycopg"),
+    ("mysql://auditor:pw-123@127.0.0.1/audits", "a SQLite file or a postgresql:// URL"),
+    ("postgresql://auditor@127.0.0.1:9/audits?password=pw-123", "cannot read the archive"),
+])
+def test_a_bad_archive_url_is_one_line_without_its_password(tmp_path: Path, url: str, said: str) -> None:
+    pytest.importorskip("psycopg")
+    code, _, output = audit(tmp_path, url, FIRST, Q1)
+    assert code == 2 and said in output, output
+    assert "pw-123" not in output and "internal error" not in output and "Traceback" not in output
+
+
+def test_two_audits_archiving_at_once_on_the_server_both_land(tmp_path: Path, postgres_url: str) -> None:
+    pack = write(tmp_path, "pack.yaml", PACK)
+    data = write(tmp_path, "sessions.csv", FIRST)
+    env = {**os.environ, "PROTOCOL_AUDIT_KEY": "test-key-not-a-secret-0123456789"}
+    started = [subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "audit", "--pack", str(pack), str(data),
+                                 "--archive", postgres_url, "-o", str(tmp_path / f"r{n}.json")],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for n in range(3)]  # a new database: all three also race to make the schema
+    results = [(run.wait(timeout=120), run.stderr.read()) for run in started]
+    for run in started:
+        run.stderr.close()  # type: ignore[union-attr]
+    assert all(code == 1 for code, _ in results), results
+    rows = stored(postgres_url)
+    assert len(rows["audits"]) == 3 and len(rows["findings"]) == 3 * 5
+
+
+def test_trend_keeps_one_pack(tmp_path: Path, target: str) -> None:
+    audit(tmp_path, target, FIRST, Q1, name="a")
+    audit(tmp_path, target, FIRST, Q1, pack=PACK.replace("pack: arch", "pack: other"), name="b")
+    out = tmp_path / "trend.json"
+    result = CliRunner().invoke(main, ["trend", target, "--pack", "other", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [a["packs"] for a in data["audits"]] == [["other"]]
+    assert {r["pack"] for r in data["rules"]} == {"other"}

@@ -15,13 +15,15 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect, select, text
+from sqlalchemy import URL, Connection, Engine, create_engine, event, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -60,6 +62,12 @@ class ArchivedAudit:
             return self.period_from or "", self.period_until or ""
         return (self.first_record or "")[:10], (self.last_record or "")[:10]
 
+    @property
+    def start(self) -> str:
+        """The first day it audited: the period's start, else (none given, or an open start) its first
+        judged record's day."""
+        return self.period_from or (self.first_record or "")[:10]
+
 
 @dataclass(frozen=True, slots=True)
 class ArchivedRule:
@@ -96,13 +104,18 @@ def pack_set(report: Report) -> str:
 class Archive:
     """An opened archive: checked to be one this release can read and write, not yet written."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, read_only: bool = False) -> None:
+        """``read_only``: only read (trend), so a read-only archive file or folder is enough."""
         self.target = target
         self.shown = _shown(target)  # the target as messages say it (a URL without its password)
-        self.sqlite_path = _sqlite_target(target, self.shown)
-        self.engine = _sqlite_engine(self.sqlite_path) if self.sqlite_path is not None \
+        self.sqlite_path = _sqlite_target(target, self.shown, read_only)
+        self.engine = _sqlite_engine(self.sqlite_path, read_only) if self.sqlite_path is not None \
             else _server_engine(target, self.shown)
-        self.revision = self._checked_revision()
+        try:
+            self.revision = self._checked_revision()
+        except BaseException:
+            self.engine.dispose()  # the last connection closed: SQLite removes the log files it opened
+            raise
 
     # -- reading ---------------------------------------------------------------------------
     def audits(self, packs: str | None = None) -> list[ArchivedAudit]:
@@ -275,15 +288,19 @@ def _insert_audit(connection: Connection, report: Report, key_check: str, archiv
 
 # -- targets -----------------------------------------------------------------------------------
 def _shown(target: str) -> str:
+    """The target as messages and the trend say it: a URL without its password, in the user part or
+    the query (?password=...)."""
     if not is_url(target):
         return target
     try:
-        return make_url(target).render_as_string(hide_password=True)
-    except ArgumentError:
+        url = make_url(target)
+        query = {name: ("***" if name.lower() == "password" else value) for name, value in url.query.items()}
+        return str(url.set(query=query).render_as_string(hide_password=True))
+    except (ArgumentError, ValueError):
         return target.split("://", 1)[0] + "://..."
 
 
-def _sqlite_file(target: str) -> Path:
+def _sqlite_file(target: str, read_only: bool = False) -> Path:
     """A SQLite archive's path: a regular file that is a SQLite database (or empty), or one to create."""
     path = Path(target)
     if path.exists():
@@ -294,15 +311,24 @@ def _sqlite_file(target: str) -> Path:
         if head and head != _SQLITE_HEADER:
             raise ArchiveError(f"{target}: not a SQLite database, so not an archive "
                                f"(give a new file name to start one)")
-        if not os.access(path, os.R_OK | os.W_OK):
+        if read_only and not os.access(path, os.R_OK):
+            raise ArchiveError(f"{target}: the archive cannot be read (permission denied)")
+        if not read_only and not os.access(path, os.R_OK | os.W_OK):
             raise ArchiveError(f"{target}: the archive cannot be read and written (permission denied)")
     elif not path.parent.is_dir():
         raise UsageError(f"{target}: no folder {path.parent} to create the archive in")
     return path
 
 
-def _sqlite_engine(path: Path) -> Engine:
-    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_SECONDS})
+def _sqlite_engine(path: Path, read_only: bool = False) -> Engine:
+    # the file named as given: a path is never read as URL text ("?", "#" and "%" are its own characters)
+    if read_only:  # opened read-only; in a folder that cannot be written, as a file nothing changes meanwhile
+        flags = "mode=ro" if os.access(path.parent, os.W_OK) else "mode=ro&immutable=1"
+        location = f"file:{urllib.parse.quote(str(path.resolve()))}?{flags}"
+        engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(location, uri=True,
+                                                                             timeout=BUSY_SECONDS))
+    else:
+        engine = create_engine(URL.create("sqlite", database=str(path)), connect_args={"timeout": BUSY_SECONDS})
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _: Any) -> None:
@@ -327,28 +353,30 @@ def _sqlite_engine(path: Path) -> Engine:
 def _url(target: str, shown: str) -> Any:
     try:
         return make_url(target)
-    except ArgumentError:
-        raise UsageError(f'--archive "{shown}" is not a database URL') from None
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is no number, a bad IPv6 host
+        raise UsageError(f'--archive "{shown}" is not a database URL ({exc})'.replace(target, shown)) from None
 
 
-def _sqlite_target(target: str, shown: str) -> Path | None:
+def _sqlite_target(target: str, shown: str, read_only: bool = False) -> Path | None:
     """The SQLite file of a target (a path, or a sqlite:/// URL), None for a server URL."""
     if not is_url(target):
-        return _sqlite_file(target)
+        return _sqlite_file(target, read_only)
     url = _url(target, shown)
     if url.get_backend_name() != "sqlite":
         return None
     if not url.database or url.database == ":memory:":
         raise UsageError(f'--archive "{shown}": a SQLite archive is a file (sqlite:///path/to/archive.db)')
-    return _sqlite_file(url.database)
+    return _sqlite_file(url.database, read_only)
 
 
 def _server_engine(target: str, shown: str) -> Engine:
     url = _url(target, shown)
     if url.get_backend_name() != "postgresql":
         raise UsageError(f'--archive "{shown}": an archive is a SQLite file or a postgresql:// URL')
-    if url.get_driver_name() in ("psycopg2", "") or "+" not in url.drivername:
-        url = url.set(drivername="postgresql+psycopg")
+    if url.drivername not in ("postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
+        raise UsageError(f'--archive "{shown}": a PostgreSQL archive is reached through psycopg: write the URL '
+                         f"as postgresql://...")
+    url = url.set(drivername="postgresql+psycopg")
     try:
         import psycopg  # noqa: F401
     except ImportError:

@@ -14,7 +14,8 @@ from engine.results import Comparison, Finding, Report, RuleChange
 def compared(report: Report, archive: Archive, key_check: str, tz: dt.tzinfo) -> Report:
     """``report`` with ``compared_to`` (None: the archive has no audit of these packs yet) and each
     open finding marked new or persisting."""
-    last = previous(archive.audits(pack_set(report)), _span(report))
+    last = previous(archive.audits(pack_set(report)), _span(report),
+                    report.period_from or (report.period_first or "")[:10])
     if last is None:
         return dataclasses.replace(report, archived=True)
     before = {(r.pack, r.rule): r for r in archive.rules(last.id)}
@@ -22,7 +23,8 @@ def compared(report: Report, archive: Archive, key_check: str, tz: dt.tzinfo) ->
         note = ("the last audit was archived under another pseudonym key: its findings cannot be matched with "
                 "this audit's (compliance rates are compared)")
         unmatched = tuple(RuleChange(rule.id, rule.pack, _rate(before, rule.pack, rule.id),
-                                     _change(rule.compliance_rate, _rate(before, rule.pack, rule.id)), None, None, None)
+                                     _change(rule.compliance_rate, _rate(before, rule.pack, rule.id)), None, None, None,
+                                     (rule.pack, rule.id) in before)
                           for rule in report.rules)
         return dataclasses.replace(report, archived=True,
                                    compared_to=_comparison(last, None, None, None, unmatched, note))
@@ -43,21 +45,25 @@ def compared(report: Report, archive: Archive, key_check: str, tz: dt.tzinfo) ->
         then = _rate(before, rule.pack, rule.id)
         new, persisting, resolved = counts.get((rule.pack, rule.id), [0, 0, 0])
         changes.append(RuleChange(rule.id, rule.pack, then, _change(rule.compliance_rate, then),
-                                  new, persisting, resolved))
-    new, persisting, resolved = (sum(c[i] for c in counts.values()) for i in range(3))
+                                  new, persisting, resolved, (rule.pack, rule.id) in before))
+    # the totals are the rows': findings of a rule this audit no longer has are not "resolved"
+    new, persisting, resolved = (sum(getattr(c, name) or 0 for c in changes) for name in ("new", "persisting",
+                                                                                          "resolved"))
     return dataclasses.replace(report, archived=True, findings=marked,
                                compared_to=_comparison(last, new, persisting, resolved, tuple(changes), None))
 
 
-def previous(audits: list[ArchivedAudit], span: tuple[str, str]) -> ArchivedAudit | None:
+def previous(audits: list[ArchivedAudit], span: tuple[str, str], start: str) -> ArchivedAudit | None:
     """The audit this one is compared with, among the archived audits of the same packs: the last
     one of the same days (this is a re-audit, after corrections or new waivers), else the one that
-    began last before this one began (the last quarter), else none (nothing before it)."""
+    began last on or before the day this one began (the last quarter; a shorter or longer audit
+    from the same day; the same export grown since), else none (nothing before it). An audit's
+    first day is its period's, else its first judged record's."""
     same = [a for a in audits if a.span == span]
     if same:
         return same[-1]
-    before = [a for a in audits if a.span[0] < span[0]]
-    return max(before, key=lambda a: (a.span[0], a.id)) if before else None
+    before = [a for a in audits if a.start <= start]
+    return max(before, key=lambda a: (a.start, a.id)) if before else None
 
 
 def _span(report: Report) -> tuple[str, str]:

@@ -16,7 +16,7 @@ def trend(target: str, packs: list[str]) -> dict[str, Any]:
 
     if not is_url(target) and not Path(target).is_file():
         raise UsageError(f"{target}: no such archive (an audit with --archive {target} makes one)")
-    archive = Archive(target)
+    archive = Archive(target, read_only=True)
     try:
         audits = archive.audits()
         counts = archive.all_rules()

@@ -66,7 +66,7 @@ def vs_last(report: Report, pack: str, rule: str, short: bool = False) -> str:
     change = compared.for_rule(pack, rule)
     if change is None:
         return "n/a"
-    moved = "new rule" if change.compliance_rate is None and change.change is None else points(change.change)
+    moved = points(change.change) if change.in_last_audit else "new rule"
     if change.new is None:
         return moved
     if short:
