@@ -485,3 +485,16 @@ def test_trend_keeps_one_pack(tmp_path: Path, target: str) -> None:
     data = json.loads(out.read_text())
     assert [a["packs"] for a in data["audits"]] == [["other"]]
     assert {r["pack"] for r in data["rules"]} == {"other"}
+
+
+def test_trend_reads_an_archive_it_cannot_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = tmp_path / "audits.db"
+    audit(tmp_path, str(archive), FIRST, Q1)
+    before = archive.read_bytes()
+    # as a user with read access only, to the file and its folder (root's own access is never denied)
+    monkeypatch.setattr(os, "access", lambda path, mode, **_: not mode & os.W_OK)
+    result = CliRunner().invoke(main, ["trend", str(archive)])
+    assert result.exit_code == 0 and "DOSE (arch, major, target 95%): 50.0%" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.glob("audits.db*")) == ["audits.db"] and archive.read_bytes() == before
+    code, _, output = audit(tmp_path, str(archive), FIRST, Q1, name="again")
+    assert code == 2 and "the archive cannot be read and written (permission denied)" in output

@@ -294,7 +294,7 @@ def _shown(target: str) -> str:
         return target
     try:
         url = make_url(target)
-        query = {name: ("***" if name.lower() == "password" else value) for name, value in url.query.items()}
+        query = {name: ("hidden" if name.lower() == "password" else value) for name, value in url.query.items()}
         return str(url.set(query=query).render_as_string(hide_password=True))
     except (ArgumentError, ValueError):
         return target.split("://", 1)[0] + "://..."
@@ -322,7 +322,10 @@ def _sqlite_file(target: str, read_only: bool = False) -> Path:
 
 def _sqlite_engine(path: Path, read_only: bool = False) -> Engine:
     # the file named as given: a path is never read as URL text ("?", "#" and "%" are its own characters)
-    if read_only:  # opened read-only; in a folder that cannot be written, as a file nothing changes meanwhile
+    writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+    if read_only and not writable:  # read through a read-only connection; in a folder that cannot be
+        # written, as a file nothing changes meanwhile. (Where it can be written, the usual connection
+        # only reads, and closing it removes the log files a read of a WAL database makes.)
         flags = "mode=ro" if os.access(path.parent, os.W_OK) else "mode=ro&immutable=1"
         location = f"file:{urllib.parse.quote(str(path.resolve()))}?{flags}"
         engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(location, uri=True,
