@@ -26,12 +26,12 @@ class Auditor:
                  worker: Callable[..., None] = worker_main, group_by: list[str] | None = None,
                  pseudonymise: Pseudonymiser | None = None, reveal: bool = False,
                  period: Period | None = None, waivers: Waivers | None = None,
-                 fingerprints: Pseudonymiser | None = None) -> None:
+                 fingerprints: Pseudonymiser | None = None, remember: bool = True) -> None:
         self.context = PackContext(packs, pseudonymise, reveal)
         self.period = period
         self.bounds = period.bounds(self.context.tz) if period is not None else (None, None)
         self.tally = Tally(self.context, group_by, on_outcome, waivers, fingerprints)
-        self.session = EngineSession(self.context, self.tally, timeout, batch_size, worker)
+        self.session = EngineSession(self.context, self.tally, timeout, batch_size, worker, remember)
 
     def in_period(self, record: Record) -> bool:
         """Whether ``record`` is judged (SPEC 9: outside the period it is history only)."""

@@ -4,6 +4,7 @@ each rule (every answer of the engine is checked against it) and the privacy gat
 
 from __future__ import annotations
 
+from engine.judge import verdicts
 from engine.judge.compiler import compile_rules
 from engine.judge.evidence import evidence_fields
 from engine.judge.facts import Layout
@@ -52,6 +53,9 @@ class PackContext:
             versions.setdefault((self.rules[index].pack, self.rules[index].id), []).append(self.rules[index])
         latest = {id(latest_version(found)) for found in versions.values()}
         self.latest_dated = {index for index in self.dated if id(self.rules[index]) in latest}
+        # the atoms of each type's rules: a record's truths of them are its signature (judge/verdicts.py)
+        self.atoms = {name: verdicts.atoms([self.rules[i] for i in indexes])
+                      for name, indexes in self.rules_by_type.items()}
         # what an export must provide: per record type, each field a rule reads and why
         self.needed = conditions.fields_read(self.rules, self.types)
         # record types an audit must keep: those judged and those history conditions look at

@@ -31,18 +31,21 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
         worker: Callable[..., None] = worker_main, group_by: list[str] | None = None,
         pseudonymise: Pseudonymiser | None = None, reveal: bool = False,
         maps: list[SourceMap] | None = None, period: Period | None = None,
-        waivers: Waivers | None = None, fingerprints: Pseudonymiser | None = None) -> tuple[Result, list[InputStats]]:
+        waivers: Waivers | None = None, fingerprints: Pseudonymiser | None = None,
+        remember: bool = True) -> tuple[Result, list[InputStats]]:
     """Read every input, judge every record, and return the result with per-input counts.
 
     ``group_by`` names fields (or ``month``) to count per stratum; ``pseudonymise`` replaces patient
     identifiers in findings; ``reveal`` keeps fields marked phi in the evidence; ``maps`` say how
     the files of other systems become records (SPEC 8); with ``period``, only the records in it
     are judged, the others are history; ``waivers`` turn the fails they cover into waived (SPEC 9);
-    with ``fingerprints`` (the archive's key), every finding carries its fingerprint.
+    with ``fingerprints`` (the archive's key), every finding carries its fingerprint. ``remember``:
+    the engine judges the first record of each signature only (engine/judge/verdicts.py); off, every
+    record is sent to it (the tests compare the two).
     """
     auditor = Auditor(packs, on_outcome, timeout, worker=worker, group_by=group_by,
                       pseudonymise=pseudonymise, reveal=reveal, period=period, waivers=waivers,
-                      fingerprints=fingerprints)
+                      fingerprints=fingerprints, remember=remember)
     for name in group_by or []:
         if name != "month" and not any(t.type_of(name) for t in auditor.context.types.values()):
             known = sorted({f for t in auditor.context.types.values() for f in t.fields})

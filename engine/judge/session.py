@@ -11,6 +11,7 @@ from engine.judge.compiler import OUTCOME_CODES
 from engine.judge.context import PackContext
 from engine.judge.durable import DEFAULT_TIMEOUT, DurableEvaluator, worker_main
 from engine.judge.tally import Case, Tally
+from engine.judge.verdicts import Signature, Verdicts
 from engine.language.model import Outcome, Record, Rule
 
 BATCH_SIZE = 500
@@ -33,18 +34,46 @@ class EngineSession:
     """Feeds cases to one durable_rules worker (started with the first batch) and tallies its answers."""
 
     def __init__(self, context: PackContext, tally: Tally, timeout: float = DEFAULT_TIMEOUT,
-                 batch_size: int = BATCH_SIZE, worker: Callable[..., None] = worker_main) -> None:
+                 batch_size: int = BATCH_SIZE, worker: Callable[..., None] = worker_main,
+                 remember: bool = True) -> None:
         self.context = context
         self.tally = tally
         self.timeout = timeout
         self.batch_size = batch_size
         self.worker = worker  # the engine process's entry point; tests substitute failing ones
         self.batch: list[Case] = []
-        self.in_flight: dict[int, list[Case]] = {}
+        self.signatures: list[Signature | None] = []  # of the batch's cases: None, judged alone
+        self.waited = 0  # records that came to wait for an answer since the last batch was sent
+        self.in_flight: dict[int, tuple[list[Case], list[Signature | None]]] = {}
         self.evaluator: DurableEvaluator | None = None
+        # the engine's verdicts by signature (engine/judge/verdicts.py); not with an outcome hook,
+        # which observes each record's outcomes as the engine gives them
+        self.verdicts = Verdicts(context.rules_by_type, context.atoms, context.dated) \
+            if remember and tally.counts_in_bulk else None
 
     def add(self, case: Case) -> None:
+        verdicts = self.verdicts
+        signature = None
+        if verdicts is not None:
+            signature = verdicts.signature(case.record.type, case.values)
+            each = verdicts.take(signature, case.stratum)
+            if each is not None:  # judged before: its outcomes, each still tallied for this record
+                for index, outcome in each:
+                    self.tally.outcome(index, case, outcome)
+                return
+            waiting = verdicts.waiting.get(signature)
+            if waiting is not None:  # its first record is with the engine: it waits for the answer
+                waiting.append(case)
+                self.waited += 1
+                if self.waited >= self.batch_size:  # records read alike wait no longer than a batch
+                    self._flush()
+                return
+            if verdicts.full:
+                signature = None
+            else:
+                verdicts.waiting[signature] = []
         self.batch.append(case)
+        self.signatures.append(signature)
         if len(self.batch) >= self.batch_size:
             self._flush()
 
@@ -53,6 +82,13 @@ class EngineSession:
         self._flush()
         while self.in_flight:
             self._collect()
+        if self.verdicts is not None:
+            tally = self.tally
+            for index, outcome, stratum, number in self.verdicts.counts():
+                if outcome is Outcome.PASS:
+                    tally.passed_many(index, stratum, number)
+                else:
+                    tally.not_applicable(index, number)
 
     def close(self) -> None:
         if self.evaluator is not None:
@@ -60,6 +96,7 @@ class EngineSession:
             self.evaluator = None
 
     def _flush(self) -> None:
+        self.waited = 0
         if not self.batch:
             return
         layout = self.context.layout
@@ -68,19 +105,23 @@ class EngineSession:
             self.evaluator = DurableEvaluator(self.context.ruleset, keys, self.timeout, self.worker)
         codes = layout.type_codes
         rows = [(codes[case.record.type], *layout.encode_row(case.record.type, case.values)) for case in self.batch]
-        records = [case.record for case in self.batch]
         while self.evaluator.full:
             self._collect()
+        # what a crash of the engine leaves unjudged: the batch, and the records waiting for its answers
+        waiting = self.verdicts.waiting if self.verdicts is not None else {}
+        records = [case.record for case in self.batch] + \
+            [case.record for signature in self.signatures if signature for case in waiting.get(signature, ())]
         batch_id = self.evaluator.submit(rows, f"{len(records)} records ({_places(records)})")
-        self.in_flight[batch_id] = self.batch
-        self.batch = []
+        self.in_flight[batch_id] = (self.batch, self.signatures)
+        self.batch, self.signatures = [], []
 
     def _collect(self) -> None:
         """Take one finished batch; check every answer and that every record got exactly one outcome
         per rule; tally."""
         assert self.evaluator is not None
         batch_id, segments = self.evaluator.receive()
-        cases = self.in_flight.pop(batch_id)
+        cases, signatures = self.in_flight.pop(batch_id)
+        remembered: dict[int, dict[int, Outcome]] = {fact_id: {} for fact_id, s in enumerate(signatures) if s}
         rules, plain, tally = self.context.rules, self.context.plain, self.tally
         bulk = tally.counts_in_bulk
         dated = self.context.dated
@@ -92,6 +133,10 @@ class EngineSession:
                                   f"{_places([case.record for case in cases])})")
             judged.setdefault(rule_index, []).extend(ids)
             judge, answer = plain[rule_index], _OUTCOMES[code]
+            if remembered:
+                for fact_id in ids:
+                    if fact_id in remembered:
+                        remembered[fact_id][rule_index] = answer
             wrong = [fact_id for fact_id in ids if judge(cases[fact_id].values) is not answer]
             if wrong:
                 case = cases[wrong[0]]
@@ -113,6 +158,13 @@ class EngineSession:
                 got = judged.get(rule_index, [])
                 if len(got) != len(expected) or set(got) != expected:
                     self._unmatched(rule_index, got, expected, cases)
+        if self.verdicts is not None:  # each signature's outcomes, checked above; the records that waited
+            for fact_id, outcomes in remembered.items():
+                signature = signatures[fact_id]
+                assert signature is not None
+                for case in self.verdicts.remember(signature, outcomes):
+                    for index, outcome in self.verdicts.take(signature, case.stratum) or ():
+                        tally.outcome(index, case, outcome)
 
     def _unmatched(self, rule_index: int, got: list[int], expected: set[int], cases: list[Case]) -> None:
         rule, where = self.context.rules[rule_index], self.context.where

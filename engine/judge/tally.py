@@ -113,6 +113,14 @@ class Tally:
                 counts = strata[key] = [0, 0, 0, 0]
             counts[0] += 1
 
+    def passed_many(self, index: int, stratum: tuple[str, ...], number: int) -> None:
+        """Count ``number`` passes of rule ``index`` in one stratum (bulk: no hook is called)."""
+        self.result.tallies[index].passed += number
+        counts = self.result.strata.get((index, stratum))
+        if counts is None:
+            counts = self.result.strata[(index, stratum)] = [0, 0, 0, 0]
+        counts[0] += number
+
     def not_applicable(self, index: int, number: int) -> None:
         self.result.tallies[index].not_applicable += number
 

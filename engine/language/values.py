@@ -99,8 +99,8 @@ def in_zone(value: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
     change (SPEC 4.1). Raises OutOfRange for a time at the calendar's ends, which no zone can show.
     """
     if value.tzinfo is None:
-        value = value.replace(tzinfo=tz, fold=0)
-    if type(value.tzinfo) is dt.timezone:  # an offset written in the text: fixed already
+        fixed = value.replace(tzinfo=_local_offset(value, tz), fold=0)
+    elif type(value.tzinfo) is dt.timezone:  # an offset written in the text: fixed already
         fixed = value
     else:
         offset = value.utcoffset()
@@ -115,6 +115,31 @@ def in_zone(value: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
     if not inside:
         raise OutOfRange("is too close to the ends of the calendar (years 1 and 9999)")
     return fixed
+
+
+_HOURS: dict[tuple[dt.tzinfo, int, int, int, int], dt.timezone] = {}  # (zone, local hour) -> its one offset
+
+
+def _local_offset(value: dt.datetime, tz: dt.tzinfo) -> dt.timezone:
+    """The fixed zone of the naive local time ``value`` in ``tz`` (fold=0 in a gap or fold).
+
+    An export's times fall in a few thousand hours a year, nearly all without a change of offset: an
+    hour whose first and last microsecond have one offset has it throughout, and is looked up once
+    (a zone's rules are asked, in Python, for every other time; that was a quarter of reading a CSV).
+    """
+    key = (tz, value.year, value.month, value.day, value.hour)
+    found = _HOURS.get(key)
+    if found is not None:
+        return found
+    offset = value.replace(tzinfo=tz, fold=0).utcoffset()
+    assert offset is not None
+    zone = fixed_zone(offset)
+    start = value.replace(minute=0, second=0, microsecond=0, tzinfo=tz, fold=0)
+    if start.utcoffset() == offset == start.replace(minute=59, second=59, microsecond=999999).utcoffset():
+        if len(_HOURS) >= 100_000:
+            _HOURS.clear()
+        _HOURS[key] = zone
+    return zone
 
 
 def parse_datetime(text: str, tz: dt.tzinfo) -> dt.datetime:

@@ -1,0 +1,192 @@
+"""The engine's verdicts remembered by signature (engine/judge/verdicts.py) change no outcome: an audit
+where the engine judges the first record of each signature gives the same counts, strata, findings
+and not-evaluable entries as one where it judges every record, on the shipped samples with every
+pack (history rules included) and on records made of the packs' own constants, just below and just
+above each, and missing values."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.judge import pipeline, verdicts
+from engine.judge.context import PackContext
+from engine.judge.tally import Result
+from engine.language.conditions import leaves_of
+from engine.packs import load_pack, load_packs
+from tests.helpers import write
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = sorted(str(p) for p in (ROOT / "samples").glob("*.csv"))
+
+PACK = """\
+pack: sig
+version: "1"
+title: signature pack
+timezone: America/New_York
+records:
+  session:
+    key: session_id
+    patient: patient_id
+    time: start
+    fields:
+      session_id: string
+      patient_id: string
+      start: datetime
+      end: datetime
+      dose_mg: number
+      weight_kg: number
+      sbp: integer
+      route: {type: enum, values: [IV, IM, IN]}
+      escort: boolean
+      staff: string
+derive:
+  minutes: "minutes(start, end)"
+  dose_per_kg: "dose_mg / weight_kg"
+rules:
+  - id: DOSE
+    title: dose within range
+    severity: major
+    for: session
+    when: {route: {one_of: [IV, IM]}}
+    require: {dose_per_kg: {between: [0.1, 1.0]}}
+  - id: LONG
+    title: watched long enough
+    severity: critical
+    for: session
+    when: {all: [{escort: true}, {not: {route: IN}}]}
+    require: {any: [{minutes: {at_least: 40}}, {sbp: {less_than: 120}}]}
+  - id: STAFF
+    title: staff id written
+    severity: minor
+    for: session
+    require: {staff: {matches: "U-[0-9]{4}"}}
+  - id: ORDER
+    title: ends after it starts
+    severity: major
+    for: session
+    when: {end: {present: true}}
+    require: {end: {greater_than: {field: start}}}
+  - id: BP
+    title: blood pressure checked
+    severity: major
+    for: session
+    when: {sbp: {at_least: 90}}
+    require: {sbp: {at_most: 160}}
+"""
+
+
+def same(one: Result, other: Result) -> None:
+    """Two results of one audit agree on everything a report is made of."""
+    assert [vars(c) for c in one.tallies] == [vars(c) for c in other.tallies]
+    assert one.strata == other.strata
+    assert (one.first, one.last) == (other.first, other.last)
+    key = lambda f: (f.rule, f.pack, f.record_key)  # noqa: E731
+    assert sorted(one.findings, key=key) == sorted(other.findings, key=key)
+    entry = lambda n: (n.rule, n.pack, n.record_key)  # noqa: E731
+    assert sorted(one.not_evaluable, key=entry) == sorted(other.not_evaluable, key=entry)
+
+
+def test_the_samples_judge_alike_with_and_without_remembered_verdicts() -> None:
+    packs = load_packs(["ketamine-iv", "esketamine-rems"])
+    remembered, _ = pipeline.run(packs, SAMPLES, group_by=["route"])
+    each, _ = pipeline.run(packs, SAMPLES, group_by=["route"], remember=False)
+    same(remembered, each)
+    assert remembered.findings  # the samples plant failures of every kind
+
+
+def test_records_that_read_alike_share_a_signature_and_others_do_not() -> None:
+    context = PackContext([load_pack_text(PACK)])
+    table = verdicts.Verdicts(context.rules_by_type, context.atoms, context.dated)
+    base = {"route": "IV", "dose_per_kg": 0.5, "escort": True, "minutes": 50.0, "sbp": 130, "staff": "U-0001",
+            "start": dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC), "end": dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)}
+    alike = {**base, "dose_per_kg": 0.7, "minutes": 41.0, "sbp": 150, "staff": "U-9999"}
+    assert table.signature("session", base) == table.signature("session", alike)
+    for change in ({"dose_per_kg": 1.01}, {"minutes": 39.0}, {"sbp": 119}, {"staff": "U-12345"}, {"route": "IN"},
+                   {"end": base["start"]}, {"sbp": None}, {"escort": False}):
+        assert table.signature("session", base) != table.signature("session", {**base, **change}), change
+
+
+def load_pack_text(text: str) -> Any:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        return load_pack(str(write(Path(folder), "pack.yaml", text)))
+
+
+def _values(pack_text: str) -> dict[str, list[Any]]:
+    """For each number field: every constant the rules compare it with, just below and just above it."""
+    pack = load_pack_text(pack_text)
+    found: dict[str, set[float]] = {"dose_mg": set(), "weight_kg": {0.0, 1.0, 70.0}, "sbp": set()}
+    for rule in pack.rules:
+        for leaf in leaves_of(rule.when) + leaves_of(rule.require):
+            constants = leaf.value if isinstance(leaf.value, list) else [leaf.value]
+            for constant in constants:
+                if isinstance(constant, int | float) and not isinstance(constant, bool):
+                    target = "dose_mg" if leaf.field == "dose_per_kg" else leaf.field
+                    if target in found:
+                        scale = 70.0 if leaf.field == "dose_per_kg" else 1.0  # dose for a 70 kg patient
+                        found[target] |= {constant * scale - 1, constant * scale, constant * scale + 1}
+    return {name: sorted(values) for name, values in found.items()}
+
+
+VALUES = _values(PACK)
+MINUTES = [0, 39, 40, 41, None]  # after the start; None: no end time
+
+
+def _row(number: int, dose: Any, weight: Any, sbp: Any, route: Any, escort: Any, staff: Any,
+         minutes: Any) -> list[Any]:
+    start = dt.datetime(2026, 3, 8, 1, 30) + dt.timedelta(minutes=7 * number)  # across the DST change
+    end = "" if minutes is None else (start + dt.timedelta(minutes=minutes)).isoformat()
+
+    def cell(value: Any) -> Any:
+        return "" if value is None else value
+    return [f"S{number}", f"P{number % 7}", start.isoformat(), end, cell(dose), cell(weight), cell(sbp),
+            cell(route), cell(escort), cell(staff)]
+
+
+ROWS = st.lists(st.tuples(
+    st.sampled_from([*VALUES["dose_mg"], None]), st.sampled_from([*VALUES["weight_kg"], None]),
+    st.sampled_from([*(int(v) for v in VALUES["sbp"]), None]), st.sampled_from(["IV", "IM", "IN", None]),
+    st.sampled_from(["true", "false", None]), st.sampled_from(["U-0001", "U-12345", "x", None]),
+    st.sampled_from(MINUTES)), min_size=40, max_size=400)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=ROWS)
+def test_edge_values_judge_alike_with_and_without_remembered_verdicts(tmp_path: Path,
+                                                                      rows: list[tuple[Any, ...]]) -> None:
+    pack = write(tmp_path, "pack.yaml", PACK)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["session_id", "patient_id", "start", "end", "dose_mg", "weight_kg", "sbp", "route", "escort",
+                     "staff"])
+    writer.writerows(_row(number, *row) for number, row in enumerate(rows))
+    data = write(tmp_path, "sessions.csv", out.getvalue())
+    packs = [load_pack(str(pack))]
+    remembered, _ = pipeline.run(packs, [str(data)])
+    each, _ = pipeline.run(packs, [str(data)], remember=False)
+    same(remembered, each)
+    counts = [vars(c) for c in each.tallies]
+    assert all(sum(c.values()) == len(rows) for c in counts)  # every rule answered every record once
+
+
+@pytest.mark.parametrize("remember", [True, False])
+def test_a_rule_with_effective_dates_is_tallied_record_by_record(tmp_path: Path, remember: bool) -> None:
+    dated = PACK.replace("  - id: BP\n", "  - id: BP\n    effective: {from: 2026-03-08}\n")
+    pack = write(tmp_path, "pack.yaml", dated)
+    rows = [_row(n, 35, 70, 150, "IV", "true", "U-0001", 45) for n in range(30)]
+    rows[3][2] = ""  # a record without a time: not evaluable for the dated rule, once
+    text = "session_id,patient_id,start,end,dose_mg,weight_kg,sbp,route,escort,staff\n" + \
+        "\n".join(",".join(str(c) for c in row) for row in rows) + "\n"
+    data = write(tmp_path, "sessions.csv", text)
+    result, _ = pipeline.run([load_pack(str(pack))], [str(data)], remember=remember)
+    bp = result.rules.index(next(r for r in result.rules if r.id == "BP"))
+    assert (result.tallies[bp].passed, result.tallies[bp].not_evaluable) == (29, 1)
