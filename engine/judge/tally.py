@@ -69,6 +69,7 @@ class Tally:
                  fingerprints: Pseudonymiser | None = None) -> None:
         self.context = context
         self.fingerprints = fingerprints  # with an archive: each finding's fingerprint, from the raw key
+        self._months: dict[tuple[Any, ...], str] = {}
         self.on_outcome = on_outcome
         self.waivers = waivers
         privacy = context.privacy
@@ -84,10 +85,28 @@ class Tally:
                 result.first = when
             if result.last is None or when > result.last:
                 result.last = when
-        month = when.astimezone(self.context.tz).strftime("%Y-%m") if when else "no time"
+        month = self._month(when) if when else "no time"
         stratum = (month, *(month if name == "month" else self._group_value(record, name)
                             for name in result.group_by))
         return Case(record, values, stratum, timeline)
+
+    def _month(self, when: dt.datetime) -> str:
+        """The month of ``when`` in the pack's zone ("2026-03"), worked out once per hour and offset
+        of the record's time (an hour in which the pack's month changes, at an offset that is not a
+        whole hour from the pack's, is worked out each time)."""
+        key = (when.year, when.month, when.day, when.hour, when.tzinfo)
+        month = self._months.get(key)
+        if month is not None:
+            return month
+        tz = self.context.tz
+        month = when.astimezone(tz).strftime("%Y-%m")
+        start = when.replace(minute=0, second=0, microsecond=0)
+        if start.astimezone(tz).strftime("%Y-%m") == month == \
+                (start + dt.timedelta(minutes=59, seconds=59, microseconds=999999)).astimezone(tz).strftime("%Y-%m"):
+            if len(self._months) >= 100_000:
+                self._months.clear()
+            self._months[key] = month
+        return month
 
     def _group_value(self, record: Record, name: str) -> str:
         value = self.context.privacy.value(record.type, name, display(record.values.get(name)))
