@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 from typing import Any, NoReturn
@@ -122,20 +123,52 @@ def guard(action: Callable[[], int], outputs: Outputs | None = None) -> None:
 
 
 class Progress:
-    """Records read so far, on a terminal only (quiet when piped)."""
+    """The run's progress on a terminal (nothing when stderr is not one): a bar of the bytes read of
+    all the inputs, with records/s and the time left, then one of the judging (of patients' records,
+    when rules look at history), through click's progress bar."""
 
     def __init__(self) -> None:
         self.enabled = sys.stderr.isatty()
-        self.shown = False
+        self.phase = ""
+        self.bar: Any = None
+        self.started = time.monotonic()
+        self.records = 0
 
-    def __call__(self, count: int) -> None:
-        if self.enabled and count % 10000 == 0:
-            click.echo(f"\r{count:,} records read...", err=True, nl=False)
-            self.shown = True
+    def __call__(self, phase: str, done: int, total: int, records: int) -> None:
+        if not self.enabled:
+            return
+        if phase != self.phase:
+            self._close()
+            self.phase, self.started = phase, time.monotonic()
+            self.bar = click.progressbar(length=max(total, 1), label=f"{phase:<8}", file=sys.stderr, width=30,
+                                         show_eta=True, show_percent=True, item_show_func=self._rate)
+            self.bar.__enter__()
+        self.records = records
+        self.bar.update(max(0, done - self.bar.pos), records)
+
+    def _rate(self, records: int | None) -> str | None:
+        if records is None:
+            return None
+        seconds = max(time.monotonic() - self.started, 1e-6)
+        return f"{records:,} records, {records / seconds:,.0f}/s"
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+    def writing(self) -> None:
+        """The reports are being written (the last phase)."""
+        self._close()
+        if self.enabled and self.phase:
+            click.echo("writing the reports...", err=True, nl=False)
+            self.phase = "writing"
 
     def done(self) -> None:
-        if self.shown:
+        self._close()
+        if self.enabled and self.phase == "writing":
             click.echo("\r" + " " * 40 + "\r", err=True, nl=False)
+            self.phase = "done"
 
 
 @contextlib.contextmanager

@@ -80,25 +80,25 @@ def audit(packs: list[str], maps: list[str], files: list[str], written: Outputs,
     pseudonymise = pseudonymiser(reveal_identifiers, key_file) if fingerprints is None or reveal_identifiers \
         else fingerprints
     archive = open_archive(archive_target) if archive_target else None
+    progress = Progress()
     try:
-        progress = Progress()
-        try:
-            result, stats = pipeline.run(loaded, files, progress=progress, group_by=group_by,
-                                         pseudonymise=pseudonymise, reveal=reveal_identifiers, maps=source_maps,
-                                         period=period, waivers=waivers, fingerprints=fingerprints)
-        finally:
-            progress.done()
+        result, stats = pipeline.run(loaded, files, progress=progress, group_by=group_by,
+                                     pseudonymise=pseudonymise, reveal=reveal_identifiers, maps=source_maps,
+                                     period=period, waivers=waivers, fingerprints=fingerprints)
+        progress.writing()
         report = report_builder.build(result, stats, loaded, run_time, fail_on, period, waivers)
+        if archive is not None and fingerprints is not None:
+            report = compared(report, archive, fingerprints.key_check, timezone(zone))
+        written.write(renderers, report)
+        progress.done()
         if period is not None and report.summary.records_judged == 0 and report.summary.records_read:
             echo(f"protocol-audit: no record of the inputs lies in the period {period}: nothing was judged",
                  err=True)
         if archive is not None and fingerprints is not None:
-            report = compared(report, archive, fingerprints.key_check, timezone(zone))
-        written.write(renderers, report)
-        if archive is not None and fingerprints is not None:
             number = archive.store(report, fingerprints.key_check)
             echo(f"protocol-audit: archived as audit {number} in {archive.shown}", err=True)
     finally:
+        progress.done()
         if archive is not None:
             archive.close()
     if outputs:

@@ -71,6 +71,25 @@ def special_file(path: str) -> str | None:
     return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else _kind(mode)
 
 
+_READING: dict[str, BinaryIO] = {}  # the handle each input was last opened with: how far it is read
+
+
+def bytes_read(path: str) -> int:
+    """How far the input at ``path`` has been read (its handle's position; its size once closed)."""
+    handle = _READING.get(path)
+    if handle is None:
+        return 0
+    if handle.closed:
+        try:
+            return os.path.getsize(path)
+        except OSError:
+            return 0
+    try:
+        return handle.tell()
+    except (OSError, ValueError):
+        return 0
+
+
 def open_input(path: str) -> BinaryIO:
     regular_file(path)
     try:
@@ -86,6 +105,7 @@ def open_input(path: str) -> BinaryIO:
     except BaseException:
         handle.close()
         raise
+    _READING[path] = handle
     return handle
 
 

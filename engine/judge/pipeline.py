@@ -7,6 +7,7 @@ import copyreg
 import datetime as dt
 import difflib
 import functools
+import os
 import pickle
 import tempfile
 import zlib
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from engine.errors import EngineError, UsageError
 from engine.inputs.builder import InputStats, Seen
-from engine.inputs.files import check_input
+from engine.inputs.files import bytes_read, check_input
 from engine.inputs.maps import SourceMap
 from engine.inputs.sources import Binding, bind, check_columns, grouped, header_of, read_group
 from engine.judge.audit import BATCH_SIZE, Auditor, OutcomeHook, Result
@@ -27,7 +28,7 @@ from engine.waivers import Waivers
 
 
 def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = None,
-        progress: Callable[[int], None] | None = None, timeout: float = DEFAULT_TIMEOUT,
+        progress: Callable[[str, int, int, int], None] | None = None, timeout: float = DEFAULT_TIMEOUT,
         worker: Callable[..., None] = worker_main, group_by: list[str] | None = None,
         pseudonymise: Pseudonymiser | None = None, reveal: bool = False,
         maps: list[SourceMap] | None = None, period: Period | None = None,
@@ -59,8 +60,12 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
     bindings = open_inputs(files, auditor.context.types, maps or [], needed)
     seen = Seen()
     stats_list: list[InputStats] = []
+    sizes = {binding.path: _size(binding.path) for binding in bindings}
+    total, finished = sum(sizes.values()), 0
+    read = 0  # records read so far, of every input
 
     def records() -> Iterator[Record]:
+        nonlocal finished, read
         for group in grouped(bindings):
             group_stats = [InputStats(binding.path, binding.type, outside_period=None if period is None else 0)
                            for binding in group]
@@ -82,12 +87,16 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
                     yield item
                 if len(group_stats) > 1:
                     counted = [each.records_read for each in group_stats]
-                if progress is not None and stats.records_read % 1000 == 0:
-                    progress(stats.records_read)
+                read += 1
+                if progress is not None and read % 1000 == 0:
+                    progress("reading", finished + bytes_read(group[0].path), total, read)
+            finished += sizes[group[0].path]
+        if progress is not None:
+            progress("reading", total, total, read)
 
     try:
         if auditor.context.needs_history:
-            _judge_by_patient(auditor, records())
+            _judge_by_patient(auditor, records(), progress)
         else:
             for record in records():
                 auditor.add(record)
@@ -139,7 +148,15 @@ _DISPATCH = copyreg.dispatch_table.copy()
 _DISPATCH[dt.timezone] = lambda zone: (_zone_of, (zone.utcoffset(None).total_seconds(),))
 
 
-def _judge_by_patient(auditor: Auditor, records: Iterator[Record]) -> None:
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _judge_by_patient(auditor: Auditor, records: Iterator[Record],
+                      progress: Callable[[str, int, int, int], None] | None = None) -> None:
     """History needs each patient's records together: spill them to partition files by patient,
     then judge one partition at a time, so memory holds a partition rather than the whole export.
 
@@ -162,7 +179,10 @@ def _judge_by_patient(auditor: Auditor, records: Iterator[Record]) -> None:
                 pickler.dump(row)
                 pickler.clear_memo()
         names = list(sources)
-        for source_file in files:
+        judged = 0
+        for done, source_file in enumerate(files):
+            if progress is not None:
+                progress("judging", done, len(files), judged)
             by_patient: dict[str, list[Record]] = {}
             source_file.seek(0)
             while True:
@@ -174,7 +194,10 @@ def _judge_by_patient(auditor: Auditor, records: Iterator[Record]) -> None:
                 by_patient.setdefault(patient or "", []).append(record)
             source_file.close()  # its disk space goes back now, not at the end
             for patient in sorted(by_patient):
+                judged += len(by_patient[patient])
                 auditor.add_patient(by_patient[patient])
+        if progress is not None:
+            progress("judging", len(files), len(files), judged)
     finally:
         for handle in files:
             handle.close()
