@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from engine import reporters
+from engine.judge.tally import Result
 from engine.language.model import Pack, Record
 from engine.language.values import convert, is_missing, timezone
 from engine.packs import load_pack_bytes
@@ -93,3 +94,14 @@ def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
     else:
         path.write_bytes(content)
     return path
+
+
+def same(one: Result, other: Result) -> None:
+    """Two results of one audit agree on everything a report is made of."""
+    assert [vars(c) for c in one.tallies] == [vars(c) for c in other.tallies]
+    assert one.strata == other.strata
+    assert (one.first, one.last) == (other.first, other.last)
+    key = lambda f: (f.rule, f.pack, f.record_key)  # noqa: E731
+    assert sorted(one.findings, key=key) == sorted(other.findings, key=key)
+    entry = lambda n: (n.rule, n.pack, n.record_key)  # noqa: E731
+    assert sorted(one.not_evaluable, key=entry) == sorted(other.not_evaluable, key=entry)

@@ -18,10 +18,9 @@ from hypothesis import strategies as st
 
 from engine.judge import pipeline, verdicts
 from engine.judge.context import PackContext
-from engine.judge.tally import Result
 from engine.language.conditions import leaves_of
 from engine.packs import load_pack, load_packs
-from tests.helpers import write
+from tests.helpers import same, write
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted(str(p) for p in (ROOT / "samples").glob("*.csv"))
@@ -83,23 +82,20 @@ rules:
 """
 
 
-def same(one: Result, other: Result) -> None:
-    """Two results of one audit agree on everything a report is made of."""
-    assert [vars(c) for c in one.tallies] == [vars(c) for c in other.tallies]
-    assert one.strata == other.strata
-    assert (one.first, one.last) == (other.first, other.last)
-    key = lambda f: (f.rule, f.pack, f.record_key)  # noqa: E731
-    assert sorted(one.findings, key=key) == sorted(other.findings, key=key)
-    entry = lambda n: (n.rule, n.pack, n.record_key)  # noqa: E731
-    assert sorted(one.not_evaluable, key=entry) == sorted(other.not_evaluable, key=entry)
-
-
 def test_the_samples_judge_alike_with_and_without_remembered_verdicts() -> None:
     packs = load_packs(["ketamine-iv", "esketamine-rems"])
     remembered, _ = pipeline.run(packs, SAMPLES, group_by=["route"])
     each, _ = pipeline.run(packs, SAMPLES, group_by=["route"], remember=False)
     same(remembered, each)
     assert remembered.findings  # the samples plant failures of every kind
+
+
+def test_records_spilled_to_partitions_judge_as_those_held_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    packs = load_packs(["ketamine-iv", "esketamine-rems"])
+    held, _ = pipeline.run(packs, SAMPLES, group_by=["route"])
+    monkeypatch.setattr(pipeline, "IN_MEMORY", 1000)  # the samples' 17,578 records spill past 1,000
+    spilled, _ = pipeline.run(packs, SAMPLES, group_by=["route"])
+    same(held, spilled)
 
 
 def test_records_that_read_alike_share_a_signature_and_others_do_not() -> None:

@@ -7,6 +7,7 @@ import copyreg
 import datetime as dt
 import difflib
 import functools
+import itertools
 import os
 import pickle
 import tempfile
@@ -133,6 +134,9 @@ def open_inputs(files: list[str], types: Mapping[str, RecordType], maps: list[So
 
 
 PARTITIONS = 64
+# records grouped by patient in memory before an audit with history rules spills them to partition
+# files (about 0.5-1 KiB each as Python objects: some 100-200 MiB at the most)
+IN_MEMORY = 200_000
 
 
 @functools.lru_cache(maxsize=256)
@@ -156,21 +160,65 @@ def _size(path: str) -> int:
 
 
 def _judge_by_patient(auditor: Auditor, records: Iterator[Record],
-                      progress: Callable[[str, int, int, int], None] | None = None) -> None:
-    """History needs each patient's records together: spill them to partition files by patient,
-    then judge one partition at a time, so memory holds a partition rather than the whole export.
+                      progress: Callable[[str, int, int, int], None] | None = None,
+                      in_memory: int | None = None) -> None:
+    """History needs each patient's records together. Up to ``in_memory`` records are grouped by
+    patient in memory; past that, every record kept so far and to come is spilled to partition files
+    by patient, and one partition at a time is judged, so memory holds a partition rather than the
+    whole export. Either way patients are judged one at a time, with all their records.
 
     The partitions hold the export's values, identifiers included: they are anonymous temporary
     files (no name in any folder), so nothing is left on disk even when the audit is killed.
     """
+    kept = auditor.context.kept_types
+    in_memory = IN_MEMORY if in_memory is None else in_memory
+    by_patient: dict[str, list[Record]] = {}
+    held = 0
+    spilled = False
+    for record in records:
+        if record.type in kept:
+            by_patient.setdefault(record.patient or "", []).append(record)
+            held += 1
+            if held > in_memory:
+                spilled = True
+                break
+    if not spilled:
+        _judge_patients(auditor, [by_patient], progress, held)
+        return
+    waiting = (record for patient in by_patient.values() for record in patient)
+    by_patient = {}
+    _spill_and_judge(auditor, itertools.chain(waiting, records), progress)
+
+
+def _judge_patients(auditor: Auditor, partitions: Iterable[dict[str, list[Record]]],
+                    progress: Callable[[str, int, int, int], None] | None, total: int) -> None:
+    """Judge the patients of each partition (its records grouped by patient), one patient at a time;
+    ``total``: the records of all of them (the judging's progress)."""
+    judged = shown = 0
+    for by_patient in partitions:
+        for patient in sorted(by_patient):
+            judged += len(by_patient[patient])
+            auditor.add_patient(by_patient[patient])
+            if progress is not None and judged - shown >= 1000:
+                progress("judging", judged, total, judged)
+                shown = judged
+        by_patient.clear()
+    if progress is not None:
+        progress("judging", total, total, judged)
+
+
+def _spill_and_judge(auditor: Auditor, records: Iterator[Record],
+                     progress: Callable[[str, int, int, int], None] | None) -> None:
     files = [tempfile.TemporaryFile(prefix="protocol-audit-") for _ in range(PARTITIONS)]
     picklers = [pickle.Pickler(handle, protocol=pickle.HIGHEST_PROTOCOL) for handle in files]
     for pickler in picklers:
         pickler.dispatch_table = _DISPATCH
     sources: dict[str, int] = {}
+    count = 0
     try:
         for record in records:
             if record.type in auditor.context.kept_types:
+                count += 1
                 # a plain tuple (pickling the slotted Record costs twice as much); the memo is
                 # cleared after each record, or it would keep every record alive
                 source = sources.setdefault(record.path, len(sources))
@@ -179,25 +227,22 @@ def _judge_by_patient(auditor: Auditor, records: Iterator[Record],
                 pickler.dump(row)
                 pickler.clear_memo()
         names = list(sources)
-        judged = 0
-        for done, source_file in enumerate(files):
-            if progress is not None:
-                progress("judging", done, len(files), judged)
-            by_patient: dict[str, list[Record]] = {}
-            source_file.seek(0)
-            while True:
-                try:
-                    kind, key, patient, time, values, source, line = pickle.load(source_file)
-                except EOFError:
-                    break
-                record = Record(kind, key, patient, time, values, names[source], line)
-                by_patient.setdefault(patient or "", []).append(record)
-            source_file.close()  # its disk space goes back now, not at the end
-            for patient in sorted(by_patient):
-                judged += len(by_patient[patient])
-                auditor.add_patient(by_patient[patient])
-        if progress is not None:
-            progress("judging", len(files), len(files), judged)
+
+        def partitions() -> Iterator[dict[str, list[Record]]]:
+            for source_file in files:
+                by_patient: dict[str, list[Record]] = {}
+                source_file.seek(0)
+                while True:
+                    try:
+                        kind, key, patient, time, values, source, line = pickle.load(source_file)
+                    except EOFError:
+                        break
+                    record = Record(kind, key, patient, time, values, names[source], line)
+                    by_patient.setdefault(patient or "", []).append(record)
+                source_file.close()  # its disk space goes back now, not at the end
+                yield by_patient
+
+        _judge_patients(auditor, partitions(), progress, count)
     finally:
         for handle in files:
             handle.close()
