@@ -9,7 +9,7 @@ reads one back (a saved report rendered again, or a report written by hand in th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -441,6 +441,27 @@ class Comparison:
                    tuple(RuleChange.from_json(c) for c in data["rules"]), data.get("note"))
 
 
+def _eager(items: tuple[Any, ...], convert: Callable[[Any], Json]) -> list[Json]:
+    return [convert(item) for item in items]
+
+
+class _Lazy(list):  # type: ignore[type-arg]
+    """A list for json.dump whose entries are made one at a time as it is iterated (it holds none)."""
+
+    def __init__(self, items: tuple[Any, ...], convert: Callable[[Any], Json]) -> None:
+        super().__init__()
+        self.items, self.convert = items, convert
+
+    def __iter__(self) -> Iterator[Json]:
+        return (self.convert(item) for item in self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
 @dataclass(frozen=True, slots=True)
 class Report:
     """A whole audit report; identical inputs and as-of time give an identical Report."""
@@ -473,7 +494,11 @@ class Report:
         threshold = SEVERITIES.index(fail_on)
         return sum(1 for f in self.findings if f.counts and SEVERITIES.index(f.severity) <= threshold)
 
-    def to_json(self) -> Json:
+    def to_json(self, lazy: bool = False) -> Json:
+        """The JSON report as data. ``lazy``: the findings, not-evaluable and rejected lists make
+        each entry's data only as a writer iterates over them (json.dump with an indent walks lists
+        in Python), so a report of many findings is written without all of it in memory twice."""
+        listed = _Lazy if lazy else _eager
         data: Json = {
             "tool": {"name": self.tool_name, "version": self.tool_version},
             "as_of": self.as_of,
@@ -484,9 +509,9 @@ class Report:
             "identifiers": self.identifiers,
             "summary": self.summary.to_json(),
             "rules": [rule.to_json() for rule in self.rules],
-            "findings": [finding.to_json() for finding in self.findings],
-            "not_evaluable": [entry.to_json() for entry in self.not_evaluable],
-            "rejected": [rejected_to_json(item) for item in self.rejected],
+            "findings": listed(self.findings, lambda finding: finding.to_json()),
+            "not_evaluable": listed(self.not_evaluable, lambda entry: entry.to_json()),
+            "rejected": listed(self.rejected, rejected_to_json),
             "by_month": [row.to_json() for row in self.by_month],
         }
         if self.strata is not None:

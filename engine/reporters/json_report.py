@@ -10,7 +10,7 @@ from engine.results import Report
 
 def render(report: Report, out: TextIO) -> None:
     """Write ``report`` as indented UTF-8 JSON, keys in the report's (SPEC's readable) order."""
-    dump(report.to_json(), out)
+    dump(report.to_json(lazy=True), out)
 
 
 def dump(data: dict[str, Any], out: TextIO) -> None:
