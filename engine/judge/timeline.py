@@ -52,6 +52,7 @@ class Timeline:
         # dataclass walks its whole where-tree on every lookup
         self._index: dict[int, dict[Any, _Candidates]] = {}
         self._moments = {id(r): micros(r.time) for r in records if r.time is not None}
+        self._of_type: dict[str, list[Record]] | None = None  # the timed records of each type, made once
 
     def moment(self, record: Record) -> int:
         """The record's time in whole microseconds since 1970 (UTC)."""
@@ -73,9 +74,12 @@ class Timeline:
         where = self.wheres.get(id(cond))
         if where is None and cond.where is not None:
             where = self.wheres[id(cond)] = compile_condition(cond.where)
-        for record in self.records:
-            if record.type != cond.of or record.time is None:
-                continue
+        if self._of_type is None:
+            self._of_type = {}
+            for record in self.records:
+                if record.time is not None:
+                    self._of_type.setdefault(record.type, []).append(record)
+        for record in self._of_type.get(cond.of, ()):
             if where is not None and where(record.values) is not True:
                 continue
             key = record.values.get(cond.join) if cond.join else None
