@@ -6,6 +6,7 @@ whole hours, next to a month's end."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from engine.language.model import Field
 from engine.language.values import ConversionError, OutOfRange, timezone
 from tests.helpers import make_pack
 
+ROOT = Path(__file__).resolve().parent.parent
 ZONES = ["America/Chicago", "Australia/Lord_Howe", "Asia/Kolkata", "Europe/London", "UTC"]
 
 
@@ -99,3 +101,28 @@ def test_an_hour_with_a_change_of_offset_is_never_cached_whole(zone: str, day: d
         moment = dt.datetime.combine(day, dt.time()) + dt.timedelta(minutes=minute)
         got = values.text_converter("datetime")(moment.isoformat(), spec, tz)
         assert got.utcoffset() == moment.replace(tzinfo=tz, fold=0).utcoffset(), moment
+
+
+def test_a_clock_put_back_within_an_hour_keeps_the_month_right() -> None:
+    # St. John's put its clocks back at 00:01 in 2009: within one UTC hour the local month goes from
+    # October to November and back (the review's case); a fresh tally is the reference
+    rules = "  - id: R1\n    title: r\n    severity: major\n    for: session\n    require: {dose_mg: {at_most: 1}}\n"
+    tally = Tally(PackContext([make_pack(rules, timezone="America/St_Johns")]))
+    for text in ("2009-11-01T02:10:00+00:00", "2009-11-01T02:30:30+00:00", "2009-11-01T02:59:00+00:00"):
+        when = dt.datetime.fromisoformat(text)
+        fresh = Tally(PackContext([make_pack(rules, timezone="America/St_Johns")]))
+        assert tally._month(when) == fresh._month(when) == when.astimezone(timezone("America/St_Johns")).strftime(
+            "%Y-%m"), text
+
+
+def test_an_integer_with_a_huge_exponent_is_refused_at_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from engine.language import values; "
+            "from engine.language.model import Field; f = Field(name='n', type='integer')\n"
+            "try:\n    values.text_converter('integer')('1e500000000', f, None)\nexcept values.ConversionError as e:"
+            "\n    print(e)")
+    # a subprocess with a time limit: written out in full, the number would take hours
+    done = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, timeout=60)
+    assert "is out of range" in done.stdout, done.stderr

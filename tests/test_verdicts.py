@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.errors import EngineError
 from engine.judge import pipeline, verdicts
 from engine.judge.context import PackContext
 from engine.language.conditions import leaves_of
@@ -186,3 +187,80 @@ def test_a_rule_with_effective_dates_is_tallied_record_by_record(tmp_path: Path,
     result, _ = pipeline.run([load_pack(str(pack))], [str(data)], remember=remember)
     bp = result.rules.index(next(r for r in result.rules if r.id == "BP"))
     assert (result.tallies[bp].passed, result.tallies[bp].not_evaluable) == (29, 1)
+
+
+ALIKE_PACK = """\
+pack: alike
+version: "1"
+title: alike
+timezone: UTC
+records:
+  session:
+    key: id
+    patient: pid
+    time: start
+    fields: {id: string, pid: string, start: datetime, end: datetime, dose: number}
+rules:
+  - id: ORDER
+    title: ends after it starts
+    severity: major
+    for: session
+    require: {end: {greater_than: {field: start}}}
+  - id: DOSE
+    title: dose at most 10
+    severity: major
+    for: session
+    require: {dose: {at_most: 10}}
+"""
+
+
+def _crashing_worker(*args: object) -> None:
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def test_records_wait_at_most_a_batch_and_a_crash_says_how_many(tmp_path: Path) -> None:
+    pack = write(tmp_path, "pack.yaml", ALIKE_PACK)
+    rows = "".join(f"S{n},P{n % 9},2026-01-01T09:00:00,2026-01-01T10:00:00,5\n" for n in range(20_000))
+    data = write(tmp_path, "sessions.csv", "id,pid,start,end,dose\n" + rows)  # one signature throughout
+    with pytest.raises(EngineError) as raised:
+        pipeline.run([load_pack(str(pack))], [str(data)], worker=_crashing_worker)
+    message = str(raised.value)
+    assert "not judged: 1 records (" in message and "and 500 records that read like them, waiting" in message
+    # the crash is met when the waiting records are a batch, not after the whole file
+    assert "reading stopped after" in message and int(message.split(" record ")[-1].split(";")[0]) <= 502
+
+
+def test_a_time_the_engine_cannot_hold_to_the_microsecond_is_judged_by_it(tmp_path: Path) -> None:
+    pack = write(tmp_path, "pack.yaml", ALIKE_PACK)
+    # S1 and S2 read alike to the rule language (end after start), but in year 9000 the engine's float
+    # seconds cannot tell S2's microsecond apart: judged by the engine, the disagreement stops the audit
+    data = write(tmp_path, "sessions.csv", "id,pid,start,end,dose\nS1,P1,2026-01-01T09:00:00,2026-01-01T10:00:00,5\n"
+                                           "S2,P1,9000-01-01T09:00:00,9000-01-01T09:00:00.000001,5\n")
+    for remember in (True, False):
+        with pytest.raises(EngineError, match="judged rule ORDER fail on session S2"):
+            pipeline.run([load_pack(str(pack))], [str(data)], remember=remember)
+
+
+def test_one_remembered_record_in_64_is_judged_by_the_engine_again(tmp_path: Path) -> None:
+    from engine.judge.audit import Auditor
+    from engine.judge.session import CHECK_EVERY
+    from tests.helpers import record
+
+    pack = load_pack(str(write(tmp_path, "pack.yaml", ALIKE_PACK)))
+    auditor = Auditor([pack])
+    try:
+        for n in range(1000):
+            made = record(pack, {"id": f"S{n}", "pid": "P1", "start": "2026-01-01T09:00:00",
+                                 "end": "2026-01-01T10:00:00", "dose": "5" if n % 2 else "50"})
+            auditor.context.derive(made)
+            auditor.add(made)
+        result = auditor.finish()
+        # two signatures (dose 5, dose 50): the engine is given their first records; the next 500 wait
+        # for its answers (taken when the waiting reach a batch); of the 498 after them, remembered,
+        # one in 64 is given to the engine again
+        assert auditor.session.sent == 2 + 498 // CHECK_EVERY
+    finally:
+        auditor.close()
+    assert result.tallies[1].passed == 500 and result.tallies[1].failed == 500

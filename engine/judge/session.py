@@ -15,6 +15,11 @@ from engine.judge.verdicts import Signature, Verdicts
 from engine.language.model import Outcome, Record, Rule
 
 BATCH_SIZE = 500
+# One record in this many of a signature the engine judged already is judged by it again and checked
+# like any other: where the engine's reading of a value differs from the rule language's (a time
+# in year 9000 that its floats cannot tell from one a microsecond apart), the atoms can agree while
+# the engine does not, and a remembered verdict would hide it.
+CHECK_EVERY = 64
 _OUTCOMES = list(OUTCOME_CODES.values())
 _PASS = _OUTCOMES.index(Outcome.PASS)
 _NOT_APPLICABLE = _OUTCOMES.index(Outcome.NOT_APPLICABLE)
@@ -44,11 +49,15 @@ class EngineSession:
         self.batch: list[Case] = []
         self.signatures: list[Signature | None] = []  # of the batch's cases: None, judged alone
         self.waited = 0  # records that came to wait for an answer since the last batch was sent
+        self.remembered = 0  # records of a known signature
+        self.sent = 0  # records the engine was given
         self.in_flight: dict[int, tuple[list[Case], list[Signature | None]]] = {}
         self.evaluator: DurableEvaluator | None = None
         # the engine's verdicts by signature (engine/judge/verdicts.py); not with an outcome hook,
         # which observes each record's outcomes as the engine gives them
-        self.verdicts = Verdicts(context.rules_by_type, context.atoms, context.dated) \
+        times = {name: [field for field, _, kind in fields if kind == "datetime"]
+                 for name, fields in context.layout.per_type.items()}
+        self.verdicts = Verdicts(context.rules_by_type, context.atoms, context.dated, times) \
             if remember and tally.counts_in_bulk else None
 
     def add(self, case: Case) -> None:
@@ -56,22 +65,29 @@ class EngineSession:
         signature = None
         if verdicts is not None:
             signature = verdicts.signature(case.record.type, case.values)
-            each = verdicts.take(signature, case.stratum)
-            if each is not None:  # judged before: its outcomes, each still tallied for this record
-                for index, outcome in each:
-                    self.tally.outcome(index, case, outcome)
-                return
-            waiting = verdicts.waiting.get(signature)
-            if waiting is not None:  # its first record is with the engine: it waits for the answer
-                waiting.append(case)
-                self.waited += 1
-                if self.waited >= self.batch_size:  # records read alike wait no longer than a batch
-                    self._flush()
-                return
-            if verdicts.full:
-                signature = None
+            if signature is None:
+                pass  # judged by the engine on its own (verdicts.signature says when)
+            elif signature in verdicts.known:
+                self.remembered += 1
+                if self.remembered % CHECK_EVERY:  # judged before: its outcomes, still tallied for this record
+                    for index, outcome in verdicts.take(signature, case.stratum) or ():
+                        self.tally.outcome(index, case, outcome)
+                    return
+                signature = None  # one in CHECK_EVERY goes to the engine all the same, and is checked
             else:
-                verdicts.waiting[signature] = []
+                waiting = verdicts.waiting.get(signature)
+                if waiting is not None:  # its first record is with the engine: it waits for the answer
+                    waiting.append(case)
+                    self.waited += 1
+                    if self.waited >= self.batch_size:  # records read alike wait no longer than a batch:
+                        self._flush()  # their answers are taken now
+                        while self.in_flight:
+                            self._collect()
+                    return
+                if verdicts.full:
+                    signature = None
+                else:
+                    verdicts.waiting[signature] = []
         self.batch.append(case)
         self.signatures.append(signature)
         if len(self.batch) >= self.batch_size:
@@ -107,10 +123,8 @@ class EngineSession:
         rows = [(codes[case.record.type], *layout.encode_row(case.record.type, case.values)) for case in self.batch]
         while self.evaluator.full:
             self._collect()
-        # what a crash of the engine leaves unjudged: the batch, and the records waiting for its answers
-        waiting = self.verdicts.waiting if self.verdicts is not None else {}
-        records = [case.record for case in self.batch] + \
-            [case.record for signature in self.signatures if signature for case in waiting.get(signature, ())]
+        records = [case.record for case in self.batch]
+        self.sent += len(records)
         batch_id = self.evaluator.submit(rows, f"{len(records)} records ({_places(records)})")
         self.in_flight[batch_id] = (self.batch, self.signatures)
         self.batch, self.signatures = [], []
@@ -119,7 +133,15 @@ class EngineSession:
         """Take one finished batch; check every answer and that every record got exactly one outcome
         per rule; tally."""
         assert self.evaluator is not None
-        batch_id, segments = self.evaluator.receive()
+        try:
+            batch_id, segments = self.evaluator.receive()
+        except EngineError as exc:  # what else is left unjudged: the records waiting for its answers
+            waiting = [case.record for cases in (self.verdicts.waiting.values() if self.verdicts else ())
+                       for case in cases]
+            if not waiting:
+                raise
+            raise EngineError(f"{exc}, and {len(waiting)} records that read like them, waiting for the answers "
+                              f"({_places(waiting)})") from None
         cases, signatures = self.in_flight.pop(batch_id)
         remembered: dict[int, dict[int, Outcome]] = {fact_id: {} for fact_id, s in enumerate(signatures) if s}
         rules, plain, tally = self.context.rules, self.context.plain, self.tally

@@ -100,9 +100,12 @@ class Tally:
             return month
         tz = self.context.tz
         month = when.astimezone(tz).strftime("%Y-%m")
-        start = when.replace(minute=0, second=0, microsecond=0)
-        if start.astimezone(tz).strftime("%Y-%m") == month == \
-                (start + dt.timedelta(minutes=59, seconds=59, microseconds=999999)).astimezone(tz).strftime("%Y-%m"):
+        start = when.replace(minute=0, second=0, microsecond=0).astimezone(tz)
+        end = (when.replace(minute=0, second=0, microsecond=0) + dt.timedelta(minutes=59, seconds=59,
+                                                                              microseconds=999999)).astimezone(tz)
+        # one month at both ends and one offset of the pack's zone (a clock put back within the hour,
+        # as St. John's did at 00:01, can take a month's end there and back)
+        if start.strftime("%Y-%m") == month == end.strftime("%Y-%m") and start.utcoffset() == end.utcoffset():
             if len(self._months) >= 100_000:
                 self._months.clear()
             self._months[key] = month

@@ -23,6 +23,9 @@ from engine.language.model import All, AnyOf, Condition, History, Leaf, Not, Out
 Signature = tuple[Any, ...]
 Truth = bool | None
 MAX_SIGNATURES = 200_000  # past this many, a new signature is judged without being remembered
+# The years whose times the engine holds to the microsecond: it reads a time as float seconds since
+# 1970, exact to the microsecond while they are below 2**33 (about 272 years either side).
+_EXACT_YEARS = (1698, 2241)
 
 
 def atoms(rules: list[Rule]) -> list[Callable[[dict[str, Any]], Truth]]:
@@ -58,15 +61,23 @@ class Verdicts:
     record to be judged, and the counts of passes and not-applicables taken from memory."""
 
     def __init__(self, rules_by_type: dict[str, list[int]], type_atoms: dict[str, list[Callable[..., Truth]]],
-                 per_record: set[int]) -> None:
+                 per_record: set[int], times: dict[str, list[str]] | None = None) -> None:
         self.rules_by_type = rules_by_type
         self.type_atoms = type_atoms
+        self.times = times or {}  # per type, the datetime fields its rules read (the engine reads them as floats)
         self.per_record = per_record  # rules whose every outcome is tallied record by record (dated ones)
         self.known: dict[Signature, tuple[list[tuple[int, Outcome]], list[tuple[int, Outcome]]]] = {}
         self.waiting: dict[Signature, list[Any]] = {}
         self.counted: dict[tuple[Signature, tuple[str, ...]], int] = {}
 
-    def signature(self, type_name: str, values: dict[str, Any]) -> Signature:
+    def signature(self, type_name: str, values: dict[str, Any]) -> Signature | None:
+        """The record's signature; None for a record the engine must judge itself: one with a time
+        outside the years 1698-2241, which the engine's float seconds cannot hold to the microsecond,
+        so that two times the rule language tells apart may read alike to the engine."""
+        for name in self.times.get(type_name, ()):
+            value = values.get(name)
+            if value is not None and not _EXACT_YEARS[0] <= value.year <= _EXACT_YEARS[1]:
+                return None
         return (type_name, *[atom(values) for atom in self.type_atoms[type_name]])
 
     @property

@@ -192,7 +192,11 @@ def _text_integer(text: str, spec: Field, tz: dt.tzinfo) -> int:
             exact = decimal.Decimal(text)
         except decimal.InvalidOperation:
             raise ValueError from None
-        if not exact.is_finite() or exact != exact.to_integral_value():
+        if not exact.is_finite():
+            raise ValueError from None
+        if exact and exact.adjusted() >= 16:  # 1e500000: out of range, said before it is written out in full
+            raise OutOfRange(f"is out of range (at most {MAX_INTEGER:,} either side of 0)") from None
+        if exact != exact.to_integral_value():
             raise ValueError from None
         return _in_range(int(exact))
 
