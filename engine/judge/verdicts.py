@@ -8,8 +8,11 @@ engine judges the first record of each signature (its answer checked by the plai
 as always) and every later record of that signature takes the same outcomes. Each record is still
 tallied on its own: its stratum, its finding with its own message and evidence, its waiver.
 
-This remembers the engine's verdict; it judges nothing itself. Where outcomes are observed one by
-one (an outcome hook: explain, rule tests, the cross-check) it is not used.
+This remembers the engine's verdict; it judges nothing itself. Where the engine could read two
+records of one signature differently, it is not trusted: a record with a time the engine's float
+seconds cannot hold to the microsecond has no signature and is judged by the engine, and one
+remembered record in session.CHECK_EVERY is judged by the engine again and checked. Where outcomes
+are observed one by one (an outcome hook: explain, rule tests, the cross-check) it is not used.
 """
 
 from __future__ import annotations
