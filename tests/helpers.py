@@ -105,3 +105,10 @@ def same(one: Result, other: Result) -> None:
     assert sorted(one.findings, key=key) == sorted(other.findings, key=key)
     entry = lambda n: (n.rule, n.pack, n.record_key)  # noqa: E731
     assert sorted(one.not_evaluable, key=entry) == sorted(other.not_evaluable, key=entry)
+
+
+def crashing_worker(*args: object) -> None:
+    """An engine worker that dies at once with SIGSEGV, as the C engine can."""
+    import ctypes
+
+    ctypes.string_at(0)

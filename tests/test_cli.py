@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
+from tests.helpers import crashing_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "audit"
@@ -189,17 +190,11 @@ def test_pack_folder_and_repeated_pack(tmp_path: Path) -> None:
     assert code == 2 and "is given twice" in stderr
 
 
-def _crashing_worker(*args: object) -> None:
-    import ctypes
-
-    ctypes.string_at(0)
-
-
 def test_an_engine_crash_exits_2_naming_what_was_not_judged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from engine.judge import pipeline
 
     real_run = pipeline.run
-    monkeypatch.setattr(pipeline, "run", lambda *a, **k: real_run(*a, **k, worker=_crashing_worker))
+    monkeypatch.setattr(pipeline, "run", lambda *a, **k: real_run(*a, **k, worker=crashing_worker))
     out = tmp_path / "report.json"
     # a pack without history conditions: records stream to the engine while later files wait unread
     # (the golden pack's field names made the sample export's)

@@ -20,8 +20,8 @@ from engine.errors import EngineError
 from engine.judge import pipeline, verdicts
 from engine.judge.context import PackContext
 from engine.language.conditions import leaves_of
-from engine.packs import load_pack, load_packs
-from tests.helpers import same, write
+from engine.packs import load_pack, load_pack_bytes, load_packs
+from tests.helpers import crashing_worker, same, write
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted(str(p) for p in (ROOT / "samples").glob("*.csv"))
@@ -100,7 +100,7 @@ def test_records_spilled_to_partitions_judge_as_those_held_in_memory(monkeypatch
 
 
 def test_records_that_read_alike_share_a_signature_and_others_do_not() -> None:
-    context = PackContext([load_pack_text(PACK)])
+    context = PackContext([load_pack_bytes(PACK.encode(), 'pack.yaml')])
     table = verdicts.Verdicts(context.rules_by_type, context.atoms, context.dated)
     base = {"route": "IV", "dose_per_kg": 0.5, "escort": True, "minutes": 50.0, "sbp": 130, "staff": "U-0001",
             "start": dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC), "end": dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)}
@@ -111,16 +111,9 @@ def test_records_that_read_alike_share_a_signature_and_others_do_not() -> None:
         assert table.signature("session", base) != table.signature("session", {**base, **change}), change
 
 
-def load_pack_text(text: str) -> Any:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:
-        return load_pack(str(write(Path(folder), "pack.yaml", text)))
-
-
 def _values(pack_text: str) -> dict[str, list[Any]]:
     """For each number field: every constant the rules compare it with, just below and just above it."""
-    pack = load_pack_text(pack_text)
+    pack = load_pack_bytes(pack_text.encode(), 'pack.yaml')
     found: dict[str, set[float]] = {"dose_mg": set(), "weight_kg": {0.0, 1.0, 70.0}, "sbp": set()}
     for rule in pack.rules:
         for leaf in leaves_of(rule.when) + leaves_of(rule.require):
@@ -214,18 +207,12 @@ rules:
 """
 
 
-def _crashing_worker(*args: object) -> None:
-    import ctypes
-
-    ctypes.string_at(0)
-
-
 def test_records_wait_at_most_a_batch_and_a_crash_says_how_many(tmp_path: Path) -> None:
     pack = write(tmp_path, "pack.yaml", ALIKE_PACK)
     rows = "".join(f"S{n},P{n % 9},2026-01-01T09:00:00,2026-01-01T10:00:00,5\n" for n in range(20_000))
     data = write(tmp_path, "sessions.csv", "id,pid,start,end,dose\n" + rows)  # one signature throughout
     with pytest.raises(EngineError) as raised:
-        pipeline.run([load_pack(str(pack))], [str(data)], worker=_crashing_worker)
+        pipeline.run([load_pack(str(pack))], [str(data)], worker=crashing_worker)
     message = str(raised.value)
     assert "not judged: 1 records (" in message and "and 500 records that read like them, waiting" in message
     # the crash is met when the waiting records are a batch, not after the whole file

@@ -56,17 +56,26 @@ class ArchivedAudit:
 
     @property
     def span(self) -> tuple[str, str]:
-        """The days it audited: the period given, else the days of its first and last judged records
-        ("" for an open end)."""
-        if self.period_from or self.period_until:
-            return self.period_from or "", self.period_until or ""
-        return (self.first_record or "")[:10], (self.last_record or "")[:10]
+        return audited_days(self.period_from, self.period_until, self.first_record, self.last_record)
 
     @property
     def start(self) -> str:
-        """The first day it audited: the period's start, else (none given, or an open start) its first
-        judged record's day."""
-        return self.period_from or (self.first_record or "")[:10]
+        return first_day(self.period_from, self.first_record)
+
+
+def audited_days(period_from: str | None, period_until: str | None, first: str | None,
+                 last: str | None) -> tuple[str, str]:
+    """The days an audit audited: the period given, else the days of its first and last judged
+    records ("" for an open end)."""
+    if period_from or period_until:
+        return period_from or "", period_until or ""
+    return (first or "")[:10], (last or "")[:10]
+
+
+def first_day(period_from: str | None, first: str | None) -> str:
+    """The first day an audit audited: its period's start, else (none given, or an open start) its
+    first judged record's day."""
+    return period_from or (first or "")[:10]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +143,7 @@ class Archive:
         query = select(rule_results).where(rule_results.c.audit_id == audit_id) \
             .order_by(rule_results.c.position)
         with self._reading() as connection:
-            return [ArchivedRule(row.pack, row.rule, row.title, row.severity, row.target, row.applicable,
-                                 row.passed, row.failed, row.waived, row.compliance_rate)
-                    for row in connection.execute(query)]
+            return [_archived_rule(row) for row in connection.execute(query)]
 
     def all_rules(self) -> dict[int, list[ArchivedRule]]:
         """Every archived audit's rule counts, by audit id (what a trend draws)."""
@@ -146,9 +153,7 @@ class Archive:
         with self._reading() as connection:
             for row in connection.execute(select(rule_results).order_by(rule_results.c.audit_id,
                                                                          rule_results.c.position)):
-                made.setdefault(row.audit_id, []).append(ArchivedRule(
-                    row.pack, row.rule, row.title, row.severity, row.target, row.applicable, row.passed,
-                    row.failed, row.waived, row.compliance_rate))
+                made.setdefault(row.audit_id, []).append(_archived_rule(row))
         return made
 
     def open_findings(self, audit_id: int) -> list[ArchivedFinding]:
@@ -208,6 +213,11 @@ class Archive:
         config = _alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def _archived_rule(row: Any) -> ArchivedRule:
+    return ArchivedRule(row.pack, row.rule, row.title, row.severity, row.target, row.applicable, row.passed,
+                        row.failed, row.waived, row.compliance_rate)
 
 
 def _alembic_config() -> Any:

@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Callable
 
-from engine.archive import Archive, ArchivedAudit, ArchivedFinding, ArchivedRule, pack_set
+from engine.archive import Archive, ArchivedAudit, ArchivedFinding, ArchivedRule, audited_days, first_day, pack_set
 from engine.judge.period import Period
 from engine.results import Comparison, Finding, Report, RuleChange
 
@@ -14,8 +14,9 @@ from engine.results import Comparison, Finding, Report, RuleChange
 def compared(report: Report, archive: Archive, key_check: str, tz: dt.tzinfo) -> Report:
     """``report`` with ``compared_to`` (None: the archive has no audit of these packs yet) and each
     open finding marked new or persisting."""
-    last = previous(archive.audits(pack_set(report)), _span(report),
-                    report.period_from or (report.period_first or "")[:10])
+    last = previous(archive.audits(pack_set(report)),
+                    audited_days(report.period_from, report.period_until, report.period_first, report.period_last),
+                    first_day(report.period_from, report.period_first))
     if last is None:
         return dataclasses.replace(report, archived=True)
     before = {(r.pack, r.rule): r for r in archive.rules(last.id)}
@@ -64,12 +65,6 @@ def previous(audits: list[ArchivedAudit], span: tuple[str, str], start: str) -> 
         return same[-1]
     before = [a for a in audits if a.start <= start]
     return max(before, key=lambda a: (a.start, a.id)) if before else None
-
-
-def _span(report: Report) -> tuple[str, str]:
-    if report.period_given:
-        return report.period_from or "", report.period_until or ""
-    return (report.period_first or "")[:10], (report.period_last or "")[:10]
 
 
 def _comparison(last: ArchivedAudit, new: int | None, persisting: int | None, resolved: int | None,

@@ -23,7 +23,7 @@ def trend(target: str, packs: list[str]) -> dict[str, Any]:
     finally:
         archive.close()
     # in the order of the time they audited (the period given, else the first judged record), then as archived
-    audits.sort(key=lambda a: (a.period_from or (a.first_record or "")[:10] or a.as_of[:10], a.id))
+    audits.sort(key=lambda a: (a.start or a.as_of[:10], a.id))
     wanted = set(packs)
     if wanted:
         audits = [a for a in audits if wanted & set(a.pack_set.split(","))]
@@ -41,8 +41,7 @@ def trend(target: str, packs: list[str]) -> dict[str, Any]:
         "tool": {"name": "protocol-audit", "version": __version__},
         "archive": archive.shown,
         "audits": [{"audit": a.id, "as_of": a.as_of, "archived_at": a.archived_at, "tool_version": a.tool_version,
-                    "packs": a.pack_set.split(","), "label": label(a.period_from, a.period_until, a.first_record,
-                                                                   a.last_record),
+                    "packs": a.pack_set.split(","), "label": label(*a.span),
                     "period": {"from": a.period_from, "until": a.period_until, "first": a.first_record,
                                "last": a.last_record}} for a in audits],
         "rules": [{key: row[key] for key in ("pack", "rule", "title", "severity", "target", "audits")}
@@ -50,10 +49,6 @@ def trend(target: str, packs: list[str]) -> dict[str, Any]:
     }
 
 
-def label(start: str | None, end: str | None, first: str | None, last: str | None) -> str:
-    """An audit on a chart's axis: its period given, else the days of its judged records."""
-    if start or end:
-        return f"{start or '…'}..{end or '…'}"
-    if first or last:
-        return f"{(first or '…')[:10]}..{(last or '…')[:10]}"
-    return "no records"
+def label(start: str, end: str) -> str:
+    """An audit on a chart's axis, from the days it audited (ArchivedAudit.span)."""
+    return f"{start or '…'}..{end or '…'}" if start or end else "no records"

@@ -80,13 +80,18 @@ def bytes_read(path: str) -> int:
     if handle is None:
         return 0
     if handle.closed:
-        try:
-            return os.path.getsize(path)
-        except OSError:
-            return 0
+        return size_of(path)
     try:
         return handle.tell()
     except (OSError, ValueError):
+        return 0
+
+
+def size_of(path: str) -> int:
+    """The size of the file at ``path`` in bytes (0 when it cannot be known)."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
         return 0
 
 

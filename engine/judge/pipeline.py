@@ -8,7 +8,6 @@ import datetime as dt
 import difflib
 import functools
 import itertools
-import os
 import pickle
 import tempfile
 import zlib
@@ -16,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from engine.errors import EngineError, UsageError
 from engine.inputs.builder import InputStats, Seen
-from engine.inputs.files import bytes_read, check_input
+from engine.inputs.files import bytes_read, check_input, size_of
 from engine.inputs.maps import SourceMap
 from engine.inputs.sources import Binding, bind, check_columns, grouped, header_of, read_group
 from engine.judge.audit import BATCH_SIZE, Auditor, OutcomeHook, Result
@@ -61,7 +60,7 @@ def run(packs: list[Pack], files: list[str], on_outcome: OutcomeHook | None = No
     bindings = open_inputs(files, auditor.context.types, maps or [], needed)
     seen = Seen()
     stats_list: list[InputStats] = []
-    sizes = {binding.path: _size(binding.path) for binding in bindings}
+    sizes = {binding.path: size_of(binding.path) for binding in bindings}
     total, finished = sum(sizes.values()), 0
     read = 0  # records read so far, of every input
 
@@ -150,13 +149,6 @@ def _zone_of(seconds: float) -> dt.timezone:
 # constructor call per time instead halves the cost of spilling records to the partitions.
 _DISPATCH = copyreg.dispatch_table.copy()
 _DISPATCH[dt.timezone] = lambda zone: (_zone_of, (zone.utcoffset(None).total_seconds(),))
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
 
 
 def _judge_by_patient(auditor: Auditor, records: Iterator[Record],

@@ -70,7 +70,7 @@ class EngineSession:
             elif signature in verdicts.known:
                 self.remembered += 1
                 if self.remembered % CHECK_EVERY:  # judged before: its outcomes, still tallied for this record
-                    for index, outcome in verdicts.take(signature, case.stratum) or ():
+                    for index, outcome in verdicts.take(signature, case.stratum):
                         self.tally.outcome(index, case, outcome)
                     return
                 signature = None  # one in CHECK_EVERY goes to the engine all the same, and is checked
@@ -185,7 +185,7 @@ class EngineSession:
                 signature = signatures[fact_id]
                 assert signature is not None
                 for case in self.verdicts.remember(signature, outcomes):
-                    for index, outcome in self.verdicts.take(signature, case.stratum) or ():
+                    for index, outcome in self.verdicts.take(signature, case.stratum):
                         tally.outcome(index, case, outcome)
 
     def _unmatched(self, rule_index: int, got: list[int], expected: set[int], cases: list[Case]) -> None:

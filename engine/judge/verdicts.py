@@ -99,13 +99,10 @@ class Verdicts:
         self.known[signature] = (bulk, each)
         return self.waiting.pop(signature, [])
 
-    def take(self, signature: Signature, stratum: tuple[str, ...]) -> list[tuple[int, Outcome]] | None:
+    def take(self, signature: Signature, stratum: tuple[str, ...]) -> list[tuple[int, Outcome]]:
         """A record of a known signature: its passes and not-applicables counted here; the outcomes
-        to tally record by record (fails, not evaluable, dated rules). None: not known yet."""
-        known = self.known.get(signature)
-        if known is None:
-            return None
-        bulk, each = known
+        to tally record by record (fails, not evaluable, dated rules)."""
+        bulk, each = self.known[signature]
         if bulk:
             key = (signature, stratum)
             self.counted[key] = self.counted.get(key, 0) + 1

@@ -269,6 +269,9 @@ def _text_datetime(text: str, spec: Field, tz: dt.tzinfo) -> dt.datetime:
         raise ConversionError(spec.name, str(exc), text) from None
 
 
+_RANGED_NUMBER, _RANGED_INTEGER = _ranged(_text_number), _ranged(_text_integer)  # the general paths
+
+
 def _text_quick_number(text: str, spec: Field, tz: dt.tzinfo) -> float:
     """``_text_number`` with its usual case (a finite number that is not 0) first."""
     if "_" in text:
@@ -276,14 +279,14 @@ def _text_quick_number(text: str, spec: Field, tz: dt.tzinfo) -> float:
     number = float(text)
     if number and number - number == 0.0:  # not 0, not inf, not nan
         return number
-    return _ranged(_text_number)(text, spec, tz)  # type: ignore[no-any-return]
+    return _RANGED_NUMBER(text, spec, tz)  # type: ignore[no-any-return]
 
 
 def _text_quick_integer(text: str, spec: Field, tz: dt.tzinfo) -> int:
     """``_text_integer`` with its usual case (digits within range) first."""
     if text.isdigit() and len(text) < 16:
         return int(text)
-    return _ranged(_text_integer)(text, spec, tz)  # type: ignore[no-any-return]
+    return _RANGED_INTEGER(text, spec, tz)  # type: ignore[no-any-return]
 
 
 # Text is what CSV gives for every cell: a direct path per type (the general one handles JSON values).
