@@ -69,14 +69,17 @@ def test_records_outside_are_read_and_counted_per_input(both: tuple[dict, dict])
 
 
 def test_the_period_is_in_every_format(tmp_path: Path) -> None:
-    outputs = [str(tmp_path / f"r.{ext}") for ext in ("md", "html", "xml", "sarif")]
+    outputs = [str(tmp_path / f"r.{ext}") for ext in ("md", "html", "xml", "sarif", "csv")]
     result = CliRunner().invoke(main, ["audit", "--pack", "ketamine-iv", str(ROOT / "samples" / "sessions.csv"),
                                        "--as-of", AS_OF, "--period", "2026-02-01..", *sum((["-o", o] for o in outputs),
                                                                                           [])])
     assert result.exit_code in (0, 1), result.output
-    for output in outputs:
+    for output in outputs[:-1]:
         assert "from 2026-02-01" in Path(output).read_text() or '"from": "2026-02-01"' in Path(output).read_text(), \
             output
+    rows = Path(outputs[-1]).read_text().splitlines()  # the CSV: the period in two columns of every row
+    assert rows[0].endswith('"period_from","period_until"') and len(rows) > 1
+    assert all(row.endswith('"2026-02-01",""') for row in rows[1:])
     terminal = CliRunner().invoke(main, ["audit", "--pack", "ketamine-iv", str(ROOT / "samples" / "sessions.csv"),
                                          "--as-of", AS_OF, "--period", "2026-02-01.."])
     assert "period   from 2026-02-01 (as given)" in terminal.stdout

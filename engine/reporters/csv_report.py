@@ -16,6 +16,7 @@ COLUMNS = (
 WAIVER_COLUMNS = ("waiver", "waiver_reason", "waiver_approved_by", "waiver_approved_on")
 WAIVER_KEYS = ("id", "reason", "approved_by", "approved_on")
 ARCHIVE_COLUMNS = ("since_last_audit", "fingerprint")
+PERIOD_COLUMNS = ("period_from", "period_until")
 _WHY = {"expired": "expired before the run: it covers nothing", "unused": "covered no fail"}
 
 # Spreadsheets (Excel, LibreOffice, Google Sheets) evaluate a cell starting with one of these
@@ -55,16 +56,19 @@ def render(report: Report, out: TextIO) -> None:
     # QUOTE_MINIMAL leaves a bare "\r" in a cell unquoted, and spreadsheets split the row there.
     writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
     # with --waivers: which waiver covered a waived row, and who approved it; with --archive: whether
-    # an open finding is new since the last archived audit, and its fingerprint there
+    # an open finding is new since the last archived audit, and its fingerprint there; with --period:
+    # the period audited, on every row (a CSV has no header but its column names)
     waivers, archived = report.waivers is not None, report.archived
-    writer.writerow((*COLUMNS, *(WAIVER_COLUMNS if waivers else ()), *(ARCHIVE_COLUMNS if archived else ())))
+    period = [_cell(report.period_from), _cell(report.period_until)] if report.period_given else []
+    writer.writerow((*COLUMNS, *(WAIVER_COLUMNS if waivers else ()), *(ARCHIVE_COLUMNS if archived else ()),
+                     *(PERIOD_COLUMNS if period else ())))
     for finding in report.findings:
         row = _row(finding)
         if waivers:
             row += [neutralise(_cell((finding.waiver or {}).get(name))) for name in WAIVER_KEYS]
         if archived:
             row += [_cell(finding.since_last_audit), _cell(finding.fingerprint)]
-        writer.writerow(row)
+        writer.writerow(row + period)
     # a waiver that waived nothing (expired, or unused) has no finding row: one row of its own, after
     # the findings, its outcome saying so, so the spreadsheet lists every waiver the director gave
     for waiver in report.waivers or ():
@@ -76,4 +80,4 @@ def render(report: Report, out: TextIO) -> None:
         row += [neutralise(_cell(waiver.id)), "", "", ""]
         if archived:
             row += ["", ""]
-        writer.writerow(row)
+        writer.writerow(row + period)
