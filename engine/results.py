@@ -9,7 +9,9 @@ reads one back (a saved report rendered again, or a report written by hand in th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import datetime as dt
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -107,6 +109,16 @@ class NotEvaluable:
     def from_json(cls, data: Json) -> NotEvaluable:
         return cls(data["rule"], data["pack"], data["record_type"], data["record_key"], tuple(data["missing"]),
                    Source.from_json(data["source"]))
+
+
+def finding_order(finding: Finding) -> tuple[str, str, float, str]:
+    """The order the report lists findings in: by rule, pack, record time (untimed last), key."""
+    moment = dt.datetime.fromisoformat(finding.time).timestamp() if finding.time else math.inf
+    return finding.rule, finding.pack, moment, finding.record_key
+
+
+def not_evaluable_order(entry: NotEvaluable) -> tuple[str, str, str]:
+    return entry.rule, entry.pack, entry.record_key
 
 
 def rejected_to_json(item: Rejected) -> Json:
@@ -441,14 +453,14 @@ class Comparison:
                    tuple(RuleChange.from_json(c) for c in data["rules"]), data.get("note"))
 
 
-def _eager(items: tuple[Any, ...], convert: Callable[[Any], Json]) -> list[Json]:
+def _eager(items: Sequence[Any], convert: Callable[[Any], Json]) -> list[Json]:
     return [convert(item) for item in items]
 
 
 class _Lazy(list):  # type: ignore[type-arg]
     """A list for json.dump whose entries are made one at a time as it is iterated (it holds none)."""
 
-    def __init__(self, items: tuple[Any, ...], convert: Callable[[Any], Json]) -> None:
+    def __init__(self, items: Sequence[Any], convert: Callable[[Any], Json]) -> None:
         super().__init__()
         self.items, self.convert = items, convert
 
@@ -477,8 +489,8 @@ class Report:
     identifiers: str  # how patient identifiers are shown, in words
     summary: Summary
     rules: tuple[RuleResult, ...]
-    findings: tuple[Finding, ...]
-    not_evaluable: tuple[NotEvaluable, ...]
+    findings: Sequence[Finding]  # a tuple, or entries read back from disk (engine/spool.py)
+    not_evaluable: Sequence[NotEvaluable]
     rejected: tuple[Rejected, ...]
     by_month: tuple[MonthCount, ...]
     strata: Strata | None = None

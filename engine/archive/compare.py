@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from collections.abc import Callable
 
 from engine.archive import Archive, ArchivedAudit, ArchivedFinding, ArchivedRule, audited_days, first_day, pack_set
 from engine.judge.period import Period
 from engine.results import Comparison, Finding, Report, RuleChange
+from engine.spool import Mapped
 
 
 def compared(report: Report, archive: Archive, key_check: str, tz: dt.tzinfo) -> Report:
@@ -32,7 +34,10 @@ def compared(report: Report, archive: Archive, key_check: str, tz: dt.tzinfo) ->
     was_open = {f.fingerprint: f for f in archive.open_findings(last.id)}
     now_open = {f.fingerprint for f in report.findings if f.counts}
     in_scope = _scope(report, tz)
-    marked = tuple(_marked(f, was_open) for f in report.findings)
+    mark = functools.partial(_marked, was_open=was_open)
+    # a tuple while the findings are in memory; read and marked one at a time once they are spilled
+    marked = tuple(map(mark, report.findings)) if isinstance(report.findings, tuple) \
+        else Mapped(report.findings, mark)
     counts: dict[tuple[str, str], list[int]] = {}
     for finding in marked:
         if finding.since_last_audit is not None:

@@ -15,7 +15,8 @@ from engine.judge.timeline import Timeline
 from engine.language import conditions
 from engine.language.model import Outcome, Record, Rejected, Rule
 from engine.privacy import Pseudonymiser
-from engine.results import Finding, NotEvaluable, Source
+from engine.results import Finding, NotEvaluable, Source, finding_order, not_evaluable_order
+from engine.spool import Spool
 from engine.waivers import Waiver, Waivers
 
 OutcomeHook = Callable[[Rule, Record, Outcome], None]
@@ -50,8 +51,9 @@ class Result:
 
     rules: list[Rule]
     tallies: list[RuleCounts]  # per rule, in the order of rules
-    findings: list[Finding] = field(default_factory=list)
-    not_evaluable: list[NotEvaluable] = field(default_factory=list)
+    # spooled: beyond a batch they wait on disk, sorted as the report lists them (engine/spool.py)
+    findings: Spool[Finding] = field(default_factory=lambda: Spool(finding_order))
+    not_evaluable: Spool[NotEvaluable] = field(default_factory=lambda: Spool(not_evaluable_order))
     rejected: list[Rejected] = field(default_factory=list)
     group_by: list[str] = field(default_factory=list)
     # (rule index, stratum) -> [passed, failed, not evaluable, waived]; a stratum is (month, group-by values...)

@@ -141,21 +141,26 @@ def _findings(report: Report, max_findings: int) -> list[str]:
     lines = ["", "## Findings"]
     if not report.findings:
         return [*lines, "", "No findings."]
-    grouped: dict[tuple[str, str], list[Finding]] = {}
+    # per rule, its count and the first rows it shows, open failures first so a rule's waived
+    # findings do not crowd them out; the rest are counted, not held (they may be spilled)
+    grouped: dict[tuple[str, str], tuple[list[Finding], list[Finding], list[int]]] = {}
     for finding in report.findings:
-        grouped.setdefault((finding.pack, finding.rule), []).append(finding)
+        unwaived, waived, count = grouped.setdefault((finding.pack, finding.rule), ([], [], [0]))
+        count[0] += 1
+        kept = waived if finding.outcome == "waived" else unwaived
+        if len(kept) < max_findings:
+            kept.append(finding)
     titles = {(r.pack, r.id): r.title for r in report.rules}
-    for (pack, rule), findings in grouped.items():
+    for (pack, rule), (unwaived, waived, (total,)) in grouped.items():
         title = titles.get((pack, rule))
         heading = f"{md(rule)} — {md(title)}" if title else md(rule)
-        lines += ["", f"### {heading} ({len(findings)} finding{'' if len(findings) == 1 else 's'})", ""]
-        # open failures first: a rule's waived findings must not crowd them out of the first rows
-        shown = sorted(findings, key=lambda f: f.outcome == "waived")[:max_findings]
+        lines += ["", f"### {heading} ({total} finding{'' if total == 1 else 's'})", ""]
+        shown = (unwaived + waived)[:max_findings]
         rows = ([f.severity, outcome(f), f.record_key, f.patient, f.time, f.message, evidence(f), source(f.source)]
                 for f in shown)
         lines += table(FINDING_COLUMNS, rows)
-        if len(findings) > max_findings:
-            lines += ["", f"(+{len(findings) - max_findings} more)"]
+        if total > max_findings:
+            lines += ["", f"(+{total - max_findings} more)"]
     return lines
 
 

@@ -11,7 +11,6 @@ from engine.judge.period import Period
 from engine.judge.tally import Result, RuleCounts
 from engine.language.model import SEVERITIES, Pack, Rule, latest_version
 from engine.results import (
-    Finding,
     InputSummary,
     MonthCount,
     PackSummary,
@@ -63,10 +62,6 @@ def tool_version() -> str:
     return __version__
 
 
-def _time_key(finding: Finding) -> float:
-    return dt.datetime.fromisoformat(finding.time).timestamp() if finding.time else math.inf
-
-
 def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt.datetime,
           fail_on: str = "major", period: Period | None = None, waivers: Waivers | None = None) -> Report:
     """The report; identical inputs and ``as_of`` give an identical Report (and JSON)."""
@@ -96,7 +91,7 @@ def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt
             ci95=None if ci95 is None else (ci95[0], ci95[1]), target=target,
             status=status(rate, total.passed + total.failed, target), cite=rule.cite, rationale=rule.rationale,
             versions=_versions(versions)))
-    findings = tuple(sorted(result.findings, key=lambda f: (f.rule, f.pack, _time_key(f), f.record_key)))
+    findings = result.findings.sorted()
     by_severity = {severity: 0 for severity in SEVERITIES}
     for finding in findings:
         if finding.counts:
@@ -120,7 +115,7 @@ def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt
                         exit_threshold=fail_on, records_outside_period=outside),
         rules=tuple(rules),
         findings=findings,
-        not_evaluable=tuple(sorted(result.not_evaluable, key=lambda n: (n.rule, n.pack, n.record_key))),
+        not_evaluable=result.not_evaluable.sorted(),
         rejected=tuple(sorted(result.rejected, key=lambda r: (r.path, r.line))),
         by_month=tuple(_by_month(result)),
         strata=Strata(tuple(result.group_by), tuple(_by_stratum(result, waivers is not None)))

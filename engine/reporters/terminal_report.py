@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import textwrap
 import unicodedata
 from collections.abc import Iterable
@@ -137,14 +138,15 @@ def _rules(report: Report) -> list[str]:
 def _findings(report: Report) -> list[str]:
     # Waived findings are accepted deviations: they are counted per rule and in the last line,
     # and listed in full in the JSON/CSV reports, but the officer's attention goes to open ones.
-    open_ = sorted((f for f in report.findings if f.counts),
-                   key=lambda f: (_severity_rank(f.severity), f.rule, _time_key(f.time), f.record_key))
-    if not open_:
+    # the first few of every open finding, worst first, without holding them all (they may be spilled)
+    unwaived = sum(1 for f in report.findings if f.counts)
+    if not unwaived:
         return ["FINDINGS", "none unwaived"]
-    shown = open_[:MAX_FINDINGS]
+    shown = heapq.nsmallest(MAX_FINDINGS, (f for f in report.findings if f.counts),
+                            key=lambda f: (_severity_rank(f.severity), f.rule, _time_key(f.time), f.record_key))
     rows = [[_clean(f.severity), _clean(f.rule), _clean(f.record_key),
              _clean(f.patient), _clean(f.time, "no time")] for f in shown]
-    lines = [f"FINDINGS, worst first ({len(shown)} of {len(open_)} unwaived)"]
+    lines = [f"FINDINGS, worst first ({len(shown)} of {unwaived} unwaived)"]
     indent = " " * 10
     for finding, line in zip(shown, _table(rows, [8, 20, 20, 16, 25]), strict=True):
         lines.append(line)
@@ -152,8 +154,8 @@ def _findings(report: Report) -> list[str]:
         if finding.missing:
             missing = "not documented: " + ", ".join(finding.missing)
             lines.append(indent + _fit(_clean(missing), WIDTH - len(indent)))
-    if len(open_) > len(shown):
-        lines.append(f"(+{len(open_) - len(shown)} more)")
+    if unwaived > len(shown):
+        lines.append(f"(+{unwaived - len(shown)} more)")
     return lines
 
 
