@@ -152,14 +152,19 @@ class RuleResult:
     cite: str | None
     rationale: str | None
     versions: tuple[VersionCount, ...] | None = None  # a rule with effective dates: counts per version
+    # how many patients have at least one unwaived fail of the rule: 81 fails may be 16 patients
+    patients_affected: int | None = None
 
     def to_json(self) -> Json:
         data: Json = {
             "id": self.id, "pack": self.pack, "title": self.title, "severity": self.severity,
             "for": self.for_type, "applicable": self.applicable, "passed": self.passed, "failed": self.failed,
-            "waived": self.waived, "not_evaluable": self.not_evaluable, "not_applicable": self.not_applicable,
+            "waived": self.waived, "not_evaluable": self.not_evaluable, "not_applicable": self.not_applicable}
+        if self.patients_affected is not None:
+            data["patients_affected"] = self.patients_affected
+        data.update({
             "compliance_rate": self.compliance_rate, "ci95": None if self.ci95 is None else list(self.ci95),
-            "target": self.target, "status": self.status, "cite": self.cite, "rationale": self.rationale}
+            "target": self.target, "status": self.status, "cite": self.cite, "rationale": self.rationale})
         if self.versions is not None:
             data["versions"] = [version.to_json() for version in self.versions]
         return data
@@ -172,7 +177,8 @@ class RuleResult:
                    data["applicable"], data["passed"], data["failed"], data["waived"], data["not_evaluable"],
                    data["not_applicable"], data["compliance_rate"], None if ci95 is None else (ci95[0], ci95[1]),
                    data["target"], data["status"], data["cite"], data["rationale"],
-                   None if versions is None else tuple(VersionCount.from_json(v) for v in versions))
+                   None if versions is None else tuple(VersionCount.from_json(v) for v in versions),
+                   data.get("patients_affected"))
 
 
 @dataclass(frozen=True, slots=True)

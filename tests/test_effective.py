@@ -85,6 +85,7 @@ def test_each_record_is_judged_by_the_version_in_force(tmp_path: Path) -> None:
         ({"from": None, "until": "2026-01-31"}, "major", 2, 1, 2, 0),
         ({"from": "2026-02-01", "until": None}, "critical", 1, 1, 3, 1)]
     assert sorted((f["record_key"], f["severity"]) for f in data["findings"]) == [("S2", "major"), ("S4", "critical")]
+    assert dose["patients_affected"] == 2  # P1 failed under the first version, P2 under the second
 
 
 def test_the_examples_run_in_their_versions_window_or_at_their_time(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -147,3 +149,38 @@ def test_group_by_an_unknown_field(tmp_path: Path) -> None:
                                        "--group-by", "rout"])
     assert result.exit_code == 2
     assert '--group-by "rout" is not a field of any record type (did you mean "route"?)' in result.stderr
+
+
+def _patients_by_rule(findings: list[dict]) -> dict[tuple[str, str], set[str]]:  # type: ignore[type-arg]
+    patients: dict[tuple[str, str], set[str]] = {}
+    for finding in findings:
+        if finding["outcome"] == "fail":
+            patients.setdefault((finding["pack"], finding["rule"]), set()).add(finding["patient"])
+    return patients
+
+
+def test_patients_affected_counts_each_patient_once_per_rule(default_audit: tuple[dict, str, str]) -> None:
+    """Per rule, the distinct patients among its unwaived fails, in the JSON and the CSV: a rule with
+    many findings from few patients says so (the pseudonyms are one per patient under the key)."""
+    report, csv_text, _ = default_audit
+    patients = _patients_by_rule(report["findings"])
+    assert any(len(found) < rule["failed"] for rule in report["rules"]
+               for found in [patients.get((rule["pack"], rule["id"]), set())])  # the samples repeat patients
+    for rule in report["rules"]:
+        assert rule["patients_affected"] == len(patients.get((rule["pack"], rule["id"]), set())), rule["id"]
+        assert (rule["patients_affected"] == 0) == (rule["failed"] == 0)
+    by_rule = {(r["pack"], r["id"]): r["patients_affected"] for r in report["rules"]}
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    for row, finding in zip(rows, report["findings"], strict=True):
+        assert row["rule_patients_affected"] == str(by_rule[(finding["pack"], finding["rule"])])
+
+
+def test_waived_fails_do_not_make_a_patient_affected(tmp_path: Path) -> None:
+    waivers = tmp_path / "waivers.yaml"
+    waivers.write_text((SAMPLES / "waivers-2026Q1.yaml").read_text())
+    report, _, _ = audit(tmp_path, "--waivers", str(waivers))
+    waived = [f for f in report["findings"] if f["outcome"] == "waived"]
+    assert waived
+    patients = _patients_by_rule(report["findings"])
+    for rule in report["rules"]:
+        assert rule["patients_affected"] == len(patients.get((rule["pack"], rule["id"]), set())), rule["id"]

@@ -43,6 +43,7 @@ class RuleCounts:
     waived: int = 0
     not_evaluable: int = 0
     not_applicable: int = 0
+    patients: set[str] = field(default_factory=set)  # patients with an unwaived fail (raw identifiers)
 
 
 @dataclass
@@ -181,6 +182,8 @@ class Tally:
             self.result.findings.append(self._finding(rule, index, case, waiver))
         else:
             counts.failed += 1
+            if record.patient is not None:
+                counts.patients.add(record.patient)
             self.result.findings.append(self._finding(rule, index, case))
         if self.on_outcome is not None:
             self.on_outcome(rule, record, outcome)

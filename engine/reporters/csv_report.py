@@ -11,6 +11,7 @@ from engine.results import Finding, Report
 COLUMNS = (
     "rule", "severity", "outcome", "record_type", "record_key", "patient", "time",
     "source_path", "source_line", "message", "missing", "evidence",
+    "rule_patients_affected",  # patients with an unwaived fail of the row's rule, over the audit
 )
 
 WAIVER_COLUMNS = ("waiver", "waiver_reason", "waiver_approved_by", "waiver_approved_on")
@@ -36,7 +37,7 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _row(finding: Finding) -> list[str]:
+def _row(finding: Finding, affected: dict[tuple[str, str], int | None]) -> list[str]:
     cells = [
         finding.rule, finding.severity, finding.outcome, finding.record_type,
         finding.record_key, finding.patient, finding.time,
@@ -44,6 +45,7 @@ def _row(finding: Finding) -> list[str]:
         ";".join(finding.missing),
         # Sorted, compact keys: one stable cell per finding whatever order the engine used.
         json.dumps(dict(finding.evidence), sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+        affected.get((finding.pack, finding.rule)),
     ]
     return [neutralise(_cell(c)) for c in cells]
 
@@ -62,8 +64,9 @@ def render(report: Report, out: TextIO) -> None:
     period = [_cell(report.period_from), _cell(report.period_until)] if report.period_given else []
     writer.writerow((*COLUMNS, *(WAIVER_COLUMNS if waivers else ()), *(ARCHIVE_COLUMNS if archived else ()),
                      *(PERIOD_COLUMNS if period else ())))
+    affected = {(r.pack, r.id): r.patients_affected for r in report.rules}
     for finding in report.findings:
-        row = _row(finding)
+        row = _row(finding, affected)
         if waivers:
             row += [neutralise(_cell((finding.waiver or {}).get(name))) for name in WAIVER_KEYS]
         if archived:

@@ -99,7 +99,8 @@ def _time_sort(time: str | None) -> str:
 def _rule_row(report: Report, rule: RuleResult) -> dict[str, Any]:
     return {"rule": rule, "rate": rate(rule.compliance_rate), "ci": interval(rule.ci95),
             "target": target(rule.target), "status": rule.status or NONE, "status_class": status_class(rule.status),
-            "vs_last": vs_last(report, rule.pack, rule.id)}
+            "vs_last": vs_last(report, rule.pack, rule.id),
+            "patients": NONE if rule.patients_affected is None else rule.patients_affected}
 
 
 def outcome(finding: Finding) -> str:

@@ -69,7 +69,8 @@ def _case(suite: ET.Element, rule: RuleResult, findings: list[Finding], report: 
         reasons = sorted({str((f.waiver or {}).get("reason") or "waived") for f in waived})
         ET.SubElement(case, "skipped", message=clean(f"{len(waived)} waived: {'; '.join(reasons)}"))
     out = ET.SubElement(case, "system-out")
-    out.text = clean(f"applicable {rule.applicable}, passed {rule.passed}, failed {rule.failed}, "
+    affected = "" if rule.patients_affected is None else f" ({rule.patients_affected} patients)"
+    out.text = clean(f"applicable {rule.applicable}, passed {rule.passed}, failed {rule.failed}{affected}, "
                      f"waived {rule.waived}, not evaluable {rule.not_evaluable}, "
                      f"not applicable {rule.not_applicable}; compliance {_rate(rule)}"
                      + (f"; vs last audit: {vs_last(report, rule.pack, rule.id)}" if report.archived else ""))

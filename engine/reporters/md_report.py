@@ -57,8 +57,8 @@ def table(header: list[str], rows: Iterable[list[Any]], right: frozenset[int] = 
     return lines
 
 
-RULE_COLUMNS = ["Rule", "Title", "Severity", "Source", "Applicable (N)", "Passed", "Failed", "Waived",
-                "Not evaluable", "Compliance (95% CI)", "Target", "Status"]
+RULE_COLUMNS = ["Rule", "Title", "Severity", "Source", "Applicable (N)", "Passed", "Failed", "Patients affected",
+                "Waived", "Not evaluable", "Compliance (95% CI)", "Target", "Status"]
 
 
 def _compliance(rule: RuleResult) -> str:
@@ -106,10 +106,11 @@ def _rules(report: Report) -> list[str]:
     if compared is not None:
         lines += [md(compared[:1].upper() + compared[1:]) + ".", ""]
     last = ["vs last audit"] if report.archived else []
-    rows = ([r.id, r.title, r.severity, r.cite or "—", r.applicable, r.passed, r.failed, r.waived,
+    rows = ([r.id, r.title, r.severity, r.cite or "—", r.applicable, r.passed, r.failed,
+             "—" if r.patients_affected is None else r.patients_affected, r.waived,
              r.not_evaluable, _compliance(r), target(r.target), r.status or "—",
              *([vs_last(report, r.pack, r.id)] if last else [])] for r in report.rules)
-    lines += table([*RULE_COLUMNS, *last], rows, frozenset(range(4, 11)))
+    lines += table([*RULE_COLUMNS, *last], rows, frozenset(range(4, 12)))
     versioned = [r for r in report.rules if r.versions]
     if versioned:  # rules with effective dates: each record was judged by the version in force on its day
         lines += ["", "Rule versions (effective dates):", ""]

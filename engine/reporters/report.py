@@ -76,6 +76,7 @@ def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt
         latest = next(c for r, c in versions if r is rule)
         total = RuleCounts(*(sum(getattr(c, name) for _, c in versions) for name in
                              ("passed", "failed", "waived", "not_evaluable", "not_applicable")))
+        total.patients = set().union(*(c.patients for _, c in versions))
         if len(versions) > 1:  # each version answers every record; one of them judged it, the others found
             # it outside their window: not applicable is what is left of the records the latest answered
             answered = latest.passed + latest.failed + latest.waived + latest.not_evaluable + latest.not_applicable
@@ -90,7 +91,7 @@ def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt
             not_evaluable=total.not_evaluable, not_applicable=total.not_applicable, compliance_rate=rate,
             ci95=None if ci95 is None else (ci95[0], ci95[1]), target=target,
             status=status(rate, total.passed + total.failed, target), cite=rule.cite, rationale=rule.rationale,
-            versions=_versions(versions)))
+            versions=_versions(versions), patients_affected=len(total.patients)))
     findings = result.findings.sorted()
     by_severity = {severity: 0 for severity in SEVERITIES}
     for finding in findings:

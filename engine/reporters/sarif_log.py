@@ -31,7 +31,7 @@ def rule_id(pack: str, rule: str) -> str:
 
 
 def _driver_rule(pack: str, rule: str, severity: str, title: str | None = None, rationale: str | None = None,
-                 cite: str | None = None) -> dict[str, Any]:
+                 cite: str | None = None, patients_affected: int | None = None) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "id": rule_id(pack, rule),
         "name": rule,
@@ -39,6 +39,8 @@ def _driver_rule(pack: str, rule: str, severity: str, title: str | None = None, 
         "defaultConfiguration": {"level": LEVELS.get(severity, "warning")},
         "properties": {"severity": severity, "pack": pack, "tags": [t for t in (pack, severity) if t]},
     }
+    if patients_affected is not None:
+        entry["properties"]["patients_affected"] = patients_affected
     if rationale:
         entry["fullDescription"] = {"text": rationale}
     if cite:
@@ -80,7 +82,8 @@ def _result(finding: Finding, index: int) -> dict[str, Any]:
 
 def sarif(report: Report) -> dict[str, Any]:
     """The report as a SARIF log: one run, each rule once in the driver, one result per finding."""
-    rules = [_driver_rule(r.pack, r.id, r.severity, r.title, r.rationale, r.cite) for r in report.rules]
+    rules = [_driver_rule(r.pack, r.id, r.severity, r.title, r.rationale, r.cite, r.patients_affected)
+             for r in report.rules]
     index = {rule["id"]: n for n, rule in enumerate(rules)}
     for finding in report.findings:  # a rule the report does not list: added
         key = rule_id(finding.pack, finding.rule)

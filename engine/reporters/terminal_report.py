@@ -110,19 +110,23 @@ def _header(report: Report) -> list[str]:
     return lines
 
 
+def _count(number: int | None) -> str:
+    return "-" if number is None else str(number)
+
+
 def _rules(report: Report) -> list[str]:
-    header = ["rule", "severity", "applicable", "passed", "failed", "waived", "not evaluable",
+    header = ["rule", "severity", "applicable", "passed", "failed", "patients", "waived", "not evaluable",
               "compliance"]
     rows = [[_clean(r.id), _clean(r.severity), str(r.applicable), str(r.passed),
-             str(r.failed), str(r.waived), str(r.not_evaluable),
+             str(r.failed), _count(r.patients_affected), str(r.waived), str(r.not_evaluable),
              _rate(r.compliance_rate)] for r in report.rules]
-    caps = [24, 8, 10, 8, 8, 8, 13, 10]
+    caps = [24, 8, 10, 8, 8, 8, 8, 13, 10]
     if report.archived:  # the change since the last archived audit, and its new findings
         header.append("vs last audit")
         for row, r in zip(rows, report.rules, strict=True):
             row.append(_clean(vs_last(report, r.pack, r.id, short=True)))
         caps.append(18)
-    lines = ["RULES", *_table([header, *rows], caps, frozenset(range(2, 8)))]
+    lines = ["RULES", *_table([header, *rows], caps, frozenset(range(2, 9)))]
     compared = compared_text(report)
     if compared is not None:  # a sentence: wrapped, not cut
         lines += textwrap.wrap(_clean(compared), WIDTH, subsequent_indent="  ")
