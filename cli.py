@@ -264,6 +264,26 @@ def trend(target: str, outputs: tuple[str, ...], packs: tuple[str, ...]) -> None
 
 @main.command()
 @click.argument("packs", nargs=-1, required=True, metavar="PACK...")
+@click.option("--output", "-o", "outputs", multiple=True, metavar="FILE",
+              help="Write the handbook: .html (self-contained, printable) or .md. Repeatable. Default: Markdown "
+                   "on standard output.")
+@click.option("--bibliography", is_flag=True,
+              help="Only the sources: each one's full reference and what each rule takes from it (Markdown).")
+def handbook(packs: tuple[str, ...], outputs: tuple[str, ...], bibliography: bool) -> None:
+    """Write the protocol handbook of packs: per rule its severity, what it applies to and requires
+    in plain words (generated from the conditions the audit judges), rationale, sources, effective
+    dates and examples; then the records read and the bibliography.
+
+    \b
+    Example:
+      protocol-audit handbook rules/ -o handbook.html
+    """
+    written = Outputs(outputs)
+    guard(lambda: run.handbook(list(packs), written, bibliography), written)
+
+
+@main.command()
+@click.argument("packs", nargs=-1, required=True, metavar="PACK...")
 def rules(packs: tuple[str, ...]) -> None:
     """List the rules of packs: id, severity, record type, title and when each applies."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import io
 import math
 import sys
 from collections.abc import Mapping
@@ -231,6 +232,24 @@ def trend(target: str, written: Outputs, packs: list[str]) -> int:
              f"wrote {', '.join(written.paths)}", err=True)
     else:
         echo_lines(trend_report.lines(data))
+    return EXIT_SUCCESS
+
+
+def handbook(packs: list[str], written: Outputs, bibliography: bool) -> int:
+    from engine import handbook as book
+
+    writers = [(path, book.for_path(path, bibliography)) for path in written.paths]
+    loaded = load_packs(packs)
+    written.check([("the pack", pack.path) for pack in loaded])
+    if written.paths:
+        written.write(writers, loaded)
+        echo(f"protocol-audit handbook: {len(loaded)} pack{'s' if len(loaded) != 1 else ''}, "
+             f"{count_rules(rule for pack in loaded for rule in pack.rules)}; wrote {', '.join(written.paths)}",
+             err=True)
+    else:
+        out = io.StringIO()
+        (book.render_bibliography if bibliography else book.render_markdown)(loaded, out)
+        echo_lines(out.getvalue().splitlines())
     return EXIT_SUCCESS
 
 

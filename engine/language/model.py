@@ -159,6 +159,20 @@ class Example:
     time: str | None = None  # the record's time as written (picks the version of a rule with effective dates)
 
 
+EVIDENCE = ("primary", "secondary", "local")  # what a pack's source is: the document, a summary, the clinic's own
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One entry of a pack's bibliography (``sources:``): its full reference, where to read it, and
+    what kind of evidence it is (the document itself, a secondary summary, or the clinic's own choice)."""
+
+    id: str
+    ref: str
+    url: str | None = None
+    evidence: str = "primary"
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     id: str
@@ -175,6 +189,8 @@ class Rule:
     examples: tuple[Example, ...] = ()
     # effective: {from, until} (days, inclusive, pack zone; None: open), already part of ``when``
     effective: tuple[dt.date | None, dt.date | None] | None = None
+    # (source id, what the rule takes from that source): the pack's sources it rests on
+    sources: tuple[tuple[str, str], ...] = ()
 
     @property
     def starts(self) -> dt.date:
@@ -222,6 +238,7 @@ class Pack:
     path: str
     sha256: str
     targets: dict[str, float] = field(default_factory=dict)  # severity -> compliance target (0..1)
+    sources: dict[str, Source] = field(default_factory=dict)  # the bibliography, by id, in pack order
 
 
 class Record(NamedTuple):

@@ -12,6 +12,7 @@ from engine.language import expressions
 from engine.language.grammar import COMBINATORS, HISTORY_FORMS, Checker, Conditions, suggest, written
 from engine.language.loader import Node
 from engine.language.model import (
+    EVIDENCE,
     FIELD_TYPES,
     SEVERITIES,
     All,
@@ -22,14 +23,16 @@ from engine.language.model import (
     Pack,
     RecordType,
     Rule,
+    Source,
 )
 from engine.language.values import ConversionError, OutOfRange, convert, parse_day, record_time, timezone
 
-PACK_KEYS = ("pack", "version", "title", "source", "timezone", "records", "derive", "rules", "targets")
+PACK_KEYS = ("pack", "version", "title", "source", "timezone", "records", "derive", "rules", "targets", "sources")
+SOURCE_KEYS = ("ref", "url", "evidence")
 RECORD_KEYS = ("key", "patient", "time", "fields")
 FIELD_KEYS = ("type", "values", "unit", "phi")
 RULE_KEYS = ("id", "title", "severity", "for", "when", "require", "message", "rationale", "cite", "tests",
-             "effective")
+             "effective", "sources")
 EFFECTIVE_KEYS = ("from", "until")
 Window = tuple[dt.date | None, dt.date | None]
 _FIRST_DAY, _LAST_DAY = dt.date(1, 1, 2), dt.date(9999, 12, 30)
@@ -57,7 +60,8 @@ def build_pack(root: Node, path: str, raw: bytes) -> Pack:
     rules_node = top.get("rules")
     if rules_node is not None and rules_node.value is None:  # "rules:" and nothing: point at the key
         rules_node = Node([], *root.keys["rules"])
-    rules = _rules(check, rules_node, types, tz, check.text(top.get("pack"), "pack", "?"))
+    sources = _sources(check, top["sources"]) if "sources" in top else {}
+    rules = _rules(check, rules_node, types, tz, check.text(top.get("pack"), "pack", "?"), sources)
     targets = _targets(check, top["targets"]) if "targets" in top else {}
     version, title = check.text(top.get("version"), "version"), check.text(top.get("title"), "title")
     source = check.text(top.get("source"), "source")
@@ -66,7 +70,51 @@ def build_pack(root: Node, path: str, raw: bytes) -> Pack:
     return Pack(
         id=check.text(top.get("pack"), "pack"), version=version, title=title, source=source,
         timezone=tz_name, records=types, rules=tuple(rules), path=path,
-        sha256=hashlib.sha256(raw).hexdigest(), targets=targets)
+        sha256=hashlib.sha256(raw).hexdigest(), targets=targets, sources=sources)
+
+
+def _sources(check: Checker, node: Node) -> dict[str, Source]:
+    """``sources: {S22: {ref: full reference, url: ..., evidence: primary | secondary | local}}``: the
+    pack's bibliography, which rules cite by id."""
+    found: dict[str, Source] = {}
+    if not isinstance(node.value, dict) or not node.value:
+        check.node(node, "sources must be a mapping of id: {ref: full reference, url: ..., evidence: ...}")
+        return found
+    for source_id, entry in node.value.items():
+        if not _RULE_ID.fullmatch(source_id):
+            check.key(node, source_id, f'source id "{source_id}" may use letters, digits, "-", "_" and "." only')
+            continue
+        if not check.mapping(entry, f'source "{source_id}"', SOURCE_KEYS, ("ref",)):
+            continue
+        evidence = check.text(entry.value.get("evidence"), "evidence", "primary")
+        if evidence not in EVIDENCE:
+            check.node(entry.value["evidence"],
+                       f'unknown evidence "{evidence}"{suggest(evidence, EVIDENCE, "kinds")}')
+        ref = check.text(entry.value.get("ref"), "ref")
+        if "ref" in entry.value and not ref.strip():
+            check.node(entry.value["ref"], f'source "{source_id}" needs its full reference')
+        url = entry.value.get("url")
+        found[source_id] = Source(source_id, ref, check.text(url, "url") if url is not None else None, evidence)
+    return found
+
+
+def _rule_sources(check: Checker, node: Node, sources: dict[str, Source]) -> tuple[tuple[str, str], ...]:
+    """A rule's ``sources: {S22: what the rule takes from it}``, each id one of the pack's sources."""
+    cited: list[tuple[str, str]] = []
+    if not isinstance(node.value, dict) or not node.value:
+        check.node(node, "a rule's sources must be a mapping of source id: what the rule takes from it")
+        return ()
+    for source_id, note in node.value.items():
+        if source_id not in sources:
+            said = suggest(source_id, sources, "sources") if sources else " (the pack declares no sources:)"
+            check.key(node, source_id, f'source "{source_id}" is not in the pack\'s sources{said}')
+            continue
+        text = check.text(note, f'source "{source_id}"')
+        if not isinstance(note.value, str) or not text.strip():
+            check.node(note, f'say what the rule takes from source "{source_id}" (a quote or paraphrase)')
+            continue
+        cited.append((source_id, text))
+    return tuple(cited)
 
 
 def _targets(check: Checker, node: Node) -> dict[str, float]:
@@ -217,7 +265,8 @@ def _derive_one(check: Checker, node: Node, name: str, expr_node: Node, types: d
     return True
 
 
-def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: Any, pack: str) -> list[Rule]:
+def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: Any, pack: str,
+           sources: dict[str, Source]) -> list[Rule]:
     rules: list[Rule] = []
     if node is None:
         return rules
@@ -263,6 +312,7 @@ def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: 
                                  f'message uses undeclared field "{match.group(1)}"'
                                  f"{suggest(match.group(1), [*rtype.fields, *rtype.derived])}")
         examples = _examples(check, spec.get("tests"), rtype, tz, types)
+        cited = _rule_sources(check, spec["sources"], sources) if "sources" in spec else ()
         if require is None or rtype is None:
             continue
         if effective is not None:
@@ -271,7 +321,7 @@ def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: 
             id=rule_id, title=title, severity=severity, for_type=type_name, when=when, require=require,
             message=message, rationale=check.text(spec.get("rationale"), "rationale"),
             cite=check.text(spec.get("cite"), "cite"), pack=pack, mark=check.mark(item),
-            examples=tuple(examples), effective=effective))
+            examples=tuple(examples), effective=effective, sources=cited))
     return rules
 
 
