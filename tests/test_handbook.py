@@ -114,8 +114,10 @@ def test_the_html_handbook_is_self_contained_and_escapes_the_pack(pack: object) 
 
 
 @pytest.mark.parametrize(("body", "expected"), [
-    ('    sources: {LABLE: "x"}\n', 'pack.yaml:33:15: source "LABLE" is not in the pack\'s sources (did you mean "LABEL"?)'),
-    ('    sources: {LABEL: ""}\n', 'pack.yaml:33:22: say what the rule takes from source "LABEL" (a quote or paraphrase)'),
+    ('    sources: {LABLE: "x"}\n',
+     'pack.yaml:33:15: source "LABLE" is not in the pack\'s sources (did you mean "LABEL"?)'),
+    ('    sources: {LABEL: ""}\n',
+     'pack.yaml:33:22: say what the rule takes from source "LABEL" (a quote or paraphrase)'),
     ("    sources: [LABEL]\n", "pack.yaml:33:14: a rule's sources must be a mapping of source id: what the rule takes "
                              "from it"),
 ])
@@ -130,7 +132,8 @@ def test_a_rules_sources_are_checked_against_the_packs(body: str, expected: str)
                                                       '"primary"?)'),
     ("sources:\n  S1: {url: x}\n", 'pack.yaml:6:7: source "S1" is missing "ref"'),
     ("sources:\n  S1: {ref: x, page: 3}\n", 'pack.yaml:6:16: unknown key "page" in source "S1"'),
-    ("sources: []\n", "pack.yaml:5:10: sources must be a mapping of id: {ref: full reference, url: ..., evidence: ...}"),
+    ("sources: []\n",
+     "pack.yaml:5:10: sources must be a mapping of id: {ref: full reference, url: ..., evidence: ...}"),
     ("sources:\n  S 1: {ref: x}\n", 'pack.yaml:6:3: source id "S 1" may use letters, digits, "-", "_" and "." only'),
 ])
 def test_the_packs_sources_are_checked(sources: str, expected: str) -> None:
