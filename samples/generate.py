@@ -462,9 +462,12 @@ def _session_row(rng: random.Random, aux: random.Random, p: Patient, day: dt.dat
             sbp = min(sbp - rng.randint(8, 20), 158)
             dbp = min(dbp - rng.randint(4, 10), 98)
             note = "BP rechecked after 10 min rest"
-        elif rng.random() < 0.5:
+        elif rng.random() < 0.5:                            # a prescriber's decision and a repeat reading
+            bp_time += dt.timedelta(minutes=12)                 # below the hold (no draw: the rest of the
+            first = f"{sbp}/{dbp}"                              # data stays as it was)
+            sbp, dbp = min(sbp - 10, 158), min(dbp - 5, 98)
             override = "true"
-            note = f"BP {sbp}/{dbp}, asymptomatic; dosed per prescriber override"
+            note = f"BP {first}, asymptomatic; rechecked after rest, dosed per prescriber decision"
         else:
             row.update({"cancelled": "true", "predose_bp_time": _iso(bp_time),
                         "predose_sbp": str(sbp), "predose_dbp": str(dbp),
@@ -472,6 +475,10 @@ def _session_row(rng: random.Random, aux: random.Random, p: Patient, day: dt.dat
             truth.update(bp_time=bp_time, sbp=sbp, dbp=dbp, held=True)
             row["second_bls_staff_id"] = ""
             return row
+    # a reading above 140/90 (below the hold) needs the prescriber's documented benefit-risk decision
+    # (VIT-02B); 4% of them are planted without one. Its own generator: the other draws stay as they were.
+    if override == "false" and (sbp > 140 or dbp > 90) and sbp < 160 and dbp < 100:
+        override = "true" if _decision(row["patient_id"], arrival) else "false"
     dose_start = bp_time + dt.timedelta(minutes=rng.choice([3, 5, 6, 8, 10, 12, 15, 18, 22]))
     u = rng.random()
     if u < 0.010:                                           # planted VIT-01: stale BP
@@ -830,6 +837,12 @@ def _esk_patients(rng: random.Random, plant: random.Random, n_sessions: int, n_p
     return patients
 
 
+def _decision(patient: str, arrival: dt.datetime) -> bool:
+    """Whether a pre-dose reading above 140/90 has the prescriber's documented decision: 96% do (a
+    generator of its own per session, so adding it changed no other value of the samples)."""
+    return random.Random(f"bp-decision:{patient}:{arrival.isoformat()}").random() >= 0.04
+
+
 def _esk_row(rng: random.Random, p: EskPatient, day: dt.date, n: int, phase: str) -> Row:
     lo, hi = p.slot
     arrival = _local(day, lo + 15 * rng.randint(0, (hi - lo) // 15)) + dt.timedelta(
@@ -907,7 +920,7 @@ def _esk_row(rng: random.Random, p: EskPatient, day: dt.date, n: int, phase: str
         "predose_bp_time": "" if pre == "missing" else _iso(bp_time),
         "predose_sbp": "" if pre == "missing" else str(sbp),
         "predose_dbp": "" if pre == "missing" else str(dbp),
-        "predose_bp_override": "true" if sbp >= 160 or dbp >= 100 else "false",
+        "predose_bp_override": "true" if (sbp > 140 or dbp > 90) and _decision(p.pid, arrival) else "false",
         "dose_start_time": _iso(dose_start), "dose_end_time": _iso(dose_end),
         "spo2_monitored": "false" if rng.random() < 0.005 else "true",
         "monitoring_end_time": _iso(monitoring_end), "discharge_time": _iso(discharge),
