@@ -75,7 +75,8 @@ def _field_text(rtype: RecordType, name: str) -> str:
     kind = f"one of {', '.join(spec.values)}" if spec.type == "enum" else spec.type
     roles = [role for role, ref in (("key", rtype.key), ("patient", rtype.patient), ("time", rtype.time))
              if ref == name]
-    extra = ", ".join([*([spec.unit] if spec.unit else []), *roles, *(["identifying"] if spec.phi else [])])
+    extra = ", ".join([*([spec.unit] if spec.unit else []), *roles, *(["identifying"] if spec.phi else []),
+                       *(["staff identifier"] if spec.staff and not spec.phi else [])])
     return f"`{name}` ({kind}{'; ' + extra if extra else ''})"
 
 

@@ -73,9 +73,9 @@ class Pseudonymiser:
 
 
 def identifying_fields(rtype: RecordType) -> frozenset[str]:
-    """The fields of a record type that identify a person: those marked ``phi``, the patient link,
-    and every derived field computed (directly or not) from one of them."""
-    hidden = {name for name, spec in rtype.fields.items() if spec.phi} | {rtype.patient}
+    """The fields of a record type that identify a person: those marked ``phi`` or ``staff``, the
+    patient link, and every derived field computed (directly or not) from one of them."""
+    hidden = {name for name, spec in rtype.fields.items() if spec.phi or spec.staff} | {rtype.patient}
     grew = True
     while grew:  # derived fields may read derived fields
         grew = False
@@ -91,7 +91,9 @@ class Privacy:
     rejection reason, not-evaluable entry, record key, explain line, error message) goes through it.
 
     With a pseudonymiser, identifying values are replaced by keyed pseudonyms: the patient link
-    as ``pt-...`` (the same as a finding's ``patient``), other identifying fields as ``phi-...``.
+    as ``pt-...`` (the same as a finding's ``patient``), staff identifiers (fields marked ``staff``)
+    as ``st-...`` (one clinician has one pseudonym across fields and records, so per-clinician
+    strata still add up), other identifying fields as ``phi-...``.
     Without one (``--reveal-identifiers``), values pass unchanged.
     """
 
@@ -100,6 +102,8 @@ class Privacy:
         self._patients = {name: rtype.patient for name, rtype in types.items()}
         self._keys = {name: rtype.key for name, rtype in types.items()}
         self._hidden: dict[str, frozenset[str]] = {}
+        self._staff = {name: frozenset(f for f, spec in rtype.fields.items() if spec.staff and not spec.phi)
+                       for name, rtype in types.items()}
         if pseudonymise is not None:
             self._hidden = {name: identifying_fields(rtype) for name, rtype in types.items()}
 
@@ -123,6 +127,8 @@ class Privacy:
         text = value if isinstance(value, str) else str(value)
         if field == self._patients.get(type_name):
             return self.pseudonymise(text)
+        if field in self._staff.get(type_name, ()):
+            return self.pseudonymise(text, "st")
         return self.pseudonymise(text, "phi")
 
     def key(self, type_name: str, key: str) -> str:

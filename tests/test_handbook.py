@@ -184,3 +184,13 @@ def test_every_shipped_rule_rests_on_a_source() -> None:
         assert pack.sources, pack.id
         for rule in pack.rules:
             assert rule.sources, f"{pack.id} {rule.id} cites no source"
+
+
+@pytest.mark.parametrize(("field", "expected"), [
+    ("      clinician: {type: number, staff: true}\n",
+     'pack.yaml:19:40: staff marks a staff identifier: "clinician" is number, not a string'),
+    ("      clinician: {type: string, staff: yes please}\n", "pack.yaml:19:40: staff must be true or false"),
+])
+def test_the_staff_flag_is_checked(field: str, expected: str) -> None:
+    text_ = pack_text("  - id: R1\n    severity: major\n    for: session\n    require: {route: IV}\n")
+    assert problems(text_.replace("      clinician: string\n", field, 1)) == [expected]

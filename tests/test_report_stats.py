@@ -184,3 +184,39 @@ def test_waived_fails_do_not_make_a_patient_affected(tmp_path: Path) -> None:
     patients = _patients_by_rule(report["findings"])
     for rule in report["rules"]:
         assert rule["patients_affected"] == len(patients.get((rule["pack"], rule["id"]), set())), rule["id"]
+
+
+def _raw_clinicians() -> set[str]:
+    with open(SAMPLES / "sessions.csv", encoding="utf-8", newline="") as handle:
+        return {row[name] for row in csv.DictReader(handle)
+                for name in ("supervising_clinician_id", "second_bls_staff_id") if row.get(name)}
+
+
+def test_staff_identifiers_are_pseudonymised_in_findings_and_strata(tmp_path: Path) -> None:
+    """Fields marked staff (clinician IDs) reach no report as written: a staffing finding names the
+    clinician by a keyed pseudonym, per-clinician strata are per pseudonym and add up to the rule's
+    counts; --reveal-identifiers shows the roster IDs."""
+    report, csv_text, _ = audit(tmp_path, "--group-by", "supervising_clinician_id")
+    text = json.dumps(report)
+    clinicians = _raw_clinicians()
+    assert len(clinicians) > 10
+    leaked = {c for c in clinicians if f'"{c}"' in text or f"{c}:" in text or f'"{c}"' in csv_text}
+    assert not leaked
+    lapsed = [f for f in report["findings"] if f["rule"] == "STAFF-02"]
+    assert lapsed and all(f["message"].startswith("supervising clinician st-") for f in lapsed)
+    rows = [r for r in report["strata"]["rows"] if r["rule"] == "STAFF-02"]
+    assert {r["stratum"]["supervising_clinician_id"][:3] for r in rows} <= {"st-", "mis"}
+    staff02 = next(r for r in report["rules"] if r["id"] == "STAFF-02")
+    assert sum(r["failed"] for r in rows) == staff02["failed"]
+    revealed, _, _ = audit(tmp_path, "--group-by", "supervising_clinician_id", "--reveal-identifiers")
+    shown = {r["stratum"]["supervising_clinician_id"] for r in revealed["strata"]["rows"]}
+    assert shown & clinicians and not any(s.startswith("st-") for s in shown)
+
+
+def test_the_samples_group_by_site(tmp_path: Path) -> None:
+    report, _, _ = audit(tmp_path, "--group-by", "site_id")
+    sites = {r["stratum"]["site_id"] for r in report["strata"]["rows"]}
+    assert {"SITE-01", "SITE-02"} <= sites
+    for rule in report["rules"]:
+        rows = [r for r in report["strata"]["rows"] if (r["rule"], r["pack"]) == (rule["id"], rule["pack"])]
+        assert sum(r["failed"] for r in rows) == rule["failed"], rule["id"]

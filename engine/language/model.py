@@ -47,6 +47,7 @@ class Field:
     values: tuple[str, ...] = ()
     unit: str | None = None
     phi: bool = False
+    staff: bool = False  # identifies a staff member (a clinician's ID): pseudonymised like a patient
 
 
 @dataclass(frozen=True, slots=True)

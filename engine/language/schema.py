@@ -30,7 +30,7 @@ from engine.language.values import ConversionError, OutOfRange, convert, parse_d
 PACK_KEYS = ("pack", "version", "title", "source", "timezone", "records", "derive", "rules", "targets", "sources")
 SOURCE_KEYS = ("ref", "url", "evidence")
 RECORD_KEYS = ("key", "patient", "time", "fields")
-FIELD_KEYS = ("type", "values", "unit", "phi")
+FIELD_KEYS = ("type", "values", "unit", "phi", "staff")
 RULE_KEYS = ("id", "title", "severity", "for", "when", "require", "message", "rationale", "cite", "tests",
              "effective", "sources")
 EFFECTIVE_KEYS = ("from", "until")
@@ -163,7 +163,7 @@ def _records(check: Checker, node: Node | None) -> dict[str, RecordType]:
                     check.node(ref, f'{role} field "{ref_name}" is not declared in fields{suggest(ref_name, fields)}')
             elif allowed and fields[ref_name].type not in allowed:
                 check.node(ref, f'time field "{ref_name}" must be a datetime or date, not {fields[ref_name].type}')
-            elif role == "time" and fields[ref_name].phi:
+            elif role == "time" and (fields[ref_name].phi or fields[ref_name].staff):
                 # every report shows the record time (findings, the period, months, windows): a
                 # pseudonym there would leave no audit; a date that identifies belongs elsewhere
                 check.node(ref, f'time field "{ref_name}" is marked phi, but every report shows record times '
@@ -208,12 +208,16 @@ def _field(check: Checker, parent: Node, name: str, spec: Node) -> Field | None:
                        for v in values_node.value)
     elif values_node is not None:
         check.node(values_node, f'values only apply to enum fields; "{name}" is {kind}')
-    phi_node = spec.value.get("phi")
-    if phi_node is not None and not isinstance(phi_node.value, bool):
-        check.node(phi_node, "phi must be true or false")
+    flags = {}
+    for flag in ("phi", "staff"):
+        flag_node = spec.value.get(flag)
+        if flag_node is not None and not isinstance(flag_node.value, bool):
+            check.node(flag_node, f"{flag} must be true or false")
+        flags[flag] = bool(flag_node and flag_node.value is True)
+    if flags["staff"] and kind not in ("string", "enum"):
+        check.node(spec.value["staff"], f'staff marks a staff identifier: "{name}" is {kind}, not a string')
     unit = spec.value.get("unit")
-    return Field(name, kind, values, check.text(unit, "unit") if unit else None,
-                 bool(phi_node and phi_node.value is True))
+    return Field(name, kind, values, check.text(unit, "unit") if unit else None, flags["phi"], flags["staff"])
 
 
 def _derive(check: Checker, node: Node, types: dict[str, RecordType]) -> None:
