@@ -41,6 +41,7 @@ class RuleEntry:
     effective: str | None
     sources: list[tuple[str, str, str]]  # id, full reference, what the rule takes from it
     examples: list[dict[str, Any]]
+    per: str = ""  # how a rule counted per patient or course counts, in words (empty: per record)
 
 
 @dataclass
@@ -91,7 +92,7 @@ def _rule(pack: Pack, rule: Rule) -> RuleEntry:
                  "history": "; ".join(f"{item.get('type', '?')} ({_values(item.get('record') or {})})"
                                       for item in example.history)}
                 for example in rule.examples]
-    return RuleEntry(rule, applies, _clauses(rule.require, rtype), effective, sources, examples)
+    return RuleEntry(rule, applies, _clauses(rule.require, rtype), effective, sources, examples, _per_words(rule))
 
 
 def _own_when(rule: Rule, rtype: RecordType) -> Condition | None:
@@ -266,7 +267,7 @@ def _markdown_pack(entry: PackEntry) -> list[str]:
 def _markdown_rule(entry: RuleEntry) -> list[str]:
     rule = entry.rule
     lines = ["", f"## {md(rule.id)}: {md(rule.title)}", "",
-             f"Severity **{rule.severity}**; judges each `{rule.for_type}` record."]
+             f"Severity **{rule.severity}**; judges each `{rule.for_type}` record{_per_words(rule)}."]
     if entry.effective:
         lines += ["", f"In force: {entry.effective}."]
     lines += ["", "**Applies to**", "", *_markdown_clauses(entry.applies), "", "**Requires**", "",
@@ -284,6 +285,15 @@ def _markdown_rule(entry: RuleEntry) -> list[str]:
             record = example["record"] + (f" (at {example['time']})" if example["time"] else "")
             lines += [f"| {example['expect']} | {md(record)} | {md(example['history']) or '—'} |"]
     return lines
+
+
+def _per_words(rule: Rule) -> str:
+    """How a rule counted per patient or course counts, said after "judges each session record"."""
+    if rule.per is None:
+        return ""
+    unit = "patient" if rule.per == "patient" else f"patient and `{rule.per}`"
+    return (f", and counts each {unit} once: failed when any of its records fails (one finding, listing "
+            "every failing record)")
 
 
 def _md_code(text: str) -> str:

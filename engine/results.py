@@ -154,11 +154,18 @@ class RuleResult:
     versions: tuple[VersionCount, ...] | None = None  # a rule with effective dates: counts per version
     # how many patients have at least one unwaived fail of the rule: 81 fails may be 16 patients
     patients_affected: int | None = None
+    per: str | None = None  # counted once per patient ("patient") or per patient and value of a field
+
+    @property
+    def counted(self) -> str:
+        """What the rule's counts count, in words: "records", "patients", "patients' course_id"."""
+        return "records" if self.per is None else "patients" if self.per == "patient" else f"patients' {self.per}"
 
     def to_json(self) -> Json:
         data: Json = {
             "id": self.id, "pack": self.pack, "title": self.title, "severity": self.severity,
-            "for": self.for_type, "applicable": self.applicable, "passed": self.passed, "failed": self.failed,
+            "for": self.for_type, **({"per": self.per} if self.per is not None else {}),
+            "applicable": self.applicable, "passed": self.passed, "failed": self.failed,
             "waived": self.waived, "not_evaluable": self.not_evaluable, "not_applicable": self.not_applicable}
         if self.patients_affected is not None:
             data["patients_affected"] = self.patients_affected
@@ -178,7 +185,7 @@ class RuleResult:
                    data["not_applicable"], data["compliance_rate"], None if ci95 is None else (ci95[0], ci95[1]),
                    data["target"], data["status"], data["cite"], data["rationale"],
                    None if versions is None else tuple(VersionCount.from_json(v) for v in versions),
-                   data.get("patients_affected"))
+                   data.get("patients_affected"), data.get("per"))
 
 
 @dataclass(frozen=True, slots=True)

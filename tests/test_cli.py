@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -67,9 +68,17 @@ def test_samples_report_reconciles(tmp_path: Path) -> None:
     judged: dict[str, int] = {}
     for item in report["inputs"]:
         judged[item["record_type"]] = judged.get(item["record_type"], 0) + item["records_judged"]
+    # a rule counted per course counts each (patient, course_id) of the judged sessions once
+    rejected = {(r["source"]["path"], r["source"]["line"]) for r in report["rejected"]}
+    sessions = str(SAMPLES / "sessions.csv")
+    with open(sessions, encoding="utf-8", newline="") as handle:
+        courses = {(row["patient_id"], row["course_id"]) for line, row in enumerate(csv.DictReader(handle), start=2)
+                   if (sessions, line) not in rejected}
     for rule in report["rules"]:
         assert rule["applicable"] == rule["passed"] + rule["failed"] + rule["waived"]
-        assert rule["applicable"] + rule["not_evaluable"] + rule["not_applicable"] == judged.get(rule["for"], 0)
+        units = judged.get(rule["for"], 0) if "per" not in rule else len(courses)
+        assert rule.get("per") in (None, "course_id")
+        assert rule["applicable"] + rule["not_evaluable"] + rule["not_applicable"] == units, rule["id"]
         failed = [f for f in report["findings"] if f["rule"] == rule["id"]]
         assert len(failed) == rule["failed"]
         assert len([n for n in report["not_evaluable"] if n["rule"] == rule["id"]]) == rule["not_evaluable"]

@@ -61,6 +61,7 @@ class Auditor:
 
     def finish(self) -> Result:
         self.session.drain()
+        self.tally.count_units()
         return self.tally.result
 
     def close(self) -> None:

@@ -57,7 +57,7 @@ class EngineSession:
         # which observes each record's outcomes as the engine gives them
         times = {name: [field for field, _, kind in fields if kind == "datetime"]
                  for name, fields in context.layout.per_type.items()}
-        self.verdicts = Verdicts(context.rules_by_type, context.atoms, context.dated, times) \
+        self.verdicts = Verdicts(context.rules_by_type, context.atoms, context.record_by_record, times) \
             if remember and tally.counts_in_bulk else None
 
     def add(self, case: Case) -> None:
@@ -146,7 +146,7 @@ class EngineSession:
         remembered: dict[int, dict[int, Outcome]] = {fact_id: {} for fact_id, s in enumerate(signatures) if s}
         rules, plain, tally = self.context.rules, self.context.plain, self.tally
         bulk = tally.counts_in_bulk
-        dated = self.context.dated
+        dated = self.context.record_by_record
         judged: dict[int, list[int]] = {}
         for rule_index, code, ids in segments:
             if ids and max(ids) >= len(cases):

@@ -4,6 +4,7 @@ record; identifying values pass the privacy gate on their way in."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,18 @@ class Case:
     values: dict[str, Any]
     stratum: tuple[str, ...]
     timeline: Timeline | None = None
+
+
+@dataclass(slots=True)
+class Unit:
+    """What the records of one patient (or one patient's course) gave a rule counted per patient
+    or course: its fails and waived fails as findings, whether any passed, its first not-evaluable
+    record; each kept with its stratum."""
+
+    failed: list[tuple[tuple[str, ...], Finding]] = field(default_factory=list)
+    waived: list[tuple[tuple[str, ...], Finding]] = field(default_factory=list)
+    passed: tuple[str, ...] | None = None
+    not_evaluable: tuple[tuple[str, ...], NotEvaluable] | None = None
 
 
 @dataclass
@@ -78,6 +91,8 @@ class Tally:
         privacy = context.privacy
         self.result = Result(context.rules, [RuleCounts() for _ in context.rules], group_by=list(group_by or []),
                              pseudonymised=None if privacy.pseudonymise is None else privacy.pseudonymise.source)
+        # rules counted per patient or course: rule index -> unit (patient, and the field's value) -> Unit
+        self.units: dict[int, dict[tuple[str, ...], Unit]] = {}
 
     def case(self, record: Record, values: dict[str, Any], timeline: Timeline | None = None) -> Case:
         """The record as judged, its time counted into the audit period and its stratum worked out."""
@@ -167,6 +182,11 @@ class Tally:
         waiver = None
         if outcome is Outcome.FAIL and self.waivers is not None:
             waiver = self.waivers.covering(rule, record)  # a waived fail is neither a pass nor a fail
+        if rule.per is not None:
+            self._unit_outcome(index, case, outcome, waiver)
+            if self.on_outcome is not None:
+                self.on_outcome(rule, record, outcome)
+            return
         column = _WAIVED_COLUMN if waiver is not None else _STRATUM_COLUMN.get(outcome)
         if column is not None:
             self.result.strata.setdefault((index, case.stratum), [0, 0, 0, 0])[column] += 1
@@ -187,6 +207,69 @@ class Tally:
             self.result.findings.append(self._finding(rule, index, case))
         if self.on_outcome is not None:
             self.on_outcome(rule, record, outcome)
+
+    def _unit_outcome(self, index: int, case: Case, outcome: Outcome, waiver: Waiver | None) -> None:
+        """One record's outcome of a rule counted per patient or course, kept in its unit."""
+        rule, record = self.context.rules[index], case.record
+        key = (record.patient or "",) if rule.per == "patient" \
+            else (record.patient or "", str(display(record.values.get(rule.per or ""))))
+        unit = self.units.setdefault(index, {}).setdefault(key, Unit())
+        if outcome is Outcome.PASS:
+            if unit.passed is None:
+                unit.passed = case.stratum
+        elif outcome is Outcome.NOT_EVALUABLE:
+            if unit.not_evaluable is None:
+                unit.not_evaluable = (case.stratum, self._not_evaluable(rule, case))
+        elif outcome is Outcome.FAIL:
+            finding = self._finding(rule, index, case, waiver)
+            (unit.waived if waiver is not None else unit.failed).append((case.stratum, finding))
+            if waiver is None and record.patient is not None:
+                self.result.tallies[index].patients.add(record.patient)
+
+    def count_units(self) -> None:
+        """Count each unit of the rules counted per patient or course once: failed when any of its
+        records failed (one finding, on its earliest failing record, listing every failing one),
+        else waived when its fails were all waived, else passed when any record passed, else not
+        evaluable when any was, else not applicable."""
+        result = self.result
+        for index, units in self.units.items():
+            counts, rule = result.tallies[index], self.context.rules[index]
+            for unit in units.values():
+                if unit.failed or unit.waived:
+                    column = 1 if unit.failed else _WAIVED_COLUMN
+                    if unit.failed:
+                        counts.failed += 1
+                    else:
+                        counts.waived += 1
+                    stratum, finding = self._unit_finding(rule, unit.failed or unit.waived)
+                elif unit.passed is not None:
+                    counts.passed += 1
+                    column, stratum = 0, unit.passed
+                elif unit.not_evaluable is not None:
+                    counts.not_evaluable += 1
+                    stratum, entry = unit.not_evaluable
+                    result.not_evaluable.append(entry)
+                    column = 2
+                else:
+                    counts.not_applicable += 1
+                    continue
+                result.strata.setdefault((index, stratum), [0, 0, 0, 0])[column] += 1
+                if column in (1, _WAIVED_COLUMN):
+                    result.findings.append(finding)
+        self.units.clear()
+
+    def _unit_finding(self, rule: Rule,
+                      failing: list[tuple[tuple[str, ...], Finding]]) -> tuple[tuple[str, ...], Finding]:
+        """A unit's one finding: its earliest failing record's, with every failing record listed."""
+        ordered = sorted(failing, key=lambda item: finding_order(item[1]))
+        stratum, first = ordered[0]
+        if len(ordered) == 1:
+            return stratum, first
+        what = "this patient" if rule.per == "patient" else f"this patient's {rule.per}"
+        listed = [f"{f.record_key} at {f.time or 'no time'} ({f.source.path}:{f.source.line})" for _, f in ordered]
+        evidence = {**first.evidence, f"failing {first.record_type} records of {what}": listed}
+        message = f"{first.message} ({len(ordered)} {first.record_type} records of {what} fail it)"
+        return stratum, dataclasses.replace(first, message=message, evidence=evidence)
 
     def _missing(self, rule: Rule, case: Case, outcome: Outcome) -> tuple[str, ...]:
         """The missing fields that made a fail or a not-evaluable (the outcome is checked already)."""

@@ -288,6 +288,8 @@ def fields_read(rules: list[Any], types: Mapping[str, Any]) -> dict[str, dict[st
         identity(rule.for_type, why)
         for name in fields_of(rule.when) + fields_of(rule.require):
             add(rule.for_type, name, why)
+        if rule.per is not None and rule.per != "patient":
+            add(rule.for_type, rule.per, f"counted per by rule {rule.id}")
         for history in histories_of(rule.when) + histories_of(rule.require):
             identity(history.of, f"looked at by rule {rule.id}")
             for name in fields_of(history.where):

@@ -192,6 +192,9 @@ class Rule:
     effective: tuple[dt.date | None, dt.date | None] | None = None
     # (source id, what the rule takes from that source): the pack's sources it rests on
     sources: tuple[tuple[str, str], ...] = ()
+    # per: patient (counted once per patient) or a field (once per patient and value of that field,
+    # a course say); None: once per record
+    per: str | None = None
 
     @property
     def starts(self) -> dt.date:

@@ -32,7 +32,7 @@ SOURCE_KEYS = ("ref", "url", "evidence")
 RECORD_KEYS = ("key", "patient", "time", "fields")
 FIELD_KEYS = ("type", "values", "unit", "phi", "staff")
 RULE_KEYS = ("id", "title", "severity", "for", "when", "require", "message", "rationale", "cite", "tests",
-             "effective", "sources")
+             "effective", "sources", "per")
 EFFECTIVE_KEYS = ("from", "until")
 Window = tuple[dt.date | None, dt.date | None]
 _FIRST_DAY, _LAST_DAY = dt.date(1, 1, 2), dt.date(9999, 12, 30)
@@ -96,6 +96,25 @@ def _sources(check: Checker, node: Node) -> dict[str, Source]:
         url = entry.value.get("url")
         found[source_id] = Source(source_id, ref, check.text(url, "url") if url is not None else None, evidence)
     return found
+
+
+def _per(check: Checker, node: Node, rtype: RecordType | None) -> str | None:
+    """``per: patient`` or ``per: FIELD``: the unit a rule counts (a patient, or a patient's value of
+    FIELD such as a course), for obligations met once per patient or course rather than per record."""
+    if not isinstance(node.value, str) or not node.value:
+        check.node(node, "per must be patient or a field of the record type (per: course_id)")
+        return None
+    name = node.value
+    if rtype is None:
+        return None
+    if not rtype.patient:
+        check.node(node, f'per needs record type "{rtype.name}" to name its patient')
+        return None
+    if name != "patient" and not rtype.type_of(name):
+        check.node(node, f'per: "{name}" is neither patient nor a field of "{rtype.name}"'
+                         f"{suggest(name, ['patient', *rtype.fields, *rtype.derived])}")
+        return None
+    return name
 
 
 def _rule_sources(check: Checker, node: Node, sources: dict[str, Source]) -> tuple[tuple[str, str], ...]:
@@ -317,6 +336,7 @@ def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: 
                                  f"{suggest(match.group(1), [*rtype.fields, *rtype.derived])}")
         examples = _examples(check, spec.get("tests"), rtype, tz, types)
         cited = _rule_sources(check, spec["sources"], sources) if "sources" in spec else ()
+        per = _per(check, spec["per"], rtype) if "per" in spec else None
         if require is None or rtype is None:
             continue
         if effective is not None:
@@ -325,7 +345,7 @@ def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: 
             id=rule_id, title=title, severity=severity, for_type=type_name, when=when, require=require,
             message=message, rationale=check.text(spec.get("rationale"), "rationale"),
             cite=check.text(spec.get("cite"), "cite"), pack=pack, mark=check.mark(item),
-            examples=tuple(examples), effective=effective, sources=cited))
+            examples=tuple(examples), effective=effective, sources=cited, per=per))
     return rules
 
 

@@ -106,7 +106,8 @@ def _rules(report: Report) -> list[str]:
     if compared is not None:
         lines += [md(compared[:1].upper() + compared[1:]) + ".", ""]
     last = ["vs last audit"] if report.archived else []
-    rows = ([r.id, r.title, r.severity, r.cite or "—", r.applicable, r.passed, r.failed,
+    rows = ([r.id, r.title + (f" (counts {r.counted}, each once)" if r.per else ""), r.severity, r.cite or "—",
+             r.applicable, r.passed, r.failed,
              "—" if r.patients_affected is None else r.patients_affected, r.waived,
              r.not_evaluable, _compliance(r), target(r.target), r.status or "—",
              *([vs_last(report, r.pack, r.id)] if last else [])] for r in report.rules)

@@ -91,7 +91,7 @@ def build(result: Result, inputs: list[InputStats], packs: list[Pack], as_of: dt
             not_evaluable=total.not_evaluable, not_applicable=total.not_applicable, compliance_rate=rate,
             ci95=None if ci95 is None else (ci95[0], ci95[1]), target=target,
             status=status(rate, total.passed + total.failed, target), cite=rule.cite, rationale=rule.rationale,
-            versions=_versions(versions), patients_affected=len(total.patients)))
+            versions=_versions(versions), patients_affected=len(total.patients), per=rule.per))
     findings = result.findings.sorted()
     by_severity = {severity: 0 for severity in SEVERITIES}
     for finding in findings:
