@@ -65,6 +65,23 @@ def test_engine_agrees_with_reference_on_every_pair(pack_paths: list[Path], file
     mismatches = [(k, engine_outcomes[k], expected[k]) for k in engine_outcomes if engine_outcomes[k] != expected[k]]
     assert mismatches == []
     counts = Counter((p, r, outcome) for (p, r, _), outcome in engine_outcomes.items())
+    # a rule counted per patient or course counts units: worked out here from the record outcomes
+    records = {(r.type, r.key): r for found in history.values() for r in found}
+    for rule in result.rules:
+        if rule.per is None:
+            continue
+        units: dict[tuple[str, ...], set[str]] = {}
+        for (pack, rule_id, key), outcome in engine_outcomes.items():
+            if (pack, rule_id) == (rule.pack, rule.id):
+                record = records[(rule.for_type, key)]
+                unit = (record.patient or "",) if rule.per == "patient" \
+                    else (record.patient or "", str(record.values.get(rule.per)))
+                units.setdefault(unit, set()).add(outcome)
+        for column in ("pass", "fail", "not_evaluable", "not_applicable"):
+            counts[(rule.pack, rule.id, column)] = 0
+        for outcomes in units.values():
+            column = next(o for o in ("fail", "pass", "not_evaluable", "not_applicable") if o in outcomes)
+            counts[(rule.pack, rule.id, column)] += 1
     for rule, tally in zip(result.rules, result.tallies):
         assert (tally.passed, tally.failed, tally.not_evaluable, tally.not_applicable) == (
             counts[(rule.pack, rule.id, "pass")], counts[(rule.pack, rule.id, "fail")],

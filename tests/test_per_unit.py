@@ -119,7 +119,8 @@ def test_strata_count_units(tmp_path: Path) -> None:
 ])
 def test_per_is_checked(per: str, expected: str) -> None:
     text = pack_text("  - id: R1\n    severity: major\n    for: session\n    require: {route: IV}\n"
-                     f"    per: {per}\n").replace("      wait: duration\n", "      wait: duration\n      course_id: string\n")
+                     f"    per: {per}\n")
+    text = text.replace("      wait: duration\n", "      wait: duration\n      course_id: string\n")
     assert problems(text) == [expected]
 
 

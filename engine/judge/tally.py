@@ -45,8 +45,10 @@ class Unit:
 
     failed: list[tuple[tuple[str, ...], Finding]] = field(default_factory=list)
     waived: list[tuple[tuple[str, ...], Finding]] = field(default_factory=list)
-    passed: tuple[str, ...] | None = None
-    not_evaluable: tuple[tuple[str, ...], NotEvaluable] | None = None
+    # the earliest passing record's order and stratum; the earliest not-evaluable one's, with its entry
+    # (earliest, not first judged: the order records are judged in is not the report's)
+    passed: tuple[tuple[Any, ...], tuple[str, ...]] | None = None
+    not_evaluable: tuple[tuple[Any, ...], tuple[str, ...], NotEvaluable] | None = None
 
 
 @dataclass
@@ -214,12 +216,13 @@ class Tally:
         key = (record.patient or "",) if rule.per == "patient" \
             else (record.patient or "", str(display(record.values.get(rule.per or ""))))
         unit = self.units.setdefault(index, {}).setdefault(key, Unit())
+        order = (record.time is None, record.time.timestamp() if record.time else 0.0, record.key)
         if outcome is Outcome.PASS:
-            if unit.passed is None:
-                unit.passed = case.stratum
+            if unit.passed is None or order < unit.passed[0]:
+                unit.passed = (order, case.stratum)
         elif outcome is Outcome.NOT_EVALUABLE:
-            if unit.not_evaluable is None:
-                unit.not_evaluable = (case.stratum, self._not_evaluable(rule, case))
+            if unit.not_evaluable is None or order < unit.not_evaluable[0]:
+                unit.not_evaluable = (order, case.stratum, self._not_evaluable(rule, case))
         elif outcome is Outcome.FAIL:
             finding = self._finding(rule, index, case, waiver)
             (unit.waived if waiver is not None else unit.failed).append((case.stratum, finding))
@@ -244,10 +247,10 @@ class Tally:
                     stratum, finding = self._unit_finding(rule, unit.failed or unit.waived)
                 elif unit.passed is not None:
                     counts.passed += 1
-                    column, stratum = 0, unit.passed
+                    column, stratum = 0, unit.passed[1]
                 elif unit.not_evaluable is not None:
                     counts.not_evaluable += 1
-                    stratum, entry = unit.not_evaluable
+                    _, stratum, entry = unit.not_evaluable
                     result.not_evaluable.append(entry)
                     column = 2
                 else:
