@@ -61,6 +61,9 @@ class Finding:
     waiver: Mapping[str, Any] | None = None
     fingerprint: str | None = None  # with --archive: the keyed HMAC that matches it across audits
     since_last_audit: str | None = None  # compared with the last archived audit: "new" or "persisting"
+    # rejected records (path:line) of the same patient, of a type the rule's history reads, in its
+    # window: the finding may be a data-entry gap rather than a gap in care
+    suspect: tuple[str, ...] = ()
 
     @property
     def counts(self) -> bool:
@@ -80,6 +83,9 @@ class Finding:
             data["fingerprint"] = self.fingerprint
         if self.since_last_audit is not None:
             data["since_last_audit"] = self.since_last_audit
+        if self.suspect:  # said only when true, so a report without suspects reads as before
+            data["data_quality_suspect"] = True
+            data["rejected_nearby"] = list(self.suspect)
         return data
 
     @classmethod
@@ -87,7 +93,7 @@ class Finding:
         return cls(data["rule"], data["pack"], data["severity"], data["outcome"], data["record_type"],
                    data["record_key"], data["patient"], data["time"], Source.from_json(data["source"]),
                    data["message"], data["evidence"], tuple(data.get("missing", ())), data.get("waiver"),
-                   data.get("fingerprint"), data.get("since_last_audit"))
+                   data.get("fingerprint"), data.get("since_last_audit"), tuple(data.get("rejected_nearby", ())))
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,8 +134,8 @@ def test_every_format_shows_the_waivers(tmp_path: Path) -> None:
     # the waivers that waived nothing are listed too: CSV rows after the findings, SARIF and JUnit properties
     assert rows[-2:] == [
         '"DOSE","","waiver expired","","","","","","","waiver W-GONE expired before the run: it covers nothing",'
-        '"","","","W-GONE","","",""',
-        '"ROUTE","","waiver unused","","","","","","","waiver W-IDLE covered no fail","","","","W-IDLE","","",""']
+        '"","","","","W-GONE","","",""',
+        '"ROUTE","","waiver unused","","","","","","","waiver W-IDLE covered no fail","","","","","W-IDLE","","",""']
     assert [(w["id"], w["status"]) for w in sarif["runs"][0]["properties"]["waivers"]] == [
         ("W-CUFF", "applied"), ("W-GONE", "expired"), ("W-IDLE", "unused")]
     junit = outputs["xml"].read_text()

@@ -13,6 +13,7 @@ from engine.inputs.sources import read_binding
 from engine.judge.context import PackContext
 from engine.judge.evidence import display, render_message
 from engine.judge.pipeline import judge, open_inputs
+from engine.judge.tally import rejected_near
 from engine.judge.timeline import Timeline
 from engine.language import conditions, operators
 from engine.language.model import (
@@ -175,8 +176,13 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
             no_version = ("no version of the rule is in force at the record's time (or it has none): "
                           "the latest version is shown")
     patient: list[Record] = []
+    rejected: dict[tuple[str, str], list[Rejected]] = {}
     for item in _read(context, files, maps or []):
-        if isinstance(item, Rejected) or item.patient != target.patient or item.type not in context.kept_types:
+        if isinstance(item, Rejected):
+            if item.patient is not None and item.patient == target.patient:
+                rejected.setdefault((item.type, item.patient), []).append(item)
+            continue
+        if item.patient != target.patient or item.type not in context.kept_types:
             continue
         patient.append(target if (item.type, item.key) == (target.type, target.key) else item)
     judged: dict[str, Outcome] = {}
@@ -203,4 +209,9 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
         kind = target.type
         message = render_message(rule.message, target.values, lambda name, value: privacy.value(kind, name, value))
         lines.append(f"message: {message}")
+    index = next(number for number, known in enumerate(context.rules) if known is rule)
+    near = rejected_near(context.histories[index], rejected, target)
+    if near:  # what the history could not see: a finding here may be a data-entry gap
+        lines.append("data-quality suspect: rejected records the rule's history would have looked at:")
+        lines += [f"  {item.type} at {item.path}:{item.line}: {item.reason}" for item in near]
     return lines, agrees

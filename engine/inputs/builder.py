@@ -85,12 +85,22 @@ class RecordBuilder:
         self.watch: Callable[[Mapping[str, Any], int], None] | None = None  # sees each row (inspect)
 
     def reject(self, line: int, reason: str, type_name: str | None = None,
-               data: Mapping[str, Any] | None = None) -> Rejected:
+               data: Mapping[str, Any] | None = None, values: Mapping[str, Any] | None = None) -> Rejected:
         """``line`` rejected for ``reason``; ``data``: what cells the row still had (a flowsheet
-        rejects the record they name too)."""
+        rejects the record they name too); ``values``: what of it converted (its patient and time, if
+        they did, let a finding near it say it may be a data-entry gap)."""
         self.stats.records_read += 1
         self.stats.records_rejected += 1
-        return Rejected(type_name or self.record_type or "?", self.path, line, reason)
+        name = type_name or self.record_type or "?"
+        spec = self.types.get(name)
+        if not values or spec is None:
+            return Rejected(name, self.path, line, reason)
+        patient = values.get(spec.patient)
+        try:
+            when = record_time(values.get(spec.time), self.tz) if values.get(spec.time) is not None else None
+        except OutOfRange:
+            when = None
+        return Rejected(name, self.path, line, reason, None if patient is None else str(patient), when, dict(values))
 
     def build(self, data: Mapping[str, Any], line: int) -> Record | Rejected:
         if self.watch is not None:
@@ -116,12 +126,13 @@ class RecordBuilder:
             except OutOfRange as exc:
                 problems.append(self._reason(name, ConversionError(spec.time, str(exc), data.get(spec.time))))
         if problems:
-            return self.reject(line, "; ".join(problems), name)
+            return self.reject(line, "; ".join(problems), name, values=values)
         key = str(values[spec.key])
         first = self.seen.first(name, key)
         if first is not None:
             shown = self.privacy.quoted(name, spec.key, key, lambda text: f'"{text}"')
-            return self.reject(line, f"duplicate {spec.key} {shown} (first at {first[0]}:{first[1]})", name)
+            return self.reject(line, f"duplicate {spec.key} {shown} (first at {first[0]}:{first[1]})", name,
+                               values=values)
         self.seen.add(name, key, self.path, line)
         self.stats.records_read += 1
         return Record(name, key, str(values[spec.patient]), when, values, self.path, line)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +14,7 @@ from engine.judge.context import PackContext
 from engine.judge.evidence import display, render_message
 from engine.judge.timeline import Timeline
 from engine.language import conditions
-from engine.language.model import Outcome, Record, Rejected, Rule
+from engine.language.model import History, Outcome, Record, Rejected, Rule
 from engine.privacy import Pseudonymiser
 from engine.results import Finding, NotEvaluable, Source, finding_order, not_evaluable_order
 from engine.spool import Spool
@@ -79,6 +79,33 @@ class Result:
     pseudonymised: str | None = None  # where the pseudonym key came from; None: identifiers as given
 
 
+def rejected_near(histories: list[History], rejected: Mapping[tuple[str, str], list[Rejected]],
+                  record: Record) -> list[Rejected]:
+    """The rejected records (by record type and patient) that one of a rule's history conditions
+    would have looked at for ``record``: of the patient and the condition's type, inside its window
+    (or with no readable time), and sharing the joined field (or with it unreadable). A finding near
+    one may be a data-entry gap rather than a gap in care."""
+    found: list[Rejected] = []
+    for cond in histories:
+        for item in rejected.get((cond.of, record.patient or ""), ()):
+            values = item.values or {}
+            if cond.join is not None:
+                theirs = values.get(cond.join)
+                near = theirs is None or theirs == record.values.get(cond.join)
+            elif item.time is None or record.time is None:
+                near = True
+            elif cond.form == "since_previous":  # between the gap's start and this record
+                near = record.time - (cond.gap or dt.timedelta(0)) <= item.time <= record.time
+            elif cond.form == "first":  # an earlier one would have been the first
+                near = item.time <= record.time
+            else:
+                gap = item.time - record.time
+                near = (cond.before is None or gap >= -cond.before) and (cond.after is None or gap <= cond.after)
+            if near and item not in found:
+                found.append(item)
+    return found
+
+
 class Tally:
     """Counts outcomes and makes the report's entries of one audit."""
 
@@ -95,6 +122,9 @@ class Tally:
                              pseudonymised=None if privacy.pseudonymise is None else privacy.pseudonymise.source)
         # rules counted per patient or course: rule index -> unit (patient, and the field's value) -> Unit
         self.units: dict[int, dict[tuple[str, ...], Unit]] = {}
+        # rejected records whose patient could be read, by (record type, patient): near a finding's
+        # history window they make it a data-quality suspect
+        self.rejected_by_patient: dict[tuple[str, str], list[Rejected]] = {}
 
     def case(self, record: Record, values: dict[str, Any], timeline: Timeline | None = None) -> Case:
         """The record as judged, its time counted into the audit period and its stratum worked out."""
@@ -137,6 +167,16 @@ class Tally:
 
     def reject(self, item: Rejected) -> None:
         self.result.rejected.append(item)
+        if item.patient is not None:
+            self.rejected_by_patient.setdefault((item.type, item.patient), []).append(item)
+
+    def _suspect(self, index: int, record: Record) -> tuple[str, ...]:
+        """The rejected records (path:line) near the record's history windows (rejected_near); they are
+        all known by then: history rules are judged once every input has been read."""
+        if not self.rejected_by_patient or record.patient is None:
+            return ()
+        return tuple(f"{item.path}:{item.line}"
+                     for item in rejected_near(self.context.histories[index], self.rejected_by_patient, record))
 
     # -- outcomes ----------------------------------------------------------------------------
     @property
@@ -293,7 +333,8 @@ class Tally:
                                    lambda name, value: privacy.value(record.type, name, value)),
             evidence=self._evidence(index, case), missing=self._missing(rule, case, Outcome.FAIL),
             fingerprint=None if self.fingerprints is None
-            else self.fingerprints.fingerprint(rule.pack, rule.id, record.type, record.key))
+            else self.fingerprints.fingerprint(rule.pack, rule.id, record.type, record.key),
+            suspect=self._suspect(index, record))
 
     def _evidence(self, index: int, case: Case) -> dict[str, Any]:
         record = case.record

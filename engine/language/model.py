@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Union
 
@@ -270,6 +270,11 @@ class Rejected:
     path: str
     line: int
     reason: str
+    # what of the record could still be read: its patient, time and converted values, so a finding
+    # whose history window it lies in can say it may be a data-entry gap (not in any report)
+    patient: str | None = field(default=None, compare=False)
+    time: dt.datetime | None = field(default=None, compare=False)
+    values: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def merged_types(packs: list[Pack]) -> tuple[dict[str, RecordType], str]:

@@ -12,6 +12,7 @@ COLUMNS = (
     "rule", "severity", "outcome", "record_type", "record_key", "patient", "time",
     "source_path", "source_line", "message", "missing", "evidence",
     "rule_patients_affected",  # patients with an unwaived fail of the row's rule, over the audit
+    "rejected_nearby",  # rejected records (path:line) in the rule's history window: a data-quality suspect
 )
 
 WAIVER_COLUMNS = ("waiver", "waiver_reason", "waiver_approved_by", "waiver_approved_on")
@@ -46,6 +47,7 @@ def _row(finding: Finding, affected: dict[tuple[str, str], int | None]) -> list[
         # Sorted, compact keys: one stable cell per finding whatever order the engine used.
         json.dumps(dict(finding.evidence), sort_keys=True, separators=(",", ":"), ensure_ascii=False),
         affected.get((finding.pack, finding.rule)),
+        ";".join(finding.suspect),
     ]
     return [neutralise(_cell(c)) for c in cells]
 

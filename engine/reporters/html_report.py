@@ -107,11 +107,14 @@ def outcome(finding: Finding) -> str:
     """The finding's outcome; a waived one says which waiver, why, and who approved it when; with an
     archive, an open one says whether it is new since the last audit."""
     waiver = finding.waiver
+    suspect = "" if not finding.suspect else \
+        f"; data-quality suspect: rejected {', '.join(finding.suspect)} in its window"
     if finding.outcome != "waived" or not waiver:
         since = finding.since_last_audit
-        return finding.outcome if since is None else f"{finding.outcome} ({since} since the last audit)"
+        said = finding.outcome if since is None else f"{finding.outcome} ({since} since the last audit)"
+        return said + suspect
     return (f"waived by {waiver.get('id')}: {waiver.get('reason')} (approved by {waiver.get('approved_by')} "
-            f"on {waiver.get('approved_on')})")
+            f"on {waiver.get('approved_on')})") + suspect
 
 
 def _finding_row(finding: Finding) -> list[Any]:

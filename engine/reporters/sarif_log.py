@@ -63,6 +63,9 @@ def _result(finding: Finding, index: int) -> dict[str, Any]:
                                   "evidence": dict(finding.evidence)}
     if finding.missing:
         properties["missing"] = list(finding.missing)
+    if finding.suspect:
+        properties["data_quality_suspect"] = True
+        properties["rejected_nearby"] = list(finding.suspect)
     result: dict[str, Any] = {
         "ruleId": rule_id(finding.pack, finding.rule),
         "ruleIndex": index,
