@@ -108,7 +108,7 @@ def browser(playwright: Playwright, tmp_path: Path) -> Iterator[Callable[..., Wa
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path / f"chromium-profile-{len(contexts)}"),  # a fresh profile every time
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900}, service_workers="block", **options,
+            viewport=options.pop("viewport", {"width": 1280, "height": 900}), service_workers="block", **options,
         )
         contexts.append(context)
         page = context.pages[0] if context.pages else context.new_page()
@@ -370,3 +370,28 @@ def test_hostile_values_render_as_text(browser: Callable[..., Watched], tmp_path
     # The data attributes the page script sets from values round-trip, quotes and all.
     assert page.locator(ROWS).first.get_attribute("data-rule") in {"ESC-01", "NOTE-01", "STAFF-01"}
     assert HOSTILE_KEY in page.eval_on_selector_all(ROWS, "rows => rows.map(r => r.cells[3].textContent)")
+
+
+A4 = {"width": 794, "height": 1123}  # an A4 page at 96 dpi, the size a director prints
+
+
+def test_the_executive_summary_is_the_first_printed_page(browser: Callable[..., Watched], tmp_path: Path) -> None:
+    """The page opens with the executive summary, not hashes: printed, it fits the first A4 page, and the
+    rules below target are ranked furthest first, as the JSON report's rates and targets order them."""
+    html, js = tmp_path / "report.html", tmp_path / "report.json"
+    _audit("--pack", "ketamine-iv", "--pack", "esketamine-rems", *sorted(str(p) for p in SAMPLES.glob("*.csv")),
+           "--as-of", AS_OF, "-o", str(html), "-o", str(js))
+    report = json.loads(js.read_text(encoding="utf-8"))
+    watched = browser(viewport=A4)
+    page = _open(watched, html)
+    page.emulate_media(media="print")
+    watched.assert_clean()
+    order = page.eval_on_selector_all("h2", "hs => hs.map(h => h.textContent)")
+    assert order[0] == "Executive summary" and order.index("Audit provenance") > order.index("Executive summary")
+    bottom = page.eval_on_selector("#executive", "e => e.getBoundingClientRect().bottom + window.scrollY")
+    assert bottom <= A4["height"], f"the executive summary ends at {bottom}px, past the first page"
+    _screenshot(page, "report-print-first-page.png", tmp_path, full_page=False)
+    shown = page.eval_on_selector_all(".executive-below tbody tr td:first-child", "ts => ts.map(t => t.textContent)")
+    below = sorted((r for r in report["rules"] if r["status"] == "not met"),
+                   key=lambda r: (r["compliance_rate"] - r["target"], -(r["patients_affected"] or 0), r["id"]))
+    assert [text.split(" ")[0] for text in shown] == [r["id"] for r in below[:len(shown)]] and shown

@@ -298,7 +298,8 @@ def test_html_escapes_hostile_values() -> None:
     # The data block holds no character that could end it or open markup, and reads back exact.
     assert not set("<>&") & set(raw)
     assert rows[0][2] == HOSTILE and all(row[4] == row[5] == HOSTILE for row in rows)
-    assert all(json.loads(row[9])["value"] == HOSTILE for row in rows)
+    # the evidence cell: a "field: value" line per field, values exact
+    assert all({f"value: {HOSTILE}", f"{HOSTILE}: {HOSTILE}"} <= set(row[9].split("\n")) for row in rows)
 
 
 def _unescaped(text: str, char: str) -> int:
@@ -360,3 +361,17 @@ def test_control_and_bidi_characters_show_as_escapes(name: str) -> None:
 ], ids=["plain", "pipe", "inline-markup", "html", "backslash", "newlines", "autolinks", "none"])
 def test_md_escape(value: Any, expected: str) -> None:
     assert md_report.md(value) == expected
+
+
+def test_panels_scale_to_their_values_and_keep_the_target() -> None:
+    """A monthly panel's axis starts at its lowest value or target rounded down to 10% (at most 90%), so a
+    drop from 99% to 90% spans the panel instead of a sliver at its top."""
+    flat = html_report.panel("R", "p", 0.95, [("2026-01", 99, 1, 0.99), ("2026-02", 90, 10, 0.90)])
+    assert (flat["top"], flat["middle"], flat["bottom"]) == ("100%", "95%", "90%")
+    ys = [point["y"] for point in flat["points"]]
+    assert ys[1] - ys[0] > 60  # 99% near the top, 90% at the bottom (the panel is 72 high)
+    assert flat["target_y"] == html_report.PANEL_Y0 + 0.5 * (html_report.PANEL_Y1 - html_report.PANEL_Y0)
+    low = html_report.panel("R", "p", 0.95, [("2026-01", 42, 58, 0.42)])
+    assert low["bottom"] == "40%" and low["points"][0]["y"] < html_report.PANEL_Y1
+    empty = html_report.panel("R", "p", None, [None])
+    assert empty["bottom"] == "90%" and empty["points"] == []

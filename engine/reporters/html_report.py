@@ -7,6 +7,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import math
 import re
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -63,10 +64,27 @@ def identifiers(report: Report) -> str:
 _EVIDENCE = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(", ", ": "), default=str)
 
 
-def evidence(finding: Finding) -> str:
-    """The evidence as compact JSON with sorted keys (one stable form whatever the engine's order)."""
-    shown = _EVIDENCE.encode(dict(finding.evidence))
-    return shown + (f"; not documented: {', '.join(finding.missing)}" if finding.missing else "")
+def evidence(finding: Finding, separator: str = "\n") -> str:
+    """The evidence as ``field: value`` lines, fields sorted (one stable form whatever the engine's
+    order): a value as the report shows it, a list item by item, a history answer as compact JSON;
+    then what was not documented. ``separator``: between lines ("; " where a cell is one line)."""
+    lines = [f"{name}: {_evidence_value(value)}" for name, value in sorted(finding.evidence.items())]
+    if finding.missing:
+        lines.append(f"not documented: {', '.join(finding.missing)}")
+    return separator.join(lines)
+
+
+def _evidence_value(value: Any) -> str:
+    if value is None:
+        return "missing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "; ".join(_evidence_value(item) for item in value) or "none"
+    if isinstance(value, dict):
+        return _EVIDENCE.encode(value)
+    # a line break inside a value would read as another field's line
+    return str(value).replace("\r", "\\r").replace("\n", "\\n")
 
 
 def source(where: Source | Rejected) -> str:
@@ -158,8 +176,18 @@ def _bars(rules: Sequence[RuleResult]) -> dict[str, Any]:
 PANEL_X0, PANEL_X1, PANEL_Y0, PANEL_Y1 = 36.0, 232.0, 10.0, 82.0
 
 
-def _y(value: float) -> float:
-    return round(PANEL_Y1 - max(0.0, min(1.0, value)) * (PANEL_Y1 - PANEL_Y0), 1)
+def _y(value: float, low: float = 0.0) -> float:
+    """The height of ``value`` on a panel whose axis runs from ``low`` (bottom) to 100% (top)."""
+    share = (max(low, min(1.0, value)) - low) / (1.0 - low)
+    return round(PANEL_Y1 - share * (PANEL_Y1 - PANEL_Y0), 1)
+
+
+def _axis_low(values: Sequence[float]) -> float:
+    """The bottom of a panel's axis: the lowest value or target rounded down to 10%, at most 90% so
+    the axis spans at least 10 points (its middle label is then a whole percent). A drop from 99% to
+    90% is plain to see, where on a 0-100% axis every rule looks flat at the top."""
+    lowest = min(values, default=1.0)
+    return max(0.0, min(0.9, math.floor(round(lowest * 10, 9)) / 10))
 
 
 def panel(rule_id: str, pack: str, goal: float | None,
@@ -168,19 +196,22 @@ def panel(rule_id: str, pack: str, goal: float | None,
     audit, or archived audits in a trend); ``series`` is (label, passed, failed, rate) per step,
     None where the rule has nothing there."""
     step = (PANEL_X1 - PANEL_X0) / max(1, len(series))
+    low = _axis_low([entry[3] for entry in series if entry is not None and entry[3] is not None]
+                    + ([goal] if goal is not None else []))
     path, points, pen = [], [], "M"
     for i, entry in enumerate(series):
         label, passed, failed, value = entry or ("", 0, 0, None)
         if value is None:
             pen = "M"  # a step without a decided record breaks the line
             continue
-        x, y = round(PANEL_X0 + (i + 0.5) * step, 1), _y(value)
+        x, y = round(PANEL_X0 + (i + 0.5) * step, 1), _y(value, low)
         path.append(f"{pen}{x} {y}")
         pen = "L"
         points.append({"x": x, "y": y, "below": goal is not None and value < goal,
                        "label": f"{label}: {rate(value)} ({passed} of {passed + failed})"})
     return {"id": rule_id, "pack": pack, "path": " ".join(path), "points": points,
-            "target_y": None if goal is None else _y(goal), "target": target(goal)}
+            "target_y": None if goal is None else _y(goal, low), "target": target(goal),
+            "top": "100%", "middle": f"{round((1 + low) * 50)}%", "bottom": f"{round(low * 100)}%"}
 
 
 def _panel(rule: RuleResult, entries: dict[str, MonthCount], months: list[str]) -> dict[str, Any]:
@@ -218,6 +249,45 @@ def _strata(report: Report) -> dict[str, Any] | None:
     return {"by": list(strata.by), "rows": rows}
 
 
+EXECUTIVE_RULES = 10  # the rules below target the executive summary ranks
+
+
+def _executive(report: Report) -> dict[str, Any]:
+    """The first screen a director reads: compliance by severity, the rules below target ranked by
+    how far below and by patients affected, how many open findings are documentation gaps or
+    data-quality suspects, and (with an archive) the change since the last audit."""
+    severities = []
+    for severity in SEVERITIES:
+        rules = [r for r in report.rules if r.severity == severity]
+        if not rules:
+            continue
+        passed, failed = sum(r.passed for r in rules), sum(r.failed for r in rules)
+        severities.append({"severity": severity, "rules": len(rules),
+                           "met": sum(1 for r in rules if r.status == "met"),
+                           "not_met": sum(1 for r in rules if r.status == "not met"),
+                           "rate": rate(passed / (passed + failed)) if passed + failed else NONE,
+                           "failed": failed})
+    below = [r for r in report.rules if r.status == "not met" and r.compliance_rate is not None
+             and r.target is not None]
+    below.sort(key=lambda r: (-(r.target or 0) + (r.compliance_rate or 0), -(r.patients_affected or 0), r.id))
+    ranked = [{"rule": r, "rate": rate(r.compliance_rate), "target": target(r.target),
+               "gap": f"{round(((r.target or 0) - (r.compliance_rate or 0)) * 100, 1):g} points",
+               "patients": NONE if r.patients_affected is None else r.patients_affected}
+              for r in below[:EXECUTIVE_RULES]]
+    open_findings = undocumented = suspect = 0
+    for finding in report.findings:
+        if finding.counts:
+            open_findings += 1
+            undocumented += bool(finding.missing)
+            suspect += bool(finding.suspect)
+
+    def share(part: int) -> str:
+        return f"{part} ({round(100 * part / open_findings)}%)" if open_findings else "0"
+
+    return {"severities": severities, "below": ranked, "more_below": max(0, len(below) - EXECUTIVE_RULES),
+            "open": open_findings, "undocumented": share(undocumented), "suspect": share(suspect)}
+
+
 def context(report: Report) -> dict[str, Any]:
     """Everything the template shows, already formatted: the template only lays it out."""
     rules, findings = report.rules, report.findings
@@ -225,6 +295,7 @@ def context(report: Report) -> dict[str, Any]:
     titles = {r.id: r.title or "" for r in rules}
     return {
         "report": report, "period": period(report), "identifiers": identifiers(report),
+        "executive": _executive(report),
         "rules": [_rule_row(report, r) for r in rules], "compared": compared_text(report),
         "bars": _bars(rules), "monthly": _monthly(report),
         "findings": [_finding_row(f) for f in findings],

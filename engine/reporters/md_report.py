@@ -158,8 +158,8 @@ def _findings(report: Report, max_findings: int) -> list[str]:
         heading = f"{md(rule)} — {md(title)}" if title else md(rule)
         lines += ["", f"### {heading} ({total} finding{'' if total == 1 else 's'})", ""]
         shown = (unwaived + waived)[:max_findings]
-        rows = ([f.severity, outcome(f), f.record_key, f.patient, f.time, f.message, evidence(f), source(f.source)]
-                for f in shown)
+        rows = ([f.severity, outcome(f), f.record_key, f.patient, f.time, f.message, evidence(f, "; "),
+                 source(f.source)] for f in shown)
         lines += table(FINDING_COLUMNS, rows)
         if total > max_findings:
             lines += ["", f"(+{total - max_findings} more)"]
