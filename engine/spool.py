@@ -3,8 +3,9 @@ them: beyond ``LIMIT`` entries, each full batch is sorted and written to a tempo
 sorted whole is read back by merging the batches, one entry at a time, whenever it is iterated.
 
 A year of sessions can hold hundreds of thousands of findings, each with its evidence (about 800
-bytes in memory); the reports stream them (JSON, CSV, SARIF, JUnit) or keep only what they show
-(HTML, Markdown, the terminal), so the audit's memory stays bounded by the batch, not the findings.
+bytes in memory); the JSON and CSV reports stream them and the Markdown and terminal ones keep
+only what they show, so the audit's memory stays bounded by the batch, not the findings. (The HTML
+page lists every finding, and the SARIF and JUnit writers still build their document whole.)
 The order is exactly that of ``sorted(entries, key=key)``: each batch is sorted stably and
 heapq.merge takes equal keys from earlier batches first.
 """

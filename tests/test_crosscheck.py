@@ -74,8 +74,9 @@ def test_engine_agrees_with_reference_on_every_pair(pack_paths: list[Path], file
         for (pack, rule_id, key), outcome in engine_outcomes.items():
             if (pack, rule_id) == (rule.pack, rule.id):
                 record = records[(rule.for_type, key)]
-                unit = (record.patient or "",) if rule.per == "patient" \
-                    else (record.patient or "", str(record.values.get(rule.per)))
+                value = None if rule.per == "patient" else record.values.get(rule.per)
+                unit = (record.patient or "",) if rule.per == "patient" else \
+                    (record.patient or "", value) if value is not None else (record.patient or "", None, key)
                 units.setdefault(unit, set()).add(outcome)
         for column in ("pass", "fail", "not_evaluable", "not_applicable"):
             counts[(rule.pack, rule.id, column)] = 0

@@ -122,3 +122,27 @@ def test_the_samples_planted_unreadable_readings_are_named(tmp_path: Path) -> No
     # every line named is a rejected record of the report
     rejected = {f"{r['source']['path']}:{r['source']['line']}" for r in report["rejected"]}
     assert {line for lines in suspects.values() for line in lines} <= rejected
+
+
+def test_the_window_the_join_and_the_where_all_hold(tmp_path: Path) -> None:
+    """A rejected screen sharing the session but long before a 1-day window is not near; one whose
+    readable values fail the condition's where is not what it looked for; a duplicate row's first copy
+    was read, so it is not a suspect either."""
+    joined = "exists: {of: screening, join: session_id, where: {score: {at_most: 9}}, within: {before: 1d}}"
+    pack = PACK.replace("      exists: {of: screening, join: session_id}", "      " + joined)
+    write(tmp_path, "pack.yaml", pack)
+    write(tmp_path, "sessions.csv", SESSIONS)
+    screenings = ("screening_id,patient_id,screened_at,score,session_id\n"
+                  "K1,P1,2025-06-01T09:00:00,high,S1\n"      # P1: same session, 9 months before: outside 1 day
+                  "K2,P2,yesterday,12,S2\n"                  # P2: readable score 12: not where score <= 9
+                  "K3,P3,2026-03-01T08:00:00,3,S9\n"         # P3: accepted, of another session
+                  "K3,P3,2026-03-01T08:30:00,3,S3\n")        # P3: a duplicate key: its first copy was read
+    result = CliRunner().invoke(main, ["audit", "--pack", str(tmp_path / "pack.yaml"),
+                                       str(tmp_path / "sessions.csv"),
+                                       str(write(tmp_path, "screenings.csv", screenings)), "--reveal-identifiers",
+                                       "-o", str(tmp_path / "r.json")])
+    assert result.exit_code == 1, result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert len(report["rejected"]) == 3
+    same = {f["record_key"]: f.get("rejected_nearby") for f in report["findings"] if f["rule"] == "SAME"}
+    assert same == {"S1": None, "S2": None, "S3": None, "S4": None}

@@ -118,3 +118,12 @@ def test_a_real_audit_report_is_written_as_the_standard_library_writes_it(tmp_pa
 def test_the_hand_written_report_too() -> None:
     data = sample_report()
     assert written(data) == reference(data)
+
+
+def test_a_value_holding_itself_is_refused_as_the_standard_library_refuses_it() -> None:
+    looped: list[Any] = []
+    looped.append(looped)
+    with pytest.raises(ValueError, match="Circular reference"):
+        written({"a": [looped]})
+    shared = {"x": 1.5}
+    assert written({"a": [shared, shared]}) == reference({"a": [shared, shared]})  # shared, not circular

@@ -132,3 +132,24 @@ def test_an_export_without_the_per_field_stops_the_run(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["audit", "--pack", str(pack), str(sessions), "-o", str(tmp_path / "r.json")])
     assert result.exit_code == 2 and "course_id" in result.stderr and "counted per by rule CONS" in result.stderr, \
         result.stderr
+
+
+def test_a_record_without_the_per_value_is_a_unit_of_its_own(tmp_path: Path) -> None:
+    """A session with no course_id belongs to no known course: it is counted on its own, never merged
+    with the patient's other unlabelled sessions into one course."""
+    pack = write(tmp_path, "pack.yaml", PACK.replace("PER", "course_id"))
+    sessions = write(tmp_path, "sessions.csv", "session_id,patient_id,session_start,course_id,consent_signed,route\n"
+                     "S1,P1,2026-01-10T09:00:00,,false,IV\n"
+                     "S2,P1,2026-02-10T09:00:00,,true,IV\n"
+                     "S3,P1,2026-03-10T09:00:00,None,true,IV\n")
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["audit", "--pack", str(pack), str(sessions), "-o", str(out)])
+    assert result.exit_code == 1, result.stderr
+    assert counts(json.loads(out.read_text())) == (2, 1, 0, 0, 0)  # S1 fails, S2 passes, course "None" passes
+
+
+def test_per_and_effective_dates_are_refused_together() -> None:
+    text = pack_text("  - id: R1\n    severity: major\n    for: session\n    require: {route: IV}\n"
+                     "    per: patient\n    effective: {from: 2026-01-01}\n")
+    assert problems(text) == ["pack.yaml:30:5: per cannot be combined with effective dates: each version would "
+                              "count a patient or course of its own (give the rule one version)"]

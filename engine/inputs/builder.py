@@ -131,8 +131,8 @@ class RecordBuilder:
         first = self.seen.first(name, key)
         if first is not None:
             shown = self.privacy.quoted(name, spec.key, key, lambda text: f'"{text}"')
-            return self.reject(line, f"duplicate {spec.key} {shown} (first at {first[0]}:{first[1]})", name,
-                               values=values)
+            # no values: its first copy is in the history, so it makes no finding a data-quality suspect
+            return self.reject(line, f"duplicate {spec.key} {shown} (first at {first[0]}:{first[1]})", name)
         self.seen.add(name, key, self.path, line)
         self.stats.records_read += 1
         return Record(name, key, str(values[spec.patient]), when, values, self.path, line)

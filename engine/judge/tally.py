@@ -43,8 +43,9 @@ class Unit:
     or course: its fails and waived fails as findings, whether any passed, its first not-evaluable
     record; each kept with its stratum."""
 
-    failed: list[tuple[tuple[str, ...], Finding]] = field(default_factory=list)
-    waived: list[tuple[tuple[str, ...], Finding]] = field(default_factory=list)
+    # (order: untimed last, time, raw key; stratum; finding) of each fail and waived fail
+    failed: list[tuple[tuple[Any, ...], tuple[str, ...], Finding]] = field(default_factory=list)
+    waived: list[tuple[tuple[Any, ...], tuple[str, ...], Finding]] = field(default_factory=list)
     # the earliest passing record's order and stratum; the earliest not-evaluable one's, with its entry
     # (earliest, not first judged: the order records are judged in is not the report's)
     passed: tuple[tuple[Any, ...], tuple[str, ...]] | None = None
@@ -88,11 +89,17 @@ def rejected_near(histories: list[History], rejected: Mapping[tuple[str, str], l
     found: list[Rejected] = []
     for cond in histories:
         for item in rejected.get((cond.of, record.patient or ""), ()):
-            values = item.values or {}
+            values = dict(item.values or {})
             if cond.join is not None:
                 theirs = values.get(cond.join)
-                near = theirs is None or theirs == record.values.get(cond.join)
-            elif item.time is None or record.time is None:
+                if theirs is not None and theirs != record.values.get(cond.join):
+                    continue
+            # what could be read of it says it is not a record the condition looks for: only when every
+            # field the where reads was read (a value that failed to convert may be the one it needs)
+            if cond.where is not None and all(name in values for name in conditions.fields_of(cond.where)) \
+                    and conditions.evaluate(cond.where, values)[0] is False:
+                continue
+            if item.time is None or record.time is None:
                 near = True
             elif cond.form == "since_previous":  # between the gap's start and this record
                 near = record.time - (cond.gap or dt.timedelta(0)) <= item.time <= record.time
@@ -104,6 +111,15 @@ def rejected_near(histories: list[History], rejected: Mapping[tuple[str, str], l
             if near and item not in found:
                 found.append(item)
     return found
+
+
+def unit_key(per: str, record: Record) -> tuple[Any, ...]:
+    """The unit a record counts in for a rule counted ``per`` patient or field: the patient, and the
+    field's value; a record without that value is a unit of its own (it belongs to no known course)."""
+    if per == "patient":
+        return (record.patient or "",)
+    value = record.values.get(per)
+    return (record.patient or "", value) if value is not None else (record.patient or "", None, record.key)
 
 
 class Tally:
@@ -253,8 +269,7 @@ class Tally:
     def _unit_outcome(self, index: int, case: Case, outcome: Outcome, waiver: Waiver | None) -> None:
         """One record's outcome of a rule counted per patient or course, kept in its unit."""
         rule, record = self.context.rules[index], case.record
-        key = (record.patient or "",) if rule.per == "patient" \
-            else (record.patient or "", str(display(record.values.get(rule.per or ""))))
+        key = unit_key(rule.per or "patient", record)
         unit = self.units.setdefault(index, {}).setdefault(key, Unit())
         order = (record.time is None, record.time.timestamp() if record.time else 0.0, record.key)
         if outcome is Outcome.PASS:
@@ -265,7 +280,7 @@ class Tally:
                 unit.not_evaluable = (order, case.stratum, self._not_evaluable(rule, case))
         elif outcome is Outcome.FAIL:
             finding = self._finding(rule, index, case, waiver)
-            (unit.waived if waiver is not None else unit.failed).append((case.stratum, finding))
+            (unit.waived if waiver is not None else unit.failed).append((order, case.stratum, finding))
             if waiver is None and record.patient is not None:
                 self.result.tallies[index].patients.add(record.patient)
 
@@ -301,15 +316,16 @@ class Tally:
                     result.findings.append(finding)
         self.units.clear()
 
-    def _unit_finding(self, rule: Rule,
-                      failing: list[tuple[tuple[str, ...], Finding]]) -> tuple[tuple[str, ...], Finding]:
-        """A unit's one finding: its earliest failing record's, with every failing record listed."""
-        ordered = sorted(failing, key=lambda item: finding_order(item[1]))
-        stratum, first = ordered[0]
+    def _unit_finding(self, rule: Rule, failing: list[tuple[tuple[Any, ...], tuple[str, ...], Finding]]
+                      ) -> tuple[tuple[str, ...], Finding]:
+        """A unit's one finding: its earliest failing record's (by time, then raw key: the same in
+        every run whatever the pseudonyms), with every failing record listed."""
+        ordered = sorted(failing, key=lambda item: item[0])
+        _, stratum, first = ordered[0]
         if len(ordered) == 1:
             return stratum, first
         what = "this patient" if rule.per == "patient" else f"this patient's {rule.per}"
-        listed = [f"{f.record_key} at {f.time or 'no time'} ({f.source.path}:{f.source.line})" for _, f in ordered]
+        listed = [f"{f.record_key} at {f.time or 'no time'} ({f.source.path}:{f.source.line})" for _, _, f in ordered]
         evidence = {**first.evidence, f"failing {first.record_type} records of {what}": listed}
         message = f"{first.message} ({len(ordered)} {first.record_type} records of {what} fail it)"
         return stratum, dataclasses.replace(first, message=message, evidence=evidence)

@@ -337,6 +337,10 @@ def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: 
         examples = _examples(check, spec.get("tests"), rtype, tz, types)
         cited = _rule_sources(check, spec["sources"], sources) if "sources" in spec else ()
         per = _per(check, spec["per"], rtype) if "per" in spec else None
+        if per is not None and "effective" in spec:  # each version would count the same course again
+            check.key(item, "per", "per cannot be combined with effective dates: each version would count a "
+                                   "patient or course of its own (give the rule one version)")
+            per = None
         if require is None or rtype is None:
             continue
         if effective is not None:

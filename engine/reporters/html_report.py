@@ -271,7 +271,7 @@ def _executive(report: Report) -> dict[str, Any]:
              and r.target is not None]
     below.sort(key=lambda r: (-(r.target or 0) + (r.compliance_rate or 0), -(r.patients_affected or 0), r.id))
     ranked = [{"rule": r, "rate": rate(r.compliance_rate), "target": target(r.target),
-               "gap": f"{round(((r.target or 0) - (r.compliance_rate or 0)) * 100, 1):g} points",
+               "gap": _points((r.target or 0) - (r.compliance_rate or 0)),
                "patients": NONE if r.patients_affected is None else r.patients_affected}
               for r in below[:EXECUTIVE_RULES]]
     open_findings = undocumented = suspect = 0
@@ -282,10 +282,19 @@ def _executive(report: Report) -> dict[str, Any]:
             suspect += bool(finding.suspect)
 
     def share(part: int) -> str:
-        return f"{part} ({round(100 * part / open_findings)}%)" if open_findings else "0"
+        if not open_findings:
+            return "0"
+        percent = 100 * part / open_findings
+        return f"{part} ({'<1' if 0 < percent < 1 else round(percent)}%)"
 
     return {"severities": severities, "below": ranked, "more_below": max(0, len(below) - EXECUTIVE_RULES),
             "open": open_findings, "undocumented": share(undocumented), "suspect": share(suspect)}
+
+
+def _points(gap: float) -> str:
+    """How far below target, in percentage points ("<0.1 points" rather than "0 points")."""
+    points = gap * 100
+    return "<0.1 points" if 0 < points < 0.05 else f"{round(points, 1):g} points"
 
 
 def context(report: Report) -> dict[str, Any]:

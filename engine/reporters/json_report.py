@@ -73,6 +73,7 @@ def _orjson_writes_alike(value: Any) -> bool:
     or 0); lists, tuples and dicts of those."""
     stack = [value]
     pop, push = stack.pop, stack.extend
+    containers: set[int] = set()  # a value holding itself: the standard library says so
     while stack:
         item = pop()
         kind = type(item)
@@ -82,13 +83,17 @@ def _orjson_writes_alike(value: Any) -> bool:
             magnitude = abs(item)
             if magnitude and not 1e-4 <= magnitude < 1e16:  # also False for NaN and infinities
                 return False
-        elif kind is dict:
+        elif kind is dict or kind is list or kind is tuple:
+            if id(item) in containers:
+                return False
+            containers.add(id(item))
+            if kind is not dict:
+                push(item)
+                continue
             for key in item:
                 if type(key) is not str:
                     return False
             push(item.values())
-        elif kind is list or kind is tuple:
-            push(item)
         else:
             return False
     return True
