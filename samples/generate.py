@@ -1240,7 +1240,62 @@ def screenings_and_assessments(session_rows: list[Row], iv_patients: list[Patien
         scales[k]["_bad"] = "total_score = 'n/a': not an integer (a baseline PHQ-9)"
         k = int(0.75 * len(scales))
         scales.insert(k + 1, dict(scales[k], _bad=f"duplicate assessment_id {scales[k]['assessment_id']}"))
+    screens += _rescreens(session_rows, screens, courses, sud_gap, seed)
     return screens, scales
+
+
+def _rescreens(session_rows: list[Row], screens: list[Row], courses: list[Course], sud_gap: dict[int, str],
+               seed: int) -> list[Row]:
+    """Substance-use re-screens in IV maintenance (ELIG-03M): before a maintenance infusion more than
+    170 days after the patient's last screen, a DAST-10 + AUDIT-C (or CAGE-AID) 1-7 days before it,
+    every positive one reviewed the same day; 4% of them planted as missed. Appended after the other
+    rows with the next ids, from a generator of their own, so no other row or line moves. None falls
+    in the 90 days before a course whose screening gap ELIG-03 plants."""
+    rng = random.Random(f"{seed}:rescreens")
+    last: dict[str, dt.datetime] = {}
+    sex: dict[str, str] = {}
+    for row in screens:
+        if row.get("_bad"):
+            continue
+        at = dt.datetime.fromisoformat(row["screened_at"])
+        last[row["patient_id"]] = max(last.get(row["patient_id"], at), at)
+        sex[row["patient_id"]] = row["sex"]
+    planted = {}
+    for number in sud_gap:
+        planted.setdefault(courses[number].patient, []).append(courses[number].anchor)
+    site = {c.patient: c.site for c in courses}
+    maintenance = sorted((row for row in session_rows
+                          if row.get("route") == "IV" and row.get("phase") == "maintenance"
+                          and row.get("cancelled") == "false" and not row.get("_bad")
+                          and isinstance(row.get("_t"), dict)),
+                         key=lambda row: (row["_t"]["arrival"], row["patient_id"]))
+    added: list[Row] = []
+    for row in maintenance:
+        patient, arrival = row["patient_id"], row["_t"]["arrival"]
+        if patient not in last or (arrival - last[patient]).days < 170:
+            continue
+        when = _weekday_at(rng, arrival, rng.randint(1, 7))
+        if rng.random() < 0.04 or any(dt.timedelta(0) <= anchor - when <= dt.timedelta(days=91)
+                                      for anchor in planted.get(patient, ())):
+            last[patient] = arrival          # missed: the course goes on without it until the next one
+            continue
+        sets = ["DAST10", "AUDITC"] if rng.random() < 0.8 else ["CAGEAID"]
+        for k, instrument in enumerate(sets):
+            at = when + dt.timedelta(minutes=3 * k + rng.randint(0, 2))
+            score = _score(rng, instrument, sex.get(patient, ""))
+            reviewer, reviewed = "", ""
+            if _positive(instrument, score, sex.get(patient, "")):
+                reviewer = rng.choice(REVIEWERS[site.get(patient, "SITE-01")])
+                reviewed = _iso(at + dt.timedelta(minutes=rng.randint(30, 300)))
+            added.append({"screening_id": "", "patient_id": patient, "screened_at": _iso(at),
+                          "instrument": instrument, "total_score": str(score), "sex": sex.get(patient, ""),
+                          "administered_by": rng.choice(INTAKE_STAFF[site.get(patient, "SITE-01")]),
+                          "reviewed_by": reviewer, "reviewed_at": reviewed, "_first": False, "_plain": False})
+        last[patient] = when
+    first = 1 + sum(1 for row in screens if not str(row.get("_bad", "")).startswith("duplicate"))
+    for number, row in enumerate(added, start=first):
+        row["screening_id"] = _id("SCR", number, 5)
+    return added
 
 
 def enrollments(esk_patients: list[EskPatient], bad_rows: bool = True) -> list[Row]:

@@ -47,7 +47,8 @@ def test_a_terminal_sees_reading_then_judging_then_writing(tmp_path: Path) -> No
     assert code == 1, seen
     reading, judging, writing = (seen.find(word) for word in ("reading", "judging", "writing the reports"))
     assert 0 <= reading < judging < writing, seen
-    assert "100%" in seen[reading:judging] and "17,578 records" in seen[reading:judging]  # every byte, every record
+    read = json.loads((tmp_path / "r.json").read_text())["summary"]["records_read"]
+    assert "100%" in seen[reading:judging] and f"{read:,} records" in seen[reading:judging]  # every byte and record
     assert "records, " in seen and "/s" in seen  # records and their rate beside the bar
     assert seen.rstrip().endswith(_last_line(tmp_path))
 
