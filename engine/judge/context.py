@@ -55,8 +55,7 @@ class PackContext:
         self.latest_dated = {index for index in self.dated if id(self.rules[index]) in latest}
         # rules whose outcomes are tallied one record at a time: dated ones, and those counted per
         # patient or course (their units are made of records; judge/tally.py)
-        self.per_unit = {index for index, rule in enumerate(self.rules) if rule.per is not None}
-        self.record_by_record = self.dated | self.per_unit
+        self.record_by_record = self.dated | {index for index, rule in enumerate(self.rules) if rule.per is not None}
         # the atoms of each type's rules: a record's truths of them are its signature (judge/verdicts.py)
         self.atoms = {name: verdicts.atoms([self.rules[i] for i in indexes])
                       for name, indexes in self.rules_by_type.items()}

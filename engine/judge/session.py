@@ -146,7 +146,7 @@ class EngineSession:
         remembered: dict[int, dict[int, Outcome]] = {fact_id: {} for fact_id, s in enumerate(signatures) if s}
         rules, plain, tally = self.context.rules, self.context.plain, self.tally
         bulk = tally.counts_in_bulk
-        dated = self.context.record_by_record
+        one_by_one = self.context.record_by_record
         judged: dict[int, list[int]] = {}
         for rule_index, code, ids in segments:
             if ids and max(ids) >= len(cases):
@@ -163,9 +163,9 @@ class EngineSession:
             if wrong:
                 case = cases[wrong[0]]
                 self._disagree(rules[rule_index], case.record, answer, judge(case.values))
-            if code == _PASS and bulk and rule_index not in dated:  # dated rules: each record seen (untimed)
+            if code == _PASS and bulk and rule_index not in one_by_one:  # dated, per-unit: each record seen
                 tally.passed(rule_index, cases, ids)
-            elif code == _NOT_APPLICABLE and bulk and rule_index not in dated:
+            elif code == _NOT_APPLICABLE and bulk and rule_index not in one_by_one:
                 tally.not_applicable(rule_index, len(ids))
             else:
                 for fact_id in ids:

@@ -12,7 +12,7 @@ from typing import Any
 
 from engine.judge.context import PackContext
 from engine.judge.evidence import display, render_message
-from engine.judge.timeline import Timeline
+from engine.judge.timeline import Timeline, micros, window
 from engine.language import conditions
 from engine.language.model import History, Outcome, Record, Rejected, Rule
 from engine.privacy import Pseudonymiser
@@ -105,9 +105,9 @@ def rejected_near(histories: list[History], rejected: Mapping[tuple[str, str], l
                 near = record.time - (cond.gap or dt.timedelta(0)) <= item.time <= record.time
             elif cond.form == "first":  # an earlier one would have been the first
                 near = item.time <= record.time
-            else:
-                gap = item.time - record.time
-                near = (cond.before is None or gap >= -cond.before) and (cond.after is None or gap <= cond.after)
+            else:  # the window the timeline searches
+                low, high = window(cond, micros(record.time))
+                near = low <= micros(item.time) <= high
             if near and item not in found:
                 found.append(item)
     return found

@@ -32,6 +32,16 @@ def micros(time: dt.datetime) -> int:
 Where = Callable[[dict[str, Any]], "bool | None"]  # a history condition's compiled where
 
 
+def window(cond: History, moment: float) -> tuple[float, float]:
+    """The window a history condition searches around ``moment`` (microseconds), both ends inclusive:
+    the whole history when it gives neither ``before`` nor ``after``."""
+    if cond.before is None and cond.after is None:
+        return float("-inf"), float("inf")
+    before = cond.before // _MICROSECOND if cond.before is not None else 0
+    after = cond.after // _MICROSECOND if cond.after is not None else 0
+    return moment - before, moment + after
+
+
 class _Candidates:
     """The records one history condition can match, per join value, sorted by time; ``members``
     holds id() of each, so the judged record is left out of a count in O(1) however many share its time."""
@@ -95,13 +105,6 @@ class Timeline:
             group.members = {id(item[2]) for item in items}
         return index
 
-    def _window(self, cond: History, moment: float) -> tuple[float, float]:
-        if cond.before is None and cond.after is None:
-            return float("-inf"), float("inf")
-        before = cond.before // _MICROSECOND if cond.before is not None else 0
-        after = cond.after // _MICROSECOND if cond.after is not None else 0
-        return moment - before, moment + after
-
     def _others(self, cond: History, record: Record, low: float, high: float,
                 limit: int = MAX_LISTED, strictly_before: bool = False) -> list[Record]:
         """The first ``limit`` other candidates in [low, high] (in [low, high) when ``strictly_before``)."""
@@ -157,7 +160,7 @@ class Timeline:
             if previous is None or previous.time is None or cond.gap is None:
                 return True  # no earlier record: nothing to be too close to
             return moment - self.moment(previous) >= cond.gap // _MICROSECOND
-        count = self._count(cond, record, *self._window(cond, moment))
+        count = self._count(cond, record, *window(cond, moment))
         if cond.form == "exists":
             return count >= 1
         return (cond.at_most is None or count <= cond.at_most) and (cond.at_least is None or count >= cond.at_least)
@@ -187,7 +190,7 @@ class Timeline:
             earlier = self._others(cond, record, float("-inf"), moment, strictly_before=True)
             shown["earlier"] = [describe(r) for r in earlier] or f"no earlier {cond.of}"
             return shown
-        low, high = self._window(cond, moment)
+        low, high = window(cond, moment)
         shown["window"] = _span(record.time, low, high, moment)
         shown["count"] = self._count(cond, record, low, high)
         matched = self._others(cond, record, low, high)

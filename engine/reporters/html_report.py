@@ -252,10 +252,11 @@ def _strata(report: Report) -> dict[str, Any] | None:
 EXECUTIVE_RULES = 10  # the rules below target the executive summary ranks
 
 
-def _executive(report: Report) -> dict[str, Any]:
+def _executive(report: Report, counts: dict[str, int]) -> dict[str, Any]:
     """The first screen a director reads: compliance by severity, the rules below target ranked by
     how far below and by patients affected, how many open findings are documentation gaps or
-    data-quality suspects, and (with an archive) the change since the last audit."""
+    data-quality suspects, and (with an archive) the change since the last audit. ``counts``: the
+    open findings, documentation gaps and suspects among them (context counts them as it lists them)."""
     severities = []
     for severity in SEVERITIES:
         rules = [r for r in report.rules if r.severity == severity]
@@ -274,12 +275,7 @@ def _executive(report: Report) -> dict[str, Any]:
                "gap": _points((r.target or 0) - (r.compliance_rate or 0)),
                "patients": NONE if r.patients_affected is None else r.patients_affected}
               for r in below[:EXECUTIVE_RULES]]
-    open_findings = undocumented = suspect = 0
-    for finding in report.findings:
-        if finding.counts:
-            open_findings += 1
-            undocumented += bool(finding.missing)
-            suspect += bool(finding.suspect)
+    open_findings = counts["open"]
 
     def share(part: int) -> str:
         if not open_findings:
@@ -288,7 +284,7 @@ def _executive(report: Report) -> dict[str, Any]:
         return f"{part} ({'<1' if 0 < percent < 1 else round(percent)}%)"
 
     return {"severities": severities, "below": ranked, "more_below": max(0, len(below) - EXECUTIVE_RULES),
-            "open": open_findings, "undocumented": share(undocumented), "suspect": share(suspect)}
+            "open": open_findings, "undocumented": share(counts["undocumented"]), "suspect": share(counts["suspect"])}
 
 
 def _points(gap: float) -> str:
@@ -299,18 +295,28 @@ def _points(gap: float) -> str:
 
 def context(report: Report) -> dict[str, Any]:
     """Everything the template shows, already formatted: the template only lays it out."""
-    rules, findings = report.rules, report.findings
-    rule_ids = list(dict.fromkeys([r.id for r in rules] + [f.rule for f in findings]))
+    rules = report.rules
+    # one walk over the findings (read back from disk when they were spilled): their rows, rules and counts
+    rows, rule_ids = [], dict.fromkeys(r.id for r in rules)
+    counts = {"open": 0, "undocumented": 0, "suspect": 0, "waived": 0}
+    for finding in report.findings:
+        rows.append(_finding_row(finding))
+        rule_ids.setdefault(finding.rule)
+        counts["waived"] += finding.outcome == "waived"
+        if finding.counts:
+            counts["open"] += 1
+            counts["undocumented"] += bool(finding.missing)
+            counts["suspect"] += bool(finding.suspect)
     titles = {r.id: r.title or "" for r in rules}
     return {
         "report": report, "period": period(report), "identifiers": identifiers(report),
-        "executive": _executive(report),
+        "executive": _executive(report, counts),
         "rules": [_rule_row(report, r) for r in rules], "compared": compared_text(report),
         "bars": _bars(rules), "monthly": _monthly(report),
-        "findings": [_finding_row(f) for f in findings],
+        "findings": rows,
         "rule_options": [{"id": rid, "title": titles.get(rid, "")} for rid in rule_ids],
         "severities": SEVERITIES,
-        "waived": sum(1 for f in findings if f.outcome == "waived"),
+        "waived": counts["waived"],
         "rejected": [{"record": r, "where": source(r)} for r in report.rejected],
         "not_evaluable": [{"record": n, "where": source(n.source), "missing": ", ".join(n.missing)}
                           for n in report.not_evaluable],
