@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import os
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import jinja2
 from markupsafe import Markup, escape
 
-from engine.errors import UsageError
 from engine.language.model import All, AnyOf, Condition, History, Leaf, Not, Pack, RecordType, Rule, window_text
 from engine.language.values import format_duration
+from engine.reporters.common import by_extension
 from engine.reporters.md_report import md
 from engine.reporters.report import DEFAULT_TARGETS
 from engine.version import __version__
@@ -368,11 +367,6 @@ RENDERERS = {".md": render_markdown, ".html": render_html, ".htm": render_html}
 
 def for_path(path: str, bibliography: bool = False) -> Any:
     """The renderer for a handbook file, by its extension: .md or .html (the bibliography: .md)."""
-    ext = os.path.splitext(path)[1].lower()
     if bibliography:
-        if ext != ".md":
-            raise UsageError(f'cannot write the bibliography as "{path}": use .md')
-        return render_bibliography
-    if ext not in RENDERERS:
-        raise UsageError(f'cannot write a handbook as "{path}": use .md or .html')
-    return RENDERERS[ext]
+        return by_extension(path, {".md": render_bibliography}, "the bibliography", ".md")
+    return by_extension(path, RENDERERS, "a handbook", ".md or .html")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from engine.errors import UsageError
 
 if TYPE_CHECKING:
     from engine.results import Report
@@ -89,3 +93,15 @@ def compared_text(report: Report) -> str | None:
         return f"{said}: {compared.note}" if compared.note else said
     return (f"{said}: {compared.new} new findings, {compared.persisting} persisting, "
             f"{compared.resolved} resolved")
+
+
+T = TypeVar("T")
+
+
+def by_extension(path: str, renderers: Mapping[str, T], what: str, allowed: str) -> T:
+    """The renderer of an output file by its extension (any case); otherwise a usage error saying
+    ``cannot write {what} as "{path}": use {allowed}``."""
+    found = renderers.get(os.path.splitext(path)[1].lower())
+    if found is None:
+        raise UsageError(f'cannot write {what} as "{path}": use {allowed}')
+    return found

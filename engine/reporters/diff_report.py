@@ -4,12 +4,11 @@ comment) and terminal lines, with a registry from output file extension to rende
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from engine.errors import UsageError
 from engine.reporters import json_report
+from engine.reporters.common import by_extension
 from engine.reporters.md_report import md, table
 
 Diff = dict[str, Any]
@@ -18,12 +17,9 @@ DiffRenderer = Callable[[Diff, TextIO], None]
 
 def for_path(path: str, max_records: int) -> DiffRenderer:
     """The renderer for a diff output file, by its extension: .json or .md."""
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".json":
-        return json_report.dump
-    if ext == ".md":
-        return functools.partial(render_markdown, max_records=max_records)
-    raise UsageError(f'cannot write a diff as "{path}": use .json or .md')
+    renderers: dict[str, DiffRenderer] = {".json": json_report.dump,
+                                          ".md": functools.partial(render_markdown, max_records=max_records)}
+    return by_extension(path, renderers, "a diff", ".json or .md")
 
 
 def affected(diff: dict[str, Any]) -> list[dict[str, Any]]:

@@ -7,12 +7,11 @@ dashed line).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from engine.errors import UsageError
 from engine.reporters import json_report
+from engine.reporters.common import by_extension
 from engine.reporters.html_report import environment, panel, rate, target
 from engine.reporters.md_report import md, table
 
@@ -21,12 +20,9 @@ TrendRenderer = Callable[[dict[str, Any], TextIO], None]
 
 def for_path(path: str) -> TrendRenderer:
     """The renderer for a trend output file, by its extension: .json, .md or .html."""
-    ext = os.path.splitext(path)[1].lower()
     renderers: dict[str, TrendRenderer] = {".json": json_report.dump, ".md": render_markdown,
                                            ".html": render_html, ".htm": render_html}
-    if ext not in renderers:
-        raise UsageError(f'cannot write a trend as "{path}": use .json, .md or .html')
-    return renderers[ext]
+    return by_extension(path, renderers, "a trend", ".json, .md or .html")
 
 
 def _rates(data: dict[str, Any], row: dict[str, Any]) -> list[dict[str, Any] | None]:
