@@ -17,8 +17,20 @@ from typing import Any, TextIO
 import jinja2
 from markupsafe import Markup, escape
 
-from engine.language.model import All, AnyOf, Condition, History, Leaf, Not, Pack, RecordType, Rule, window_text
-from engine.language.values import format_duration
+from engine.language.model import (
+    All,
+    AnyOf,
+    Condition,
+    History,
+    Leaf,
+    Not,
+    Pack,
+    Parameter,
+    RecordType,
+    Rule,
+    window_text,
+)
+from engine.language.values import duration_words, format_duration
 from engine.reporters.common import by_extension
 from engine.reporters.md_report import md
 from engine.reporters.report import DEFAULT_TARGETS
@@ -41,6 +53,7 @@ class RuleEntry:
     sources: list[tuple[str, str, str]]  # id, full reference, what the rule takes from it
     examples: list[dict[str, Any]]
     per: str = ""  # how a rule counted per patient or course counts, in words (empty: per record)
+    parameters: list[str] = field(default_factory=list)  # "name = value" of each local parameter it uses
 
 
 @dataclass
@@ -51,6 +64,7 @@ class PackEntry:
     derived: list[str]
     rules: list[RuleEntry]
     sources: list[dict[str, Any]] = field(default_factory=list)  # the bibliography, each with its rules
+    parameters: list[dict[str, str]] = field(default_factory=list)  # the local choices, each with its rules
 
 
 def build(packs: list[Pack]) -> list[PackEntry]:
@@ -65,8 +79,10 @@ def build(packs: list[Pack]) -> list[PackEntry]:
                    for source in pack.sources.values()]
         types = [(name, [_field_text(rtype, fname) for fname in rtype.fields]) for name, rtype in pack.records.items()]
         derived = [f"`{name}` = {d.source}" for rtype in pack.records.values() for name, d in rtype.derived.items()]
+        parameters = [{"name": p.name, "value": parameter_value(p), "means": p.means, "source": p.source or "",
+                       "rules": ", ".join(p.uses)} for p in pack.parameters.values()]
         entries.append(PackEntry(pack, {**DEFAULT_TARGETS, **pack.targets}, types, list(dict.fromkeys(derived)),
-                                 rules, sources))
+                                 rules, sources, parameters))
     return entries
 
 
@@ -91,7 +107,15 @@ def _rule(pack: Pack, rule: Rule) -> RuleEntry:
                  "history": "; ".join(f"{item.get('type', '?')} ({_values(item.get('record') or {})})"
                                       for item in example.history)}
                 for example in rule.examples]
-    return RuleEntry(rule, applies, _clauses(rule.require, rtype), effective, sources, examples, _per_words(rule))
+    parameters = [f"{p.name} = {parameter_value(p)}" for p in pack.parameters.values() if rule.id in p.uses]
+    return RuleEntry(rule, applies, _clauses(rule.require, rtype), effective, sources, examples, _per_words(rule),
+                     parameters)
+
+
+def parameter_value(parameter: Parameter) -> str:
+    """A parameter's value as the pack writes it (a list as its items, comma separated)."""
+    value = parameter.value
+    return ", ".join(_value(v, quote=False) for v in value) if isinstance(value, list) else _value(value, quote=False)
 
 
 def _own_when(rule: Rule, rtype: RecordType) -> Condition | None:
@@ -194,14 +218,6 @@ def _window(cond: History) -> str:
     return f" within {said} this record's time" if said.endswith(("before", "after")) else f" at {said} this one"
 
 
-def _duration_words(text: str) -> str:
-    number, unit = text[:-1], text[-1:]
-    word = {"d": "day", "h": "hour", "m": "minute", "s": "second"}.get(unit)
-    if word is None or not number.isdigit():
-        return text
-    return f"{number} {word}{'' if number == '1' else 's'}"
-
-
 def _values(record: dict[str, Any]) -> str:
     return ", ".join(f"{name}: {_value(value, quote=False)}" for name, value in dict(record).items())
 
@@ -212,7 +228,7 @@ def _value(value: Any, quote: bool = True) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, dt.timedelta):
-        return _duration_words(format_duration(value))
+        return duration_words(format_duration(value))
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
     if isinstance(value, (tuple, list)):
@@ -243,7 +259,16 @@ def _markdown_pack(entry: PackEntry) -> list[str]:
              "met (not documented = not done). A record whose applicability cannot be decided is not evaluable "
              "and listed, never counted as passing.", "",
              "Compliance targets: " + ", ".join(f"{sev} {round(t * 100, 1):g}%" for sev, t in entry.targets.items())
-             + ".", "", "## Contents", ""]
+             + ".", ""]
+    if entry.parameters:
+        lines += ["## Local parameters", "",
+                  "The clinic's own choices, each written once in the pack (`parameters:`) and used by the rules "
+                  "named; changing the value there changes every rule that uses it.", "",
+                  "| Parameter | Value | What it is | Source | Used by |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| `{p['name']}` | {md(p['value'])} | {md(p['means'])} | {md(p['source']) or '—'} | "
+                  f"{md(p['rules'])} |" for p in entry.parameters]
+        lines += [""]
+    lines += ["## Contents", ""]
     lines += [f"- {md(r.rule.id)} ({r.rule.severity}): {md(r.rule.title)}" for r in entry.rules]
     for r in entry.rules:
         lines += _markdown_rule(r)
@@ -271,6 +296,8 @@ def _markdown_rule(entry: RuleEntry) -> list[str]:
         lines += ["", f"In force: {entry.effective}."]
     lines += ["", "**Applies to**", "", *_markdown_clauses(entry.applies), "", "**Requires**", "",
               *_markdown_clauses(entry.requires), "", f"Finding message: {md(rule.message)}"]
+    if entry.parameters:
+        lines += ["", "Local parameters: " + "; ".join(f"`{text}`" for text in entry.parameters) + "."]
     if rule.rationale:
         lines += ["", f"**Rationale.** {md(rule.rationale)}"]
     if entry.sources:

@@ -35,6 +35,17 @@ def seconds(text: str) -> float:
     return float(text[:-1]) * DURATION[text[-1]]
 
 
+def _with_values(tree: Any, params: dict[str, Any]) -> Any:
+    """The rules with each parameter reference ``{param: NAME}`` replaced by the parameter's value."""
+    if isinstance(tree, dict):
+        if set(tree) == {"param"}:
+            return params[tree["param"]]
+        return {key: _with_values(value, params) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_with_values(item, params) for item in tree]
+    return tree
+
+
 class Reference:
     """``history`` maps a patient to all their accepted records (any type), for history conditions;
     they are scanned linearly here, on purpose nothing like the engine's sorted timelines."""
@@ -43,6 +54,8 @@ class Reference:
                  history: dict[str, list[Any]] | None = None) -> None:
         with open(pack_path, encoding="utf-8") as handle:
             self.pack = yaml.safe_load(handle)
+        params = {name: entry["value"] for name, entry in (self.pack.get("parameters") or {}).items()}
+        self.pack["rules"] = _with_values(self.pack["rules"], params)
         self.types = types
         self.tz = tz
         self.history = history or {}

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.test_diff import between_08_and_10
+from tests.test_diff import DOSE_CEILING, between_08_and_10
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / "docs" / "ci" / "github-actions.yml"
@@ -29,7 +29,7 @@ GIT = shutil.which("git")
 if GIT is None:  # pragma: no cover - depends on the environment
     pytest.skip("git is not installed: the CI recipe needs it", allow_module_level=True)
 
-DOSE = "dose_mg_per_kg: {between: [0.1, 1.0]}"
+DOSE = DOSE_CEILING
 
 
 def git(folder: Path, *args: str) -> str:

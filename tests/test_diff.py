@@ -26,11 +26,15 @@ def run(*args: str) -> Result:
 def lowered_dose_max(folder: Path) -> Path:
     """The CI recipe's example change: DOSE-01's maximum 1.0 -> 0.8 mg/kg, nothing else."""
     text = shipped_packs()["ketamine-iv"].read_text(encoding="utf-8")
-    assert text.count("dose_mg_per_kg: {between: [0.1, 1.0]}") == 1
+    assert text.count(DOSE_CEILING) == 1
     path = folder / "ketamine-iv.yaml"
-    path.write_text(text.replace("dose_mg_per_kg: {between: [0.1, 1.0]}", "dose_mg_per_kg: {between: [0.1, 0.8]}"),
+    path.write_text(text.replace(DOSE_CEILING, DOSE_CEILING.replace("1.0", "0.8")),
                     encoding="utf-8")
     return path
+
+
+# DOSE-01's maximum: the pack's local parameter, written once
+DOSE_CEILING = "  dose_ceiling_mg_per_kg:\n    value: 1.0\n"
 
 
 def between_08_and_10() -> set[str]:
@@ -57,7 +61,7 @@ def test_the_dose_change_flags_exactly_the_sessions_between_0_8_and_1_0(tmp_path
     assert out.exit_code == 0, out.output
     diff = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))
     (row,) = [r for r in diff["rules"] if r["status"] != "unchanged"]
-    assert (row["id"], row["status"], row["changes"]) == ("DOSE-01", "changed", ["require"])
+    assert (row["id"], row["status"], row["changes"]) == ("DOSE-01", "changed", ["require", "message", "title"])
     newly = {item["record_key"] for item in row["newly_flagged"]}
     expected = between_08_and_10()
     assert expected and newly == expected
@@ -84,7 +88,7 @@ def test_fail_on_new_by_severity(tmp_path: Path) -> None:
     assert run(*args, "--fail-on-new", "critical").exit_code == 0   # DOSE-01 is major
     out = run(*args, "--fail-on-new", "major")
     assert out.exit_code == 1
-    assert "DOSE-01 (ketamine-iv, major) changed: require: failed " in out.output
+    assert "DOSE-01 (ketamine-iv, major) changed: require, message, title: failed " in out.output
     assert run("--base", "ketamine-iv", "--head", "ketamine-iv", str(SESSIONS), "--fail-on-new", "info").exit_code == 0
 
 

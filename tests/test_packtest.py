@@ -15,6 +15,7 @@ from engine.language.loader import load_yaml
 from engine.language.model import Pack
 from engine.language.schema import build_pack
 from engine.packs import load_pack_bytes, load_packs, resolve, shipped_packs
+from tests.test_diff import DOSE_CEILING
 
 PACK = """\
 pack: sched
@@ -445,12 +446,13 @@ def test_shipped_packs_pass_with_full_coverage() -> None:
 
 
 def test_the_dose_threshold_change_of_the_ci_recipe(tmp_path: Path) -> None:
-    """The documented example: dose max 1.0 -> 0.8 fails the example at exactly 1.0 mg/kg."""
+    """The documented example: the dose maximum (parameter dose_ceiling_mg_per_kg) 1.0 -> 0.8 fails the
+    example at exactly 1.0 mg/kg."""
     source = shipped_packs()["ketamine-iv"]
     shutil.copy(source.with_name("ketamine-iv.tests.yaml"), tmp_path)
     text = source.read_text(encoding="utf-8")
-    assert text.count("between: [0.1, 1.0]") == 1
-    (tmp_path / "ketamine-iv.yaml").write_text(text.replace("between: [0.1, 1.0]", "between: [0.1, 0.8]"),
+    assert text.count(DOSE_CEILING) == 1
+    (tmp_path / "ketamine-iv.yaml").write_text(text.replace(DOSE_CEILING, DOSE_CEILING.replace("1.0", "0.8")),
                                                encoding="utf-8")
     out = run(str(tmp_path / "ketamine-iv.yaml"), "--min-coverage", "100")
     assert out.exit_code == 1

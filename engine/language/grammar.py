@@ -63,6 +63,43 @@ class Checker:
         # Fields whose declaration was refused: their problem is reported once, at the declaration,
         # and uses of them are not reported again as "not declared".
         self.broken: set[str] = set()
+        # The pack's parameters (name -> its value as written) and the rules using each: a local
+        # choice written once at the top of a pack and referred to as {param: NAME}
+        self.params: dict[str, Node] = {}
+        self.param_uses: dict[str, list[str]] = {}
+        self.rule = ""  # the rule being read, so that a parameter knows its users
+        self.broken_params: set[str] = set()  # refused where declared: their uses are not reported again
+
+    def resolve(self, node: Node) -> Node | None:
+        """``node`` itself, or the value of the parameter it names (``{param: NAME}``); None (and a
+        problem) for a reference to no parameter."""
+        if not isinstance(node.value, dict) or "param" not in node.value:
+            return node
+        extra = [key for key in node.value if key != "param"]
+        if extra:
+            self.key(node, extra[0], f'unknown key "{extra[0]}" in a parameter reference: write {{param: NAME}}')
+            return None
+        name_node = node.value["param"]
+        name = name_node.value if isinstance(name_node.value, str) else None
+        if name in self.broken_params:
+            return None
+        if name is None or name not in self.params:
+            shown = name_node.source or str(name_node.value)
+            said = suggest(shown, self.params, "parameters") if self.params else " (the pack declares no parameters:)"
+            self.node(name_node, f'unknown parameter "{shown}"{said}')
+            return None
+        uses = self.param_uses.setdefault(name, [])
+        if self.rule and self.rule not in uses:
+            uses.append(self.rule)
+        return self.params[name]
+
+    def used(self, node: Node, given: Node, what: str) -> str:
+        """' (parameter "NAME", used WHAT by rule R)' when ``node`` is the value of the parameter
+        ``given`` refers to, so that a problem reported at the value says where it was used."""
+        if node is given:
+            return ""
+        name = next((name for name, value in self.params.items() if value is node), "?")
+        return f' (parameter "{name}", used {what} by rule {self.rule})'
 
     def at(self, line: int, column: int, message: str) -> None:
         self.problems.append(Problem(self.path, line, column, message))
@@ -173,15 +210,19 @@ class Conditions:
         done = [leaf for leaf in leaves if leaf is not None]
         return done[0] if len(done) == 1 else All(tuple(done))
 
-    def _leaf(self, name: str, kind: str, op: str, operand: Node, ops: Node | None = None) -> Leaf | None:
+    def _leaf(self, name: str, kind: str, op: str, written_operand: Node, ops: Node | None = None) -> Leaf | None:
         check = self.check
         known = OPERATORS.get(op)
         if known is None:
-            where = ops if ops is not None else operand
+            where = ops if ops is not None else written_operand
             check.key(where, op, f'unknown operator "{op}"{suggest(op, OPERATORS, "operators")}')
             return None
         form = known.operand
-        mark = check.mark(operand)
+        mark = check.mark(written_operand)
+        resolved = check.resolve(written_operand)
+        if resolved is None:
+            return None
+        operand = resolved
         if form == "flag":
             if not isinstance(operand.value, bool):
                 check.node(operand, "present takes true or false")
@@ -233,7 +274,7 @@ class Conditions:
         if isinstance(operand.value, list):
             check.node(operand, f'{op} takes one value; use one_of for a list')
             return None
-        value = self._constant(name, operand)
+        value = self._constant(name, written_operand)
         return None if value is None else Leaf(name, op, value, mark=mark)
 
     def _ref(self, name: str, kind: str, op: str, operand: Node, mark: Mark) -> Leaf | None:
@@ -259,18 +300,22 @@ class Conditions:
             return None
         return Leaf(name, op, None, ref=other, mark=mark)
 
-    def _constant(self, name: str, node: Node) -> Any:
+    def _constant(self, name: str, given: Node) -> Any:
         assert self.rtype is not None
         spec = self.rtype.fields.get(name)
         if spec is None:
             spec = Field(name, self.rtype.derived[name].type)
+        node = self.check.resolve(given)
+        if node is None:
+            return None
+        used = self.check.used(node, given, f'for field "{name}"')
         if node.value is None or isinstance(node.value, (dict, list)):
-            self.check.node(node, f'expected a {spec.type} value for field "{name}"')
+            self.check.node(node, f'expected a {spec.type} value for field "{name}"{used}')
             return None
         try:
             return convert(spec, written(node, spec.type), self.tz)
         except ConversionError as exc:
-            self.check.node(node, str(exc))
+            self.check.node(node, f"{exc}{used}")
             return None
 
     # -- history conditions ------------------------------------------------------------------
@@ -324,15 +369,22 @@ class Conditions:
                        at_least=at_least, gap=gap, time_field=self.rtype.time,
                        mark=Mark(check.path, line, column))
 
-    def _duration(self, node: Node) -> dt.timedelta | None:
+    def _duration(self, given: Node) -> dt.timedelta | None:
+        node = self.check.resolve(given)
+        if node is None:
+            return None
+        used = self.check.used(node, given, "as a duration")
+        if isinstance(node.value, (dict, list)):
+            self.check.node(node, f"expected a duration such as 90d{used}")
+            return None
         shown = node.source if node.source is not None else str(node.value)
         try:
             duration = parse_duration(node.value) if isinstance(node.value, str) else None
         except OutOfRange as exc:
-            self.check.node(node, f'"{shown}" {exc}')
+            self.check.node(node, f'"{shown}" {exc}{used}')
             return None
         if duration is None:
-            self.check.node(node, f'"{shown}" is not a duration (write 30m, 40h, 90d or 2w)')
+            self.check.node(node, f'"{shown}" is not a duration (write 30m, 40h, 90d or 2w){used}')
         return duration
 
     def _window(self, node: Node) -> tuple[dt.timedelta, dt.timedelta] | None:
@@ -369,11 +421,17 @@ class Conditions:
             return None
         return name
 
-    def _count(self, node: Node | None) -> int | None:
+    def _count(self, given: Node | None) -> int | None:
+        if given is None:
+            return None
+        node = self.check.resolve(given)
         if node is None:
             return None
         if isinstance(node.value, bool) or not isinstance(node.value, int) or node.value < 0:
             shown = node.source if node.source is not None else str(node.value)
-            self.check.node(node, f'"{shown}" is not a count (a whole number, 0 or more)')
+            if isinstance(node.value, (dict, list)):
+                shown = "a list" if isinstance(node.value, list) else "a mapping"
+            used = self.check.used(node, given, "as a count")
+            self.check.node(node, f'"{shown}" is not a count (a whole number, 0 or more){used}')
             return None
         return node.value

@@ -175,6 +175,19 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
+class Parameter:
+    """A local choice written once at the top of a pack (``parameters:``) and used by rules as
+    ``{param: NAME}``: a dose ceiling, a window, the credentials allowed to supervise."""
+
+    name: str
+    value: Any  # as written: a scalar or a list of scalars, converted at each use to its field's type
+    means: str
+    source: str | None  # the pack source the value rests on (LOCAL for the clinic's own choice)
+    uses: tuple[str, ...]  # the rules that use it, in pack order
+    mark: Mark
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     id: str
     title: str
@@ -243,6 +256,7 @@ class Pack:
     sha256: str
     targets: dict[str, float] = field(default_factory=dict)  # severity -> compliance target (0..1)
     sources: dict[str, Source] = field(default_factory=dict)  # the bibliography, by id, in pack order
+    parameters: dict[str, Parameter] = field(default_factory=dict)  # local choices, by name, in pack order
 
 
 class Record(NamedTuple):

@@ -21,13 +21,25 @@ from engine.language.model import (
     Field,
     Leaf,
     Pack,
+    Parameter,
     RecordType,
     Rule,
     Source,
 )
-from engine.language.values import ConversionError, OutOfRange, convert, parse_day, record_time, timezone
+from engine.language.values import (
+    ConversionError,
+    OutOfRange,
+    convert,
+    duration_words,
+    parse_day,
+    record_time,
+    timezone,
+)
 
-PACK_KEYS = ("pack", "version", "title", "source", "timezone", "records", "derive", "rules", "targets", "sources")
+PACK_KEYS = ("pack", "version", "title", "source", "timezone", "parameters", "records", "derive", "rules", "targets",
+             "sources")
+PARAMETER_KEYS = ("value", "means", "source")
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SOURCE_KEYS = ("ref", "url", "evidence")
 RECORD_KEYS = ("key", "patient", "time", "fields")
 FIELD_KEYS = ("type", "values", "unit", "phi", "staff")
@@ -39,6 +51,7 @@ _FIRST_DAY, _LAST_DAY = dt.date(1, 1, 2), dt.date(9999, 12, 30)
 EXAMPLE_KEYS = ("record", "expect", "history", "time")
 OUTCOMES = ("pass", "fail", "not_applicable", "not_evaluable")
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+PARAM_PLACEHOLDER = re.compile(r"\{param\.([A-Za-z_][A-Za-z0-9_]*)\}")
 _RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -61,7 +74,10 @@ def build_pack(root: Node, path: str, raw: bytes) -> Pack:
     if rules_node is not None and rules_node.value is None:  # "rules:" and nothing: point at the key
         rules_node = Node([], *root.keys["rules"])
     sources = _sources(check, top["sources"]) if "sources" in top else {}
+    if "parameters" in top:
+        _parameters(check, top["parameters"], sources)
     rules = _rules(check, rules_node, types, tz, check.text(top.get("pack"), "pack", "?"), sources)
+    parameters = _parameter_uses(check, top["parameters"]) if "parameters" in top else {}
     targets = _targets(check, top["targets"]) if "targets" in top else {}
     version, title = check.text(top.get("version"), "version"), check.text(top.get("title"), "title")
     source = check.text(top.get("source"), "source")
@@ -70,7 +86,68 @@ def build_pack(root: Node, path: str, raw: bytes) -> Pack:
     return Pack(
         id=check.text(top.get("pack"), "pack"), version=version, title=title, source=source,
         timezone=tz_name, records=types, rules=tuple(rules), path=path,
-        sha256=hashlib.sha256(raw).hexdigest(), targets=targets, sources=sources)
+        sha256=hashlib.sha256(raw).hexdigest(), targets=targets, sources=sources, parameters=parameters)
+
+
+def _parameters(check: Checker, node: Node, sources: dict[str, Source]) -> None:
+    """``parameters: {max_dose_mg_per_kg: {value: 1.0, means: ..., source: LOCAL}}``: the pack's local
+    choices, each written once and used by rules as ``{param: NAME}``. A value is a scalar or a list
+    of scalars, converted where it is used to the type of the field it is compared with."""
+    if not isinstance(node.value, dict) or not node.value:
+        check.node(node, "parameters must be a mapping of name: {value: ..., means: ..., source: ...}")
+        return
+    for name, entry in node.value.items():
+        check.broken_params.add(name)  # until it is read whole
+        if not _PARAM_NAME.fullmatch(name):
+            check.key(node, name, f'parameter name "{name}" may use letters, digits and "_" only, '
+                                  "and does not start with a digit")
+            continue
+        if not check.mapping(entry, f'parameter "{name}"', PARAMETER_KEYS, ("value", "means")):
+            continue
+        value = entry.value.get("value")
+        if value is None:
+            continue
+        items = value.value if isinstance(value.value, list) else [value]
+        if isinstance(value.value, list) and not items:
+            check.node(value, f'parameter "{name}" needs a value (its list is empty)')
+            continue
+        if any(item.value is None or isinstance(item.value, (dict, list)) for item in items):
+            check.node(value, f'parameter "{name}" takes a value or a list of values')
+            continue
+        check.broken_params.discard(name)
+        means = check.text(entry.value.get("means"), "means")
+        if "means" in entry.value and not means.strip():
+            check.node(entry.value["means"], f'say what parameter "{name}" means')
+        source = entry.value.get("source")
+        if source is not None:
+            source_id = check.text(source, "source")
+            if source_id not in sources:
+                said = suggest(source_id, sources, "sources") if sources else " (the pack declares no sources:)"
+                check.node(source, f'source "{source_id}" is not in the pack\'s sources{said}')
+        check.params[name] = value
+
+
+def _as_written(node: Node) -> Any:
+    """A scalar as the pack author wrote it: text for a string, the source for YAML's numbers and booleans."""
+    return node.value if isinstance(node.value, str) or node.source is None else node.source
+
+
+def _parameter_uses(check: Checker, node: Node) -> dict[str, Parameter]:
+    """The declared parameters with the rules that use them; one no rule uses is a problem (a value
+    changed there would change nothing)."""
+    found: dict[str, Parameter] = {}
+    for name, value in check.params.items():
+        entry: dict[str, Node] = node.value[name].value
+        uses = tuple(check.param_uses.get(name, ()))
+        if not uses:
+            check.key(node, name, f'parameter "{name}" is not used by any rule (write {{param: {name}}} '
+                                  "where a rule needs it, or remove it)")
+        shown = [_as_written(item) for item in value.value] if isinstance(value.value, list) else _as_written(value)
+        source = entry.get("source")
+        found[name] = Parameter(name, shown, check.text(entry.get("means"), "means"),
+                                check.text(source, "source") if source is not None else None, uses,
+                                check.mark(node.value[name]))
+    return found
 
 
 def _sources(check: Checker, node: Node) -> dict[str, Source]:
@@ -128,7 +205,7 @@ def _rule_sources(check: Checker, node: Node, sources: dict[str, Source]) -> tup
             said = suggest(source_id, sources, "sources") if sources else " (the pack declares no sources:)"
             check.key(node, source_id, f'source "{source_id}" is not in the pack\'s sources{said}')
             continue
-        text = check.text(note, f'source "{source_id}"')
+        text = _with_parameters(check, note, f'source "{source_id}"')
         if not isinstance(note.value, str) or not text.strip():
             check.node(note, f'say what the rule takes from source "{source_id}" (a quote or paraphrase)')
             continue
@@ -306,6 +383,7 @@ def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: 
             continue
         spec: dict[str, Node] = item.value
         rule_id = check.text(spec.get("id"), "id")
+        check.rule = rule_id
         effective = _effective(check, spec.get("effective"))
         if "effective" in spec and effective is None:
             refused.add(rule_id)  # its window is said to be wrong: no version message on top
@@ -326,10 +404,11 @@ def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: 
         if effective is not None and rtype is not None and "when" in spec and when is None:
             effective = None  # its when is wrong, and said so: the rule is not built
         require = conditions.parse(spec["require"]) if "require" in spec else None
-        title = check.text(spec.get("title"), "title", rule_id)
-        message = check.text(spec.get("message"), "message", title)
+        title = _with_parameters(check, spec.get("title"), "title", rule_id)
+        message = _with_parameters(check, spec.get("message"), "message", title)
         if rtype is not None and "message" in spec:
-            for match in PLACEHOLDER.finditer(message):
+            written_message = spec["message"].value if isinstance(spec["message"].value, str) else ""
+            for match in PLACEHOLDER.finditer(written_message):
                 if not rtype.type_of(match.group(1)) and match.group(1) not in check.broken:
                     check.inside(spec["message"], match.start(),
                                  f'message uses undeclared field "{match.group(1)}"'
@@ -347,10 +426,38 @@ def _rules(check: Checker, node: Node | None, types: dict[str, RecordType], tz: 
             when = _in_force(effective, rtype, when, tz)
         rules.append(Rule(
             id=rule_id, title=title, severity=severity, for_type=type_name, when=when, require=require,
-            message=message, rationale=check.text(spec.get("rationale"), "rationale"),
+            message=message, rationale=_with_parameters(check, spec.get("rationale"), "rationale"),
             cite=check.text(spec.get("cite"), "cite"), pack=pack, mark=check.mark(item),
             examples=tuple(examples), effective=effective, sources=cited, per=per))
     return rules
+
+
+def _with_parameters(check: Checker, node: Node | None, what: str, default: str = "") -> str:
+    """A rule's text with each ``{param.NAME}`` replaced by the parameter's value as written, so that
+    a title or message saying "30 minutes" changes with the parameter it states."""
+    text = check.text(node, what, default)
+    if node is None:
+        return text
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        found = check.params.get(name)
+        if name in check.broken_params:
+            return match.group(0)
+        if found is None:
+            said = suggest(name, check.params, "parameters") if check.params else " (the pack declares no parameters:)"
+            check.inside(node, match.start(), f'{what} uses unknown parameter "{name}"{said}')
+            return match.group(0)
+        uses = check.param_uses.setdefault(name, [])
+        if check.rule and check.rule not in uses:
+            uses.append(check.rule)
+        items = found.value if isinstance(found.value, list) else [found]
+        shown = ", ".join(duration_words(str(_as_written(item))) for item in items)
+        if "{" in shown or "}" in shown:  # it would read as a {field} placeholder in a message
+            check.inside(node, match.start(), f'parameter "{name}" holds a brace and cannot be said in a {what}')
+            return match.group(0)
+        return shown
+    return PARAM_PLACEHOLDER.sub(value, text)
 
 
 def _effective(check: Checker, node: Node | None) -> Window | None:

@@ -76,6 +76,15 @@ def parse_duration(text: str) -> dt.timedelta | None:
     return dt.timedelta(seconds=seconds)
 
 
+def duration_words(text: str) -> str:
+    """A duration as written (``90d``) in words (``90 days``); any other text as it is."""
+    number, unit = text[:-1], text[-1:]
+    word = {"w": "week", "d": "day", "h": "hour", "m": "minute", "s": "second"}.get(unit)
+    if word is None or not number.isdigit():
+        return text
+    return f"{number} {word}{'' if number == '1' else 's'}"
+
+
 def format_duration(value: dt.timedelta) -> str:
     """A duration as a pack writes it: ``90d``, ``40h``, ``30m`` (or seconds when nothing fits)."""
     seconds = value.total_seconds()
