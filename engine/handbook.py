@@ -18,6 +18,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from engine.language.model import (
+    JUDGED_PREFIX,
     All,
     AnyOf,
     Condition,
@@ -165,6 +166,8 @@ def _leaf(leaf: Leaf, rtype: RecordType | None) -> str:
     name = f"`{leaf.field}`"
     if leaf.op == "present":
         return f"{name} is documented" if leaf.value else f"{name} is not documented"
+    if leaf.ref is not None and leaf.ref.startswith(JUDGED_PREFIX):
+        return f"{name} {_WORDS.get(leaf.op, leaf.op)} the judged record's `{leaf.ref[len(JUDGED_PREFIX):]}`"
     if leaf.ref is not None:
         return f"{name} {_WORDS.get(leaf.op, leaf.op)} `{leaf.ref}`"
     unit = _unit(leaf.field, rtype)
@@ -190,6 +193,8 @@ def _history(cond: History) -> str:
     where = f" where {_inline(cond.where, None)}" if cond.where is not None else ""
     window = "" if cond.join and cond.before is None and cond.after is None else _window(cond)
     shared = f" sharing this record's `{cond.join}`" if cond.join else ""
+    if cond.join and cond.their_join != cond.join:
+        shared = f" whose `{cond.their_join}` is this record's `{cond.join}`"
     if cond.form == "exists":
         subject = f"there is a {records}{shared}" if cond.join else f"the patient has another {records}"
         return f"{subject}{window}{where}"

@@ -35,6 +35,17 @@ def seconds(text: str) -> float:
     return float(text[:-1]) * DURATION[text[-1]]
 
 
+def _judged_fields(where: Any) -> list[str]:
+    """The judged record's fields a where compares with ({judged: NAME})."""
+    if isinstance(where, dict):
+        if set(where) == {"judged"}:
+            return [where["judged"]]
+        return [name for value in where.values() for name in _judged_fields(value)]
+    if isinstance(where, list):
+        return [name for item in where for name in _judged_fields(item)]
+    return []
+
+
 def _with_values(tree: Any, params: dict[str, Any]) -> Any:
     """The rules with each parameter reference ``{param: NAME}`` replaced by the parameter's value."""
     if isinstance(tree, dict):
@@ -63,15 +74,21 @@ class Reference:
 
     def past(self, form: str, spec: dict[str, Any], rtype: RecordType) -> bool | None:
         record = self.judged
-        if record.time is None or (spec.get("join") and record.values.get(spec["join"]) is None):
+        join = spec.get("join")
+        mine, theirs = next(iter(join.items())) if isinstance(join, dict) else (join, join)
+        if record.time is None or (mine and record.values.get(mine) is None):
+            return None
+        if any(record.values.get(name) is None for name in _judged_fields(spec.get("where"))):
             return None
         moment = record.time.timestamp()
         other_type = self.types[spec["of"]]
         matches = []
-        for other in self.history.get(record.patient, []):
+        # a reference table (no patient: a staff roster) is everyone's; the rest is the patient's own
+        pool = self.history.get("", []) if not other_type.patient else self.history.get(record.patient, [])
+        for other in pool:
             if (other.type, other.key) == (record.type, record.key) or other.type != spec["of"] or other.time is None:
                 continue
-            if spec.get("join") and other.values.get(spec["join"]) != record.values.get(spec["join"]):
+            if mine and other.values.get(theirs) != record.values.get(mine):
                 continue
             if "where" in spec and self.condition(spec["where"], other_type, other.values) is not True:
                 continue
@@ -126,7 +143,7 @@ class Reference:
         if value is None:
             return None
         if isinstance(operand, dict):
-            other = values.get(operand["field"])
+            other = self.judged.values.get(operand["judged"]) if "judged" in operand else values.get(operand["field"])
             if other is None:
                 return None
             target = other

@@ -181,8 +181,11 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
         if isinstance(item, Rejected):
             if item.patient is not None and item.patient == target.patient:
                 rejected.setdefault((item.type, item.patient), []).append(item)
+            elif item.patient is None and item.type in context.shared_types:  # a roster entry: anyone's
+                rejected.setdefault((item.type, ""), []).append(item)
             continue
-        if item.patient != target.patient or item.type not in context.kept_types:
+        shared = item.patient is None and item.type in context.shared_types  # a roster entry: anyone's
+        if (item.patient != target.patient and not shared) or item.type not in context.kept_types:
             continue
         patient.append(target if (item.type, item.key) == (target.type, target.key) else item)
     judged: dict[str, Outcome] = {}
@@ -210,7 +213,7 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
         message = render_message(rule.message, target.values, lambda name, value: privacy.value(kind, name, value))
         lines.append(f"message: {message}")
     index = next(number for number, known in enumerate(context.rules) if known is rule)
-    near = rejected_near(context.histories[index], rejected, target)
+    near = rejected_near(context.histories[index], rejected, target, context.shared_types)
     if near:  # what the history could not see: a finding here may be a data-entry gap
         lines.append("data-quality suspect: rejected records the rule's history would have looked at:")
         lines += [f"  {item.type} at {item.path}:{item.line}: {item.reason}" for item in near]

@@ -117,7 +117,7 @@ class RecordBuilder:
         spec = self.types[name]
         values, problems = self.convert(name, spec, data)
         for needed, what in ((spec.key, "record key"), (spec.patient, "patient")):
-            if not problems and needed not in values:  # only when the pack did not declare it
+            if not problems and needed and needed not in values:  # only when the pack did not declare it
                 problems.append(f"{needed}: missing {what}")
         when = None
         if not problems:
@@ -135,7 +135,8 @@ class RecordBuilder:
             return self.reject(line, f"duplicate {spec.key} {shown} (first at {first[0]}:{first[1]})", name)
         self.seen.add(name, key, self.path, line)
         self.stats.records_read += 1
-        return Record(name, key, str(values[spec.patient]), when, values, self.path, line)
+        patient = str(values[spec.patient]) if spec.patient else None  # a reference table's: no patient
+        return Record(name, key, patient, when, values, self.path, line)
 
     def convert(self, name: str, spec: RecordType, data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """The record's typed values (missing ones left out), and the problems of those that do not convert."""

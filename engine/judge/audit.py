@@ -32,6 +32,23 @@ class Auditor:
         self.bounds = period.bounds(self.context.tz) if period is not None else (None, None)
         self.tally = Tally(self.context, group_by, on_outcome, waivers, fingerprints)
         self.session = EngineSession(self.context, self.tally, timeout, batch_size, worker, remember)
+        # the reference tables' records (a staff roster: no patient), held until every record is read,
+        # then one timeline every patient's history conditions reach through their join
+        self.shared: list[Record] = []
+        self.shared_timeline: Timeline | None = None
+
+    def is_shared(self, record: Record) -> bool:
+        """Whether ``record`` is of a reference table (held aside, never grouped with a patient). A
+        rule example's or scenario's roster entry is its patient's: each example sees its own only."""
+        return record.patient is None and record.type in self.context.shared_types
+
+    def _open_shared(self) -> Timeline:
+        """The reference tables' timeline, made (and their own records judged) once, when every
+        record has been read: before the first patient is judged, or at the end."""
+        if self.shared_timeline is None:
+            self.shared_timeline = Timeline(self.shared, self.context.wheres)
+            self._judge_group(self.shared, self.shared_timeline)
+        return self.shared_timeline
 
     def in_period(self, record: Record) -> bool:
         """Whether ``record`` is judged (SPEC 9: outside the period it is history only)."""
@@ -43,9 +60,13 @@ class Auditor:
             self.session.add(self.tally.case(record, record.values))
 
     def add_patient(self, records: list[Record]) -> None:
-        """Judge all the records of one patient: history conditions are answered from their timeline."""
+        """Judge all the records of one patient: history conditions are answered from their timeline
+        (and the reference tables' timeline, for conditions on a reference table)."""
+        shared = self._open_shared()
+        self._judge_group(records, Timeline(records, self.context.wheres, shared))
+
+    def _judge_group(self, records: list[Record], timeline: Timeline) -> None:
         context = self.context
-        timeline = Timeline(records, context.wheres)
         for record in records:
             if record.type not in context.rules_by_type or not self.in_period(record):
                 continue  # outside the period: in the timeline as history, not judged
@@ -60,6 +81,7 @@ class Auditor:
         self.tally.reject(item)
 
     def finish(self) -> Result:
+        self._open_shared()
         self.session.drain()
         self.tally.count_units()
         return self.tally.result

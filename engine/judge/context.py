@@ -63,6 +63,8 @@ class PackContext:
         self.needed = conditions.fields_read(self.rules, self.types)
         # record types an audit must keep: those judged and those history conditions look at
         self.kept_types = set(self.rules_by_type) | {h.of for hs in self.histories for h in hs}
+        # reference tables (no patient): their records are held aside and reached through join
+        self.shared_types = {name for name, rtype in self.types.items() if rtype.shared}
 
     @property
     def needs_history(self) -> bool:

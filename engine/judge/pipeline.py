@@ -168,7 +168,9 @@ def _judge_by_patient(auditor: Auditor, records: Iterator[Record],
     held = 0
     spilled = False
     for record in records:
-        if record.type in kept:
+        if auditor.is_shared(record):
+            auditor.shared.append(record)
+        elif record.type in kept:
             by_patient.setdefault(record.patient or "", []).append(record)
             held += 1
             if held > in_memory:
@@ -209,7 +211,9 @@ def _spill_and_judge(auditor: Auditor, records: Iterator[Record],
     count = 0
     try:
         for record in records:
-            if record.type in auditor.context.kept_types:
+            if auditor.is_shared(record):
+                auditor.shared.append(record)
+            elif record.type in auditor.context.kept_types:
                 count += 1
                 # a plain tuple (pickling the slotted Record costs twice as much); the memo is
                 # cleared after each record, or it would keep every record alive
@@ -249,7 +253,9 @@ def judge(packs: list[Pack], records: Iterable[Record], timeout: float = DEFAULT
         by_patient: dict[str, list[Record]] = {}
         for record in records:
             auditor.context.derive(record)
-            if auditor.context.needs_history:
+            if auditor.is_shared(record) and auditor.context.needs_history:
+                auditor.shared.append(record)
+            elif auditor.context.needs_history:
                 by_patient.setdefault(record.patient or "", []).append(record)
             else:
                 auditor.add(record)

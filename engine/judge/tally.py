@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +14,7 @@ from engine.judge.context import PackContext
 from engine.judge.evidence import display, render_message
 from engine.judge.timeline import Timeline, micros, window
 from engine.language import conditions
-from engine.language.model import History, Outcome, Record, Rejected, Rule
+from engine.language.model import JUDGED_PREFIX, History, Outcome, Record, Rejected, Rule
 from engine.privacy import Pseudonymiser
 from engine.results import Finding, NotEvaluable, Source, finding_order, not_evaluable_order
 from engine.spool import Spool
@@ -81,17 +81,20 @@ class Result:
 
 
 def rejected_near(histories: list[History], rejected: Mapping[tuple[str, str], list[Rejected]],
-                  record: Record) -> list[Rejected]:
+                  record: Record, shared: Collection[str] = ()) -> list[Rejected]:
     """The rejected records (by record type and patient) that one of a rule's history conditions
     would have looked at for ``record``: of the patient and the condition's type, inside its window
     (or with no readable time), and sharing the joined field (or with it unreadable). A finding near
-    one may be a data-entry gap rather than a gap in care."""
+    one may be a data-entry gap rather than a gap in care. A condition on a reference table (a type in
+    ``shared``, such as a staff roster) looks at its rejected records of no patient."""
     found: list[Rejected] = []
     for cond in histories:
-        for item in rejected.get((cond.of, record.patient or ""), ()):
-            values = dict(item.values or {})
+        owner = "" if cond.of in shared else record.patient or ""
+        judged = {JUDGED_PREFIX + name: record.values.get(name) for name in cond.judged}
+        for item in rejected.get((cond.of, owner), ()):
+            values = {**(item.values or {}), **judged}
             if cond.join is not None:
-                theirs = values.get(cond.join)
+                theirs = values.get(cond.their_join or cond.join)
                 if theirs is not None and theirs != record.values.get(cond.join):
                     continue
             # what could be read of it says it is not a record the condition looks for: only when every
@@ -185,6 +188,8 @@ class Tally:
         self.result.rejected.append(item)
         if item.patient is not None:
             self.rejected_by_patient.setdefault((item.type, item.patient), []).append(item)
+        elif item.type in self.context.shared_types:  # a roster entry: any patient's history may need it
+            self.rejected_by_patient.setdefault((item.type, ""), []).append(item)
 
     def _suspect(self, index: int, record: Record) -> tuple[str, ...]:
         """The rejected records (path:line) near the record's history windows (rejected_near); they are
@@ -192,7 +197,8 @@ class Tally:
         if not self.rejected_by_patient or record.patient is None:
             return ()
         return tuple(f"{item.path}:{item.line}"
-                     for item in rejected_near(self.context.histories[index], self.rejected_by_patient, record))
+                     for item in rejected_near(self.context.histories[index], self.rejected_by_patient, record,
+                                               self.context.shared_types))
 
     # -- outcomes ----------------------------------------------------------------------------
     @property

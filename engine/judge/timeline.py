@@ -13,11 +13,11 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, KeysView
 from typing import Any
 
 from engine.language.conditions import compile_condition
-from engine.language.model import History, Record
+from engine.language.model import JUDGED_PREFIX, History, Record
 from engine.privacy import REVEAL_ALL, Privacy
 
 MAX_LISTED = 20  # matched records named in evidence; the count is always given
@@ -55,8 +55,13 @@ class _Candidates:
 
 
 class Timeline:
-    def __init__(self, records: list[Record], wheres: dict[int, Where] | None = None) -> None:
+    """``shared`` is the timeline of the reference tables' records (a staff roster): they belong to
+    no patient, and a history condition on one of their types searches them, through its join."""
+
+    def __init__(self, records: list[Record], wheres: dict[int, Where] | None = None,
+                 shared: Timeline | None = None) -> None:
         self.records = records
+        self.shared = shared
         self.wheres = wheres if wheres is not None else {}  # id(condition) -> its compiled where
         # keyed by id(): conditions live as long as their pack, and hashing a frozen
         # dataclass walks its whole where-tree on every lookup
@@ -73,27 +78,53 @@ class Timeline:
         return found
 
     def _candidates(self, cond: History, record: Record) -> _Candidates | None:
-        index = self._index.get(id(cond))
+        owner = self.shared if self.shared is not None and cond.of in self.shared.types() else self
+        index = owner._index.get(id(cond))
         if index is None:
-            index = self._index[id(cond)] = self._build(cond)
+            index = owner._index[id(cond)] = owner._build(cond)
         key = record.values.get(cond.join) if cond.join else None
-        return index.get(key)
+        group = index.get(key)
+        if group is None or not cond.judged:
+            return group
+        # a where reading the judged record's fields ({judged: NAME}) is applied per judged record
+        where = self._where(cond)
+        assert where is not None
+        judged = {JUDGED_PREFIX + name: record.values.get(name) for name in cond.judged}
+        kept = _Candidates()
+        for moment, other in zip(group.times, group.records):
+            if where({**other.values, **judged}) is True:
+                kept.times.append(moment)
+                kept.records.append(other)
+        kept.members = {id(other) for other in kept.records}
+        return kept
 
-    def _build(self, cond: History) -> dict[Any, _Candidates]:
-        found: dict[Any, list[tuple[float, str, Record]]] = {}
-        where = self.wheres.get(id(cond))
-        if where is None and cond.where is not None:
-            where = self.wheres[id(cond)] = compile_condition(cond.where)
+    def types(self) -> KeysView[str]:
+        """The record types this timeline holds a timed record of."""
+        return self._timed().keys()
+
+    def _timed(self) -> dict[str, list[Record]]:
         if self._of_type is None:
             self._of_type = {}
             for record in self.records:
                 if record.time is not None:
                     self._of_type.setdefault(record.type, []).append(record)
-        for record in self._of_type.get(cond.of, ()):
+        return self._of_type
+
+    def _where(self, cond: History) -> Where | None:
+        where = self.wheres.get(id(cond))
+        if where is None and cond.where is not None:
+            where = self.wheres[id(cond)] = compile_condition(cond.where)
+        return where
+
+    def _build(self, cond: History) -> dict[Any, _Candidates]:
+        found: dict[Any, list[tuple[float, str, Record]]] = {}
+        where = None if cond.judged else self._where(cond)  # judged: applied per judged record
+        their_join = cond.their_join
+        for record in self._timed().get(cond.of, ()):
             if where is not None and where(record.values) is not True:
                 continue
-            key = record.values.get(cond.join) if cond.join else None
-            if cond.join and key is None:
+            key = record.values.get(their_join) if their_join else None
+            if their_join and key is None:
                 continue
             found.setdefault(key, []).append((self.moment(record), record.key, record))
         index: dict[Any, _Candidates] = {}
@@ -136,7 +167,16 @@ class Timeline:
         return group.records[position] if position >= 0 else None
 
     def _unknown(self, cond: History, record: Record) -> bool:
-        return record.time is None or (cond.join is not None and record.values.get(cond.join) is None)
+        return self._missing(cond, record) is not None
+
+    @staticmethod
+    def _missing(cond: History, record: Record) -> str | None:
+        """The judged record's field whose absence makes ``cond`` unknown: its time, its join field,
+        or a field its where compares with; None when none is missing."""
+        if record.time is None:
+            return cond.time_field
+        values = record.values
+        return next((name for name in (cond.join, *cond.judged) if name and values.get(name) is None), None)
 
     def answers(self, conds: list[History], record: Record) -> dict[str, bool]:
         """The truths of ``conds`` on ``record`` by condition name; an unknown one is left out."""
@@ -172,8 +212,8 @@ class Timeline:
             when = other.time.isoformat() if other.time else "no time"
             return f"{privacy.key(other.type, other.key)} at {when} ({other.path}:{other.line})"
 
-        if self._unknown(cond, record):
-            missing = cond.time_field if record.time is None else cond.join
+        missing = self._missing(cond, record)
+        if missing is not None:
             return {"result": "unknown", "missing": missing}
         assert record.time is not None
         moment = self.moment(record)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.language import operators
-from engine.language.model import AnyOf, Condition, History, Leaf, Not, Outcome
+from engine.language.model import JUDGED_PREFIX, AnyOf, Condition, History, Leaf, Not, Outcome
 from engine.language.patterns import compile_pattern, full_match
 from engine.language.values import format_duration
 
@@ -22,7 +22,7 @@ def fields_of(cond: Condition | None) -> list[str]:
 
     def walk(c: Condition) -> None:
         if isinstance(c, History):
-            for name in (c.time_field, c.join):
+            for name in (c.time_field, c.join, *c.judged):
                 if name and name not in names:
                     names.append(name)
         elif isinstance(c, Leaf):
@@ -77,7 +77,8 @@ def _missing(cond: Condition, values: dict[str, Any], forced: dict[int, Truth] |
     if forced and id(cond) in forced:
         return []
     if isinstance(cond, History):
-        return [n for n in (cond.time_field, cond.join) if n and values.get(n) is None] or [cond.time_field]
+        return [n for n in (cond.time_field, cond.join, *cond.judged) if n and values.get(n) is None] \
+            or [cond.time_field]
     if isinstance(cond, Leaf):
         return [n for n in (cond.field, cond.ref) if n and values.get(n) is None]
     if isinstance(cond, Not):
@@ -137,7 +138,8 @@ def describe_history(cond: History) -> str:
     if cond.where is not None:
         text += f" where ({describe(cond.where)})"
     if cond.join:
-        text += f" with the same {cond.join}"
+        text += f" with the same {cond.join}" if cond.their_join == cond.join else \
+            f" whose {cond.their_join} is this {cond.join}"
     window = describe_window(cond)
     if window:
         text += f" {window}"
@@ -162,6 +164,8 @@ def describe(cond: Condition | None) -> str:
         if cond.op == "between":
             return f"{cond.field} between [{_show(cond.value[0])}, {_show(cond.value[1])}]"
         operand = cond.ref if cond.ref else _show(cond.value)
+        if cond.ref and cond.ref.startswith(JUDGED_PREFIX):
+            operand = f"the judged record's {cond.ref[len(JUDGED_PREFIX):]}"
         return f"{cond.field} {operators.get(cond.op).symbol} {operand}"
     if isinstance(cond, Not):
         return f"not ({describe(cond.part)})"
@@ -295,5 +299,5 @@ def fields_read(rules: list[Any], types: Mapping[str, Any]) -> dict[str, dict[st
             for name in fields_of(history.where):
                 add(history.of, name, f"read by rule {rule.id}'s {history.form}")
             if history.join:
-                add(history.of, history.join, f"joined on by rule {rule.id}")
+                add(history.of, history.their_join, f"joined on by rule {rule.id}")
     return needed

@@ -12,6 +12,7 @@ from typing import Any
 from engine.errors import Problem
 from engine.language.loader import Node
 from engine.language.model import (
+    JUDGED_PREFIX,
     ORDERED_TYPES,
     TYPE_KIND,
     All,
@@ -149,12 +150,14 @@ class Conditions:
     """Parses the condition language of one rule against its record type."""
 
     def __init__(self, check: Checker, rtype: RecordType | None, tz: Any,
-                 types: dict[str, RecordType] | None = None, in_where: bool = False) -> None:
+                 types: dict[str, RecordType] | None = None, in_where: bool = False,
+                 judged: RecordType | None = None) -> None:
         self.check = check
         self.rtype = rtype
         self.tz = tz
         self.types = types or {}
         self.in_where = in_where  # a where: judges the other records; history cannot nest there
+        self.judged = judged  # in a where: the judged record's type, which {judged: NAME} reads
 
     def parse(self, node: Node) -> Condition | None:
         if not isinstance(node.value, dict) or not node.value:
@@ -280,6 +283,8 @@ class Conditions:
     def _ref(self, name: str, kind: str, op: str, operand: Node, mark: Mark) -> Leaf | None:
         assert self.rtype is not None
         spec = operand.value
+        if set(spec) == {"judged"}:
+            return self._judged_ref(name, kind, op, operand, mark)
         if set(spec) != {"field"}:
             extra = [key for key in spec if key != "field"]
             if extra:
@@ -299,6 +304,27 @@ class Conditions:
             self.check.node(spec["field"], f'cannot compare {kind} field "{name}" with {other_kind} field "{other}"')
             return None
         return Leaf(name, op, None, ref=other, mark=mark)
+
+    def _judged_ref(self, name: str, kind: str, op: str, operand: Node, mark: Mark) -> Leaf | None:
+        """``{judged: NAME}`` in a history condition's where: the judged record's field NAME, so that
+        a roster entry can be required to be current on the session's date."""
+        node = operand.value["judged"]
+        if self.judged is None:
+            self.check.node(operand, "{judged: NAME} compares with the judged record's field, and is "
+                                     "written only in a history condition's where")
+            return None
+        other = self.check.text(node, "judged")
+        other_kind = self.judged.type_of(other)
+        if other_kind is None:
+            choices = [*self.judged.fields, *self.judged.derived]
+            self.check.node(node, f'field "{other}" is not declared for record type "{self.judged.name}"'
+                                  f"{suggest(other, choices)}")
+            return None
+        if TYPE_KIND[kind] != TYPE_KIND[other_kind]:
+            self.check.node(node, f'cannot compare {kind} field "{name}" with {other_kind} field "{other}" '
+                                  f'of "{self.judged.name}"')
+            return None
+        return Leaf(name, op, None, ref=JUDGED_PREFIX + other, mark=mark)
 
     def _constant(self, name: str, given: Node) -> Any:
         assert self.rtype is not None
@@ -337,17 +363,22 @@ class Conditions:
             failed = True
         where = None
         if "where" in spec and other is not None:
-            where = Conditions(check, other, self.tz, self.types, in_where=True).parse(spec["where"])
+            where = Conditions(check, other, self.tz, self.types, in_where=True, judged=self.rtype).parse(spec["where"])
             failed = failed or where is None
         before = after = None
         if "within" in spec:
             window = self._window(spec["within"])
             failed = failed or window is None
             before, after = window or (None, None)
-        join = None
+        join = joined_as = None
         if "join" in spec:
-            join = self._join(spec["join"], other)
-            failed = failed or join is None
+            joined = self._join(spec["join"], other)
+            failed = failed or joined is None
+            join, joined_as = joined or (None, None)
+        elif other is not None and other.shared:
+            check.key(node, "of", f'"{of}" is a reference table (it names no patient): say how its records '
+                                  f"are found, with join: FIELD or join: {{this_field: its_field}}")
+            failed = True
         at_most = self._count(spec.get("at_most")) if form == "count" else None
         at_least = self._count(spec.get("at_least")) if form == "count" else None
         if form == "count" and at_most is None and at_least is None:
@@ -365,9 +396,12 @@ class Conditions:
         if failed:
             return None
         line, column = parent.keys.get(form, (node.line, node.column))
+        judged = tuple(dict.fromkeys(leaf.ref[len(JUDGED_PREFIX):] for leaf in _leaves(where)
+                                     if leaf.ref and leaf.ref.startswith(JUDGED_PREFIX)))
         return History(form=form, of=of, where=where, before=before, after=after, join=join, at_most=at_most,
                        at_least=at_least, gap=gap, time_field=self.rtype.time,
-                       mark=Mark(check.path, line, column))
+                       mark=Mark(check.path, line, column), joined_as=joined_as if joined_as != join else None,
+                       judged=judged)
 
     def _duration(self, given: Node) -> dt.timedelta | None:
         node = self.check.resolve(given)
@@ -400,26 +434,39 @@ class Conditions:
             return None
         return sides[0], sides[1]
 
-    def _join(self, node: Node, other: RecordType | None) -> str | None:
+    def _join(self, node: Node, other: RecordType | None) -> tuple[str, str] | None:
+        """``join: FIELD`` (the same field in both types) or ``join: {this_field: its_field}``: the
+        judged record's field and the field of the other records that must equal it."""
         assert self.rtype is not None
-        name = self.check.text(node, "join")
+        if isinstance(node.value, dict):
+            if len(node.value) != 1:
+                self.check.node(node, "join takes one field, or one pair {this_field: its_field}")
+                return None
+            ((name, theirs_node),) = node.value.items()
+            theirs = self.check.text(theirs_node, "join")
+            where = theirs_node
+        else:
+            name = theirs = self.check.text(node, "join")
+            where = node
         kind = self.rtype.type_of(name)
         if kind is None:
-            self.check.node(node, f'join field "{name}" is not declared for record type "{self.rtype.name}"'
-                                  f"{suggest(name, [*self.rtype.fields, *self.rtype.derived])}")
+            self.check.key(node, name, f'join field "{name}" is not declared for record type "{self.rtype.name}"'
+                                       f"{suggest(name, [*self.rtype.fields, *self.rtype.derived])}")
             return None
         if other is None:
             return None
-        other_kind = other.type_of(name)
+        other_kind = other.type_of(theirs)
         if other_kind is None:
-            self.check.node(node, f'join field "{name}" is not declared for record type "{other.name}"'
-                                  f"{suggest(name, [*other.fields, *other.derived])}")
+            self.check.node(where, f'join field "{theirs}" is not declared for record type "{other.name}"'
+                                   f"{suggest(theirs, [*other.fields, *other.derived])}")
             return None
         if TYPE_KIND[kind] != TYPE_KIND[other_kind]:
-            self.check.node(node, f'join field "{name}" is {kind} in "{self.rtype.name}" '
-                                  f'but {other_kind} in "{other.name}"')
+            self.check.node(where, f'join field "{name}" is {kind} in "{self.rtype.name}" '
+                                   f'but "{theirs}" is {other_kind} in "{other.name}"' if theirs != name else
+                                   f'join field "{name}" is {kind} in "{self.rtype.name}" '
+                                   f'but {other_kind} in "{other.name}"')
             return None
-        return name
+        return name, theirs
 
     def _count(self, given: Node | None) -> int | None:
         if given is None:
@@ -435,3 +482,14 @@ class Conditions:
             self.check.node(node, f'"{shown}" is not a count (a whole number, 0 or more){used}')
             return None
         return node.value
+
+
+def _leaves(cond: Condition | None) -> list[Leaf]:
+    """Every leaf of a condition tree (a where holds no history conditions)."""
+    if cond is None or isinstance(cond, History):
+        return []
+    if isinstance(cond, Leaf):
+        return [cond]
+    if isinstance(cond, Not):
+        return _leaves(cond.part)
+    return [leaf for part in cond.parts for leaf in _leaves(part)]

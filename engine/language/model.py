@@ -72,6 +72,12 @@ class RecordType:
     fields: dict[str, Field]
     derived: dict[str, Derived] = field(default_factory=dict)
 
+    @property
+    def shared(self) -> bool:
+        """A reference table (a staff roster, say): its records belong to no patient, and history
+        conditions of every patient reach them through ``join``."""
+        return not self.patient
+
     def type_of(self, name: str) -> str | None:
         if name in self.fields:
             return self.fields[name].type
@@ -107,6 +113,9 @@ class Not:
 
 
 HISTORY_PREFIX = "history@"  # the value slot of a history condition; no declared field can start so
+# in a history condition's where, a field of the judged record ({judged: NAME}) is read from the
+# values of the other record under this prefix
+JUDGED_PREFIX = "judged@"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +138,15 @@ class History:
     gap: dt.timedelta | None
     time_field: str
     mark: Mark
+    # join: {this_field: their_field}: the other record's field when it is named differently
+    joined_as: str | None = None
+    # the judged record's fields the where compares with ({judged: NAME}), in order of first use
+    judged: tuple[str, ...] = ()
+
+    @property
+    def their_join(self) -> str | None:
+        """The field of the other records that must equal the judged record's ``join``."""
+        return self.joined_as or self.join
 
     @property
     def name(self) -> str:
