@@ -53,11 +53,13 @@ rules:
     tests:
       - record: {supervisor_id: CL-1, session_date: "2026-03-02", session_start: "2026-03-02T09:00:00"}
         history:
-          - {type: credential, record: {staff_id: CL-1, kind: LICENSE, issued_on: "2024-03-02", expires_on: "2026-03-02"}}
+          - type: credential
+            record: {staff_id: CL-1, kind: LICENSE, issued_on: "2024-03-02", expires_on: "2026-03-02"}
         expect: pass
       - record: {supervisor_id: CL-1, session_date: "2026-03-03", session_start: "2026-03-03T09:00:00"}
         history:
-          - {type: credential, record: {staff_id: CL-1, kind: LICENSE, issued_on: "2024-03-02", expires_on: "2026-03-02"}}
+          - type: credential
+            record: {staff_id: CL-1, kind: LICENSE, issued_on: "2024-03-02", expires_on: "2026-03-02"}
         expect: fail
       - record: {supervisor_id: CL-1, session_date: "2026-03-02", session_start: "2026-03-02T09:00:00"}
         expect: fail
@@ -142,11 +144,12 @@ def test_findings_name_the_missing_field_and_the_roster_entries_searched(tmp_pat
 def test_explain_reads_the_roster(tmp_path: Path) -> None:
     pack = write(tmp_path, "pack.yaml", PACK)
     files = [str(write(tmp_path, "sessions.csv", SESSIONS)), str(write(tmp_path, "credentials.csv", ROSTER))]
-    out = CliRunner().invoke(main, ["explain", "--pack", str(pack), "--rule", "LIC", "--record", "S3", *files, "--reveal-identifiers"])
+    args = ["explain", "--pack", str(pack), "--rule", "LIC", *files, "--reveal-identifiers", "--record"]
+    out = CliRunner().invoke(main, [*args, "S3"])
     assert out.exit_code == 0, out.output
     assert "outcome: pass (the rule engine agrees)" in out.output
     assert "C2 at 2026-02-10" in out.output
-    out = CliRunner().invoke(main, ["explain", "--pack", str(pack), "--rule", "LIC", "--record", "S2", *files, "--reveal-identifiers"])
+    out = CliRunner().invoke(main, [*args, "S2"])
     assert "outcome: fail (the rule engine agrees)" in out.output
 
 
