@@ -1319,6 +1319,93 @@ def enrollments(esk_patients: list[EskPatient], bad_rows: bool = True) -> list[R
     return rows
 
 
+CREDENTIAL_COLUMNS = {"credential_id": "string", "staff_id": "string", "site_id": "extra", "role": "extra",
+                      "kind": "enum", "issued_on": "date", "expires_on": "date", "verified_on": "date"}
+# Professional licences (2-year renewal cycles; the state board's dates), as (issued, expires). Each
+# renewal starts the day after the expiry, except CL-011's, renewed 16 days late: the sessions CL-011
+# supervised in the lapse (2026-04-01..04-16) fail STAFF-05.
+LICENCES: dict[str, list[tuple[dt.date, dt.date]]] = {
+    "CL-001": [(dt.date(2024, 7, 1), dt.date(2026, 6, 30)), (dt.date(2026, 7, 1), dt.date(2028, 6, 30))],
+    "CL-002": [(dt.date(2025, 3, 1), dt.date(2027, 2, 28))],
+    "CL-003": [(dt.date(2024, 12, 1), dt.date(2026, 11, 30))],
+    "CL-004": [(dt.date(2024, 9, 1), dt.date(2026, 8, 31)), (dt.date(2026, 9, 1), dt.date(2028, 8, 31))],
+    "CL-005": [(dt.date(2025, 9, 1), dt.date(2027, 8, 31))],
+    "CL-006": [(dt.date(2024, 5, 1), dt.date(2026, 4, 30)), (dt.date(2026, 5, 1), dt.date(2028, 4, 30))],
+    "CL-007": [(dt.date(2025, 1, 1), dt.date(2026, 12, 31))],
+    "CL-008": [(dt.date(2025, 2, 1), dt.date(2027, 1, 31))],
+    "CL-009": [(dt.date(2025, 4, 1), dt.date(2027, 3, 31))],
+    "CL-010": [(dt.date(2024, 11, 1), dt.date(2026, 10, 31))],
+    "CL-011": [(dt.date(2024, 4, 1), dt.date(2026, 3, 31)), (dt.date(2026, 4, 17), dt.date(2028, 3, 31))],
+    "CL-012": [(dt.date(2025, 1, 1), dt.date(2026, 12, 31))],
+    "CL-013": [(dt.date(2025, 4, 1), dt.date(2027, 3, 31))],
+    "CL-014": [(dt.date(2024, 10, 1), dt.date(2026, 9, 30))],
+    "CL-015": [(dt.date(2025, 7, 1), dt.date(2027, 6, 30))],
+    "CL-016": [(dt.date(2025, 2, 1), dt.date(2027, 1, 31))],
+    "CL-017": [(dt.date(2025, 2, 1), dt.date(2027, 1, 31))],
+    "CL-018": [(dt.date(2025, 6, 1), dt.date(2027, 5, 31))],
+}
+# BLS cards of the second staff members (2 years). CL-024's lapsed on 2026-03-15 and was renewed on
+# 2026-04-20; its renewal was first keyed with an unreadable date (a row the audit rejects, which makes
+# those STAFF-03 findings data-quality suspects). CL-029 joined on 2025-11-10 and was rostered for
+# sessions before its card was on file.
+BLS_CARDS: dict[str, list[tuple[dt.date, dt.date]]] = {
+    "CL-021": [(dt.date(2025, 1, 20), dt.date(2027, 1, 31))],
+    "CL-022": [(dt.date(2024, 10, 7), dt.date(2026, 10, 31))],
+    "CL-023": [(dt.date(2025, 6, 9), dt.date(2027, 6, 30))],
+    "CL-024": [(dt.date(2024, 3, 11), dt.date(2026, 3, 15)), (dt.date(2026, 4, 20), dt.date(2028, 4, 30))],
+    "CL-025": [(dt.date(2024, 12, 2), dt.date(2026, 12, 31))],
+    "CL-026": [(dt.date(2025, 2, 3), dt.date(2027, 2, 28))],
+    "CL-027": [(dt.date(2024, 8, 12), dt.date(2026, 8, 31)), (dt.date(2026, 8, 17), dt.date(2028, 8, 31))],
+    "CL-028": [(dt.date(2025, 5, 5), dt.date(2027, 5, 31))],
+    "CL-029": [(dt.date(2025, 11, 10), dt.date(2027, 11, 30))],
+    "CL-030": [(dt.date(2025, 3, 17), dt.date(2027, 3, 31))],
+    "CL-031": [(dt.date(2025, 4, 7), dt.date(2027, 4, 30))],
+    "CL-032": [(dt.date(2024, 11, 4), dt.date(2026, 11, 30))],
+    "CL-033": [(dt.date(2025, 8, 11), dt.date(2027, 8, 31))],
+    "CL-034": [(dt.date(2025, 1, 13), dt.date(2027, 1, 31))],
+    "CL-035": [(dt.date(2024, 9, 9), dt.date(2026, 9, 30))],
+}
+BLS_ROLES = {"CL-021": "RN", "CL-022": "RN", "CL-023": "MA", "CL-024": "RN", "CL-025": "EMT", "CL-026": "RN",
+             "CL-027": "RN", "CL-028": "MA", "CL-029": "RN", "CL-030": "EMT", "CL-031": "RN", "CL-032": "RN",
+             "CL-033": "MA", "CL-034": "RN", "CL-035": "RN"}
+
+
+def credentials(bad_rows: bool = True) -> list[Row]:
+    """The staff roster's credentials: each clinician's professional licence and ACLS cards, each
+    second staff member's BLS cards; one row per card, verified against its source a few days after
+    issue (a generator of its own: no other file changes)."""
+    rng = random.Random(SEED + 14)
+    sites = {name: site for site_roster in (ROSTER, ESK_ROSTER) for key, (names, _) in site_roster.items()
+             for site in [key[0] if isinstance(key, tuple) else key] for name in names}
+    sites.update({name: site for table in (BLS_STAFF, ESK_BLS, ESK_PRESCRIBERS) for site, names in table.items()
+                  for name in names if name not in sites})
+    roles = {name: role for name, (role, _) in {**CLINICIANS, **ESK_CLINICIANS}.items()}
+    roles["CL-016"] = "MD"
+    rows: list[Row] = []
+
+    def add(staff: str, role: str, kind: str, cards: list[tuple[dt.date, dt.date]]) -> None:
+        for issued, expires in cards:
+            rows.append({"credential_id": "", "staff_id": staff, "site_id": sites[staff], "role": role, "kind": kind,
+                         "issued_on": issued.isoformat(), "expires_on": expires.isoformat(),
+                         "verified_on": (issued + dt.timedelta(days=rng.randint(0, 9))).isoformat()})
+
+    for staff in sorted(LICENCES):
+        add(staff, roles[staff], "license", LICENCES[staff])
+        cards = {**CLINICIANS, **ESK_CLINICIANS}.get(staff)
+        if cards is not None:
+            add(staff, roles[staff], "acls", cards[1])
+    for staff in sorted(BLS_CARDS):
+        add(staff, BLS_ROLES[staff], "bls", BLS_CARDS[staff])
+    rows.sort(key=lambda r: (r["issued_on"], r["staff_id"], r["kind"]))
+    if bad_rows:
+        late = next(k for k, r in enumerate(rows) if r["staff_id"] == "CL-024" and r["issued_on"] == "2026-04-20")
+        rows.insert(late, dict(rows[late], issued_on="2026-03-3", verified_on="2026-03-30",
+                               _bad="issued_on = '2026-03-3': not an ISO date"))
+    for number, r in enumerate(rows, start=1):
+        r["credential_id"] = _id("CR", number, 3)
+    return rows
+
+
 # ----------------------------------------------------------------------------- writers
 
 def write_csv(rows: Iterable[Row], path: str | Path,
@@ -1391,6 +1478,7 @@ def export(seed: int = SEED, n_sessions: int = DEFAULT_SESSIONS, n_patients: int
         "vitals": (VITAL_COLUMNS, vitals(sessions, seed, bad_rows)),
         "assessments": (ASSESSMENT_COLUMNS, scales),
         "enrollments": (ENROLLMENT_COLUMNS, enrollments(esk_people, bad_rows)),
+        "credentials": (CREDENTIAL_COLUMNS, credentials(bad_rows)),
     }
 
 

@@ -104,7 +104,7 @@ def test_the_workflow_on_the_dose_change(repo: Path) -> None:
     assert "FAIL rules/ketamine-iv.yaml:" in done.stdout
     assert "DOSE-01 example 2: expected pass, got fail" in done.stdout
     assert "dose_mg_per_kg between [0.1, 0.8]: dose_mg_per_kg = 1.0" in done.stdout
-    assert "coverage: 23 of 23 rules fully covered" in done.stdout
+    assert "coverage: 24 of 24 rules fully covered" in done.stdout
     assert "1 case failed" in done.stderr
 
     # the impact: exactly the sessions between 0.8 and 1.0 mg/kg, against the merge base
