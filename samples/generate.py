@@ -982,6 +982,7 @@ def vitals(sessions: Iterable[Row], seed: int = SEED, bad_rows: bool = True) -> 
     rng = random.Random(f"{seed}:vitals")
     out: list[Row] = []
     seen: set[str] = set()
+    infusions: list[tuple[Row, dt.datetime, dt.datetime]] = []   # (its ~20-minute reading, dose start, end)
     for row in sessions:
         t = row.get("_t")
         sid = row["session_id"]
@@ -1028,6 +1029,8 @@ def vitals(sessions: Iterable[Row], seed: int = SEED, bad_rows: bool = True) -> 
                 if rng.random() < (0.006 if phase == "pre" else 0.003):
                     vit[col] = ""
             out.append(vit)
+            if phase == "intra" and not t.get("esk"):
+                infusions.append((vit, dose_start, t["dose_end"]))
     width = max(6, len(str(len(out) + 1)))
     for number, vit in enumerate(out, start=1):
         vit["vital_id"] = _id("V", number, width)
@@ -1047,7 +1050,104 @@ def vitals(sessions: Iterable[Row], seed: int = SEED, bad_rows: bool = True) -> 
             else:
                 dup = dict(vit, _bad=f"duplicate vital_id {vit['vital_id']} (reading exported twice)")
                 out.insert(k + 1, dup)
+    series = _infusion_series(infusions, seed)
+    for number, vit in enumerate(series, start=1 + max((int(v["vital_id"][2:]) for v in out), default=0)):
+        vit["vital_id"] = _id("V", number, width)
+    return out + series
+
+
+# IV infusions are charted as a series (domain 7.3: q10 min in most sessions, q15 in some, an
+# irregular gap in a few). The readings beside each infusion's ~20-minute one are written after every
+# other reading, from a generator of their own, so no earlier row, id or cited line moves.
+SERIES_CADENCE = [(10, 0.80), (15, 0.17), (0, 0.03)]     # minutes between readings; 0: a gap of 20-28 min
+SPO2_DIP_RATE = 0.006                                     # an intra reading below 92% (domain 7.3)
+
+
+def _infusion_series(infusions: list[tuple[Row, dt.datetime, dt.datetime]], seed: int) -> list[Row]:
+    """The other readings of each IV infusion's series: every gap from the dose start to the last
+    reading is at most 14 minutes, except in the irregular sessions, which have one gap of 20-28."""
+    rng = random.Random(f"{seed}:infusion-series")
+    out: list[Row] = []
+    for anchor, start, end in infusions:
+        cadence = rng.choices([c for c, _ in SERIES_CADENCE], [w for _, w in SERIES_CADENCE])[0]
+        anchor_at = dt.datetime.fromisoformat(anchor["measured_at"])
+        length = (end - start).total_seconds() / 60
+        step = cadence or 10
+        marks = [step * k + rng.randint(-2, 1) for k in range(1, int(length // step) + 1)]
+        marks = [m for m in marks if 0 < m < length and abs(m - (anchor_at - start).total_seconds() / 60) >= 5]
+        minutes = sorted({*marks, (anchor_at - start).total_seconds() / 60})
+        points = [0.0, *minutes]
+        k = 1
+        while k < len(points):                     # fill any gap over 14 minutes with a reading between
+            if points[k] - points[k - 1] > 14:
+                points.insert(k, float(points[k - 1] + rng.randint(8, 12)))
+            k += 1
+        extra = [m for m in points[1:] if m not in minutes or m in marks]
+        if cadence == 0 and len(extra) >= 2:       # irregular: one reading not taken, a gap of 20-28
+            drop = rng.randrange(len(extra))
+            before = max([0.0, *(m for m in points[1:] if m < extra[drop])])
+            later = [m for m in points[1:] if m > extra[drop]]
+            if later and 20 <= later[0] - before <= 28:
+                extra.pop(drop)
+        dip = rng.random() < SPO2_DIP_RATE
+        for index, minute in enumerate(extra):
+            at = start + dt.timedelta(minutes=minute)
+            spo2 = min(100, max(92, round(rng.gauss(97.6, 1.1))))
+            if dip and index == len(extra) // 2:
+                spo2 = rng.randint(86, 91)
+            out.append({
+                "vital_id": "", "session_id": anchor["session_id"], "patient_id": anchor["patient_id"],
+                "measured_at": _iso(at), "dose_start_time": anchor["dose_start_time"], "phase": "intra",
+                "sbp_mmhg": str(int(anchor["sbp_mmhg"]) + round(rng.gauss(0, 4))) if anchor["sbp_mmhg"] else "",
+                "dbp_mmhg": str(int(anchor["dbp_mmhg"]) + round(rng.gauss(0, 3))) if anchor["dbp_mmhg"] else "",
+                "hr_bpm": str(int(anchor["hr_bpm"]) + round(rng.gauss(0, 3))) if anchor["hr_bpm"] else "",
+                "spo2_pct": str(spo2),
+            })
     return out
+
+
+INTERVENTION_COLUMNS = {"intervention_id": "string", "session_id": "string", "patient_id": "string",
+                        "performed_at": "datetime", "kind": "enum", "reason": "enum", "performed_by": "string"}
+HYPERTENSION_ACTIONS = [("repeat_bp", 45), ("physician_notified", 25), ("infusion_paused", 20), ("medication", 10)]
+HYPOXIA_ACTIONS = [("stimulation", 55), ("oxygen", 35), ("infusion_paused", 10)]
+
+
+def interventions(vital_rows: list[Row], sessions: list[Row], seed: int = SEED, bad_rows: bool = True) -> list[Row]:
+    """What the nurse did about a reading during or after a dose at or above 180/110, or with SpO2
+    below 92%: within 1-12 minutes (hypertension) or 0-4 minutes (hypoxia), by the session's
+    supervising clinician; 10% of the responses to hypertension and 15% to hypoxia not charted."""
+    rng = random.Random(f"{seed}:interventions")
+    staff = {row["session_id"]: row.get("supervising_clinician_id", "") for row in sessions}
+    rows: list[Row] = []
+
+    def number(text: str) -> int | None:
+        return int(text) if re.fullmatch(r"-?\d+", text) else None
+
+    for vit in vital_rows:
+        if vit.get("_bad") or vit["phase"] not in ("intra", "post"):
+            continue
+        sbp, dbp, spo2 = number(vit["sbp_mmhg"]), number(vit["dbp_mmhg"]), number(vit["spo2_pct"])
+        at = dt.datetime.fromisoformat(vit["measured_at"])
+        causes = []
+        if (sbp is not None and sbp >= 180) or (dbp is not None and dbp >= 110):
+            causes.append(("hypertension", HYPERTENSION_ACTIONS, (1, 12), 0.10))
+        if spo2 is not None and spo2 < 92:
+            causes.append(("hypoxia", HYPOXIA_ACTIONS, (0, 4), 0.15))
+        for reason, actions, (low, high), missed in causes:
+            if rng.random() < missed:
+                continue
+            kind = rng.choices([a for a, _ in actions], [w for _, w in actions])[0]
+            rows.append({"intervention_id": "", "session_id": vit["session_id"], "patient_id": vit["patient_id"],
+                         "performed_at": _iso(at + dt.timedelta(minutes=rng.randint(low, high))), "kind": kind,
+                         "reason": reason, "performed_by": staff.get(vit["session_id"], "")})
+    rows.sort(key=lambda r: (r["performed_at"], r["session_id"]))
+    for index, row in enumerate(rows, start=1):
+        row["intervention_id"] = _id("INT", index, 4)
+    if bad_rows and len(rows) > 10:
+        k = len(rows) // 3                    # a response charted with a free-text action: not one of the kinds
+        rows[k]["kind"] = "BP rechecked"
+        rows[k]["_bad"] = "kind = 'BP rechecked': not one of the declared values"
+    return rows
 
 
 # ----------------------------------------------------------------------------- screenings and assessments
@@ -1472,13 +1572,15 @@ def export(seed: int = SEED, n_sessions: int = DEFAULT_SESSIONS, n_patients: int
     esk_people, esk = _esk_export(esk_sessions, esk_patients, seed, bad_rows) if esk_sessions else ([], [])
     sessions = list(_merge_sessions(iv, esk))
     screens, scales = screenings_and_assessments(sessions, iv_patients, esk_people, seed, bad_rows)
+    readings = vitals(sessions, seed, bad_rows)
     return {
         "sessions": (COLUMNS, sessions),
         "screenings": (SCREENING_COLUMNS, screens),
-        "vitals": (VITAL_COLUMNS, vitals(sessions, seed, bad_rows)),
+        "vitals": (VITAL_COLUMNS, readings),
         "assessments": (ASSESSMENT_COLUMNS, scales),
         "enrollments": (ENROLLMENT_COLUMNS, enrollments(esk_people, bad_rows)),
         "credentials": (CREDENTIAL_COLUMNS, credentials(bad_rows)),
+        "interventions": (INTERVENTION_COLUMNS, interventions(readings, sessions, seed, bad_rows)),
     }
 
 

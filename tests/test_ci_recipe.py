@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.test_diff import DOSE_CEILING, between_08_and_10
+from tests.test_diff import DOSE_CEILING, IV_RULES, between_08_and_10
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / "docs" / "ci" / "github-actions.yml"
@@ -104,7 +104,7 @@ def test_the_workflow_on_the_dose_change(repo: Path) -> None:
     assert "FAIL rules/ketamine-iv.yaml:" in done.stdout
     assert "DOSE-01 example 2: expected pass, got fail" in done.stdout
     assert "dose_mg_per_kg between [0.1, 0.8]: dose_mg_per_kg = 1.0" in done.stdout
-    assert "coverage: 24 of 24 rules fully covered" in done.stdout
+    assert f"coverage: {IV_RULES} of {IV_RULES} rules fully covered" in done.stdout
     assert "1 case failed" in done.stderr
 
     # the impact: exactly the sessions between 0.8 and 1.0 mg/kg, against the merge base
