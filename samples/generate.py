@@ -1506,6 +1506,77 @@ def credentials(bad_rows: bool = True) -> list[Row]:
     return rows
 
 
+PROBLEM_COLUMNS = {"problem_id": "string", "patient_id": "string", "code": "string", "display": "extra",
+                   "onset_on": "date", "resolved_on": "date", "recorded_at": "datetime", "recorded_by": "string"}
+COMORBIDITIES = [("F41.1", "Generalized anxiety disorder", 0.40), ("E78.5", "Hyperlipidemia, unspecified", 0.18),
+                 ("G47.00", "Insomnia, unspecified", 0.22), ("F43.10", "Post-traumatic stress disorder", 0.12)]
+
+
+def problems(sessions: list[Row], seed: int = SEED, bad_rows: bool = True) -> list[Row]:
+    """Each treated patient's problem list, charted at intake (the day before the patient's first
+    session in the export): the depression treated, hypertension where the patient has it, a few
+    comorbidities; and planted contraindications: an IV patient with an active psychosis (F29)
+    treated anyway (ELIG-05), another whose brief psychotic disorder (F23) resolved two years before
+    (no finding), an IV patient whose cerebral aneurysm (I67.1) was found on an MRI in the middle of
+    a course and who was infused after it (ELIG-07), and an esketamine patient with a past
+    intracerebral haemorrhage (I61.9, ELIG-07-IN). A generator of its own: no other file changes."""
+    rng = random.Random(f"{seed}:diagnoses")
+    first: dict[str, Row] = {}
+    visits: dict[str, list[Row]] = {}
+    for row in sessions:
+        t = row.get("_t")
+        if not isinstance(t, dict) or row.get("_bad") or not row.get("session_date"):
+            continue
+        first.setdefault(row["patient_id"], row)
+        visits.setdefault(row["patient_id"], []).append(row)
+    rows: list[Row] = []
+
+    def add(pid: str, code: str, display: str, onset: dt.date, resolved: dt.date | None = None,
+            charted: dt.datetime | None = None) -> None:
+        intake = first[pid]
+        intake_at = dt.datetime.fromisoformat(intake["session_start"])
+        at = charted or intake_at - dt.timedelta(days=1, hours=rng.randint(0, 3))
+        rows.append({"problem_id": "", "patient_id": pid, "code": code, "display": display,
+                     "onset_on": onset.isoformat(), "resolved_on": resolved.isoformat() if resolved else "",
+                     "recorded_at": _iso(at), "recorded_by": INTAKE_STAFF[intake["site_id"]][0]})
+
+    for pid in sorted(first):
+        start = dt.date.fromisoformat(first[pid]["session_date"])
+        add(pid, "F33.2", "Major depressive disorder, recurrent severe without psychotic features",
+            start - dt.timedelta(days=rng.randint(2 * 365, 15 * 365)))
+        if rng.random() < 0.3:
+            add(pid, "I10", "Essential (primary) hypertension", start - dt.timedelta(days=rng.randint(400, 4000)))
+        for code, display, rate in COMORBIDITIES:
+            if rng.random() < rate:
+                add(pid, code, display, start - dt.timedelta(days=rng.randint(100, 5000)))
+    iv = sorted(pid for pid, rows_ in visits.items() if rows_[0]["route"] == "IV" and len(rows_) >= 8)
+    esk = sorted(pid for pid, rows_ in visits.items() if rows_[0]["route"] == "IN" and len(rows_) >= 8)
+    if iv and esk:
+        active = iv[len(iv) // 5]
+        start = dt.date.fromisoformat(first[active]["session_date"])
+        add(active, "F29", "Unspecified psychosis not due to a substance or known physiological condition",
+            start - dt.timedelta(days=60))
+        past = iv[(2 * len(iv)) // 5]
+        start = dt.date.fromisoformat(first[past]["session_date"])
+        add(past, "F23", "Brief psychotic disorder", start - dt.timedelta(days=700), start - dt.timedelta(days=640))
+        found = iv[(3 * len(iv)) // 5]
+        fourth = visits[found][3]
+        mri = dt.date.fromisoformat(fourth["session_date"]) - dt.timedelta(days=1)
+        add(found, "I67.1", "Cerebral aneurysm, nonruptured", mri, None,
+            dt.datetime.fromisoformat(fourth["session_start"]) - dt.timedelta(hours=20))
+        bleed = esk[len(esk) // 2]
+        add(bleed, "I61.9", "Nontraumatic intracerebral hemorrhage, unspecified", dt.date(2019, 5, 14),
+            dt.date(2019, 7, 2))
+    rows.sort(key=lambda r: (r["recorded_at"], r["patient_id"], r["code"]))
+    for number, row in enumerate(rows, start=1):
+        row["problem_id"] = _id("DX", number, 4)
+    if bad_rows and len(rows) > 20:
+        k = next(i for i in range(len(rows) // 2, len(rows)) if rows[i]["code"] == "F41.1")
+        rows[k]["onset_on"] = rows[k]["onset_on"][:5] + "13" + rows[k]["onset_on"][7:]
+        rows[k]["_bad"] = f"onset_on = {rows[k]['onset_on']!r}: no month 13"
+    return rows
+
+
 # ----------------------------------------------------------------------------- writers
 
 def write_csv(rows: Iterable[Row], path: str | Path,
@@ -1581,6 +1652,7 @@ def export(seed: int = SEED, n_sessions: int = DEFAULT_SESSIONS, n_patients: int
         "enrollments": (ENROLLMENT_COLUMNS, enrollments(esk_people, bad_rows)),
         "credentials": (CREDENTIAL_COLUMNS, credentials(bad_rows)),
         "interventions": (INTERVENTION_COLUMNS, interventions(readings, sessions, seed, bad_rows)),
+        "problems": (PROBLEM_COLUMNS, problems(sessions, seed, bad_rows)),
     }
 
 

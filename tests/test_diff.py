@@ -72,8 +72,9 @@ def test_the_dose_change_flags_exactly_the_sessions_between_0_8_and_1_0(tmp_path
     assert row["compliance_change"] == pytest.approx(row["compliance_after"] - row["compliance_before"], abs=1e-4)
     assert row["compliance_change"] < 0
     # every other rule: same definition, same results
-    assert diff["summary"] == {"rules_added": 0, "rules_removed": 0, "rules_changed": 1, "rules_unchanged": IV_RULES - 1,
-                               "newly_flagged": len(expected), "no_longer_flagged": 0, "now_rejected": 0,
+    assert diff["summary"] == {"rules_added": 0, "rules_removed": 0, "rules_changed": 1,
+                               "rules_unchanged": IV_RULES - 1, "newly_flagged": len(expected),
+                               "no_longer_flagged": 0, "now_rejected": 0,
                                "records_rejected_before": 10, "records_rejected_after": 10, "fail_on_new": None,
                                "newly_flagged_at_or_above": None}
     # source lines point at the CSV rows of those sessions
