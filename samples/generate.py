@@ -1577,6 +1577,67 @@ def problems(sessions: list[Row], seed: int = SEED, bad_rows: bool = True) -> li
     return rows
 
 
+PROFILE_COLUMNS = {"profile_id": "string", "patient_id": "string", "registered_at": "datetime", "sex": "enum",
+                   "birth_year": "integer", "childbearing_potential": "boolean"}
+PREGNANCY_TEST_COLUMNS = {"test_id": "string", "patient_id": "string", "collected_at": "datetime", "method": "enum",
+                          "result": "enum"}
+
+
+def profiles_and_pregnancy_tests(sessions: list[Row], iv_patients: list[Patient], esk_patients: list[EskPatient],
+                                 seed: int = SEED, bad_rows: bool = True) -> tuple[list[Row], list[Row]]:
+    """Each patient's registration (sex, birth year, and whether of childbearing potential, as the
+    clinician charted it: women 18-50 mostly yes, 1 in 10 of them no (after a hysterectomy, say), 2%
+    not charted) and the pregnancy tests (ELIG-06): a urine hCG 0-6 days before each course's first
+    session for each patient of childbearing potential; 4% of courses without one, 3% with one 8-13
+    days before (too old), and one positive test followed by an infusion. A generator of its own."""
+    rng = random.Random(f"{seed}:pregnancy")
+    profiles: list[Row] = []
+    potential: dict[str, bool] = {}
+    people = [(p.pid, p.sex) for p in iv_patients] + [(e.pid, e.sex) for e in esk_patients]
+    starts: dict[str, dt.datetime] = {}
+    for row in sessions:
+        t = row.get("_t")
+        if isinstance(t, dict):
+            starts.setdefault(row["patient_id"], t["arrival"])
+    for pid, sex in people:
+        if pid not in starts:
+            continue
+        age = max(18, min(84, round(rng.gauss(44, 13))))
+        able = sex == "F" and age <= 50 and rng.random() > 0.1
+        potential[pid] = able
+        charted = "" if sex == "F" and age <= 50 and rng.random() < 0.02 else ("true" if able else "false")
+        registered = starts[pid] - dt.timedelta(days=rng.randint(3, 40), minutes=rng.randint(0, 240))
+        profiles.append({"profile_id": "", "patient_id": pid, "registered_at": _iso(registered), "sex": sex,
+                         "birth_year": str(starts[pid].year - age), "childbearing_potential": charted})
+    profiles.sort(key=lambda r: r["patient_id"])
+    for number, row in enumerate(profiles, start=1):
+        row["profile_id"] = _id("REG", number, 4)
+    tests: list[Row] = []
+    eligible = [c for c in _courses(sessions, iv_patients, esk_patients) if potential.get(c.patient) and c.in_export]
+    for course in eligible:
+        draw = rng.random()
+        if draw < 0.04:
+            continue                                              # no test on file
+        days = rng.randint(8, 13) if draw < 0.07 else rng.randint(0, 6)
+        same_day = course.anchor - dt.timedelta(minutes=rng.randint(20, 50))
+        at = _weekday_at(rng, course.anchor, days) if days else same_day
+        tests.append({"test_id": "", "patient_id": course.patient, "collected_at": _iso(at),
+                      "method": "urine_hcg" if rng.random() < 0.9 else "serum_hcg", "result": "negative",
+                      "_current": days <= 6})
+    # one positive test in time for its course, the patient treated anyway: ELIG-06 fails
+    current = [row for row in tests if row["_current"]]
+    if current:
+        current[len(current) // 2]["result"] = "positive"
+    tests.sort(key=lambda r: (r["collected_at"], r["patient_id"]))
+    for number, row in enumerate(tests, start=1):
+        row["test_id"] = _id("PT", number, 4)
+    if bad_rows and len(tests) > 10:
+        k = len(tests) // 2
+        tests[k]["result"] = "neg"
+        tests[k]["_bad"] = "result = 'neg': not one of the declared values"
+    return profiles, tests
+
+
 # ----------------------------------------------------------------------------- writers
 
 def write_csv(rows: Iterable[Row], path: str | Path,
@@ -1644,6 +1705,7 @@ def export(seed: int = SEED, n_sessions: int = DEFAULT_SESSIONS, n_patients: int
     sessions = list(_merge_sessions(iv, esk))
     screens, scales = screenings_and_assessments(sessions, iv_patients, esk_people, seed, bad_rows)
     readings = vitals(sessions, seed, bad_rows)
+    profiles, pregnancy = profiles_and_pregnancy_tests(sessions, iv_patients, esk_people, seed, bad_rows)
     return {
         "sessions": (COLUMNS, sessions),
         "screenings": (SCREENING_COLUMNS, screens),
@@ -1653,6 +1715,8 @@ def export(seed: int = SEED, n_sessions: int = DEFAULT_SESSIONS, n_patients: int
         "credentials": (CREDENTIAL_COLUMNS, credentials(bad_rows)),
         "interventions": (INTERVENTION_COLUMNS, interventions(readings, sessions, seed, bad_rows)),
         "problems": (PROBLEM_COLUMNS, problems(sessions, seed, bad_rows)),
+        "profiles": (PROFILE_COLUMNS, profiles),
+        "pregnancy_tests": (PREGNANCY_TEST_COLUMNS, pregnancy),
     }
 
 
