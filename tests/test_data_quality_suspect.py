@@ -119,6 +119,16 @@ def test_the_samples_planted_unreadable_readings_are_named(tmp_path: Path) -> No
     vitals = str(SAMPLES / "vitals.csv")
     assert suspects[("VIT-01B", "S-000574")] == [f"{vitals}:2725"]
     assert suspects[("VIT-01B", "S-001324")] == [f"{vitals}:7179"]
+    # the staff roster's renewal of CL-024's BLS card keyed with an unreadable date (credentials.csv:54):
+    # each STAFF-03 finding of CL-024's lapse may be a data-entry gap; no other STAFF-03 finding is
+    roster = f"{SAMPLES / 'credentials.csv'}:54"
+    staff03 = [f for f in report["findings"] if f["rule"] == "STAFF-03"]
+    lapsed = [f for f in staff03 if f["evidence"].get("second_bls_staff_id") == "CL-024"]
+    assert lapsed and all(f.get("rejected_nearby") == [roster] for f in lapsed)
+    assert not any(f.get("data_quality_suspect") for f in staff03 if f not in lapsed)
+    # a pregnancy test whose result is unreadable (pregnancy_tests.csv:42) lies before P-0016's course
+    [elig06] = [key for rule, key in suspects if rule == "ELIG-06"]
+    assert suspects[("ELIG-06", elig06)] == [f"{SAMPLES / 'pregnancy_tests.csv'}:42"]
     # every line named is a rejected record of the report
     rejected = {f"{r['source']['path']}:{r['source']['line']}" for r in report["rejected"]}
     assert {line for lines in suspects.values() for line in lines} <= rejected

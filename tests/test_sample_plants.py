@@ -1,0 +1,126 @@
+"""The gaps planted in the sample export's newer files are found, and only they: each expectation is
+worked out here from the sample CSVs themselves (not from the audit), then compared with the audit's
+findings on the samples."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+def rows(stem: str) -> list[dict[str, str]]:
+    with open(SAMPLES / f"{stem}.csv", encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def day(text: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("plants") / "r.json"
+    result = CliRunner().invoke(main, ["audit", "--pack", "ketamine-iv", "--pack", "esketamine-rems",
+                                       *sorted(str(p) for p in SAMPLES.glob("*.csv")), "--reveal-identifiers",
+                                       "-o", str(out)])
+    assert result.exit_code == 1, result.stderr
+    return json.loads(out.read_text())
+
+
+def failed(report: dict[str, Any], rule: str) -> set[str]:
+    return {f["record_key"] for f in report["findings"] if f["rule"] == rule}
+
+
+def first_seen(stem: str, key: str) -> list[dict[str, str]]:
+    """The rows of a file, a duplicated key's later copies left out (the audit rejects them)."""
+    seen: set[str] = set()
+    kept = []
+    for row in rows(stem):
+        if row[key] not in seen:
+            seen.add(row[key])
+            kept.append(row)
+    return kept
+
+
+def test_staff_05_finds_exactly_the_sessions_of_a_lapsed_licence(report: dict[str, Any]) -> None:
+    licences: dict[str, list[tuple[dt.date, dt.date]]] = defaultdict(list)
+    for row in rows("credentials"):
+        issued, expires = day(row["issued_on"]), day(row["expires_on"])
+        if row["kind"] == "license" and issued and expires:
+            licences[row["staff_id"]].append((issued, expires))
+    expected = set()
+    for row in first_seen("sessions", "session_id"):
+        when, who = day(row["session_date"]), row["supervising_clinician_id"]
+        if row["route"] != "IV" or row["cancelled"] != "false" or not who.startswith("CL-") or len(who) != 6:
+            continue
+        if when is None or not any(a <= when <= b for a, b in licences.get(who, [])):
+            expected.add(row["session_id"])
+    assert expected and failed(report, "STAFF-05") == expected
+
+
+def test_vit_05_finds_the_high_readings_without_a_response(report: dict[str, Any]) -> None:
+    iv = {row["session_id"] for row in first_seen("sessions", "session_id") if row["route"] == "IV"}
+    responses: dict[str, list[dt.datetime]] = defaultdict(list)
+    for row in rows("interventions"):
+        if row["kind"] in ("repeat_bp", "physician_notified", "infusion_paused", "infusion_stopped", "medication"):
+            responses[row["session_id"]].append(dt.datetime.fromisoformat(row["performed_at"]))
+    expected = set()
+    for row in first_seen("vitals", "vital_id"):
+        if row["session_id"] not in iv or row["phase"] not in ("intra", "post"):
+            continue
+        try:
+            high = int(row["sbp_mmhg"] or 0) >= 180 or int(row["dbp_mmhg"] or 0) >= 110
+            at = dt.datetime.fromisoformat(row["measured_at"])
+        except ValueError:
+            continue
+        window = dt.timedelta(minutes=15)
+        if high and not any(dt.timedelta(0) <= t - at <= window for t in responses[row["session_id"]]):
+            expected.add(row["vital_id"])
+    assert expected and failed(report, "VIT-05") == expected
+
+
+def test_the_contraindications_found_are_the_planted_ones(report: dict[str, Any]) -> None:
+    patients = {f["patient"] for f in report["findings"] if f["rule"] in ("ELIG-05", "ELIG-07", "ELIG-07-IN")
+                and f["evidence"].get("session_date") is not None}
+    problems = {(row["patient_id"], row["code"]) for row in rows("problems")}
+    assert ("P-0079", "F23") in problems          # resolved two years before: no finding
+    assert patients == {p for p, code in problems if code in ("F29", "I67.1", "I61.9")}
+    aneurysm = next(day(row["onset_on"]) for row in rows("problems") if row["code"] == "I67.1")
+    for finding in report["findings"]:
+        if finding["rule"] == "ELIG-07" and finding["evidence"].get("session_date"):
+            assert day(finding["evidence"]["session_date"]) >= aneurysm  # nothing before it was found
+
+
+def test_pregnancy_findings_are_courses_without_a_current_negative_test(report: dict[str, Any]) -> None:
+    able = {row["patient_id"] for row in rows("profiles") if row["childbearing_potential"] != "false"}
+    tests: dict[str, list[tuple[dt.datetime, str]]] = defaultdict(list)
+    for row in rows("pregnancy_tests"):
+        tests[row["patient_id"]].append((dt.datetime.fromisoformat(row["collected_at"]), row["result"]))
+    expected = set()
+    for row in first_seen("sessions", "session_id"):
+        if row["route"] != "IV" or row["cancelled"] != "false" or row["session_number_in_course"] != "1" \
+                or row["patient_id"] not in able:
+            continue
+        try:
+            start = dt.datetime.fromisoformat(row["session_start"])
+        except ValueError:
+            continue
+        week = dt.timedelta(days=7)
+        near = [result for at, result in tests[row["patient_id"]] if dt.timedelta(0) <= start - at <= week]
+        if "negative" not in near or "positive" in near:
+            expected.add(row["session_id"])
+    assert expected and failed(report, "ELIG-06") == expected
