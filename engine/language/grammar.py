@@ -10,6 +10,7 @@ import difflib
 from typing import Any
 
 from engine.errors import Problem
+from engine.language.conditions import leaves_of
 from engine.language.loader import Node
 from engine.language.model import (
     JUDGED_PREFIX,
@@ -396,7 +397,7 @@ class Conditions:
         if failed:
             return None
         line, column = parent.keys.get(form, (node.line, node.column))
-        judged = tuple(dict.fromkeys(leaf.ref[len(JUDGED_PREFIX):] for leaf in _leaves(where)
+        judged = tuple(dict.fromkeys(leaf.ref[len(JUDGED_PREFIX):] for leaf in leaves_of(where)
                                      if leaf.ref and leaf.ref.startswith(JUDGED_PREFIX)))
         return History(form=form, of=of, where=where, before=before, after=after, join=join, at_most=at_most,
                        at_least=at_least, gap=gap, time_field=self.rtype.time,
@@ -482,14 +483,3 @@ class Conditions:
             self.check.node(node, f'"{shown}" is not a count (a whole number, 0 or more){used}')
             return None
         return node.value
-
-
-def _leaves(cond: Condition | None) -> list[Leaf]:
-    """Every leaf of a condition tree (a where holds no history conditions)."""
-    if cond is None or isinstance(cond, History):
-        return []
-    if isinstance(cond, Leaf):
-        return [cond]
-    if isinstance(cond, Not):
-        return _leaves(cond.part)
-    return [leaf for part in cond.parts for leaf in _leaves(part)]
