@@ -78,7 +78,8 @@ class Timeline:
         return found
 
     def _candidates(self, cond: History, record: Record) -> _Candidates | None:
-        owner = self.shared if self.shared is not None and cond.of in self.shared.types() else self
+        shared = self.shared
+        owner = shared if shared is not None and cond.of in shared.types() else self
         index = owner._index.get(id(cond))
         if index is None:
             index = owner._index[id(cond)] = owner._build(cond)
@@ -100,7 +101,7 @@ class Timeline:
 
     def types(self) -> KeysView[str]:
         """The record types this timeline holds a timed record of."""
-        return self._timed().keys()
+        return (self._of_type if self._of_type is not None else self._timed()).keys()
 
     def _timed(self) -> dict[str, list[Record]]:
         if self._of_type is None:
@@ -176,7 +177,12 @@ class Timeline:
         if record.time is None:
             return cond.time_field
         values = record.values
-        return next((name for name in (cond.join, *cond.judged) if name and values.get(name) is None), None)
+        if cond.join is not None and values.get(cond.join) is None:
+            return cond.join
+        for name in cond.judged:
+            if values.get(name) is None:
+                return name
+        return None
 
     def answers(self, conds: list[History], record: Record) -> dict[str, bool]:
         """The truths of ``conds`` on ``record`` by condition name; an unknown one is left out."""
