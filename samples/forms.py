@@ -31,6 +31,7 @@ BASE = "https://protocol-audit.example/fhir"
 SD = f"{BASE}/StructureDefinition/"
 CS = f"{BASE}/CodeSystem/"
 STAFF = f"{BASE}/NamingSystem/staff-id"
+CREDENTIAL = f"{BASE}/NamingSystem/credential-id"
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SNOMED = "http://snomed.info/sct"
@@ -318,6 +319,56 @@ def enrollment_consent(row: Row) -> dict[str, Any]:
     return res
 
 
+def _qualification(row: Row) -> dict[str, Any]:
+    """One roster credential as a Practitioner.qualification: its id, kind (local code), validity
+    period and verification date. An issued_on that is no valid FHIR date is no period.start: the
+    qualification's datetime-as-entered extension holds the text (as a resource's moment does)."""
+    qual: dict[str, Any] = {}
+    ext = _ext("verified-on", "date", row["verified_on"])
+    period: dict[str, str] = {}
+    issued, expires = row["issued_on"], row["expires_on"]
+    if issued and valid("date", issued):
+        period["start"] = issued
+    elif issued:
+        ext.append({"url": SD + "datetime-as-entered", "valueString": issued})
+    if expires and not valid("date", expires):
+        raise ValueError(f"{row['credential_id']}: expires_on {expires!r} has no FHIR form here (only issued_on "
+                         "has an as-entered extension)")
+    if expires:
+        period["end"] = expires
+    if ext:
+        qual["extension"] = ext
+    if row["credential_id"]:
+        qual["identifier"] = [{"system": CREDENTIAL, "value": row["credential_id"]}]
+    qual["code"] = {"coding": [{"system": CS + "credential-kind", "code": row["kind"]}]} if row["kind"] else \
+        {"extension": [{"url": DAR, "valueCode": "unknown"}]}
+    if period:
+        qual["period"] = period
+    return qual
+
+
+def practitioners(rows: list[Row]) -> list[tuple[Row, dict[str, Any]]]:
+    """The staff roster as one Practitioner per staff member (id from the staff id, the staff id as
+    identifier), each credential of the roster a ``qualification`` in roster order. The row given
+    with each resource carries ``_bad`` when one of its credentials is a planted bad row."""
+    by_staff: dict[str, list[Row]] = {}
+    for row in rows:
+        by_staff.setdefault(row["staff_id"], []).append(row)
+    out = []
+    for staff in sorted(by_staff):
+        res: dict[str, Any] = {"resourceType": "Practitioner", "id": _resource_id(staff),
+                               "identifier": [{"system": STAFF, "value": staff}],
+                               "qualification": [_qualification(r) for r in by_staff[staff]]}
+        bad = [str(r["_bad"]) for r in by_staff[staff] if "_bad" in r]
+        out.append(({"_bad": "; ".join(bad)} if bad else {}, res))
+    return out
+
+
+def _resource_id(ident: str) -> str:
+    """A valid FHIR resource id from a staff id (CL-004 is one; "Dr. Okafor" becomes Dr.-Okafor)."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", ident)[:64] or "unknown"
+
+
 def patients(files: Files) -> list[dict[str, Any]]:
     """A Patient per patient id of the export; gender from the screenings' sex where recorded."""
     sex: dict[str, str] = {}
@@ -361,6 +412,7 @@ def write_fhir(files: Files, out: Path) -> Broken:
     observations += [(r, scale_observation(r, "assessment_id", "administered_at")) for r in files["assessments"][1]]
     broken += _write_ndjson(out / "Observation.ndjson", observations)
     broken += _write_ndjson(out / "Consent.ndjson", ((r, enrollment_consent(r)) for r in files["enrollments"][1]))
+    broken += _write_ndjson(out / "Practitioner.ndjson", practitioners(files["credentials"][1]))
     return broken
 
 
@@ -538,6 +590,20 @@ def enrollment_row(row: Row) -> list[str]:
     return ["NULL" if c == "" else c for c in cells]
 
 
+CREDENTIAL_HEADER = ["Credential #", "Employee ID", "Department", "Job Title", "Credential Type", "Issue Date",
+                     "Expiration Date", "Verified Date"]
+CREDENTIAL_LABELS = {"license": "State License", "acls": "ACLS", "bls": "BLS"}
+
+
+def credential_row(row: Row) -> list[str]:
+    """A roster credential as the vendor's staff-credentials row (an issue date that is no date
+    passes through as typed, which no US date format reads)."""
+    cells = [row["credential_id"], row["staff_id"], row["site_id"], row["role"],
+             _label(CREDENTIAL_LABELS, row["kind"]),
+             *(us_date(row[c]) if row[c] else "" for c in ("issued_on", "expires_on", "verified_on"))]
+    return ["NULL" if c == "" else c for c in cells]
+
+
 SCREENING_HEADER = ["Screen ID", "MRN", "Screened", "Instrument", "Score", "Sex", "Administered By",
                     "Reviewed By", "Reviewed"]
 FIXED_TIME = dt.datetime(2026, 10, 1, 6, 0, 0)
@@ -602,6 +668,8 @@ def write_vendor(files: Files, out: Path) -> Broken:
                                 ((r, scale_row(r)) for r in files["assessments"][1]))
     broken += _write_vendor_csv(out / "REMS_Enrollments.csv", ENROLLMENT_HEADER,
                                 ((r, enrollment_row(r)) for r in files["enrollments"][1]))
+    broken += _write_vendor_csv(out / "Staff_Credentials.csv", CREDENTIAL_HEADER,
+                                ((r, credential_row(r)) for r in files["credentials"][1]))
     broken += write_screenings_xlsx(out / "Screenings.xlsx", files["screenings"][1])
     return broken
 

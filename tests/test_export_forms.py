@@ -28,12 +28,13 @@ FHIR_MAP = ROOT / "maps" / "fhir-r4.yaml"
 VENDOR_MAP = SAMPLES / "vendor" / "acme-ehr.map.yaml"
 PACKS = ["--pack", str(ROOT / "rules" / "ketamine-iv.yaml"), "--pack", str(ROOT / "rules" / "esketamine-rems.yaml")]
 AS_OF = "2026-11-26T00:00:00Z"
-CANONICAL = ["sessions", "vitals", "screenings", "assessments", "enrollments"]
+CANONICAL = ["sessions", "vitals", "screenings", "assessments", "enrollments", "credentials"]
 STEM_OF = {"session": "sessions", "vital": "vitals", "screening": "screenings", "assessment": "assessments",
-           "enrollment": "enrollments"}
-FORM_FILES = [f"fhir/{n}.ndjson" for n in ("Patient", "MedicationAdministration", "Observation", "Consent")] + [
+           "enrollment": "enrollments", "credential": "credentials"}
+FORM_FILES = [f"fhir/{n}.ndjson" for n in ("Patient", "MedicationAdministration", "Observation", "Consent",
+                                           "Practitioner")] + [
     f"vendor/{n}" for n in ("Infusions.csv", "Flowsheet_Vitals.csv", "Scales.csv", "REMS_Enrollments.csv",
-                            "Screenings.xlsx")]
+                            "Staff_Credentials.csv", "Screenings.xlsx")]
 
 
 def _has_map_option() -> bool:
@@ -99,7 +100,12 @@ def _resources(name: str) -> list[Any]:
 
 
 KINDS = {"session": generate.COLUMNS, "vital": generate.VITAL_COLUMNS, "screening": generate.SCREENING_COLUMNS,
-         "assessment": generate.ASSESSMENT_COLUMNS, "enrollment": generate.ENROLLMENT_COLUMNS}
+         "assessment": generate.ASSESSMENT_COLUMNS, "enrollment": generate.ENROLLMENT_COLUMNS,
+         "credential": generate.CREDENTIAL_COLUMNS}
+
+
+# record types read from inside a resource, several a resource (their keys are no resource ids)
+NESTED = {"credential"}                                   # a Practitioner's qualifications
 
 
 def _planted(type_name: str, canonical: dict[str, list[dict[str, str]]]) -> set[str]:
@@ -110,11 +116,13 @@ def _planted(type_name: str, canonical: dict[str, list[dict[str, str]]]) -> set[
                                     and v and not valid(kinds[c], v) for row in rows for c, v in row.items())}
 
 
-@pytest.mark.parametrize("index", range(5), ids=["session", "vital", "screening", "assessment", "enrollment"])
+@pytest.mark.parametrize("index", range(6), ids=["session", "vital", "screening", "assessment", "enrollment",
+                                                  "credential"])
 def test_fhir_map_views_give_the_canonical_rows(index: int) -> None:
     """Every column of every view, evaluated on the generated resources, gives the canonical cell,
     and a planted bad value the same text (which does not convert either). Every planted bad row
-    and every 10th resource is checked (all of them take fhirpathpy 100 s)."""
+    and every 10th resource is checked (all of them take fhirpathpy 100 s); a resource holding
+    several records (a Practitioner, a credential per qualification) is checked whole."""
     entry = yaml.safe_load(FHIR_MAP.read_text(encoding="utf-8"))["inputs"][index]
     view = compile_view(entry["view"])
     canonical = _canonical(STEM_OF[entry["type"]])
@@ -123,25 +131,35 @@ def test_fhir_map_views_give_the_canonical_rows(index: int) -> None:
     seen: Counter[str] = Counter()
     checked: set[str] = set()
     for number, resource in enumerate(_resources(file_name)):
-        if not isinstance(resource, dict) or resource.get("id") not in canonical:
+        if not isinstance(resource, dict):
             continue
-        key = resource["id"]
-        if key not in planted and number % 10:
+        if resource.get("id") in canonical:              # one record a resource, keyed by its id
+            key = resource["id"]
+            if key not in planted and number % 10:
+                seen[key] += 1
+                continue
+            if not view.matches(resource):
+                continue
+            rows = view.rows(resource)
+            assert len(rows) == 1 and _text(rows[0][view.columns[0].name][0]) == key
+        elif entry["type"] in NESTED and view.matches(resource):
+            rows = view.rows(resource)                    # several records a resource, each checked
+            assert rows, resource.get("id")
+        else:
+            continue
+        for row in rows:
+            key = _text(row[view.columns[0].name][0])
+            expected = canonical[key][seen[key]]
             seen[key] += 1
-            continue
-        if not view.matches(resource):
-            continue
-        (row,) = view.rows(resource)
-        assert _text(row[view.columns[0].name][0]) == key
-        expected = canonical[key][seen[key]]
-        seen[key] += 1
-        checked.add(key)
-        for column in view.columns:
-            values = row[column.name]
-            assert len(values) <= 1, (key, column.name, values)
-            got = _text(values[0]) if values else ""
-            assert _same(expected[column.name], got), (key, column.name, expected[column.name], got)
+            checked.add(key)
+            for column in view.columns:
+                values = row[column.name]
+                assert len(values) <= 1, (key, column.name, values)
+                got = _text(values[0]) if values else ""
+                assert _same(expected[column.name], got), (key, column.name, expected[column.name], got)
     assert planted and planted <= checked
+    if entry["type"] in NESTED:
+        assert checked == set(canonical)
 
 
 # ----------------------------------------------------------------------------- the three audits
@@ -182,7 +200,10 @@ def test_each_form_audits_as_the_canonical_export(form: str, canonical_report: d
     assert got_counts == want_counts
     assert got_findings == want_findings
     rejected = sum(i.get("records_rejected", 0) for i in report["inputs"])
-    assert rejected == sum(i.get("records_rejected", 0) for i in canonical_report["inputs"]) == 20
+    # 20 planted bad rows of the patients' records, and the roster's unreadable issued_on (CR-053)
+    assert rejected == sum(i.get("records_rejected", 0) for i in canonical_report["inputs"]) == 21
+    roster = [r["reason"] for r in report["rejected"] if r["record_type"] == "credential"]
+    assert len(roster) == 1 and roster[0].startswith("issued_on") and '"2026-03-3"' in roster[0]
     if form == "fhir":
         patients = [i for i in report["inputs"] if i["path"].endswith("Patient.ndjson")]
         assert [(i["record_type"], i["records_read"], i["skipped"]) for i in patients] == [(None, 0, 260)]
