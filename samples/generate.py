@@ -1589,7 +1589,8 @@ def profiles_and_pregnancy_tests(sessions: list[Row], iv_patients: list[Patient]
     clinician charted it: women 18-50 mostly yes, 1 in 10 of them no (after a hysterectomy, say), 2%
     not charted) and the pregnancy tests (ELIG-06): a urine hCG 0-6 days before each course's first
     session for each patient of childbearing potential; 4% of courses without one, 3% with one 8-13
-    days before (too old), and one positive test followed by an infusion. A generator of its own."""
+    days before (too old), and one positive test followed by an infusion; one registration exported
+    twice. A generator of its own."""
     rng = random.Random(f"{seed}:pregnancy")
     profiles: list[Row] = []
     potential: dict[str, bool] = {}
@@ -1612,6 +1613,9 @@ def profiles_and_pregnancy_tests(sessions: list[Row], iv_patients: list[Patient]
     profiles.sort(key=lambda r: r["patient_id"])
     for number, row in enumerate(profiles, start=1):
         row["profile_id"] = _id("REG", number, 4)
+    if bad_rows and len(profiles) > 10:           # a registration exported twice: the copy is rejected
+        k = len(profiles) // 4
+        profiles.insert(k + 1, dict(profiles[k], _bad=f"duplicate profile_id {profiles[k]['profile_id']}"))
     tests: list[Row] = []
     eligible = [c for c in _courses(sessions, iv_patients, esk_patients) if potential.get(c.patient) and c.in_export]
     for course in eligible:
