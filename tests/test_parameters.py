@@ -179,3 +179,11 @@ def test_the_shipped_packs_state_their_local_choices_once() -> None:
         assert "160" not in describe(after[rule_id].when) + describe(after[rule_id].require)
         assert "170" in describe(after[rule_id].when) + describe(after[rule_id].require)
     assert "170/100" in after["VIT-02"].title and "170/100" in after["VIT-02"].message
+
+
+def test_a_parameter_alone_is_an_equality() -> None:
+    text = PACK.replace("CEILING", "1.0").replace("role: {one_of: {param: roles}}", "role: {param: chief}")
+    text = text.replace("  roles: {value: [MD, DO], means: \"who may supervise\"}\n", "")
+    text = text.replace("  most: {value: 2,", '  chief: {value: MD, means: "the chief\'s role"}\n  most: {value: 2,')
+    rules = {rule.id: rule for rule in load_pack_bytes(text.encode(), "pack.yaml").rules}
+    assert describe(rules["ROLE"].require) == "role = MD"
