@@ -32,11 +32,14 @@ SD = f"{BASE}/StructureDefinition/"
 CS = f"{BASE}/CodeSystem/"
 STAFF = f"{BASE}/NamingSystem/staff-id"
 CREDENTIAL = f"{BASE}/NamingSystem/credential-id"
+PROFILE = f"{BASE}/NamingSystem/profile-id"
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
 DAR = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+THO = "http://terminology.hl7.org/CodeSystem/"
 
 DRUGS = {"ketamine_racemic": ("6130", "ketamine"), "esketamine": ("2119365", "esketamine")}
 ROUTES = {"IV": ("47625008", "Intravenous route"), "IN": ("46713006", "Nasal route"),
@@ -51,6 +54,14 @@ VITAL_CODES = {"sbp_mmhg": ("8480-6", "Systolic blood pressure", "mm[Hg]"),
                "dbp_mmhg": ("8462-4", "Diastolic blood pressure", "mm[Hg]"),
                "hr_bpm": ("8867-4", "Heart rate", "/min"),
                "spo2_pct": ("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", "%")}
+# the pack's enum values (rules/ketamine-iv.yaml): a value not among them is typed text, no coding
+INTERVENTION_KINDS = ("repeat_bp", "physician_notified", "infusion_paused", "infusion_stopped", "medication",
+                      "oxygen", "stimulation")
+INTERVENTION_REASONS = ("hypertension", "hypoxia", "tachycardia", "sedation", "other")
+PREGNANCY_TESTS = {"urine_hcg": ("2106-3", "Choriogonadotropin (pregnancy test) [Presence] in Urine"),
+                   "serum_hcg": ("2118-8", "Choriogonadotropin (pregnancy test) [Presence] in Serum or Plasma")}
+PREGNANCY_RESULTS = ("negative", "positive", "invalid")
+GENDERS = {"F": "female", "M": "male", "X": "other", "U": "unknown"}
 
 
 # ----------------------------------------------------------------------------- values
@@ -369,8 +380,106 @@ def _resource_id(ident: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "-", ident)[:64] or "unknown"
 
 
-def patients(files: Files) -> list[dict[str, Any]]:
-    """A Patient per patient id of the export; gender from the screenings' sex where recorded."""
+def _coded(system: str, codes: tuple[str, ...], text: str) -> dict[str, Any]:
+    """A CodeableConcept of a local code system; a value that is none of its codes (keyed as free
+    text) is the concept's ``text`` with no coding, which the map reads as typed."""
+    return {"coding": [{"system": CS + system, "code": text}]} if text in codes else {"text": text}
+
+
+def intervention_procedure(row: Row) -> dict[str, Any]:
+    """What the nurse did about a reading as a Procedure: the kind in the local intervention-kind
+    code system, the reason in intervention-reason, in the session's Encounter (as the vitals are),
+    by a staff member (identifier)."""
+    res: dict[str, Any] = {"resourceType": "Procedure", "id": row["intervention_id"], **_meta(row),
+                           "status": "completed"}
+    if row["kind"]:
+        res["code"] = _coded("intervention-kind", INTERVENTION_KINDS, row["kind"])
+    res["subject"] = _subject(row)
+    if row["session_id"]:
+        res["encounter"] = {"reference": f"Encounter/{row['session_id']}"}
+    _moment(res, "performedDateTime", row["performed_at"])
+    if row["performed_by"]:
+        res["performer"] = [{"actor": _staff(row["performed_by"])}]
+    if row["reason"]:
+        res["reasonCode"] = [_coded("intervention-reason", INTERVENTION_REASONS, row["reason"])]
+    return res
+
+
+def _date_or_string(resource: dict[str, Any], element: str, text: str) -> None:
+    """A choice element with a string type (Condition.onset[x], .abatement[x]): a valid date is
+    ``<element>DateTime``, text that is no date ``<element>String`` as typed."""
+    if text:
+        resource[element + ("DateTime" if valid("date", text) else "String")] = text
+
+
+def problem_condition(row: Row) -> dict[str, Any]:
+    """A problem-list entry as a Condition: ICD-10-CM code, onset and resolution dates (the
+    clinical status resolved when there is a resolution date, active when not), recorded date and
+    recorder (staff identifier)."""
+    res: dict[str, Any] = {"resourceType": "Condition", "id": row["problem_id"], **_meta(row),
+                           "clinicalStatus": {"coding": [{"system": THO + "condition-clinical",
+                                                          "code": "resolved" if row["resolved_on"] else "active"}]},
+                           "verificationStatus": {"coding": [{"system": THO + "condition-ver-status",
+                                                              "code": "confirmed"}]},
+                           "category": [{"coding": [{"system": THO + "condition-category",
+                                                     "code": "problem-list-item"}]}]}
+    if row["code"]:
+        coding = {"system": ICD10CM, "code": row["code"]}
+        if row.get("display"):
+            coding["display"] = row["display"]
+        res["code"] = {"coding": [coding]}
+    res["subject"] = _subject(row)
+    _date_or_string(res, "onset", row["onset_on"])
+    _date_or_string(res, "abatement", row["resolved_on"])
+    _moment(res, "recordedDate", row["recorded_at"])
+    if row["recorded_by"]:
+        res["recorder"] = _staff(row["recorded_by"])
+    return res
+
+
+def pregnancy_observation(row: Row) -> dict[str, Any]:
+    """A pregnancy test as a laboratory Observation: LOINC 2106-3 (urine hCG) or 2118-8 (serum
+    hCG), the result a code of the local pregnancy-test-result system; a result keyed as free
+    text is ``valueString``."""
+    method = row["method"]
+    if method not in PREGNANCY_TESTS:
+        raise ValueError(f"{row['test_id']}: method {method!r} has no LOINC code here")
+    code, display = PREGNANCY_TESTS[method]
+    res: dict[str, Any] = {"resourceType": "Observation", "id": row["test_id"], **_meta(row), "status": "final",
+                           "category": _category("laboratory"),
+                           "code": {"coding": [{"system": LOINC, "code": code, "display": display}]},
+                           "subject": _subject(row)}
+    _moment(res, "effectiveDateTime", row["collected_at"])
+    result = row["result"]
+    if result in PREGNANCY_RESULTS:
+        res["valueCodeableConcept"] = {"coding": [{"system": CS + "pregnancy-test-result", "code": result}]}
+    elif result:
+        res["valueString"] = result
+    return res
+
+
+def _registration(patient: dict[str, Any], row: Row) -> None:
+    """A registration (profile) on its Patient: profile id as identifier, sex as gender, the birth
+    year as a year-only birthDate, registered_at and childbearing potential as extensions."""
+    ext = _ext("registered-at", "datetime", row["registered_at"]) + _ext(
+        "childbearing-potential", "boolean", row["childbearing_potential"])
+    if ext:
+        patient["extension"] = ext
+    if row["profile_id"]:
+        patient["identifier"] = [{"system": PROFILE, "value": row["profile_id"]}]
+    sex, year = row["sex"], row["birth_year"]
+    if (sex and sex not in GENDERS) or (year and not re.fullmatch(r"\d{4}", year)):
+        raise ValueError(f"{row['profile_id']}: sex {sex!r} or birth_year {year!r} has no FHIR form here")
+    if sex:
+        patient["gender"] = GENDERS[sex]
+    if year:
+        patient["birthDate"] = year
+
+
+def patients(files: Files) -> list[tuple[Row | None, dict[str, Any]]]:
+    """A Patient per patient id of the export. A patient with a registration (profiles) carries it
+    (:func:`_registration`); a registration exported twice is the Patient twice, the second as
+    version 2. A patient without one has the gender of the screenings' sex where recorded."""
     sex: dict[str, str] = {}
     ids: set[str] = set()
     for _columns, rows in files.values():
@@ -380,9 +489,22 @@ def patients(files: Files) -> list[dict[str, Any]]:
     for row in files["screenings"][1]:
         if row.get("sex"):
             sex.setdefault(row["patient_id"], row["sex"])
-    gender = {"F": "female", "M": "male", "X": "other", "U": "unknown"}
-    return [{"resourceType": "Patient", "id": pid, "gender": gender.get(sex.get(pid, ""), "unknown")}
-            for pid in sorted(ids)]
+    registrations: dict[str, list[Row]] = {}
+    for row in files["profiles"][1]:
+        registrations.setdefault(row["patient_id"], []).append(row)
+    out: list[tuple[Row | None, dict[str, Any]]] = []
+    for pid in sorted(ids):
+        profiles = registrations.get(pid, [])
+        if any(not _duplicate(r) for r in profiles[1:]):
+            raise ValueError(f"{pid}: two registrations, one Patient")
+        for row in profiles:
+            res: dict[str, Any] = {"resourceType": "Patient", "id": pid, **_meta(row)}
+            _registration(res, row)
+            out.append((row, res))
+        if not profiles:
+            out.append((None, {"resourceType": "Patient", "id": pid,
+                               "gender": GENDERS.get(sex.get(pid, ""), "unknown")}))
+    return out
 
 
 def _write_ndjson(path: Path, resources: Iterable[tuple[Row | None, dict[str, Any]]]) -> Broken:
@@ -404,15 +526,19 @@ def _write_ndjson(path: Path, resources: Iterable[tuple[Row | None, dict[str, An
 def write_fhir(files: Files, out: Path) -> Broken:
     """The export as FHIR R4 bulk-export NDJSON files in ``out``. Returns the planted bad rows."""
     out.mkdir(parents=True, exist_ok=True)
-    broken = _write_ndjson(out / "Patient.ndjson", ((None, p) for p in patients(files)))
+    broken = _write_ndjson(out / "Patient.ndjson", patients(files))
     broken += _write_ndjson(out / "MedicationAdministration.ndjson",
                             ((r, medication_administration(r)) for r in files["sessions"][1]))
     observations = [(r, vital_observation(r)) for r in files["vitals"][1]]
     observations += [(r, scale_observation(r, "screening_id", "screened_at")) for r in files["screenings"][1]]
     observations += [(r, scale_observation(r, "assessment_id", "administered_at")) for r in files["assessments"][1]]
+    observations += [(r, pregnancy_observation(r)) for r in files["pregnancy_tests"][1]]
     broken += _write_ndjson(out / "Observation.ndjson", observations)
     broken += _write_ndjson(out / "Consent.ndjson", ((r, enrollment_consent(r)) for r in files["enrollments"][1]))
     broken += _write_ndjson(out / "Practitioner.ndjson", practitioners(files["credentials"][1]))
+    broken += _write_ndjson(out / "Procedure.ndjson",
+                            ((r, intervention_procedure(r)) for r in files["interventions"][1]))
+    broken += _write_ndjson(out / "Condition.ndjson", ((r, problem_condition(r)) for r in files["problems"][1]))
     return broken
 
 
@@ -604,6 +730,65 @@ def credential_row(row: Row) -> list[str]:
     return ["NULL" if c == "" else c for c in cells]
 
 
+INTERVENTION_HEADER = ["Intervention ID", "Encounter CSN", "MRN", "Performed", "Action", "Indication",
+                       "Performed By"]
+INTERVENTION_LABELS = {
+    "kind": {"repeat_bp": "BP Repeated", "physician_notified": "Provider Notified",
+             "infusion_paused": "Infusion Paused", "infusion_stopped": "Infusion Stopped",
+             "medication": "PRN Medication", "oxygen": "O2 Applied", "stimulation": "Verbal/Tactile Stimulation"},
+    "reason": {"hypertension": "Elevated BP", "hypoxia": "Low SpO2", "tachycardia": "Tachycardia",
+               "sedation": "Oversedation", "other": "Other"},
+}
+
+
+def intervention_row(row: Row) -> list[str]:
+    """An intervention as the vendor's row (an action keyed as free text passes through as typed,
+    which is none of the action labels)."""
+    cells = [row["intervention_id"], row["session_id"], row["patient_id"],
+             us_datetime(row["performed_at"]) if row["performed_at"] else "",
+             _label(INTERVENTION_LABELS["kind"], row["kind"]), _label(INTERVENTION_LABELS["reason"], row["reason"]),
+             row["performed_by"]]
+    return ["NULL" if c == "" else c for c in cells]
+
+
+PROBLEM_HEADER = ["Problem ID", "MRN", "ICD-10-CM", "Problem", "Onset Date", "Resolved Date", "Noted",
+                  "Noted By"]
+
+
+def problem_row(row: Row) -> list[str]:
+    """A problem-list entry as the vendor's row (an onset in month 13 becomes 13/../...., which no
+    US date format reads)."""
+    cells = [row["problem_id"], row["patient_id"], row["code"], row.get("display", ""),
+             *(us_date(row[c]) if row[c] else "" for c in ("onset_on", "resolved_on")),
+             us_datetime(row["recorded_at"]) if row["recorded_at"] else "", row["recorded_by"]]
+    return ["NULL" if c == "" else c for c in cells]
+
+
+REGISTRATION_HEADER = ["Registration #", "MRN", "Registered", "Sex", "Birth Year", "Childbearing Potential"]
+
+
+def registration_row(row: Row) -> list[str]:
+    """A registration as the vendor's row; one exported twice is the same row twice."""
+    cells = [row["profile_id"], row["patient_id"], us_datetime(row["registered_at"]) if row["registered_at"] else "",
+             _label(SEX_LABELS, row["sex"]), row["birth_year"], _flag(row["childbearing_potential"])]
+    return ["NULL" if c == "" else c for c in cells]
+
+
+PREGNANCY_TEST_HEADER = ["Accession #", "MRN", "Collected", "Test", "Result"]
+PREGNANCY_TEST_LABELS = {
+    "method": {"urine_hcg": "hCG, Urine (Qual)", "serum_hcg": "hCG, Serum (Qual)"},
+    "result": {"negative": "Negative", "positive": "Positive", "invalid": "Invalid"},
+}
+
+
+def pregnancy_test_row(row: Row) -> list[str]:
+    """A pregnancy test as the vendor's lab-result row (a result keyed as free text passes through)."""
+    cells = [row["test_id"], row["patient_id"], us_datetime(row["collected_at"]) if row["collected_at"] else "",
+             _label(PREGNANCY_TEST_LABELS["method"], row["method"]),
+             _label(PREGNANCY_TEST_LABELS["result"], row["result"])]
+    return ["NULL" if c == "" else c for c in cells]
+
+
 SCREENING_HEADER = ["Screen ID", "MRN", "Screened", "Instrument", "Score", "Sex", "Administered By",
                     "Reviewed By", "Reviewed"]
 FIXED_TIME = dt.datetime(2026, 10, 1, 6, 0, 0)
@@ -671,6 +856,14 @@ def write_vendor(files: Files, out: Path) -> Broken:
     broken += _write_vendor_csv(out / "Staff_Credentials.csv", CREDENTIAL_HEADER,
                                 ((r, credential_row(r)) for r in files["credentials"][1]))
     broken += write_screenings_xlsx(out / "Screenings.xlsx", files["screenings"][1])
+    broken += _write_vendor_csv(out / "Interventions.csv", INTERVENTION_HEADER,
+                                ((r, intervention_row(r)) for r in files["interventions"][1]))
+    broken += _write_vendor_csv(out / "Problem_List.csv", PROBLEM_HEADER,
+                                ((r, problem_row(r)) for r in files["problems"][1]))
+    broken += _write_vendor_csv(out / "Registrations.csv", REGISTRATION_HEADER,
+                                ((r, registration_row(r)) for r in files["profiles"][1]))
+    broken += _write_vendor_csv(out / "Pregnancy_Tests.csv", PREGNANCY_TEST_HEADER,
+                                ((r, pregnancy_test_row(r)) for r in files["pregnancy_tests"][1]))
     return broken
 
 

@@ -28,13 +28,16 @@ FHIR_MAP = ROOT / "maps" / "fhir-r4.yaml"
 VENDOR_MAP = SAMPLES / "vendor" / "acme-ehr.map.yaml"
 PACKS = ["--pack", str(ROOT / "rules" / "ketamine-iv.yaml"), "--pack", str(ROOT / "rules" / "esketamine-rems.yaml")]
 AS_OF = "2026-11-26T00:00:00Z"
-CANONICAL = ["sessions", "vitals", "screenings", "assessments", "enrollments", "credentials"]
+CANONICAL = ["sessions", "vitals", "screenings", "assessments", "enrollments", "credentials", "interventions",
+             "problems", "profiles", "pregnancy_tests"]
 STEM_OF = {"session": "sessions", "vital": "vitals", "screening": "screenings", "assessment": "assessments",
-           "enrollment": "enrollments", "credential": "credentials"}
+           "enrollment": "enrollments", "credential": "credentials", "intervention": "interventions",
+           "problem": "problems", "profile": "profiles", "pregnancy_test": "pregnancy_tests"}
 FORM_FILES = [f"fhir/{n}.ndjson" for n in ("Patient", "MedicationAdministration", "Observation", "Consent",
-                                           "Practitioner")] + [
+                                           "Practitioner", "Procedure", "Condition")] + [
     f"vendor/{n}" for n in ("Infusions.csv", "Flowsheet_Vitals.csv", "Scales.csv", "REMS_Enrollments.csv",
-                            "Staff_Credentials.csv", "Screenings.xlsx")]
+                            "Staff_Credentials.csv", "Screenings.xlsx", "Interventions.csv", "Problem_List.csv",
+                            "Registrations.csv", "Pregnancy_Tests.csv")]
 
 
 def _has_map_option() -> bool:
@@ -101,29 +104,45 @@ def _resources(name: str) -> list[Any]:
 
 KINDS = {"session": generate.COLUMNS, "vital": generate.VITAL_COLUMNS, "screening": generate.SCREENING_COLUMNS,
          "assessment": generate.ASSESSMENT_COLUMNS, "enrollment": generate.ENROLLMENT_COLUMNS,
-         "credential": generate.CREDENTIAL_COLUMNS}
+         "credential": generate.CREDENTIAL_COLUMNS, "intervention": generate.INTERVENTION_COLUMNS,
+         "problem": generate.PROBLEM_COLUMNS, "profile": generate.PROFILE_COLUMNS,
+         "pregnancy_test": generate.PREGNANCY_TEST_COLUMNS}
+# the packs' enum values (the two packs declare their shared types identically)
+ENUMS = {type_name: {field: spec["values"] for field, spec in record["fields"].items()
+                     if isinstance(spec, dict) and spec.get("type") == "enum"}
+         for pack in ("ketamine-iv", "esketamine-rems")
+         for type_name, record in yaml.safe_load((ROOT / "rules" / f"{pack}.yaml").read_text(encoding="utf-8"))[
+             "records"].items()}
 
 
-# record types read from inside a resource, several a resource (their keys are no resource ids)
-NESTED = {"credential"}                                   # a Practitioner's qualifications
+# record types whose keys are no resource ids, so every resource the view matches is checked: a
+# Practitioner's qualifications (several a resource), the registration on a Patient
+NESTED = {"credential", "profile"}
 
 
 def _planted(type_name: str, canonical: dict[str, list[dict[str, str]]]) -> set[str]:
-    """Keys of the planted bad rows: a key exported twice, or a typed cell that does not convert."""
-    kinds = KINDS[type_name]
+    """Keys of the planted bad rows: a key exported twice, a typed cell that does not convert, or an
+    enum cell that is none of the pack's values."""
+    kinds, enums = KINDS[type_name], ENUMS[type_name]
     return {key for key, rows in canonical.items()
-            if len(rows) > 1 or any(kinds.get(c) in ("integer", "number", "boolean", "date", "datetime")
-                                    and v and not valid(kinds[c], v) for row in rows for c, v in row.items())}
+            if len(rows) > 1 or any(v and ((kinds.get(c) in ("integer", "number", "boolean", "date", "datetime")
+                                            and not valid(kinds[c], v)) or (c in enums and v not in enums[c]))
+                                    for row in rows for c, v in row.items())}
 
 
-@pytest.mark.parametrize("index", range(6), ids=["session", "vital", "screening", "assessment", "enrollment",
-                                                  "credential"])
+ENTRIES = ["session", "vital", "screening", "assessment", "enrollment", "credential", "intervention", "problem",
+           "profile", "pregnancy_test"]
+
+
+@pytest.mark.parametrize("index", range(len(ENTRIES)), ids=ENTRIES)
 def test_fhir_map_views_give_the_canonical_rows(index: int) -> None:
     """Every column of every view, evaluated on the generated resources, gives the canonical cell,
     and a planted bad value the same text (which does not convert either). Every planted bad row
     and every 10th resource is checked (all of them take fhirpathpy 100 s); a resource holding
-    several records (a Practitioner, a credential per qualification) is checked whole."""
+    several records (a Practitioner, a credential per qualification) is checked whole, and so is
+    every registration (its key is no resource id)."""
     entry = yaml.safe_load(FHIR_MAP.read_text(encoding="utf-8"))["inputs"][index]
+    assert entry["type"] == ENTRIES[index]
     view = compile_view(entry["view"])
     canonical = _canonical(STEM_OF[entry["type"]])
     planted = _planted(entry["type"], canonical)
@@ -186,6 +205,16 @@ def canonical_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     return _audit(tmp, "canonical", *(str(SAMPLES / f"{stem}.csv") for stem in CANONICAL))
 
 
+# the one planted bad row of each of these files: the field the rejection names, and its text in each form
+ONE_REJECTED = {
+    "credential": ("issued_on", dict.fromkeys(("canonical", "fhir", "vendor"), '"2026-03-3"')),   # CR-053
+    "intervention": ("kind", dict.fromkeys(("canonical", "fhir", "vendor"), '"BP rechecked"')),   # INT-0133
+    "problem": ("onset_on", {"canonical": '"2018-13-18"', "fhir": '"2018-13-18"', "vendor": '"13/18/2018"'}),
+    "profile": ("duplicate profile_id", dict.fromkeys(("canonical", "fhir", "vendor"), '"REG-0066"')),
+    "pregnancy_test": ("result", dict.fromkeys(("canonical", "fhir", "vendor"), '"neg"')),          # PT-0041
+}
+
+
 @needs_map
 @pytest.mark.parametrize("form", ["fhir", "vendor"])
 def test_each_form_audits_as_the_canonical_export(form: str, canonical_report: dict[str, Any],
@@ -199,14 +228,23 @@ def test_each_form_audits_as_the_canonical_export(form: str, canonical_report: d
     got_counts, got_findings = _summary(report)
     assert got_counts == want_counts
     assert got_findings == want_findings
+    # each record type reads as many records as from its canonical file: no view picks up another
+    # type's resources (the pregnancy tests are Observations too)
+    read = {i["record_type"]: i["records_read"] for i in canonical_report["inputs"]}
+    assert {i["record_type"]: i["records_read"] for i in report["inputs"] if i["record_type"]} == read
     rejected = sum(i.get("records_rejected", 0) for i in report["inputs"])
-    # 20 planted bad rows of the patients' records, and the roster's unreadable issued_on (CR-053)
-    assert rejected == sum(i.get("records_rejected", 0) for i in canonical_report["inputs"]) == 21
-    roster = [r["reason"] for r in report["rejected"] if r["record_type"] == "credential"]
-    assert len(roster) == 1 and roster[0].startswith("issued_on") and '"2026-03-3"' in roster[0]
-    if form == "fhir":
+    # 20 planted bad rows of the sessions, vitals, scales, screenings and enrollments, and one in
+    # each of the roster, interventions, problems, profiles and pregnancy tests
+    assert rejected == sum(i.get("records_rejected", 0) for i in canonical_report["inputs"]) == 25
+    for type_name, (field, texts) in ONE_REJECTED.items():
+        for name, got in (("canonical", canonical_report), (form, report)):
+            reasons = [r["reason"] for r in got["rejected"] if r["record_type"] == type_name]
+            assert len(reasons) == 1 and reasons[0].startswith(field) and texts[name] in reasons[0], \
+                (name, type_name, reasons)
+    if form == "fhir":  # every Patient carries its registration (REG-0066's twice): none skipped or filtered
         patients = [i for i in report["inputs"] if i["path"].endswith("Patient.ndjson")]
-        assert [(i["record_type"], i["records_read"], i["skipped"]) for i in patients] == [(None, 0, 260)]
+        assert [(i["record_type"], i["records_read"], i["skipped"], i["filtered"]) for i in patients] == [
+            ("profile", read["profile"], 0, 0)]
 
 
 def test_vendor_datetimes_are_the_canonical_instants() -> None:
