@@ -1326,11 +1326,13 @@ def screenings_and_assessments(session_rows: list[Row], iv_patients: list[Patien
         band = {"0": "none", "1": "low", "2": "low"}.get(screens[k]["total_score"], "moderate")
         screens[k]["total_score"] += f" ({band})"
         screens[k]["_bad"] = f"total_score = {screens[k]['total_score']!r}: not an integer"
-        k = int(0.65 * len(screens))
-        while screens[k]["_first"]:          # a screen no ELIG-03 course needs: rejected, no other effect
-            k += 1
-        screens[k]["screened_at"] = screens[k]["screened_at"][:5] + "02-30" + screens[k]["screened_at"][10:]
-        screens[k]["_bad"] = f"screened_at = {screens[k]['screened_at']!r}: no such date"
+        # a screen no ELIG-03 course needs: rejected, no other effect (the first such from 65% of the
+        # file, else from its start: a small export may have none after 65%)
+        k = next((i for i in [*range(int(0.65 * len(screens)), len(screens)), *range(len(screens))]
+                  if not screens[i]["_first"]), None)
+        if k is not None:
+            screens[k]["screened_at"] = screens[k]["screened_at"][:5] + "02-30" + screens[k]["screened_at"][10:]
+            screens[k]["_bad"] = f"screened_at = {screens[k]['screened_at']!r}: no such date"
         k = int(0.9 * len(screens))
         screens.insert(k + 1, dict(screens[k], _bad=f"duplicate screening_id {screens[k]['screening_id']}"))
         k = int(0.4 * len(scales))

@@ -194,8 +194,7 @@ def _summary(report: dict[str, Any]) -> tuple[dict[str, Any], set[tuple[str, str
     """Per-rule counts and the (rule, record key) of every finding."""
     counts = {r["id"]: {k: v for k, v in r.items() if isinstance(v, int) and not isinstance(v, bool)}
               for r in report["rules"]}
-    findings = {(f["rule"], f["record"]["key"] if isinstance(f.get("record"), dict) else f.get("key", ""))
-                for f in report["findings"]}
+    findings = {(f["rule"], f["record_key"]) for f in report["findings"]}
     return counts, findings
 
 
