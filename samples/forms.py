@@ -5,8 +5,9 @@ decimal comma, US datetimes, a long vitals flowsheet and one XLSX workbook).
 Both are made from the canonical rows' text, cell by cell, so that auditing either form through
 its source map (``maps/fhir-r4.yaml``, ``vendor/acme-ehr.map.yaml``) gives the canonical audit:
 same keys, same values, and every planted bad row still bad. A value that does not convert in
-the canonical export gets a representation of the form that does not convert either (the
-``_bad_*`` helpers below; ``docs/fhir-map.md`` and ``samples/README.md`` list them)."""
+the canonical export gets a representation of the form that does not convert either (``valid``
+decides which values are bad; the FHIR writers keep a bad value as a ``valueString`` or a
+``datetime-as-entered`` extension, the vendor files as typed; ``docs/fhir-map.md`` lists them)."""
 
 from __future__ import annotations
 
