@@ -156,3 +156,16 @@ def test_the_window_the_join_and_the_where_all_hold(tmp_path: Path) -> None:
     assert len(report["rejected"]) == 3
     same = {f["record_key"]: f.get("rejected_nearby") for f in report["findings"] if f["rule"] == "SAME"}
     assert same == {"S1": None, "S2": None, "S3": None, "S4": None}
+
+
+def test_a_rejected_record_its_readable_values_rule_out_is_not_named(tmp_path: Path) -> None:
+    """S-000574's rejected reading (vitals.csv:2725, an unreadable SpO2) is its pre-dose one: OBS-04
+    looks for a discharge set, and the row's readable phase says it is not one, so OBS-04's finding
+    of S-000574 is no suspect; VIT-01B's, which looks for a pre-dose set with an SpO2, is."""
+    out = tmp_path / "r.json"
+    CliRunner().invoke(main, ["audit", "--pack", "ketamine-iv", "--pack", "esketamine-rems",
+                              *sorted(str(p) for p in SAMPLES.glob("*.csv")),
+                              "--reveal-identifiers", "-o", str(out)])
+    findings = {(f["rule"], f["record_key"]): f for f in json.loads(out.read_text())["findings"]}
+    assert findings[("VIT-01B", "S-000574")]["data_quality_suspect"] is True
+    assert "data_quality_suspect" not in findings[("OBS-04", "S-000574")]

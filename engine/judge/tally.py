@@ -97,10 +97,12 @@ def rejected_near(histories: list[History], rejected: Mapping[tuple[str, str], l
                 theirs = values.get(cond.their_join or cond.join)
                 if theirs is not None and theirs != record.values.get(cond.join):
                     continue
-            # what could be read of it says it is not a record the condition looks for: only when every
-            # field the where reads was read (a value that failed to convert may be the one it needs)
-            if cond.where is not None and all(name in values for name in conditions.fields_of(cond.where)) \
-                    and conditions.evaluate(cond.where, values)[0] is False:
+            # what could be read of it says it is not a record the condition looks for: its where is
+            # false with the unreadable values unknown (three-valued, so false whatever they were), and
+            # every field a "present" test reads was read (an unreadable value is present, but absent
+            # from what was read, and would make that test false for the wrong reason)
+            if cond.where is not None and conditions.evaluate(cond.where, values)[0] is False \
+                    and all(leaf.field in values for leaf in conditions.leaves_of(cond.where) if leaf.op == "present"):
                 continue
             if item.time is None or record.time is None:
                 near = True
