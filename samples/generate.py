@@ -1644,6 +1644,17 @@ def profiles_and_pregnancy_tests(sessions: list[Row], iv_patients: list[Patient]
     return profiles, tests
 
 
+def _unscored_end_of_induction(sessions: list[Row], scales: list[Row]) -> None:
+    """One end-of-induction PHQ-9 handed out but never scored (its total left empty, the row kept, so
+    no line moves): that IV course has no rating at the end of induction (OUT-01)."""
+    last = {row["session_id"] for row in sessions if row.get("route") == "IV" and row.get("phase") == "induction"
+            and row.get("session_number_in_course") == "6"}
+    ends = [row for row in scales if row.get("session_id") in last and row["instrument"] == "PHQ9"
+            and row["total_score"] and "_bad" not in row]
+    if ends:
+        ends[(2 * len(ends)) // 3]["total_score"] = ""
+
+
 # ----------------------------------------------------------------------------- writers
 
 def write_csv(rows: Iterable[Row], path: str | Path,
@@ -1710,6 +1721,8 @@ def export(seed: int = SEED, n_sessions: int = DEFAULT_SESSIONS, n_patients: int
     esk_people, esk = _esk_export(esk_sessions, esk_patients, seed, bad_rows) if esk_sessions else ([], [])
     sessions = list(_merge_sessions(iv, esk))
     screens, scales = screenings_and_assessments(sessions, iv_patients, esk_people, seed, bad_rows)
+    if bad_rows:
+        _unscored_end_of_induction(sessions, scales)
     readings = vitals(sessions, seed, bad_rows)
     profiles, pregnancy = profiles_and_pregnancy_tests(sessions, iv_patients, esk_people, seed, bad_rows)
     return {
