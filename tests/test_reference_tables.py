@@ -208,3 +208,34 @@ def test_problems() -> None:
                                  "      exists:")) == [
         "pack.yaml:22:32: {judged: NAME} compares with the judged record's field, and is written only in "
         "a history condition's where"]
+
+
+def test_a_reference_table_rule_looks_only_at_reference_tables() -> None:
+    """A roster row belongs to no patient, so a rule judging it has no patient's sessions to search:
+    validation says so rather than letting every row fail with "no matching session"."""
+    text = PACK + """  - id: USED
+    severity: minor
+    for: credential
+    require: {exists: {of: session, join: {staff_id: supervisor_id}}}
+"""
+    assert problems(text) == [
+        'pack.yaml:46:28: "credential" is a reference table (it names no patient), so its rules can look only '
+        'at reference tables, not at "session", which belongs to patients']
+
+
+def test_a_reference_table_rule_finding_names_a_rejected_roster_row(tmp_path: Path) -> None:
+    """A roster rule looking at other roster rows: its finding is a data-quality suspect when a roster
+    row it could have matched was rejected, in the report as in explain."""
+    pack = write(tmp_path, "pack.yaml", PACK + """  - id: BLS-LIC
+    severity: minor
+    for: credential
+    when: {kind: BLS}
+    require: {exists: {of: credential, join: staff_id, where: {kind: LICENSE}, within: {before: 3000d}}}
+""")
+    roster = ROSTER + "C6,CL-3,LICENSE,2024-01-01,2027-13-01\n"
+    files = [str(write(tmp_path, "sessions.csv", SESSIONS)), str(write(tmp_path, "credentials.csv", roster))]
+    out = tmp_path / "r.json"
+    CliRunner().invoke(main, ["audit", "--pack", str(pack), *files, "--reveal-identifiers", "-o", str(out)])
+    findings = {(f["rule"], f["record_key"]): f for f in json.loads(out.read_text())["findings"]}
+    assert findings[("BLS-LIC", "C5")]["rejected_nearby"] == [f"{files[1]}:7"]
+    assert ("BLS-LIC", "C4") not in findings  # CL-2 holds a licence: it passes

@@ -196,7 +196,7 @@ class Tally:
     def _suspect(self, index: int, record: Record) -> tuple[str, ...]:
         """The rejected records (path:line) near the record's history windows (rejected_near); they are
         all known by then: history rules are judged once every input has been read."""
-        if not self.rejected_by_patient or record.patient is None:
+        if not self.rejected_by_patient or (record.patient is None and record.type not in self.context.shared_types):
             return ()
         return tuple(f"{item.path}:{item.line}"
                      for item in rejected_near(self.context.histories[index], self.rejected_by_patient, record,

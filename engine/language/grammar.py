@@ -87,7 +87,8 @@ class Checker:
             return None
         if name is None or name not in self.params:
             shown = name_node.source or str(name_node.value)
-            said = suggest(shown, self.params, "parameters") if self.params else " (the pack declares no parameters:)"
+            declared = self.params or self.broken_params
+            said = suggest(shown, self.params, "parameters") if declared else " (the pack declares no parameters:)"
             self.node(name_node, f'unknown parameter "{shown}"{said}')
             return None
         uses = self.param_uses.setdefault(name, [])
@@ -373,6 +374,11 @@ class Conditions:
             window = self._window(spec["within"])
             failed = failed or window is None
             before, after = window or (None, None)
+        if self.rtype.shared and other is not None and not other.shared:
+            check.node(spec["of"], f'"{self.rtype.name}" is a reference table (it names no patient), so its '
+                                   f'rules can look only at reference tables, not at "{of}", which belongs '
+                                   "to patients")
+            failed = True
         join = joined_as = None
         if "join" in spec:
             joined = self._join(spec["join"], other)
