@@ -239,3 +239,17 @@ def test_a_reference_table_rule_finding_names_a_rejected_roster_row(tmp_path: Pa
     findings = {(f["rule"], f["record_key"]): f for f in json.loads(out.read_text())["findings"]}
     assert findings[("BLS-LIC", "C5")]["rejected_nearby"] == [f"{files[1]}:7"]
     assert ("BLS-LIC", "C4") not in findings  # CL-2 holds a licence: it passes
+
+
+def test_explain_says_a_roster_row_has_no_patient(tmp_path: Path) -> None:
+    pack = write(tmp_path, "pack.yaml", PACK + """  - id: BLS-LIC
+    severity: minor
+    for: credential
+    when: {kind: BLS}
+    require: {exists: {of: credential, join: staff_id, where: {kind: LICENSE}}}
+""")
+    files = [str(write(tmp_path, "sessions.csv", SESSIONS)), str(write(tmp_path, "credentials.csv", ROSTER))]
+    out = CliRunner().invoke(main, ["explain", "--pack", str(pack), "--rule", "BLS-LIC", "--record", "C5", *files])
+    assert out.exit_code == 0, out.output
+    assert "no patient (a reference table's row)" in out.output
+    assert "outcome: fail (the rule engine agrees)" in out.output

@@ -96,6 +96,11 @@ class _Tracer:
         return f"{test}: {'; '.join(facts)}"
 
 
+def _whose(patient: str | None) -> str:
+    """The judged record's patient as explain names it; a reference table's row has none."""
+    return f"patient {patient}" if patient is not None else "no patient (a reference table's row)"
+
+
 def _listed(value: Any) -> str:
     if isinstance(value, list):
         return "; ".join(str(v) for v in value) if value else "none"
@@ -203,7 +208,7 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
         version = f", the version from {start or 'the start'} until {end or 'now'}; {no_version}"
     lines = [f'rule {rule.id} "{rule.title}" ({rule.pack}, {rule.severity}{version})',
              f"record {target.type} {privacy.key(target.type, target.key)} at {target.path}:{target.line}, "
-             f"patient {privacy.patient(target.patient)}, "
+             f"{_whose(privacy.patient(target.patient))}, "
              f"time {target.time.isoformat() if target.time else 'missing'}", *trace_lines]
     agrees = engine is outcome
     verdict = "the rule engine agrees" if agrees else f"the rule engine said {engine.value if engine else 'nothing'}"
