@@ -183,14 +183,13 @@ def explain(packs: list[Pack], rule_id: str, record_key: str, files: list[str],
     patient: list[Record] = []
     rejected: dict[tuple[str, str], list[Rejected]] = {}
     for item in _read(context, files, maps or []):
-        if isinstance(item, Rejected):
-            if item.patient is not None and item.patient == target.patient:
-                rejected.setdefault((item.type, item.patient), []).append(item)
-            elif item.patient is None and item.type in context.shared_types:  # a roster entry: anyone's
-                rejected.setdefault((item.type, ""), []).append(item)
+        owner = context.history_owner(item)  # a roster row's is "": anyone's
+        if owner is None or owner not in (target.patient, ""):
             continue
-        shared = item.patient is None and item.type in context.shared_types  # a roster entry: anyone's
-        if (item.patient != target.patient and not shared) or item.type not in context.kept_types:
+        if isinstance(item, Rejected):
+            rejected.setdefault((item.type, owner), []).append(item)
+            continue
+        if item.type not in context.kept_types:
             continue
         patient.append(target if (item.type, item.key) == (target.type, target.key) else item)
     judged: dict[str, Outcome] = {}

@@ -37,11 +37,6 @@ class Auditor:
         self.shared: list[Record] = []
         self.shared_timeline: Timeline | None = None
 
-    def is_shared(self, record: Record) -> bool:
-        """Whether ``record`` is of a reference table (held aside, never grouped with a patient). A
-        rule example's or scenario's roster entry is its patient's: each example sees its own only."""
-        return record.patient is None and record.type in self.context.shared_types
-
     def _open_shared(self) -> Timeline:
         """The reference tables' timeline, made (and their own records judged) once, when every
         record has been read: before the first patient is judged, or at the end."""

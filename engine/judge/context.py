@@ -9,7 +9,7 @@ from engine.judge.compiler import compile_rules
 from engine.judge.evidence import evidence_fields
 from engine.judge.facts import Layout
 from engine.language import conditions, expressions
-from engine.language.model import History, Pack, Record, Rule, latest_version, merged_types
+from engine.language.model import History, Pack, Record, Rejected, Rule, latest_version, merged_types
 from engine.language.values import timezone
 from engine.privacy import Privacy, Pseudonymiser
 
@@ -65,6 +65,15 @@ class PackContext:
         self.kept_types = set(self.rules_by_type) | {h.of for hs in self.histories for h in hs}
         # reference tables (no patient): their records are held aside and reached through join
         self.shared_types = {name for name, rtype in self.types.items() if rtype.shared}
+
+    def is_shared(self, item: Record | Rejected) -> bool:
+        """Whether a record (or a rejected one) is a reference table's row: of no patient, anyone's.
+        A rule example's or scenario's roster row is its patient's: each example sees its own only."""
+        return item.patient is None and item.type in self.shared_types
+
+    def history_owner(self, item: Record | Rejected) -> str | None:
+        """Whose history sees ``item``: its patient, "" for a reference table's row, None for no one."""
+        return item.patient if item.patient is not None else "" if self.is_shared(item) else None
 
     @property
     def needs_history(self) -> bool:

@@ -168,7 +168,7 @@ def _judge_by_patient(auditor: Auditor, records: Iterator[Record],
     held = 0
     spilled = False
     for record in records:
-        if auditor.is_shared(record):
+        if auditor.context.is_shared(record):
             auditor.shared.append(record)
         elif record.type in kept:
             by_patient.setdefault(record.patient or "", []).append(record)
@@ -211,7 +211,7 @@ def _spill_and_judge(auditor: Auditor, records: Iterator[Record],
     count = 0
     try:
         for record in records:
-            if auditor.is_shared(record):
+            if auditor.context.is_shared(record):
                 auditor.shared.append(record)
             elif record.type in auditor.context.kept_types:
                 count += 1
@@ -253,7 +253,7 @@ def judge(packs: list[Pack], records: Iterable[Record], timeout: float = DEFAULT
         by_patient: dict[str, list[Record]] = {}
         for record in records:
             auditor.context.derive(record)
-            if auditor.is_shared(record) and auditor.context.needs_history:
+            if auditor.context.is_shared(record) and auditor.context.needs_history:
                 auditor.shared.append(record)
             elif auditor.context.needs_history:
                 by_patient.setdefault(record.patient or "", []).append(record)

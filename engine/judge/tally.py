@@ -188,15 +188,14 @@ class Tally:
 
     def reject(self, item: Rejected) -> None:
         self.result.rejected.append(item)
-        if item.patient is not None:
-            self.rejected_by_patient.setdefault((item.type, item.patient), []).append(item)
-        elif item.type in self.context.shared_types:  # a roster entry: any patient's history may need it
-            self.rejected_by_patient.setdefault((item.type, ""), []).append(item)
+        owner = self.context.history_owner(item)
+        if owner is not None:  # a roster row's is "": any patient's history may need it
+            self.rejected_by_patient.setdefault((item.type, owner), []).append(item)
 
     def _suspect(self, index: int, record: Record) -> tuple[str, ...]:
         """The rejected records (path:line) near the record's history windows (rejected_near); they are
         all known by then: history rules are judged once every input has been read."""
-        if not self.rejected_by_patient or (record.patient is None and record.type not in self.context.shared_types):
+        if not self.rejected_by_patient or self.context.history_owner(record) is None:
             return ()
         return tuple(f"{item.path}:{item.line}"
                      for item in rejected_near(self.context.histories[index], self.rejected_by_patient, record,
