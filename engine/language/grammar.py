@@ -91,10 +91,14 @@ class Checker:
             said = suggest(shown, self.params, "parameters") if declared else " (the pack declares no parameters:)"
             self.node(name_node, f'unknown parameter "{shown}"{said}')
             return None
+        self.note_use(name)
+        return self.params[name]
+
+    def note_use(self, name: str) -> None:
+        """Note that the rule being read uses parameter ``name`` (once per rule)."""
         uses = self.param_uses.setdefault(name, [])
         if self.rule and self.rule not in uses:
             uses.append(self.rule)
-        return self.params[name]
 
     def used(self, node: Node, given: Node, what: str) -> str:
         """' (parameter "NAME", used WHAT by rule R)' when ``node`` is the value of the parameter
@@ -287,9 +291,17 @@ class Conditions:
     def _ref(self, name: str, kind: str, op: str, operand: Node, mark: Mark) -> Leaf | None:
         assert self.rtype is not None
         spec = operand.value
+        # {field: NAME}: another field of the same record; {judged: NAME}, in a history condition's
+        # where: a field of the judged record (so a roster row can be current on the session's date)
         if set(spec) == {"judged"}:
-            return self._judged_ref(name, kind, op, operand, mark)
-        if set(spec) != {"field"}:
+            if self.judged is None:
+                self.check.node(operand, "{judged: NAME} compares with the judged record's field, and is "
+                                         "written only in a history condition's where")
+                return None
+            key, target, prefix, whose = "judged", self.judged, JUDGED_PREFIX, f' of "{self.judged.name}"'
+        elif set(spec) == {"field"}:
+            key, target, prefix, whose = "field", self.rtype, "", ""
+        else:
             extra = [key for key in spec if key != "field"]
             if extra:
                 self.check.key(operand, extra[0], f'unknown key "{extra[0]}" in a field reference'
@@ -297,38 +309,17 @@ class Conditions:
             else:
                 self.check.node(operand, f"compare with another field as {op}: {{field: NAME}}")
             return None
-        other = self.check.text(spec["field"], "field")
-        other_kind = self.rtype.type_of(other)
+        other = self.check.text(spec[key], key)
+        other_kind = target.type_of(other)
         if other_kind is None:
-            choices = [*self.rtype.fields, *self.rtype.derived]
-            self.check.node(spec["field"], f'field "{other}" is not declared for record type '
-                                           f'"{self.rtype.name}"{suggest(other, choices)}')
+            choices = [*target.fields, *target.derived]
+            self.check.node(spec[key], f'field "{other}" is not declared for record type '
+                                       f'"{target.name}"{suggest(other, choices)}')
             return None
         if TYPE_KIND[kind] != TYPE_KIND[other_kind]:
-            self.check.node(spec["field"], f'cannot compare {kind} field "{name}" with {other_kind} field "{other}"')
+            self.check.node(spec[key], f'cannot compare {kind} field "{name}" with {other_kind} field "{other}"{whose}')
             return None
-        return Leaf(name, op, None, ref=other, mark=mark)
-
-    def _judged_ref(self, name: str, kind: str, op: str, operand: Node, mark: Mark) -> Leaf | None:
-        """``{judged: NAME}`` in a history condition's where: the judged record's field NAME, so that
-        a roster entry can be required to be current on the session's date."""
-        node = operand.value["judged"]
-        if self.judged is None:
-            self.check.node(operand, "{judged: NAME} compares with the judged record's field, and is "
-                                     "written only in a history condition's where")
-            return None
-        other = self.check.text(node, "judged")
-        other_kind = self.judged.type_of(other)
-        if other_kind is None:
-            choices = [*self.judged.fields, *self.judged.derived]
-            self.check.node(node, f'field "{other}" is not declared for record type "{self.judged.name}"'
-                                  f"{suggest(other, choices)}")
-            return None
-        if TYPE_KIND[kind] != TYPE_KIND[other_kind]:
-            self.check.node(node, f'cannot compare {kind} field "{name}" with {other_kind} field "{other}" '
-                                  f'of "{self.judged.name}"')
-            return None
-        return Leaf(name, op, None, ref=JUDGED_PREFIX + other, mark=mark)
+        return Leaf(name, op, None, ref=prefix + other, mark=mark)
 
     def _constant(self, name: str, given: Node) -> Any:
         assert self.rtype is not None

@@ -449,9 +449,7 @@ def _with_parameters(check: Checker, node: Node | None, what: str, default: str 
             said = suggest(name, check.params, "parameters") if check.params else " (the pack declares no parameters:)"
             check.inside(node, match.start(), f'{what} uses unknown parameter "{name}"{said}')
             return match.group(0)
-        uses = check.param_uses.setdefault(name, [])
-        if check.rule and check.rule not in uses:
-            uses.append(check.rule)
+        check.note_use(name)
         items = found.value if isinstance(found.value, list) else [found]
         shown = ", ".join(duration_words(str(_as_written(item))) for item in items)
         if "{" in shown or "}" in shown:  # it would read as a {field} placeholder in a message
