@@ -1477,10 +1477,12 @@ def credentials(bad_rows: bool = True) -> list[Row]:
     second staff member's BLS cards; one row per card, verified against its source a few days after
     issue (a generator of its own: no other file changes)."""
     rng = random.Random(SEED + 14)
-    sites = {name: site for site_roster in (ROSTER, ESK_ROSTER) for key, (names, _) in site_roster.items()
-             for site in [key[0] if isinstance(key, tuple) else key] for name in names}
-    sites.update({name: site for table in (BLS_STAFF, ESK_BLS, ESK_PRESCRIBERS) for site, names in table.items()
-                  for name in names if name not in sites})
+    sites: dict[str, str] = {}
+    for (site, _shift), (names, _weights) in ROSTER.items():
+        sites.update(dict.fromkeys((n for n in names if n not in sites), site))
+    for table in ({site: names for site, (names, _weights) in ESK_ROSTER.items()}, BLS_STAFF, ESK_BLS, ESK_PRESCRIBERS):
+        for site, names in table.items():
+            sites.update(dict.fromkeys((n for n in names if n not in sites), site))
     roles = {name: role for name, (role, _) in {**CLINICIANS, **ESK_CLINICIANS}.items()}
     roles["CL-016"] = "MD"
     rows: list[Row] = []
