@@ -1112,6 +1112,11 @@ HYPERTENSION_ACTIONS = [("repeat_bp", 45), ("physician_notified", 25), ("infusio
 HYPOXIA_ACTIONS = [("stimulation", 55), ("oxygen", 35), ("infusion_paused", 10)]
 
 
+def _whole(text: str) -> int | None:
+    """A cell's whole number, or None when it is empty or not one."""
+    return int(text) if re.fullmatch(r"-?\d+", text) else None
+
+
 def interventions(vital_rows: list[Row], sessions: list[Row], seed: int = SEED, bad_rows: bool = True) -> list[Row]:
     """What the nurse did about a reading during or after a dose at or above 180/110, or with SpO2
     below 92%: within 1-12 minutes (hypertension) or 0-4 minutes (hypoxia), by the session's
@@ -1120,13 +1125,10 @@ def interventions(vital_rows: list[Row], sessions: list[Row], seed: int = SEED, 
     staff = {row["session_id"]: row.get("supervising_clinician_id", "") for row in sessions}
     rows: list[Row] = []
 
-    def number(text: str) -> int | None:
-        return int(text) if re.fullmatch(r"-?\d+", text) else None
-
     for vit in vital_rows:
         if vit.get("_bad") or vit["phase"] not in ("intra", "post"):
             continue
-        sbp, dbp, spo2 = number(vit["sbp_mmhg"]), number(vit["dbp_mmhg"]), number(vit["spo2_pct"])
+        sbp, dbp, spo2 = _whole(vit["sbp_mmhg"]), _whole(vit["dbp_mmhg"]), _whole(vit["spo2_pct"])
         at = dt.datetime.fromisoformat(vit["measured_at"])
         causes = []
         if (sbp is not None and sbp >= 180) or (dbp is not None and dbp >= 110):
@@ -1147,6 +1149,97 @@ def interventions(vital_rows: list[Row], sessions: list[Row], seed: int = SEED, 
         k = len(rows) // 3                    # a response charted with a free-text action: not one of the kinds
         rows[k]["kind"] = "BP rechecked"
         rows[k]["_bad"] = "kind = 'BP rechecked': not one of the declared values"
+    return rows
+
+
+ADVERSE_EVENT_COLUMNS = {"ae_id": "string", "session_id": "string", "patient_id": "string", "drug": "enum",
+                         "ae_type": "enum", "onset_at": "datetime", "severity": "enum", "serious": "boolean",
+                         "action": "enum", "outcome": "enum", "reported_to": "enum", "report_ref": "string",
+                         "reported_at": "datetime", "recorded_by": "string"}
+AE_ACTIONS = {"infusion_paused": "paused", "infusion_stopped": "stopped", "medication": "medication", "oxygen": "oxygen"}
+AE_NOTES = {"mild nausea, ondansetron 4 mg IV": ("nausea", "medication"), "nausea, resolved": ("nausea", "none"),
+            "sedated at 40 min, MOAA/S 4": ("sedation_excess", "none")}
+# Serious events planted on dosed sessions (AE-02, AE-02-IN): route, event, action, outcome, marked serious,
+# where reported, days from onset to the report (None: never reported).
+SERIOUS_PLANTS = [("IV", "hypertension", "stopped", "resolved", True, "fda_medwatch", 2),
+                  ("IV", "resp_depression", "ed_transfer", "transferred", True, "internal", 1),
+                  ("IV", "loss_of_consciousness", "ed_transfer", "transferred", False, "none", None),
+                  ("IV", "loss_of_consciousness", "oxygen", "resolved", True, "internal", 9),
+                  ("IN", "loss_of_consciousness", "oxygen", "resolved", True, "rems", 3),
+                  ("IN", "resp_depression", "oxygen", "resolved", True, "internal", 2),
+                  ("IN", "loss_of_consciousness", "none", "resolved", True, "rems", 11)]
+
+
+def adverse_events(vital_rows: list[Row], sessions: list[Row], actions: list[Row], seed: int = SEED,
+                   bad_rows: bool = True) -> list[Row]:
+    """Structured adverse-event records (AE-01, AE-02 and their esketamine twins): one per session and
+    cause for a reading during or after the dose at or above 180/110 (hypertension) or below 92% SpO2
+    (desaturation; moderate below 88%), 15% of them never recorded; the nausea and
+    esketamine sedation that session notes mention; and seven planted serious events (SERIOUS_PLANTS):
+    reported in time, an ED transfer recorded as not serious and never reported, one reported nine
+    days late, an esketamine one reported only internally and one to the REMS eleven days late. Each
+    names what was done (from the session's interventions), the outcome, and where it was reported.
+    A generator of its own: no other file changes."""
+    rng = random.Random(f"{seed}:adverse-events")
+    by_id = {row["session_id"]: row for row in sessions if not row.get("_bad")}
+    done: dict[tuple[str, str], str] = {}
+    for act in actions:
+        if act.get("_bad") or act["kind"] not in AE_ACTIONS:
+            continue
+        done.setdefault((act["session_id"], act["reason"]), AE_ACTIONS[act["kind"]])
+    rows: list[Row] = []
+
+    def add(session: Row, ae_type: str, onset: dt.datetime, severity: str, action: str, outcome: str = "resolved",
+            serious: bool = False, reported_to: str = "internal", lag_days: float | None = 0.0) -> None:
+        reported = onset + dt.timedelta(days=lag_days, hours=rng.randint(1, 6)) if lag_days is not None else None
+        rows.append({"ae_id": "", "session_id": session["session_id"], "patient_id": session["patient_id"],
+                     "drug": session["drug"], "ae_type": ae_type, "onset_at": _iso(onset), "severity": severity,
+                     "serious": "true" if serious else "false", "action": action, "outcome": outcome,
+                     "reported_to": reported_to, "report_ref": "", "reported_at": _iso(reported) if reported else "",
+                     "recorded_by": session.get("supervising_clinician_id", "")})
+
+    first: dict[tuple[str, str], tuple[dt.datetime, str]] = {}
+    for vit in vital_rows:
+        if vit.get("_bad") or vit["phase"] not in ("intra", "post") or vit["session_id"] not in by_id:
+            continue
+        sbp, dbp, spo2 = _whole(vit["sbp_mmhg"]), _whole(vit["dbp_mmhg"]), _whole(vit["spo2_pct"])
+        at = dt.datetime.fromisoformat(vit["measured_at"])
+        if (sbp is not None and sbp >= 180) or (dbp is not None and dbp >= 110):
+            grade = "moderate" if (sbp or 0) >= 200 or (dbp or 0) >= 120 else "mild"
+            first.setdefault((vit["session_id"], "hypertension"), (at, grade))
+        if spo2 is not None and spo2 < 92:
+            first.setdefault((vit["session_id"], "hypoxia"), (at, "moderate" if spo2 < 88 else "mild"))
+    for (sid, reason), (at, grade) in sorted(first.items(), key=lambda item: (item[1][0], item[0])):
+        if rng.random() < 0.15:
+            continue
+        ae_type = "hypertension" if reason == "hypertension" else "desaturation"
+        add(by_id[sid], ae_type, at + dt.timedelta(minutes=rng.randint(0, 2)), grade, done.get((sid, reason), "none"))
+    dosed = [row for row in sessions if not row.get("_bad") and row["cancelled"] == "false" and row["dose_start_time"]
+             and row["route"] in ("IV", "IN")]
+    for row in dosed:
+        note = AE_NOTES.get(row.get("notes", ""))
+        if note is not None:
+            start = dt.datetime.fromisoformat(row["dose_start_time"])
+            add(row, note[0], start + dt.timedelta(minutes=rng.randint(15, 45)), "mild", note[1])
+    for route, ae_type, action, outcome, serious, reported_to, lag in SERIOUS_PLANTS:
+        pool = [row for row in dosed if row["route"] == route and not any(r["session_id"] == row["session_id"]
+                                                                          for r in rows)]
+        if not pool:
+            continue
+        row = rng.choice(pool)
+        start = dt.datetime.fromisoformat(row["dose_start_time"])
+        add(row, ae_type, start + dt.timedelta(minutes=rng.randint(20, 50)), "severe", action, outcome, serious,
+            reported_to, lag)
+    rows.sort(key=lambda r: (r["onset_at"], r["session_id"]))
+    refs = {"internal": "IR", "fda_medwatch": "MW", "rems": "REMS"}
+    for index, row in enumerate(rows, start=1):
+        row["ae_id"] = _id("AE", index, 4)
+        if row["reported_to"] in refs:
+            row["report_ref"] = f"{refs[row['reported_to']]}-{row['onset_at'][:4]}-{index:04d}"
+    if bad_rows and len(rows) > 10:
+        k = len(rows) // 2                    # an onset keyed as a date that does not exist
+        rows[k]["_bad"] = f"onset_at = '{rows[k]['onset_at'][:5]}02-30{rows[k]['onset_at'][10:]}': no such day"
+        rows[k]["onset_at"] = rows[k]["onset_at"][:5] + "02-30" + rows[k]["onset_at"][10:]
     return rows
 
 
@@ -1646,6 +1739,75 @@ def profiles_and_pregnancy_tests(sessions: list[Row], iv_patients: list[Patient]
     return profiles, tests
 
 
+REVIEW_COLUMNS = {"review_id": "string", "patient_id": "string", "course_id": "string", "reviewed_at": "datetime",
+                  "decision": "enum", "reason": "string", "reviewed_by": "string"}
+CONTINUE_REASONS = ["partial response ({change}); suicidal ideation resolved; continue and re-rate in 4 weeks",
+                    "partial response ({change}); patient reports better sleep and function; continue",
+                    "improving ({change}); first response often late in this patient's history; continue",
+                    "no comparable baseline on file ({change}); clinically improved per collateral; continue"]
+STOP_REASONS = ["no meaningful response ({change}); back to the referring psychiatrist",
+                "response ({change}); patient declines maintenance", "moved out of area"]
+
+
+def treatment_reviews(sessions: list[Row], scales: list[Row], seed: int = SEED, bad_rows: bool = True) -> list[Row]:
+    """The prescriber's review at the end of each induction course (OUT-02, OUT-02-IN): 0-5 days after
+    the last induction session (the 6th IV infusion, the 8th esketamine session), deciding to continue
+    to maintenance or to stop, with the reason. The response is the end-of-induction PHQ-9 against
+    the course's baseline PHQ-9 (half or less). Of the courses that go on to maintenance without a
+    response, 6% have no review and 6% a review with no reason (and so does the first esketamine one);
+    a responder's reason is sometimes left blank; one decision is keyed as an abbreviation. A generator of its own: no other file changes."""
+    rng = random.Random(f"{seed}:reviews")
+    courses: dict[tuple[str, str], list[Row]] = {}
+    for row in sessions:
+        if not row.get("_bad") and row.get("course_id") and row.get("session_start") and row["cancelled"] == "false":
+            courses.setdefault((row["patient_id"], row["course_id"]), []).append(row)
+    phq9 = [r for r in scales if r["instrument"] == "PHQ9" and re.fullmatch(r"\d+", r["total_score"])
+            and not r.get("_bad")]
+    by_session = {r["session_id"]: int(r["total_score"]) for r in phq9 if r["session_id"]}
+    rows: list[Row] = []
+    esk_blank = False
+    for (pid, course), visits in sorted(courses.items()):
+        last = "8" if visits[0]["route"] == "IN" else "6"
+        end = next((v for v in visits if v["phase"] == "induction" and v["session_number_in_course"] == last), None)
+        if end is None:
+            continue
+        start = dt.datetime.fromisoformat(visits[0]["session_start"])
+        baselines = [int(r["total_score"]) for r in phq9 if r["patient_id"] == pid and not r["session_id"]
+                     and dt.timedelta(0) < start - dt.datetime.fromisoformat(r["administered_at"]) <= dt.timedelta(60)]
+        score = by_session.get(end["session_id"])
+        change = f"PHQ-9 {baselines[-1]} to {score}" if baselines and score is not None else \
+            f"PHQ-9 {score} at the end" if score is not None else "no end-of-induction score"
+        responded = bool(baselines) and score is not None and max(baselines) >= 2 * score
+        continued = any(v["phase"] == "maintenance" for v in visits)
+        u = rng.random()
+        if continued and responded:
+            decision, reason = "continue", "" if u < 0.2 else f"response ({change}); continue to maintenance"
+        elif continued:
+            if u < 0.06:
+                continue
+            planted = visits[0]["route"] == "IN" and not esk_blank
+            esk_blank = esk_blank or planted      # the first such esketamine course: a review with no reason
+            decision, reason = "continue", "" if u < 0.12 or planted else \
+                rng.choice(CONTINUE_REASONS).format(change=change)
+        else:
+            if u < 0.3:
+                continue
+            decision, reason = "stop", rng.choice(STOP_REASONS).format(change=change)
+        at = _weekday_at(rng, dt.datetime.fromisoformat(end["session_start"]) + dt.timedelta(days=rng.randint(0, 5)),
+                         0, 12 * 60, 17 * 60)
+        rows.append({"review_id": "", "patient_id": pid, "course_id": course, "reviewed_at": _iso(at),
+                     "decision": decision, "reason": reason, "reviewed_by": rng.choice(REVIEWERS[end["site_id"]])})
+    rows.sort(key=lambda r: (r["reviewed_at"], r["patient_id"]))
+    for number, r in enumerate(rows, start=1):
+        r["review_id"] = _id("TR", number, 4)
+    if bad_rows and len(rows) > 10:
+        k = (3 * len(rows)) // 4              # a continuation keyed as "cont.": not one of the decisions
+        k = next((i for i in range(k, len(rows)) if rows[i]["decision"] == "continue"), k)
+        rows[k]["decision"] = "cont."
+        rows[k]["_bad"] = "decision = 'cont.': not one of the declared values"
+    return rows
+
+
 def _unscored_end_of_induction(sessions: list[Row], scales: list[Row]) -> None:
     """One end-of-induction PHQ-9 handed out but never scored (its total left empty, the row kept, so
     no line moves): that IV course has no rating at the end of induction (OUT-01)."""
@@ -1727,6 +1889,7 @@ def export(seed: int = SEED, n_sessions: int = DEFAULT_SESSIONS, n_patients: int
         _unscored_end_of_induction(sessions, scales)
     readings = vitals(sessions, seed, bad_rows)
     profiles, pregnancy = profiles_and_pregnancy_tests(sessions, iv_patients, esk_people, seed, bad_rows)
+    actions = interventions(readings, sessions, seed, bad_rows)
     return {
         "sessions": (COLUMNS, sessions),
         "screenings": (SCREENING_COLUMNS, screens),
@@ -1734,10 +1897,12 @@ def export(seed: int = SEED, n_sessions: int = DEFAULT_SESSIONS, n_patients: int
         "assessments": (ASSESSMENT_COLUMNS, scales),
         "enrollments": (ENROLLMENT_COLUMNS, enrollments(esk_people, bad_rows)),
         "credentials": (CREDENTIAL_COLUMNS, credentials(bad_rows)),
-        "interventions": (INTERVENTION_COLUMNS, interventions(readings, sessions, seed, bad_rows)),
+        "interventions": (INTERVENTION_COLUMNS, actions),
         "problems": (PROBLEM_COLUMNS, problems(sessions, seed, bad_rows)),
         "profiles": (PROFILE_COLUMNS, profiles),
         "pregnancy_tests": (PREGNANCY_TEST_COLUMNS, pregnancy),
+        "adverse_events": (ADVERSE_EVENT_COLUMNS, adverse_events(readings, sessions, actions, seed, bad_rows)),
+        "treatment_reviews": (REVIEW_COLUMNS, treatment_reviews(sessions, scales, seed, bad_rows)),
     }
 
 

@@ -68,16 +68,22 @@ def test_samples_report_reconciles(tmp_path: Path) -> None:
     judged: dict[str, int] = {}
     for item in report["inputs"]:
         judged[item["record_type"]] = judged.get(item["record_type"], 0) + item["records_judged"]
-    # a rule counted per course counts each (patient, course_id) of the judged sessions once
+    # a rule counted per FIELD (per course, per session) counts each (patient, value) of its judged records once
     rejected = {(r["source"]["path"], r["source"]["line"]) for r in report["rejected"]}
-    sessions = str(SAMPLES / "sessions.csv")
-    with open(sessions, encoding="utf-8", newline="") as handle:
-        courses = {(row["patient_id"], row["course_id"]) for line, row in enumerate(csv.DictReader(handle), start=2)
-                   if (sessions, line) not in rejected}
+
+    def per_units(record_type: str, per: str) -> int:
+        units = set()
+        for item in report["inputs"]:
+            if item["record_type"] != record_type:
+                continue
+            with open(item["path"], encoding="utf-8", newline="") as handle:
+                units |= {(row["patient_id"], row[per]) for line, row in enumerate(csv.DictReader(handle), start=2)
+                          if (item["path"], line) not in rejected}
+        return len(units)
+
     for rule in report["rules"]:
         assert rule["applicable"] == rule["passed"] + rule["failed"] + rule["waived"]
-        units = judged.get(rule["for"], 0) if "per" not in rule else len(courses)
-        assert rule.get("per") in (None, "course_id")
+        units = judged.get(rule["for"], 0) if "per" not in rule else per_units(rule["for"], rule["per"])
         assert rule["applicable"] + rule["not_evaluable"] + rule["not_applicable"] == units, rule["id"]
         failed = [f for f in report["findings"] if f["rule"] == rule["id"]]
         assert len(failed) == rule["failed"]

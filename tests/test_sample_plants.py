@@ -124,3 +124,89 @@ def test_pregnancy_findings_are_courses_without_a_current_negative_test(report: 
         if "negative" not in near or "positive" in near:
             expected.add(row["session_id"])
     assert expected and failed(report, "ELIG-06") == expected
+
+
+def readable(row: dict[str, str], column: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(row[column])
+    except ValueError:
+        return None
+
+
+def test_ae_01_finds_the_sessions_with_a_high_reading_and_no_hypertension_event(report: dict[str, Any]) -> None:
+    routes = {row["session_id"]: row["route"] for row in first_seen("sessions", "session_id")}
+    recorded = {row["session_id"] for row in rows("adverse_events")
+                if row["ae_type"] == "hypertension" and readable(row, "onset_at")}
+    expected: dict[str, set[str]] = {"IV": set(), "IN": set()}
+    for row in first_seen("vitals", "vital_id"):
+        route = routes.get(row["session_id"])
+        if route not in expected or row["phase"] not in ("intra", "post") or readable(row, "measured_at") is None:
+            continue
+        try:
+            high = int(row["sbp_mmhg"] or 0) >= 180 or int(row["dbp_mmhg"] or 0) >= 110
+        except ValueError:
+            continue
+        if high and row["session_id"] not in recorded:
+            expected[route].add(row["session_id"])
+    for rule, route in (("AE-01", "IV"), ("AE-01-IN", "IN")):
+        found = {f["evidence"]["session_id"] for f in report["findings"] if f["rule"] == rule}
+        assert expected[route] and found == expected[route], rule
+
+
+def test_ae_02_finds_the_serious_events_not_classified_or_reported_in_time(report: dict[str, Any]) -> None:
+    """The seven planted serious events: in each pack two are reported as they should be and the others not
+    (an ED transfer recorded as not serious and never reported, one reported nine days late; an esketamine
+    event reported only internally, one reported to the REMS eleven days late)."""
+    expected: dict[str, set[str]] = {"ketamine_racemic": set(), "esketamine": set()}
+    serious = 0
+    for row in rows("adverse_events"):
+        onset = readable(row, "onset_at")
+        if onset is None or not (row["serious"] == "true" or row["action"] == "ed_transfer"
+                                 or row["ae_type"] in ("resp_depression", "loss_of_consciousness")):
+            continue
+        serious += 1
+        iv = row["drug"] == "ketamine_racemic"
+        channels, hours = (("internal", "fda_medwatch"), 72) if iv else (("rems",), 168)
+        reported = readable(row, "reported_at") if row["reported_at"] else None
+        if not (row["serious"] == "true" and row["reported_to"] in channels and row["report_ref"] and reported
+                and dt.timedelta(0) <= reported - onset <= dt.timedelta(hours=hours)):
+            expected[row["drug"]].add(row["ae_id"])
+    assert serious == 7
+    assert failed(report, "AE-02") == expected["ketamine_racemic"] and len(expected["ketamine_racemic"]) == 2
+    assert failed(report, "AE-02-IN") == expected["esketamine"] and len(expected["esketamine"]) == 2
+
+
+def test_out_02_finds_the_courses_continued_without_a_response_or_a_reason(report: dict[str, Any]) -> None:
+    """Worked out from the files: an end-of-induction rating (a scored scale from 2 days before to 7 days after
+    the course's last induction session), followed by maintenance within 60 days, with no baseline on the same
+    scale (taken outside a session, in the 60 days before) of twice its score or more, and no review deciding to
+    continue, with a reason, from 2 days before to 21 days after it."""
+    sessions = [row for row in first_seen("sessions", "session_id")
+                if row["cancelled"] == "false" and readable(row, "session_start")]
+    scales = [row for row in first_seen("assessments", "assessment_id")
+              if row["instrument"] in ("PHQ9", "MADRS", "QIDS_SR16", "HAMD17") and row["total_score"].isdigit()]
+    reviews = [row for row in rows("treatment_reviews") if row["decision"] == "continue" and row["reason"]]
+    day_ = dt.timedelta(days=1)
+
+    def near(rows_: list[dict[str, str]], column: str, patient: str, at: dt.datetime,
+             before: dt.timedelta, after: dt.timedelta) -> list[dict[str, str]]:
+        return [r for r in rows_ if r["patient_id"] == patient and -before <= readable(r, column) - at <= after]
+
+    for rule, route, last in (("OUT-02", "IV", "6"), ("OUT-02-IN", "IN", "8")):
+        ours = [s for s in sessions if s["route"] == route]
+        expected = set()
+        for scale in scales:
+            at, patient, score = readable(scale, "administered_at"), scale["patient_id"], int(scale["total_score"])
+            assert at is not None
+            ends = [s for s in near(ours, "session_start", patient, at, 7 * day_, 2 * day_)
+                    if s["phase"] == "induction" and s["session_number_in_course"] == last]
+            later = [s for s in near(ours, "session_start", patient, at, dt.timedelta(0), 60 * day_)
+                     if s["phase"] == "maintenance"]
+            if not ends or not later:
+                continue
+            baseline = [b for b in near(scales, "administered_at", patient, at, 60 * day_, dt.timedelta(0))
+                        if b["instrument"] == scale["instrument"] and not b["session_id"]
+                        and int(b["total_score"]) >= 2 * score]
+            if not baseline and not near(reviews, "reviewed_at", patient, at, 2 * day_, 21 * day_):
+                expected.add(scale["assessment_id"])
+        assert expected and failed(report, rule) == expected, rule

@@ -34,6 +34,8 @@ def render_message(template: str, values: dict[str, Any],
         value = gate(match.group(1), display(values.get(match.group(1))))
         if value is None:
             return "missing"
+        if isinstance(value, bool):       # as the export and JSON write it
+            return "true" if value else "false"
         if isinstance(value, float) and value.is_integer():
             return str(int(value))
         return str(value)
