@@ -1156,7 +1156,8 @@ ADVERSE_EVENT_COLUMNS = {"ae_id": "string", "session_id": "string", "patient_id"
                          "ae_type": "enum", "onset_at": "datetime", "severity": "enum", "serious": "boolean",
                          "action": "enum", "outcome": "enum", "reported_to": "enum", "report_ref": "string",
                          "reported_at": "datetime", "recorded_by": "string"}
-AE_ACTIONS = {"infusion_paused": "paused", "infusion_stopped": "stopped", "medication": "medication", "oxygen": "oxygen"}
+AE_ACTIONS = {"infusion_paused": "paused", "infusion_stopped": "stopped", "medication": "medication",
+              "oxygen": "oxygen"}
 AE_NOTES = {"mild nausea, ondansetron 4 mg IV": ("nausea", "medication"), "nausea, resolved": ("nausea", "none"),
             "sedated at 40 min, MOAA/S 4": ("sedation_excess", "none")}
 # Serious events planted on dosed sessions (AE-02, AE-02-IN): route, event, action, outcome, marked serious,
@@ -1755,7 +1756,8 @@ def treatment_reviews(sessions: list[Row], scales: list[Row], seed: int = SEED, 
     to maintenance or to stop, with the reason. The response is the end-of-induction PHQ-9 against
     the course's baseline PHQ-9 (half or less). Of the courses that go on to maintenance without a
     response, 6% have no review and 6% a review with no reason (and so does the first esketamine one);
-    a responder's reason is sometimes left blank; one decision is keyed as an abbreviation. A generator of its own: no other file changes."""
+    a responder's reason is sometimes left blank; one decision is keyed as an abbreviation. A generator
+    of its own: no other file changes."""
     rng = random.Random(f"{seed}:reviews")
     courses: dict[tuple[str, str], list[Row]] = {}
     for row in sessions:

@@ -203,7 +203,7 @@ class Conditions:
                                          f'"{self.rtype.name}"{suggest(name, choices)}')
             return None
         if isinstance(node.value, dict) and len(node.value) == 1 and set(node.value) <= {"param", "field", "judged"}:
-            return self._leaf(name, kind, "equals", node)  # field: {param: NAME} (or a field reference), as field: value
+            return self._leaf(name, kind, "equals", node)  # field: {param: NAME} or a reference, as field: value
         if not isinstance(node.value, dict):
             if isinstance(node.value, list):
                 self.check.node(node, f'a list needs an operator: write {name}: {{one_of: [...]}}')
