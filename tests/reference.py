@@ -132,7 +132,8 @@ class Reference:
             elif key in ("exists", "count", "since_previous", "first"):
                 results.append(self.past(key, body, rtype))
             else:
-                ops = body if isinstance(body, dict) else {"equals": body}
+                reference = isinstance(body, dict) and len(body) == 1 and set(body) <= {"judged", "field"}
+                ops = body if isinstance(body, dict) and not reference else {"equals": body}
                 results.append(_and([self.leaf(key, op, operand, rtype, values) for op, operand in ops.items()]))
         return _and(results)
 
