@@ -34,6 +34,7 @@ CS = f"{BASE}/CodeSystem/"
 STAFF = f"{BASE}/NamingSystem/staff-id"
 CREDENTIAL = f"{BASE}/NamingSystem/credential-id"
 PROFILE = f"{BASE}/NamingSystem/profile-id"
+AE_REPORT = f"{BASE}/NamingSystem/ae-report-ref"
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SNOMED = "http://snomed.info/sct"
@@ -63,6 +64,14 @@ PREGNANCY_TESTS = {"urine_hcg": ("2106-3", "Choriogonadotropin (pregnancy test) 
                    "serum_hcg": ("2118-8", "Choriogonadotropin (pregnancy test) [Presence] in Serum or Plasma")}
 PREGNANCY_RESULTS = ("negative", "positive", "invalid")
 GENDERS = {"F": "female", "M": "male", "X": "other", "U": "unknown"}
+AE_TYPES = ("hypertension", "tachycardia", "desaturation", "resp_depression", "sedation_excess",
+            "loss_of_consciousness", "emesis", "nausea", "dissociation_distress", "agitation", "other")
+AE_SEVERITIES = ("mild", "moderate", "severe")
+# R4 AdverseEvent.outcome has no code for a transfer to the ED: the event had not resolved when the
+# patient left the clinic (ongoing); the local adverse-event-outcome code beside it keeps the value
+AE_OUTCOMES = {"resolved": "resolved", "ongoing": "ongoing", "transferred": "ongoing"}
+SERIOUSNESS = {"true": "serious", "false": "non-serious"}
+DECISIONS = ("continue", "stop", "reinduce", "refer")
 
 
 # ----------------------------------------------------------------------------- values
@@ -459,6 +468,79 @@ def pregnancy_observation(row: Row) -> dict[str, Any]:
     return res
 
 
+def adverse_event(row: Row) -> dict[str, Any]:
+    """An adverse event as an AdverseEvent (actuality actual): the event in the local
+    adverse-event-type code system, in the session's Encounter (as the vitals are), its date the
+    onset, the session's MedicationAdministration as the suspect (the drug's RxNorm code beside it,
+    extension suspect-medication), seriousness, severity and outcome in HL7's code systems (the
+    outcome also as a local adverse-event-outcome code, which keeps a transfer to the ED), the
+    recorder a staff member (identifier); the action taken, where it was reported and when are
+    extensions, the report's reference the identifier. A value that is none of a code system's codes
+    is the concept's text, as typed; an onset that is no valid dateTime the datetime-as-entered
+    extension."""
+    if not row["session_id"]:
+        raise ValueError(f"{row['ae_id']}: no session, so no MedicationAdministration to name as the suspect")
+    res: dict[str, Any] = {"resourceType": "AdverseEvent", "id": row["ae_id"], **_meta(row)}
+    ext = _ext("action-taken", "code", row["action"]) + _ext("reported-to", "code", row["reported_to"]) + _ext(
+        "reported-at", "datetime", row["reported_at"])
+    if ext:
+        res["extension"] = ext
+    if row["report_ref"]:
+        res["identifier"] = {"system": AE_REPORT, "value": row["report_ref"]}   # R4: one identifier
+    res["actuality"] = "actual"
+    if row["ae_type"]:
+        res["event"] = _coded("adverse-event-type", AE_TYPES, row["ae_type"])
+    res["subject"] = _subject(row)
+    res["encounter"] = {"reference": f"Encounter/{row['session_id']}"}
+    _moment(res, "date", row["onset_at"])
+    if row["recorded_by"]:
+        res["recorder"] = _staff(row["recorded_by"])
+    serious, severity, outcome = row["serious"], row["severity"], row["outcome"]
+    if serious:
+        res["seriousness"] = {"coding": [{"system": THO + "adverse-event-seriousness", "code": SERIOUSNESS[serious]}]} \
+            if serious in SERIOUSNESS else {"text": serious}
+    if severity:
+        res["severity"] = {"coding": [{"system": THO + "adverse-event-severity", "code": severity}]} \
+            if severity in AE_SEVERITIES else {"text": severity}
+    if outcome:
+        res["outcome"] = {"coding": [{"system": THO + "adverse-event-outcome", "code": AE_OUTCOMES[outcome]},
+                                     {"system": CS + "adverse-event-outcome", "code": outcome}]} \
+            if outcome in AE_OUTCOMES else {"text": outcome}
+    suspect: dict[str, Any] = {}
+    drug = row["drug"]
+    if drug:
+        code, display = DRUGS.get(drug, (None, drug))
+        suspect["extension"] = [{"url": SD + "suspect-medication", "valueCodeableConcept":
+                                 {"coding": [{"system": RXNORM, "code": code, "display": display}]} if code
+                                 else {"text": drug}}]
+    suspect["instance"] = {"reference": f"MedicationAdministration/{row['session_id']}"}
+    res["suspectEntity"] = [suspect]
+    return res
+
+
+def treatment_review(row: Row) -> dict[str, Any]:
+    """The prescriber's end-of-induction review as a ClinicalImpression (status completed): the
+    decision in the local treatment-decision code system (extension treatment-decision; a decision
+    keyed as free text is the concept's text), the course as the course-id extension (as on the
+    sessions), the date the review's time, the assessor a staff member (identifier), the reason
+    the summary."""
+    res: dict[str, Any] = {"resourceType": "ClinicalImpression", "id": row["review_id"], **_meta(row)}
+    ext = _ext("course-id", "string", row["course_id"])
+    if row["decision"]:
+        ext.append({"url": SD + "treatment-decision",
+                    "valueCodeableConcept": _coded("treatment-decision", DECISIONS, row["decision"])})
+    if ext:
+        res["extension"] = ext
+    res["status"] = "completed"
+    res["subject"] = _subject(row)
+    _moment(res, "date", row["reviewed_at"])
+    if row["reviewed_by"]:
+        res["assessor"] = _staff(row["reviewed_by"])
+    if row["reason"]:
+        res["summary"] = row["reason"]
+    return res
+
+
 def _registration(patient: dict[str, Any], row: Row) -> None:
     """A registration (profile) on its Patient: profile id as identifier, sex as gender, the birth
     year as a year-only birthDate, registered_at and childbearing potential as extensions."""
@@ -540,6 +622,9 @@ def write_fhir(files: Files, out: Path) -> Broken:
     broken += _write_ndjson(out / "Procedure.ndjson",
                             ((r, intervention_procedure(r)) for r in files["interventions"][1]))
     broken += _write_ndjson(out / "Condition.ndjson", ((r, problem_condition(r)) for r in files["problems"][1]))
+    broken += _write_ndjson(out / "AdverseEvent.ndjson", ((r, adverse_event(r)) for r in files["adverse_events"][1]))
+    broken += _write_ndjson(out / "ClinicalImpression.ndjson",
+                            ((r, treatment_review(r)) for r in files["treatment_reviews"][1]))
     return broken
 
 
@@ -790,6 +875,51 @@ def pregnancy_test_row(row: Row) -> list[str]:
     return ["NULL" if c == "" else c for c in cells]
 
 
+ADVERSE_EVENT_HEADER = ["Event ID", "Encounter CSN", "MRN", "Medication", "Event", "Onset", "Severity",
+                        "Serious (Y/N)", "Action Taken", "Outcome", "Reported To", "Report #", "Reported",
+                        "Recorded By"]
+ADVERSE_EVENT_LABELS = {
+    "ae_type": {"hypertension": "Hypertension", "tachycardia": "Tachycardia", "desaturation": "Desaturation",
+                "resp_depression": "Respiratory Depression", "sedation_excess": "Excessive Sedation",
+                "loss_of_consciousness": "Loss of Consciousness", "emesis": "Emesis", "nausea": "Nausea",
+                "dissociation_distress": "Dissociative Distress", "agitation": "Agitation", "other": "Other"},
+    "severity": {"mild": "Mild", "moderate": "Moderate", "severe": "Severe"},
+    "action": {"none": "No Action", "paused": "Infusion Paused", "stopped": "Infusion Stopped",
+               "medication": "Medication Given", "oxygen": "O2 Applied", "ed_transfer": "Transferred to ED"},
+    "outcome": {"resolved": "Resolved", "ongoing": "Ongoing", "transferred": "Transferred"},
+    "reported_to": {"none": "Not Reported", "internal": "Incident Report", "fda_medwatch": "FDA MedWatch",
+                    "rems": "SPRAVATO REMS"},
+}
+
+
+def adverse_event_row(row: Row) -> list[str]:
+    """An adverse event as the vendor's safety-event row (an onset on 30 February becomes
+    02/30/.... in US form, which no US datetime format reads)."""
+    labels = ADVERSE_EVENT_LABELS
+    cells = [row["ae_id"], row["session_id"], row["patient_id"], _label(SESSION_LABELS["drug"], row["drug"]),
+             _label(labels["ae_type"], row["ae_type"]), us_datetime(row["onset_at"]) if row["onset_at"] else "",
+             _label(labels["severity"], row["severity"]), _flag(row["serious"]),
+             _label(labels["action"], row["action"]), _label(labels["outcome"], row["outcome"]),
+             _label(labels["reported_to"], row["reported_to"]), row["report_ref"],
+             us_datetime(row["reported_at"]) if row["reported_at"] else "", row["recorded_by"]]
+    return ["NULL" if c == "" else c for c in cells]
+
+
+TREATMENT_REVIEW_HEADER = ["Review ID", "MRN", "Treatment Course", "Reviewed", "Decision", "Rationale",
+                           "Reviewing Provider"]
+DECISION_LABELS = {"continue": "Continue Treatment", "stop": "Discontinue", "reinduce": "Re-induce",
+                   "refer": "Refer Out"}
+
+
+def treatment_review_row(row: Row) -> list[str]:
+    """An end-of-induction review as the vendor's row (a decision keyed as free text passes through
+    as typed, which is none of the decision labels)."""
+    cells = [row["review_id"], row["patient_id"], row["course_id"],
+             us_datetime(row["reviewed_at"]) if row["reviewed_at"] else "", _label(DECISION_LABELS, row["decision"]),
+             row["reason"], row["reviewed_by"]]
+    return ["NULL" if c == "" else c for c in cells]
+
+
 SCREENING_HEADER = ["Screen ID", "MRN", "Screened", "Instrument", "Score", "Sex", "Administered By",
                     "Reviewed By", "Reviewed"]
 FIXED_TIME = dt.datetime(2026, 10, 1, 6, 0, 0)
@@ -865,6 +995,10 @@ def write_vendor(files: Files, out: Path) -> Broken:
                                 ((r, registration_row(r)) for r in files["profiles"][1]))
     broken += _write_vendor_csv(out / "Pregnancy_Tests.csv", PREGNANCY_TEST_HEADER,
                                 ((r, pregnancy_test_row(r)) for r in files["pregnancy_tests"][1]))
+    broken += _write_vendor_csv(out / "Adverse_Events.csv", ADVERSE_EVENT_HEADER,
+                                ((r, adverse_event_row(r)) for r in files["adverse_events"][1]))
+    broken += _write_vendor_csv(out / "Treatment_Reviews.csv", TREATMENT_REVIEW_HEADER,
+                                ((r, treatment_review_row(r)) for r in files["treatment_reviews"][1]))
     return broken
 
 

@@ -18,7 +18,13 @@ import yaml
 from click.testing import CliRunner
 
 from cli import main
+from engine.inputs.builder import InputStats, Seen
 from engine.inputs.fhir_view import compile_view
+from engine.inputs.maps import load_maps
+from engine.inputs.sources import bind, read_binding
+from engine.judge.context import PackContext
+from engine.language.model import Record
+from engine.packs import load_packs
 from samples import generate
 from samples.forms import number_text, valid
 
@@ -29,15 +35,18 @@ VENDOR_MAP = SAMPLES / "vendor" / "acme-ehr.map.yaml"
 PACKS = ["--pack", str(ROOT / "rules" / "ketamine-iv.yaml"), "--pack", str(ROOT / "rules" / "esketamine-rems.yaml")]
 AS_OF = "2026-11-26T00:00:00Z"
 CANONICAL = ["sessions", "vitals", "screenings", "assessments", "enrollments", "credentials", "interventions",
-             "problems", "profiles", "pregnancy_tests"]
+             "problems", "profiles", "pregnancy_tests", "adverse_events", "treatment_reviews"]
 STEM_OF = {"session": "sessions", "vital": "vitals", "screening": "screenings", "assessment": "assessments",
            "enrollment": "enrollments", "credential": "credentials", "intervention": "interventions",
-           "problem": "problems", "profile": "profiles", "pregnancy_test": "pregnancy_tests"}
+           "problem": "problems", "profile": "profiles", "pregnancy_test": "pregnancy_tests",
+           "adverse_event": "adverse_events", "treatment_review": "treatment_reviews"}
 FORM_FILES = [f"fhir/{n}.ndjson" for n in ("Patient", "MedicationAdministration", "Observation", "Consent",
-                                           "Practitioner", "Procedure", "Condition")] + [
+                                           "Practitioner", "Procedure", "Condition", "AdverseEvent",
+                                           "ClinicalImpression")] + [
     f"vendor/{n}" for n in ("Infusions.csv", "Flowsheet_Vitals.csv", "Scales.csv", "REMS_Enrollments.csv",
                             "Staff_Credentials.csv", "Screenings.xlsx", "Interventions.csv", "Problem_List.csv",
-                            "Registrations.csv", "Pregnancy_Tests.csv")]
+                            "Registrations.csv", "Pregnancy_Tests.csv", "Adverse_Events.csv",
+                            "Treatment_Reviews.csv")]
 
 
 def _has_map_option() -> bool:
@@ -106,7 +115,8 @@ KINDS = {"session": generate.COLUMNS, "vital": generate.VITAL_COLUMNS, "screenin
          "assessment": generate.ASSESSMENT_COLUMNS, "enrollment": generate.ENROLLMENT_COLUMNS,
          "credential": generate.CREDENTIAL_COLUMNS, "intervention": generate.INTERVENTION_COLUMNS,
          "problem": generate.PROBLEM_COLUMNS, "profile": generate.PROFILE_COLUMNS,
-         "pregnancy_test": generate.PREGNANCY_TEST_COLUMNS}
+         "pregnancy_test": generate.PREGNANCY_TEST_COLUMNS, "adverse_event": generate.ADVERSE_EVENT_COLUMNS,
+         "treatment_review": generate.REVIEW_COLUMNS}
 # the packs' enum values (the two packs declare their shared types identically)
 ENUMS = {type_name: {field: spec["values"] for field, spec in record["fields"].items()
                      if isinstance(spec, dict) and spec.get("type") == "enum"}
@@ -118,6 +128,8 @@ ENUMS = {type_name: {field: spec["values"] for field, spec in record["fields"].i
 # record types whose keys are no resource ids, so every resource the view matches is checked: a
 # Practitioner's qualifications (several a resource), the registration on a Patient
 NESTED = {"credential", "profile"}
+# record types checked whole, every resource: small files
+WHOLE = {"adverse_event", "treatment_review"}
 
 
 def _planted(type_name: str, canonical: dict[str, list[dict[str, str]]]) -> set[str]:
@@ -131,7 +143,7 @@ def _planted(type_name: str, canonical: dict[str, list[dict[str, str]]]) -> set[
 
 
 ENTRIES = ["session", "vital", "screening", "assessment", "enrollment", "credential", "intervention", "problem",
-           "profile", "pregnancy_test"]
+           "profile", "pregnancy_test", "adverse_event", "treatment_review"]
 
 
 @pytest.mark.parametrize("index", range(len(ENTRIES)), ids=ENTRIES)
@@ -140,7 +152,7 @@ def test_fhir_map_views_give_the_canonical_rows(index: int) -> None:
     and a planted bad value the same text (which does not convert either). Every planted bad row
     and every 10th resource is checked (all of them take fhirpathpy 100 s); a resource holding
     several records (a Practitioner, a credential per qualification) is checked whole, and so is
-    every registration (its key is no resource id)."""
+    every registration (its key is no resource id), every adverse event and every treatment review."""
     entry = yaml.safe_load(FHIR_MAP.read_text(encoding="utf-8"))["inputs"][index]
     assert entry["type"] == ENTRIES[index]
     view = compile_view(entry["view"])
@@ -154,7 +166,7 @@ def test_fhir_map_views_give_the_canonical_rows(index: int) -> None:
             continue
         if resource.get("id") in canonical:              # one record a resource, keyed by its id
             key = resource["id"]
-            if key not in planted and number % 10:
+            if key not in planted and number % 10 and entry["type"] not in WHOLE:
                 seen[key] += 1
                 continue
             if not view.matches(resource):
@@ -177,8 +189,47 @@ def test_fhir_map_views_give_the_canonical_rows(index: int) -> None:
                 got = _text(values[0]) if values else ""
                 assert _same(expected[column.name], got), (key, column.name, expected[column.name], got)
     assert planted and planted <= checked
-    if entry["type"] in NESTED:
+    if entry["type"] in NESTED | WHOLE:
         assert checked == set(canonical)
+
+
+# every record, not a sample: the two small files each form gained last
+READ_BACK = {"adverse_event": ("AdverseEvent.ndjson", "Adverse_Events.csv"),
+             "treatment_review": ("ClinicalImpression.ndjson", "Treatment_Reviews.csv")}
+
+
+def _read_records(path: Path, maps: list[Any], context: PackContext,
+                  record_type: str) -> tuple[dict[str, Record], list[str]]:
+    """Every record of one file, read as an audit reads it (through its map's entry), by key; and the
+    rejections' reasons."""
+    bindings = bind([f"{record_type}={path}"] if not maps else [str(path)], context.types, maps)
+    assert [b.type for b in bindings] == [record_type], bindings
+    records: dict[str, Record] = {}
+    reasons: list[str] = []
+    for item in read_binding(bindings[0], context.types, context.tz, Seen(), InputStats(str(path), record_type)):
+        if isinstance(item, Record):
+            records[item.key] = item
+        else:
+            reasons.append(item.reason)
+    return records, reasons
+
+
+@pytest.mark.parametrize("type_name", list(READ_BACK))
+def test_each_form_reads_back_the_canonical_records(type_name: str) -> None:
+    """Every good adverse event and treatment review reads, in the FHIR and the vendor form, to the
+    canonical record: the same key, patient, time and every field's value (a time the same instant);
+    the planted bad row is the one rejection of each form."""
+    context = PackContext(load_packs([str(ROOT / "rules" / f"{p}.yaml") for p in ("ketamine-iv", "esketamine-rems")]))
+    fhir_file, vendor_file = READ_BACK[type_name]
+    want, want_rejected = _read_records(SAMPLES / f"{STEM_OF[type_name]}.csv", [], context, type_name)
+    assert len(want) == len(_canonical(STEM_OF[type_name])) - 1 and len(want_rejected) == 1
+    for path, source in ((SAMPLES / "fhir" / fhir_file, FHIR_MAP), (SAMPLES / "vendor" / vendor_file, VENDOR_MAP)):
+        got, rejected = _read_records(path, [load_maps([str(source)], context.types)[0]], context, type_name)
+        assert len(rejected) == 1 and rejected[0].startswith(ONE_REJECTED[type_name][0]), (path.name, rejected)
+        assert got.keys() == want.keys(), path.name
+        for key, record in want.items():
+            assert (got[key].patient, got[key].time, got[key].values) == (record.patient, record.time, record.values), \
+                (path.name, key)
 
 
 # ----------------------------------------------------------------------------- the three audits
@@ -211,6 +262,9 @@ ONE_REJECTED = {
     "problem": ("onset_on", {"canonical": '"2018-13-18"', "fhir": '"2018-13-18"', "vendor": '"13/18/2018"'}),
     "profile": ("duplicate profile_id", dict.fromkeys(("canonical", "fhir", "vendor"), '"REG-0066"')),
     "pregnancy_test": ("result", dict.fromkeys(("canonical", "fhir", "vendor"), '"neg"')),          # PT-0041
+    "adverse_event": ("onset_at", {"canonical": '"2026-02-30T14:22:00-08:00"',                    # AE-0113
+                                   "fhir": '"2026-02-30T14:22:00-08:00"', "vendor": '"02/30/2026 02:22 PM"'}),
+    "treatment_review": ("decision", dict.fromkeys(("canonical", "fhir", "vendor"), '"cont."')),    # TR-0118
 }
 
 
@@ -233,8 +287,9 @@ def test_each_form_audits_as_the_canonical_export(form: str, canonical_report: d
     assert {i["record_type"]: i["records_read"] for i in report["inputs"] if i["record_type"]} == read
     rejected = sum(i.get("records_rejected", 0) for i in report["inputs"])
     # 20 planted bad rows of the sessions, vitals, scales, screenings and enrollments, and one in
-    # each of the roster, interventions, problems, profiles and pregnancy tests
-    assert rejected == sum(i.get("records_rejected", 0) for i in canonical_report["inputs"]) == 25
+    # each of the roster, interventions, problems, profiles, pregnancy tests, adverse events and
+    # treatment reviews
+    assert rejected == sum(i.get("records_rejected", 0) for i in canonical_report["inputs"]) == 27
     for type_name, (field, texts) in ONE_REJECTED.items():
         for name, got in (("canonical", canonical_report), (form, report)):
             reasons = [r["reason"] for r in got["rejected"] if r["record_type"] == type_name]
