@@ -1810,6 +1810,94 @@ def treatment_reviews(sessions: list[Row], scales: list[Row], seed: int = SEED, 
     return rows
 
 
+CONSENT_FORM_COLUMNS = {"form_version": "string", "form": "enum", "title": "extra", "effective_on": "date",
+                        "retired_on": "date", "reconsent_required": "boolean"}
+IV_CONSENT = "IV ketamine for depression (off-label use)"
+CONSENT_FORMS = [("KIV-2023.1", "ketamine_iv", IV_CONSENT, "2023-01-09", "2025-06-30", False),
+                 ("KIV-2025.1", "ketamine_iv", f"{IV_CONSENT}, rev. blood pressure section", "2025-07-01", "2026-03-31",
+                  False),
+                 ("KIV-2026.1", "ketamine_iv", f"{IV_CONSENT}, ASA 2025 guidance, adverse-event reporting",
+                  "2026-04-01", "", True),
+                 ("SPR-2020.1", "spravato", "SPRAVATO treatment and REMS", "2020-06-01", "2025-01-31", False),
+                 ("SPR-2025.1", "spravato", "SPRAVATO treatment and REMS, respiratory depression", "2025-02-01", "",
+                  False)]
+CONSENT_COLUMNS = {"consent_id": "string", "patient_id": "string", "form": "enum", "form_version": "string",
+                   "signed_on": "date", "witness_id": "string"}
+RECONSENT_BY = dt.date(2026, 6, 1)      # the packs' reconsent_by: from then on, IV sessions need KIV-2026.1
+
+
+def consent_forms() -> list[Row]:
+    """The clinic's consent documents, a reference table (no patient): each version of the IV ketamine
+    and the SPRAVATO consent form, when it took effect and was retired, and whether patients who
+    signed an earlier version must sign it again (the IV form of April 2026 must be)."""
+    return [{"form_version": version, "form": form, "title": title, "effective_on": start, "retired_on": end,
+             "reconsent_required": "true" if again else "false"}
+            for version, form, title, start, end, again in CONSENT_FORMS]
+
+
+def _in_force(form: str, day: dt.date) -> str:
+    for version, kind, _title, start, end, _again in CONSENT_FORMS:
+        if kind == form and dt.date.fromisoformat(start) <= day and (not end or day <= dt.date.fromisoformat(end)):
+            return version
+    return ""
+
+
+def consents(sessions: list[Row], seed: int = SEED, bad_rows: bool = True) -> list[Row]:
+    """The signed consent documents (CONS-02, CONS-03 and CONS-02-IN): one per consent date the
+    sessions carry, on the form version in force that day, witnessed by an intake nurse of the site.
+    Planted: 3% of IV signatures on the version retired before (an old paper stack); an esketamine
+    consent filed under an IV form's version; and the April 2026 IV form, which needs re-consent by
+    2026-06-01: 88% of the IV patients treated after that date sign it at a session before, the rest
+    never do. A generator of its own: no other file changes."""
+    rng = random.Random(f"{seed}:consents")
+    signed: dict[tuple[str, str], Row] = {}
+    later: dict[str, list[Row]] = {}
+    for row in sessions:
+        if row.get("_bad") or row["route"] not in ("IV", "IN") or not row.get("session_date"):
+            continue
+        if row["route"] == "IV" and row["cancelled"] == "false" and row["session_date"] >= "2026-04-01":
+            later.setdefault(row["patient_id"], []).append(row)
+        text = row.get("consent_signed_date", "")
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) or (row["patient_id"], text) in signed:
+            continue
+        try:
+            day = dt.date.fromisoformat(text)
+        except ValueError:
+            continue
+        form = "ketamine_iv" if row["route"] == "IV" else "spravato"
+        signed[(row["patient_id"], text)] = {"consent_id": "", "patient_id": row["patient_id"], "form": form,
+                                              "form_version": _in_force(form, day), "signed_on": text,
+                                              "witness_id": INTAKE_STAFF[row["site_id"]][0], "_route": row["route"]}
+    rows = sorted(signed.values(), key=lambda r: (r["signed_on"], r["patient_id"]))
+    old = {"KIV-2025.1": "KIV-2023.1", "KIV-2026.1": "KIV-2025.1"}
+    for r in rows:
+        if r["form_version"] in old and rng.random() < 0.03:
+            r["form_version"] = old[r["form_version"]]
+    esk = [r for r in rows if r["form"] == "spravato"]
+    if esk:
+        esk[len(esk) // 2]["form_version"] = "KIV-2025.1"
+    for pid in sorted(later):
+        visits = sorted(later[pid], key=lambda v: v["session_start"])
+        due = [v for v in visits if v["session_date"] >= RECONSENT_BY.isoformat()]
+        mine = [r for r in rows if r["patient_id"] == pid and r["form"] == "ketamine_iv"]
+        if not due or (mine and mine[-1]["form_version"] == "KIV-2026.1") or rng.random() < 0.12:
+            continue
+        before = [v for v in visits if v["session_date"] < RECONSENT_BY.isoformat()] or due[:1]
+        visit = rng.choice(before)
+        rows.append({"consent_id": "", "patient_id": pid, "form": "ketamine_iv", "form_version": "KIV-2026.1",
+                     "signed_on": visit["session_date"], "witness_id": INTAKE_STAFF[visit["site_id"]][0]})
+    rows.sort(key=lambda r: (r["signed_on"], r["patient_id"], r["form_version"]))
+    for number, r in enumerate(rows, start=1):
+        r["consent_id"] = _id("CNS", number, 4)
+        r.pop("_route", None)
+    if bad_rows and len(rows) > 10:
+        k = next((i for i in range(len(rows) - 1, -1, -1) if rows[i]["form_version"] == "KIV-2026.1"
+                  and rows[i]["signed_on"][5:7] == "04"), len(rows) // 2)
+        rows[k]["signed_on"] = rows[k]["signed_on"][:8] + "31"       # April has 30 days
+        rows[k]["_bad"] = f"signed_on = '{rows[k]['signed_on']}': no such day"
+    return rows
+
+
 def _unscored_end_of_induction(sessions: list[Row], scales: list[Row]) -> None:
     """One end-of-induction PHQ-9 handed out but never scored (its total left empty, the row kept, so
     no line moves): that IV course has no rating at the end of induction (OUT-01)."""
@@ -1905,6 +1993,8 @@ def export(seed: int = SEED, n_sessions: int = DEFAULT_SESSIONS, n_patients: int
         "pregnancy_tests": (PREGNANCY_TEST_COLUMNS, pregnancy),
         "adverse_events": (ADVERSE_EVENT_COLUMNS, adverse_events(readings, sessions, actions, seed, bad_rows)),
         "treatment_reviews": (REVIEW_COLUMNS, treatment_reviews(sessions, scales, seed, bad_rows)),
+        "consent_forms": (CONSENT_FORM_COLUMNS, consent_forms()),
+        "consents": (CONSENT_COLUMNS, consents(sessions, seed, bad_rows)),
     }
 
 

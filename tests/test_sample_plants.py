@@ -210,3 +210,37 @@ def test_out_02_finds_the_courses_continued_without_a_response_or_a_reason(repor
             if not baseline and not near(reviews, "reviewed_at", patient, at, 2 * day_, 21 * day_):
                 expected.add(scale["assessment_id"])
         assert expected and failed(report, rule) == expected, rule
+
+
+def test_cons_02_finds_the_consents_signed_on_a_version_not_in_force(report: dict[str, Any]) -> None:
+    forms = {row["form_version"]: row for row in rows("consent_forms")}
+    expected: dict[str, set[str]] = {"ketamine_iv": set(), "spravato": set()}
+    for row in first_seen("consents", "consent_id"):
+        signed, form = day(row["signed_on"]), forms.get(row["form_version"])
+        if signed is None:
+            continue
+        if form is None or form["form"] != row["form"] or not (
+                dt.date.fromisoformat(form["effective_on"]) <= signed
+                and (not form["retired_on"] or signed <= dt.date.fromisoformat(form["retired_on"]))):
+            expected[row["form"]].add(row["consent_id"])
+    assert failed(report, "CONS-02") == expected["ketamine_iv"] and len(expected["ketamine_iv"]) >= 2
+    assert failed(report, "CONS-02-IN") == expected["spravato"] and len(expected["spravato"]) == 1
+
+
+def test_cons_03_finds_the_courses_treated_after_the_deadline_without_the_new_form(report: dict[str, Any]) -> None:
+    signed: dict[str, list[dt.date]] = defaultdict(list)
+    for row in first_seen("consents", "consent_id"):
+        when = day(row["signed_on"])
+        if row["form_version"] == "KIV-2026.1" and when is not None:
+            signed[row["patient_id"]].append(when)
+    course_of = {}
+    expected = set()
+    for row in first_seen("sessions", "session_id"):
+        course_of[row["session_id"]] = (row["patient_id"], row["course_id"])
+        when = day(row["session_date"])
+        if row["route"] != "IV" or row["cancelled"] != "false" or when is None or when < dt.date(2026, 6, 1):
+            continue
+        if not any(s <= when for s in signed[row["patient_id"]]):
+            expected.add((row["patient_id"], row["course_id"]))
+    found = {course_of[key] for key in failed(report, "CONS-03")}
+    assert expected and found == expected
