@@ -72,6 +72,10 @@ AE_SEVERITIES = ("mild", "moderate", "severe")
 AE_OUTCOMES = {"resolved": "resolved", "ongoing": "ongoing", "transferred": "ongoing"}
 SERIOUSNESS = {"true": "serious", "false": "non-serious"}
 DECISIONS = ("continue", "stop", "reinduce", "refer")
+# each consent form is a Questionnaire, its versions sharing the form's canonical url (version apart)
+CONSENT_FORMS = {"ketamine_iv": f"{BASE}/Questionnaire/consent-ketamine-iv",
+                 "spravato": f"{BASE}/Questionnaire/consent-spravato"}
+WITNESS = "http://hl7.org/fhir/StructureDefinition/consent-Witness"      # R4 core extension on Consent
 
 
 # ----------------------------------------------------------------------------- values
@@ -337,6 +341,71 @@ def enrollment_consent(row: Row) -> dict[str, Any]:
     res["policy"] = [{"uri": "https://www.spravatorems.com"}]
     if not res["performer"]:
         del res["performer"]
+    return res
+
+
+def consent_form_questionnaire(row: Row) -> dict[str, Any]:
+    """One version of a consent form (a row of the consent_form reference table, no patient) as a
+    Questionnaire: id and version the form version, url the form's canonical (the same for each
+    version of a form), the form in the local consent-form code system (``code``), status active
+    while in use and retired once it has a retirement date, effectivePeriod from when it took
+    effect to its retirement, the title, and whether it requires re-consent as the
+    reconsent-required extension. An effective_on that is no valid FHIR date is no
+    effectivePeriod.start: the datetime-as-entered extension holds the text."""
+    form, version = row["form"], row["form_version"]
+    if form not in CONSENT_FORMS or not re.fullmatch(r"[A-Za-z0-9.-]{1,64}", version):
+        raise ValueError(f"{version}: form {form!r} or form version {version!r} has no FHIR form here")
+    res: dict[str, Any] = {"resourceType": "Questionnaire", "id": version, **_meta(row)}
+    ext = _ext("reconsent-required", "boolean", row["reconsent_required"])
+    period: dict[str, str] = {}
+    start, end = row["effective_on"], row["retired_on"]
+    if start and valid("date", start):
+        period["start"] = start
+    elif start:
+        ext.append({"url": SD + "datetime-as-entered", "valueString": start})
+    if end and not valid("date", end):
+        raise ValueError(f"{version}: retired_on {end!r} has no FHIR form here (only effective_on has an "
+                         "as-entered extension)")
+    if end:
+        period["end"] = end
+    if ext:
+        res["extension"] = ext
+    res["url"] = CONSENT_FORMS[form]
+    res["version"] = version
+    if row.get("title"):
+        res["title"] = row["title"]
+    res["status"] = "retired" if end else "active"
+    res["subjectType"] = ["Patient"]
+    if period:
+        res["effectivePeriod"] = period
+    res["code"] = [{"system": CS + "consent-form", "code": form}]
+    return res
+
+
+def treatment_consent(row: Row, form_of: dict[str, str]) -> dict[str, Any]:
+    """A signed consent document as a Consent (status active, scope treatment): category LOINC
+    59284-0 with the local consent-category code treatment-consent (the REMS enrollments are
+    rems-patient-enrollment) and the form the patient signed in the local consent-form system; the
+    patient as patient and performer (who signs), dateTime the signing date, the witness (a staff
+    identifier) in R4's consent-Witness extension; the form version signed as policy.uri, the
+    canonical of the version's Questionnaire, ``url|version`` (``form_of``: each version's form,
+    from the consent_form table; a version not in it takes the consent's own form's url)."""
+    form, version = row["form"], row["form_version"]
+    if form not in CONSENT_FORMS or "|" in version:
+        raise ValueError(f"{row['consent_id']}: form {form!r} or form version {version!r} has no FHIR form here")
+    res: dict[str, Any] = {"resourceType": "Consent", "id": row["consent_id"], **_meta(row)}
+    if row["witness_id"]:
+        res["extension"] = [{"url": WITNESS, "valueReference": _staff(row["witness_id"])}]
+    res["status"] = "active"
+    res["scope"] = {"coding": [{"system": THO + "consentscope", "code": "treatment"}]}
+    res["category"] = [{"coding": [{"system": LOINC, "code": "59284-0", "display": "Patient Consent"},
+                                   {"system": CS + "consent-category", "code": "treatment-consent"}]},
+                       {"coding": [{"system": CS + "consent-form", "code": form}]}]
+    res["patient"] = _subject(row)
+    _moment(res, "dateTime", row["signed_on"])
+    res["performer"] = [_subject(row)]
+    url = CONSENT_FORMS[form_of.get(version, form)]
+    res["policy"] = [{"uri": f"{url}|{version}" if version else url}]
     return res
 
 
@@ -617,7 +686,9 @@ def write_fhir(files: Files, out: Path) -> Broken:
     observations += [(r, scale_observation(r, "assessment_id", "administered_at")) for r in files["assessments"][1]]
     observations += [(r, pregnancy_observation(r)) for r in files["pregnancy_tests"][1]]
     broken += _write_ndjson(out / "Observation.ndjson", observations)
-    broken += _write_ndjson(out / "Consent.ndjson", ((r, enrollment_consent(r)) for r in files["enrollments"][1]))
+    form_of = {r["form_version"]: r["form"] for r in files["consent_forms"][1] if r["form"] in CONSENT_FORMS}
+    broken += _write_ndjson(out / "Consent.ndjson", [(r, enrollment_consent(r)) for r in files["enrollments"][1]]
+                            + [(r, treatment_consent(r, form_of)) for r in files["consents"][1]])
     broken += _write_ndjson(out / "Practitioner.ndjson", practitioners(files["credentials"][1]))
     broken += _write_ndjson(out / "Procedure.ndjson",
                             ((r, intervention_procedure(r)) for r in files["interventions"][1]))
@@ -625,6 +696,8 @@ def write_fhir(files: Files, out: Path) -> Broken:
     broken += _write_ndjson(out / "AdverseEvent.ndjson", ((r, adverse_event(r)) for r in files["adverse_events"][1]))
     broken += _write_ndjson(out / "ClinicalImpression.ndjson",
                             ((r, treatment_review(r)) for r in files["treatment_reviews"][1]))
+    broken += _write_ndjson(out / "Questionnaire.ndjson",
+                            ((r, consent_form_questionnaire(r)) for r in files["consent_forms"][1]))
     return broken
 
 
@@ -920,6 +993,31 @@ def treatment_review_row(row: Row) -> list[str]:
     return ["NULL" if c == "" else c for c in cells]
 
 
+CONSENT_FORM_HEADER = ["Form Version", "Consent Form", "Form Title", "Effective", "Retired", "Re-consent Required"]
+CONSENT_FORM_LABELS = {"ketamine_iv": "Ketamine Infusion (IV)", "spravato": "SPRAVATO (esketamine)"}
+
+
+def consent_form_row(row: Row) -> list[str]:
+    """A consent form version as the vendor's document-library row (the title passes through as the
+    canonical file's extra column does; an effective date that is no date would pass through as
+    typed, which no US date format reads)."""
+    cells = [row["form_version"], _label(CONSENT_FORM_LABELS, row["form"]), row.get("title", ""),
+             *(us_date(row[c]) if row[c] else "" for c in ("effective_on", "retired_on")),
+             _flag(row["reconsent_required"])]
+    return ["NULL" if c == "" else c for c in cells]
+
+
+CONSENT_HEADER = ["Document ID", "MRN", "Consent Form", "Form Version", "Signed", "Witnessed By"]
+
+
+def consent_row(row: Row) -> list[str]:
+    """A signed consent as the vendor's scanned-document row (a signing day of 31 April becomes
+    04/31/...., which no US date format reads)."""
+    cells = [row["consent_id"], row["patient_id"], _label(CONSENT_FORM_LABELS, row["form"]), row["form_version"],
+             us_date(row["signed_on"]) if row["signed_on"] else "", row["witness_id"]]
+    return ["NULL" if c == "" else c for c in cells]
+
+
 SCREENING_HEADER = ["Screen ID", "MRN", "Screened", "Instrument", "Score", "Sex", "Administered By",
                     "Reviewed By", "Reviewed"]
 FIXED_TIME = dt.datetime(2026, 10, 1, 6, 0, 0)
@@ -999,6 +1097,10 @@ def write_vendor(files: Files, out: Path) -> Broken:
                                 ((r, adverse_event_row(r)) for r in files["adverse_events"][1]))
     broken += _write_vendor_csv(out / "Treatment_Reviews.csv", TREATMENT_REVIEW_HEADER,
                                 ((r, treatment_review_row(r)) for r in files["treatment_reviews"][1]))
+    broken += _write_vendor_csv(out / "Consent_Forms.csv", CONSENT_FORM_HEADER,
+                                ((r, consent_form_row(r)) for r in files["consent_forms"][1]))
+    broken += _write_vendor_csv(out / "Consents.csv", CONSENT_HEADER,
+                                ((r, consent_row(r)) for r in files["consents"][1]))
     return broken
 
 

@@ -35,18 +35,20 @@ VENDOR_MAP = SAMPLES / "vendor" / "acme-ehr.map.yaml"
 PACKS = ["--pack", str(ROOT / "rules" / "ketamine-iv.yaml"), "--pack", str(ROOT / "rules" / "esketamine-rems.yaml")]
 AS_OF = "2026-11-26T00:00:00Z"
 CANONICAL = ["sessions", "vitals", "screenings", "assessments", "enrollments", "credentials", "interventions",
-             "problems", "profiles", "pregnancy_tests", "adverse_events", "treatment_reviews"]
+             "problems", "profiles", "pregnancy_tests", "adverse_events", "treatment_reviews", "consent_forms",
+             "consents"]
 STEM_OF = {"session": "sessions", "vital": "vitals", "screening": "screenings", "assessment": "assessments",
            "enrollment": "enrollments", "credential": "credentials", "intervention": "interventions",
            "problem": "problems", "profile": "profiles", "pregnancy_test": "pregnancy_tests",
-           "adverse_event": "adverse_events", "treatment_review": "treatment_reviews"}
+           "adverse_event": "adverse_events", "treatment_review": "treatment_reviews",
+           "consent_form": "consent_forms", "consent": "consents"}
 FORM_FILES = [f"fhir/{n}.ndjson" for n in ("Patient", "MedicationAdministration", "Observation", "Consent",
                                            "Practitioner", "Procedure", "Condition", "AdverseEvent",
-                                           "ClinicalImpression")] + [
+                                           "ClinicalImpression", "Questionnaire")] + [
     f"vendor/{n}" for n in ("Infusions.csv", "Flowsheet_Vitals.csv", "Scales.csv", "REMS_Enrollments.csv",
                             "Staff_Credentials.csv", "Screenings.xlsx", "Interventions.csv", "Problem_List.csv",
                             "Registrations.csv", "Pregnancy_Tests.csv", "Adverse_Events.csv",
-                            "Treatment_Reviews.csv")]
+                            "Treatment_Reviews.csv", "Consent_Forms.csv", "Consents.csv")]
 
 
 def _has_map_option() -> bool:
@@ -116,7 +118,8 @@ KINDS = {"session": generate.COLUMNS, "vital": generate.VITAL_COLUMNS, "screenin
          "credential": generate.CREDENTIAL_COLUMNS, "intervention": generate.INTERVENTION_COLUMNS,
          "problem": generate.PROBLEM_COLUMNS, "profile": generate.PROFILE_COLUMNS,
          "pregnancy_test": generate.PREGNANCY_TEST_COLUMNS, "adverse_event": generate.ADVERSE_EVENT_COLUMNS,
-         "treatment_review": generate.REVIEW_COLUMNS}
+         "treatment_review": generate.REVIEW_COLUMNS, "consent_form": generate.CONSENT_FORM_COLUMNS,
+         "consent": generate.CONSENT_COLUMNS}
 # the packs' enum values (the two packs declare their shared types identically)
 ENUMS = {type_name: {field: spec["values"] for field, spec in record["fields"].items()
                      if isinstance(spec, dict) and spec.get("type") == "enum"}
@@ -129,7 +132,9 @@ ENUMS = {type_name: {field: spec["values"] for field, spec in record["fields"].i
 # Practitioner's qualifications (several a resource), the registration on a Patient
 NESTED = {"credential", "profile"}
 # record types checked whole, every resource: small files
-WHOLE = {"adverse_event", "treatment_review"}
+WHOLE = {"adverse_event", "treatment_review", "consent_form", "consent"}
+# record types whose canonical file has no planted bad row (the consent forms: a reference table)
+NO_BAD_ROW = {"consent_form"}
 
 
 def _planted(type_name: str, canonical: dict[str, list[dict[str, str]]]) -> set[str]:
@@ -143,7 +148,7 @@ def _planted(type_name: str, canonical: dict[str, list[dict[str, str]]]) -> set[
 
 
 ENTRIES = ["session", "vital", "screening", "assessment", "enrollment", "credential", "intervention", "problem",
-           "profile", "pregnancy_test", "adverse_event", "treatment_review"]
+           "profile", "pregnancy_test", "adverse_event", "treatment_review", "consent_form", "consent"]
 
 
 @pytest.mark.parametrize("index", range(len(ENTRIES)), ids=ENTRIES)
@@ -152,7 +157,8 @@ def test_fhir_map_views_give_the_canonical_rows(index: int) -> None:
     and a planted bad value the same text (which does not convert either). Every planted bad row
     and every 10th resource is checked (all of them take fhirpathpy 100 s); a resource holding
     several records (a Practitioner, a credential per qualification) is checked whole, and so is
-    every registration (its key is no resource id), every adverse event and every treatment review."""
+    every registration (its key is no resource id), every adverse event, treatment review, consent
+    form version and signed consent. The consent forms have no planted bad row."""
     entry = yaml.safe_load(FHIR_MAP.read_text(encoding="utf-8"))["inputs"][index]
     assert entry["type"] == ENTRIES[index]
     view = compile_view(entry["view"])
@@ -188,22 +194,26 @@ def test_fhir_map_views_give_the_canonical_rows(index: int) -> None:
                 assert len(values) <= 1, (key, column.name, values)
                 got = _text(values[0]) if values else ""
                 assert _same(expected[column.name], got), (key, column.name, expected[column.name], got)
-    assert planted and planted <= checked
+    assert planted <= checked and bool(planted) != (entry["type"] in NO_BAD_ROW)
     if entry["type"] in NESTED | WHOLE:
         assert checked == set(canonical)
 
 
-# every record, not a sample: the two small files each form gained last
+# every record, not a sample: the small files each form gained last
 READ_BACK = {"adverse_event": ("AdverseEvent.ndjson", "Adverse_Events.csv"),
-             "treatment_review": ("ClinicalImpression.ndjson", "Treatment_Reviews.csv")}
+             "treatment_review": ("ClinicalImpression.ndjson", "Treatment_Reviews.csv"),
+             "consent_form": ("Questionnaire.ndjson", "Consent_Forms.csv"),
+             "consent": ("Consent.ndjson", "Consents.csv")}
 
 
 def _read_records(path: Path, maps: list[Any], context: PackContext,
                   record_type: str) -> tuple[dict[str, Record], list[str]]:
-    """Every record of one file, read as an audit reads it (through its map's entry), by key; and the
+    """Every record of one file, read as an audit reads it (through its map's entry for the type: a file
+    may feed several, Consent.ndjson the enrollments and the signed consents), by key; and the
     rejections' reasons."""
-    bindings = bind([f"{record_type}={path}"] if not maps else [str(path)], context.types, maps)
-    assert [b.type for b in bindings] == [record_type], bindings
+    bindings = [b for b in bind([f"{record_type}={path}"] if not maps else [str(path)], context.types, maps)
+                if b.type == record_type]
+    assert len(bindings) == 1, bindings
     records: dict[str, Record] = {}
     reasons: list[str] = []
     for item in read_binding(bindings[0], context.types, context.tz, Seen(), InputStats(str(path), record_type)):
@@ -216,20 +226,38 @@ def _read_records(path: Path, maps: list[Any], context: PackContext,
 
 @pytest.mark.parametrize("type_name", list(READ_BACK))
 def test_each_form_reads_back_the_canonical_records(type_name: str) -> None:
-    """Every good adverse event and treatment review reads, in the FHIR and the vendor form, to the
-    canonical record: the same key, patient, time and every field's value (a time the same instant);
-    the planted bad row is the one rejection of each form."""
+    """Every good adverse event, treatment review, consent form version and signed consent reads, in
+    the FHIR and the vendor form, to the canonical record: the same key, patient (none for a form
+    version), time and every field's value (a time the same instant); the planted bad row is the one
+    rejection of each form (the consent forms have none)."""
     context = PackContext(load_packs([str(ROOT / "rules" / f"{p}.yaml") for p in ("ketamine-iv", "esketamine-rems")]))
     fhir_file, vendor_file = READ_BACK[type_name]
+    bad = 0 if type_name in NO_BAD_ROW else 1
     want, want_rejected = _read_records(SAMPLES / f"{STEM_OF[type_name]}.csv", [], context, type_name)
-    assert len(want) == len(_canonical(STEM_OF[type_name])) - 1 and len(want_rejected) == 1
+    assert len(want) == len(_canonical(STEM_OF[type_name])) - bad and len(want_rejected) == bad
     for path, source in ((SAMPLES / "fhir" / fhir_file, FHIR_MAP), (SAMPLES / "vendor" / vendor_file, VENDOR_MAP)):
         got, rejected = _read_records(path, [load_maps([str(source)], context.types)[0]], context, type_name)
-        assert len(rejected) == 1 and rejected[0].startswith(ONE_REJECTED[type_name][0]), (path.name, rejected)
+        assert len(rejected) == bad and all(r.startswith(ONE_REJECTED[type_name][0]) for r in rejected), \
+            (path.name, rejected)
         assert got.keys() == want.keys(), path.name
         for key, record in want.items():
             assert (got[key].patient, got[key].time, got[key].values) == (record.patient, record.time, record.values), \
                 (path.name, key)
+
+
+def test_fhir_enrollment_entry_reads_only_the_enrollments() -> None:
+    """Consent.ndjson holds the REMS enrollments and the signed treatment consents: the enrollment
+    entry reads exactly the enrollments (as REMS_Enrollments' canonical file gives them, the same
+    rejections), the consent entry none of them, by their category."""
+    context = PackContext(load_packs([str(ROOT / "rules" / f"{p}.yaml") for p in ("ketamine-iv", "esketamine-rems")]))
+    fhir = [load_maps([str(FHIR_MAP)], context.types)[0]]
+    want, want_rejected = _read_records(SAMPLES / "enrollments.csv", [], context, "enrollment")
+    got, rejected = _read_records(SAMPLES / "fhir" / "Consent.ndjson", fhir, context, "enrollment")
+    assert got.keys() == want.keys() and len(rejected) == len(want_rejected) == 2
+    for key, record in want.items():
+        assert (got[key].patient, got[key].time, got[key].values) == (record.patient, record.time, record.values), key
+    consents, _rejected = _read_records(SAMPLES / "fhir" / "Consent.ndjson", fhir, context, "consent")
+    assert consents and not consents.keys() & set(_canonical("enrollments"))
 
 
 # ----------------------------------------------------------------------------- the three audits
@@ -265,6 +293,8 @@ ONE_REJECTED = {
     "adverse_event": ("onset_at", {"canonical": '"2026-02-30T14:22:00-08:00"',                    # AE-0113
                                    "fhir": '"2026-02-30T14:22:00-08:00"', "vendor": '"02/30/2026 02:22 PM"'}),
     "treatment_review": ("decision", dict.fromkeys(("canonical", "fhir", "vendor"), '"cont."')),    # TR-0118
+    "consent": ("signed_on", {"canonical": '"2026-04-31"', "fhir": '"2026-04-31"',                 # CNS-0222
+                              "vendor": '"04/31/2026"'}),
 }
 
 
@@ -287,9 +317,9 @@ def test_each_form_audits_as_the_canonical_export(form: str, canonical_report: d
     assert {i["record_type"]: i["records_read"] for i in report["inputs"] if i["record_type"]} == read
     rejected = sum(i.get("records_rejected", 0) for i in report["inputs"])
     # 20 planted bad rows of the sessions, vitals, scales, screenings and enrollments, and one in
-    # each of the roster, interventions, problems, profiles, pregnancy tests, adverse events and
-    # treatment reviews
-    assert rejected == sum(i.get("records_rejected", 0) for i in canonical_report["inputs"]) == 27
+    # each of the roster, interventions, problems, profiles, pregnancy tests, adverse events,
+    # treatment reviews and signed consents (none in the consent forms)
+    assert rejected == sum(i.get("records_rejected", 0) for i in canonical_report["inputs"]) == 28
     for type_name, (field, texts) in ONE_REJECTED.items():
         for name, got in (("canonical", canonical_report), (form, report)):
             reasons = [r["reason"] for r in got["rejected"] if r["record_type"] == type_name]
