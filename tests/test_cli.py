@@ -63,7 +63,8 @@ def test_samples_report_reconciles(tmp_path: Path) -> None:
     assert len(report["inputs"]) == len(files) >= 5
     for item in report["inputs"]:
         assert item["records_read"] == item["records_judged"] + item["records_rejected"]
-        assert item["records_rejected"] > 0
+        # every sample file has a planted bad row but the list of consent forms (five rows, all good)
+        assert (item["records_rejected"] > 0) == (item["record_type"] != "consent_form"), item["path"]
     assert len(report["rejected"]) == sum(i["records_rejected"] for i in report["inputs"])
     judged: dict[str, int] = {}
     for item in report["inputs"]:
