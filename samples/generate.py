@@ -1668,11 +1668,26 @@ def problems(sessions: list[Row], seed: int = SEED, bad_rows: bool = True) -> li
     rows.sort(key=lambda r: (r["recorded_at"], r["patient_id"], r["code"]))
     for number, row in enumerate(rows, start=1):
         row["problem_id"] = _id("DX", number, 4)
+    _misuse(rows, visits)
     if bad_rows and len(rows) > 20:
         k = next(i for i in range(len(rows) // 2, len(rows)) if rows[i]["code"] == "F41.1")
         rows[k]["onset_on"] = rows[k]["onset_on"][:5] + "13" + rows[k]["onset_on"][7:]
         rows[k]["_bad"] = f"onset_on = {rows[k]['onset_on']!r}: no month 13"
     return rows
+
+
+def _misuse(rows: list[Row], visits: dict[str, list[Row]]) -> None:
+    """Two planted misuse histories (ELIG-04, ELIG-04-IN), each charted in place of a comorbidity row
+    so that no row, id or line moves: an IV patient's past ketamine misuse (F19.10, resolved years
+    before) and an esketamine patient's phencyclidine dependence in remission (F16.21)."""
+    for route, code, display, onset, resolved in (
+            ("IV", "F19.10", "Other psychoactive substance abuse, uncomplicated (ketamine)", "2017-03-01",
+             "2019-08-31"),
+            ("IN", "F16.21", "Hallucinogen dependence, in remission (phencyclidine)", "2014-09-01", "2016-02-29")):
+        treated = {pid for pid, seen in visits.items() if seen[0]["route"] == route and len(seen) >= 8}
+        row = next((r for r in rows if r["patient_id"] in treated and r["code"] == "G47.00"), None)
+        if row is not None:
+            row.update(code=code, display=display, onset_on=onset, resolved_on=resolved)
 
 
 PROFILE_COLUMNS = {"profile_id": "string", "patient_id": "string", "registered_at": "datetime", "sex": "enum",

@@ -94,11 +94,15 @@ def test_vit_05_finds_the_high_readings_without_a_response(report: dict[str, Any
 
 
 def test_the_contraindications_found_are_the_planted_ones(report: dict[str, Any]) -> None:
-    patients = {f["patient"] for f in report["findings"] if f["rule"] in ("ELIG-05", "ELIG-07", "ELIG-07-IN")
+    patients = {f["patient"] for f in report["findings"]
+                if f["rule"] in ("ELIG-04", "ELIG-04-IN", "ELIG-05", "ELIG-07", "ELIG-07-IN")
                 and f["evidence"].get("session_date") is not None}
     problems = {(row["patient_id"], row["code"]) for row in rows("problems")}
     assert ("P-0079", "F23") in problems          # resolved two years before: no finding
-    assert patients == {p for p, code in problems if code in ("F29", "I67.1", "I61.9")}
+    assert patients == {p for p, code in problems if code in ("F29", "I67.1", "I61.9", "F19.10", "F16.21")}
+    misuse = {f["rule"]: f["patient"] for f in report["findings"]
+              if f["rule"].startswith("ELIG-04") and f["evidence"].get("session_date") is not None}
+    assert misuse == {"ELIG-04": "P-0088", "ELIG-04-IN": "P-0217"}   # resolved years before: still excluded
     aneurysm = next(day(row["onset_on"]) for row in rows("problems") if row["code"] == "I67.1")
     for finding in report["findings"]:
         if finding["rule"] == "ELIG-07" and finding["evidence"].get("session_date"):
