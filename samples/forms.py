@@ -357,17 +357,8 @@ def consent_form_questionnaire(row: Row) -> dict[str, Any]:
         raise ValueError(f"{version}: form {form!r} or form version {version!r} has no FHIR form here")
     res: dict[str, Any] = {"resourceType": "Questionnaire", "id": version, **_meta(row)}
     ext = _ext("reconsent-required", "boolean", row["reconsent_required"])
-    period: dict[str, str] = {}
-    start, end = row["effective_on"], row["retired_on"]
-    if start and valid("date", start):
-        period["start"] = start
-    elif start:
-        ext.append({"url": SD + "datetime-as-entered", "valueString": start})
-    if end and not valid("date", end):
-        raise ValueError(f"{version}: retired_on {end!r} has no FHIR form here (only effective_on has an "
-                         "as-entered extension)")
-    if end:
-        period["end"] = end
+    end = row["retired_on"]
+    period = _period(version, ("effective_on", row["effective_on"]), ("retired_on", end), ext)
     if ext:
         res["extension"] = ext
     res["url"] = CONSENT_FORMS[form]
@@ -409,23 +400,30 @@ def treatment_consent(row: Row, form_of: dict[str, str]) -> dict[str, Any]:
     return res
 
 
+def _period(ident: str, start: tuple[str, str], end: tuple[str, str], ext: list[dict[str, Any]]) -> dict[str, str]:
+    """A Period from two date cells, each (column, text): a start that is no valid FHIR date is no
+    period.start, its text kept in a datetime-as-entered extension appended to ``ext``; an end must
+    be a valid date (no sample plants a bad one)."""
+    period: dict[str, str] = {}
+    if start[1] and valid("date", start[1]):
+        period["start"] = start[1]
+    elif start[1]:
+        ext.append({"url": SD + "datetime-as-entered", "valueString": start[1]})
+    if end[1] and not valid("date", end[1]):
+        raise ValueError(f"{ident}: {end[0]} {end[1]!r} has no FHIR form here (only {start[0]} has an "
+                         "as-entered extension)")
+    if end[1]:
+        period["end"] = end[1]
+    return period
+
+
 def _qualification(row: Row) -> dict[str, Any]:
     """One roster credential as a Practitioner.qualification: its id, kind (local code), validity
     period and verification date. An issued_on that is no valid FHIR date is no period.start: the
     qualification's datetime-as-entered extension holds the text (as a resource's moment does)."""
     qual: dict[str, Any] = {}
     ext = _ext("verified-on", "date", row["verified_on"])
-    period: dict[str, str] = {}
-    issued, expires = row["issued_on"], row["expires_on"]
-    if issued and valid("date", issued):
-        period["start"] = issued
-    elif issued:
-        ext.append({"url": SD + "datetime-as-entered", "valueString": issued})
-    if expires and not valid("date", expires):
-        raise ValueError(f"{row['credential_id']}: expires_on {expires!r} has no FHIR form here (only issued_on "
-                         "has an as-entered extension)")
-    if expires:
-        period["end"] = expires
+    period = _period(row["credential_id"], ("issued_on", row["issued_on"]), ("expires_on", row["expires_on"]), ext)
     if ext:
         qual["extension"] = ext
     if row["credential_id"]:
