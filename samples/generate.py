@@ -1863,7 +1863,9 @@ def consents(sessions: list[Row], seed: int = SEED, bad_rows: bool = True) -> li
     Planted: 3% of IV signatures on the version retired before (an old paper stack); an esketamine
     consent filed under an IV form's version; and the April 2026 IV form, which needs re-consent by
     2026-06-01: 88% of the IV patients treated after that date sign it at a session before, the rest
-    never do. A generator of its own: no other file changes."""
+    never do. A patient whose latest consent is already on the new form is not asked again, even when
+    that consent came with a course begun after the summer: such a patient's summer sessions have no
+    consent on it (two on the samples). A generator of its own: no other file changes."""
     rng = random.Random(f"{seed}:consents")
     signed: dict[tuple[str, str], Row] = {}
     later: dict[str, list[Row]] = {}
