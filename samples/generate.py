@@ -1766,13 +1766,14 @@ STOP_REASONS = ["no meaningful response ({change}); back to the referring psychi
 
 
 def treatment_reviews(sessions: list[Row], scales: list[Row], seed: int = SEED, bad_rows: bool = True) -> list[Row]:
-    """The prescriber's review at the end of each induction course (OUT-02, OUT-02-IN): 0-5 days after
-    the last induction session (the 6th IV infusion, the 8th esketamine session), deciding to continue
-    to maintenance or to stop, with the reason. The response is the end-of-induction PHQ-9 against
-    the course's baseline PHQ-9 (half or less). Of the courses that go on to maintenance without a
-    response, 6% have no review and 6% a review with no reason (and so does the first esketamine one);
-    a responder's reason is sometimes left blank; one decision is keyed as an abbreviation. A generator
-    of its own: no other file changes."""
+    """The prescriber's review at the end of each induction course (OUT-02, OUT-02-IN): the afternoon
+    of the last induction session (the 6th IV infusion, the 8th esketamine session) or a working day
+    up to 5 days after it, and before the first maintenance session (8% of the late ones written the day
+    after it instead), deciding to continue to maintenance or to stop, with the reason. The
+    response is the end-of-induction PHQ-9 against the course's baseline PHQ-9 (half or less). Of
+    the courses that go on to maintenance without a response, 6% have no review and 6% a review with
+    no reason (and so does the first esketamine one); a responder's reason is sometimes left blank;
+    one decision is keyed as an abbreviation. A generator of its own: no other file changes."""
     rng = random.Random(f"{seed}:reviews")
     courses: dict[tuple[str, str], list[Row]] = {}
     for row in sessions:
@@ -1810,8 +1811,20 @@ def treatment_reviews(sessions: list[Row], scales: list[Row], seed: int = SEED, 
             if u < 0.3:
                 continue
             decision, reason = "stop", rng.choice(STOP_REASONS).format(change=change)
-        at = _weekday_at(rng, dt.datetime.fromisoformat(end["session_start"]) + dt.timedelta(days=rng.randint(0, 5)),
-                         0, 12 * 60, 17 * 60)
+        seen = dt.datetime.fromisoformat(end["session_start"])
+        at = seen + dt.timedelta(hours=rng.randint(3, 6))     # the same afternoon, after the rating
+        day, later = at.date() + dt.timedelta(days=rng.randint(0, 5)), None
+        while day != at.date() and (day.weekday() >= 5 or day in HOLIDAYS):
+            day += dt.timedelta(days=1)                       # a later day: the next working day
+        if day != at.date():
+            later = _local(day, 12 * 60 + 5 * rng.randint(0, 60))
+        at = later or at
+        nxt = next((dt.datetime.fromisoformat(v["session_start"]) for v in visits if v["phase"] == "maintenance"
+                    and dt.datetime.fromisoformat(v["session_start"]) > seen), None)
+        if nxt is not None and at >= nxt:
+            at = seen + dt.timedelta(hours=3)                 # decided before the next infusion...
+            if decision == "continue" and rng.random() < 0.08:
+                at = nxt + dt.timedelta(days=1, hours=2)      # ...but 8% written the day after it
         rows.append({"review_id": "", "patient_id": pid, "course_id": course, "reviewed_at": _iso(at),
                      "decision": decision, "reason": reason, "reviewed_by": rng.choice(REVIEWERS[end["site_id"]])})
     rows.sort(key=lambda r: (r["reviewed_at"], r["patient_id"]))
@@ -1862,10 +1875,11 @@ def consents(sessions: list[Row], seed: int = SEED, bad_rows: bool = True) -> li
     sessions carry, on the form version in force that day, witnessed by an intake nurse of the site.
     Planted: 3% of IV signatures on the version retired before (an old paper stack); an esketamine
     consent filed under an IV form's version; and the April 2026 IV form, which needs re-consent by
-    2026-06-01: 88% of the IV patients treated after that date sign it at a session before, the rest
-    never do. A patient whose latest consent is already on the new form is not asked again, even when
-    that consent came with a course begun after the summer: such a patient's summer sessions have no
-    consent on it (two on the samples). A generator of its own: no other file changes."""
+    2026-06-01: 88% of the IV patients treated after that date sign it at a session (before the
+    deadline when they had one), the rest never do. A patient whose latest consent is already on the
+    new form is not asked again, even when that consent came with a course begun after the summer:
+    such a patient's summer sessions have no consent on it (two on the samples). A generator of its
+    own: no other file changes."""
     rng = random.Random(f"{seed}:consents")
     signed: dict[tuple[str, str], Row] = {}
     later: dict[str, list[Row]] = {}
