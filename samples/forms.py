@@ -17,7 +17,7 @@ import io
 import json
 import re
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -1070,6 +1070,19 @@ def _deterministic_zip(data: bytes, path: Path) -> None:
                          compress_type=zipfile.ZIP_DEFLATED)
 
 
+# The vendor's one-row-per-record files after the workbook: file name, header, row writer, canonical file
+VENDOR_TABLES: list[tuple[str, list[str], Callable[[Row], list[str]], str]] = [
+    ("Interventions.csv", INTERVENTION_HEADER, intervention_row, "interventions"),
+    ("Problem_List.csv", PROBLEM_HEADER, problem_row, "problems"),
+    ("Registrations.csv", REGISTRATION_HEADER, registration_row, "profiles"),
+    ("Pregnancy_Tests.csv", PREGNANCY_TEST_HEADER, pregnancy_test_row, "pregnancy_tests"),
+    ("Adverse_Events.csv", ADVERSE_EVENT_HEADER, adverse_event_row, "adverse_events"),
+    ("Treatment_Reviews.csv", TREATMENT_REVIEW_HEADER, treatment_review_row, "treatment_reviews"),
+    ("Consent_Forms.csv", CONSENT_FORM_HEADER, consent_form_row, "consent_forms"),
+    ("Consents.csv", CONSENT_HEADER, consent_row, "consents"),
+]
+
+
 def write_vendor(files: Files, out: Path) -> Broken:
     """The export as Acme EHR would write it, in ``out``. Returns the planted bad rows."""
     out.mkdir(parents=True, exist_ok=True)
@@ -1083,22 +1096,8 @@ def write_vendor(files: Files, out: Path) -> Broken:
     broken += _write_vendor_csv(out / "Staff_Credentials.csv", CREDENTIAL_HEADER,
                                 ((r, credential_row(r)) for r in files["credentials"][1]))
     broken += write_screenings_xlsx(out / "Screenings.xlsx", files["screenings"][1])
-    broken += _write_vendor_csv(out / "Interventions.csv", INTERVENTION_HEADER,
-                                ((r, intervention_row(r)) for r in files["interventions"][1]))
-    broken += _write_vendor_csv(out / "Problem_List.csv", PROBLEM_HEADER,
-                                ((r, problem_row(r)) for r in files["problems"][1]))
-    broken += _write_vendor_csv(out / "Registrations.csv", REGISTRATION_HEADER,
-                                ((r, registration_row(r)) for r in files["profiles"][1]))
-    broken += _write_vendor_csv(out / "Pregnancy_Tests.csv", PREGNANCY_TEST_HEADER,
-                                ((r, pregnancy_test_row(r)) for r in files["pregnancy_tests"][1]))
-    broken += _write_vendor_csv(out / "Adverse_Events.csv", ADVERSE_EVENT_HEADER,
-                                ((r, adverse_event_row(r)) for r in files["adverse_events"][1]))
-    broken += _write_vendor_csv(out / "Treatment_Reviews.csv", TREATMENT_REVIEW_HEADER,
-                                ((r, treatment_review_row(r)) for r in files["treatment_reviews"][1]))
-    broken += _write_vendor_csv(out / "Consent_Forms.csv", CONSENT_FORM_HEADER,
-                                ((r, consent_form_row(r)) for r in files["consent_forms"][1]))
-    broken += _write_vendor_csv(out / "Consents.csv", CONSENT_HEADER,
-                                ((r, consent_row(r)) for r in files["consents"][1]))
+    for name, header, row_of, stem in VENDOR_TABLES:
+        broken += _write_vendor_csv(out / name, header, ((r, row_of(r)) for r in files[stem][1]))
     return broken
 
 

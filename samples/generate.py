@@ -1117,6 +1117,21 @@ def _whole(text: str) -> int | None:
     return int(text) if re.fullmatch(r"-?\d+", text) else None
 
 
+def _alarms(vit: Row) -> list[tuple[str, str]]:
+    """What a readable reading during or after the dose calls for, in order: ("hypertension", grade)
+    at or above 180/110 (moderate from 200/120), ("hypoxia", grade) below 92% SpO2 (moderate below
+    88%); none for a planted bad row or another phase."""
+    if vit.get("_bad") or vit["phase"] not in ("intra", "post"):
+        return []
+    sbp, dbp, spo2 = _whole(vit["sbp_mmhg"]), _whole(vit["dbp_mmhg"]), _whole(vit["spo2_pct"])
+    alarms = []
+    if (sbp is not None and sbp >= 180) or (dbp is not None and dbp >= 110):
+        alarms.append(("hypertension", "moderate" if (sbp or 0) >= 200 or (dbp or 0) >= 120 else "mild"))
+    if spo2 is not None and spo2 < 92:
+        alarms.append(("hypoxia", "moderate" if spo2 < 88 else "mild"))
+    return alarms
+
+
 def interventions(vital_rows: list[Row], sessions: list[Row], seed: int = SEED, bad_rows: bool = True) -> list[Row]:
     """What the nurse did about a reading during or after a dose at or above 180/110, or with SpO2
     below 92%: within 1-12 minutes (hypertension) or 0-4 minutes (hypoxia), by the session's
@@ -1125,17 +1140,14 @@ def interventions(vital_rows: list[Row], sessions: list[Row], seed: int = SEED, 
     staff = {row["session_id"]: row.get("supervising_clinician_id", "") for row in sessions}
     rows: list[Row] = []
 
+    responses = {"hypertension": (HYPERTENSION_ACTIONS, (1, 12), 0.10), "hypoxia": (HYPOXIA_ACTIONS, (0, 4), 0.15)}
     for vit in vital_rows:
-        if vit.get("_bad") or vit["phase"] not in ("intra", "post"):
+        alarms = _alarms(vit)
+        if not alarms:
             continue
-        sbp, dbp, spo2 = _whole(vit["sbp_mmhg"]), _whole(vit["dbp_mmhg"]), _whole(vit["spo2_pct"])
         at = dt.datetime.fromisoformat(vit["measured_at"])
-        causes = []
-        if (sbp is not None and sbp >= 180) or (dbp is not None and dbp >= 110):
-            causes.append(("hypertension", HYPERTENSION_ACTIONS, (1, 12), 0.10))
-        if spo2 is not None and spo2 < 92:
-            causes.append(("hypoxia", HYPOXIA_ACTIONS, (0, 4), 0.15))
-        for reason, actions, (low, high), missed in causes:
+        for reason, _grade in alarms:
+            actions, (low, high), missed = responses[reason]
             if rng.random() < missed:
                 continue
             kind = rng.choices([a for a, _ in actions], [w for _, w in actions])[0]
@@ -1201,15 +1213,9 @@ def adverse_events(vital_rows: list[Row], sessions: list[Row], actions: list[Row
 
     first: dict[tuple[str, str], tuple[dt.datetime, str]] = {}
     for vit in vital_rows:
-        if vit.get("_bad") or vit["phase"] not in ("intra", "post") or vit["session_id"] not in by_id:
-            continue
-        sbp, dbp, spo2 = _whole(vit["sbp_mmhg"]), _whole(vit["dbp_mmhg"]), _whole(vit["spo2_pct"])
-        at = dt.datetime.fromisoformat(vit["measured_at"])
-        if (sbp is not None and sbp >= 180) or (dbp is not None and dbp >= 110):
-            grade = "moderate" if (sbp or 0) >= 200 or (dbp or 0) >= 120 else "mild"
-            first.setdefault((vit["session_id"], "hypertension"), (at, grade))
-        if spo2 is not None and spo2 < 92:
-            first.setdefault((vit["session_id"], "hypoxia"), (at, "moderate" if spo2 < 88 else "mild"))
+        alarms = _alarms(vit) if vit["session_id"] in by_id else []
+        for reason, grade in alarms:
+            first.setdefault((vit["session_id"], reason), (dt.datetime.fromisoformat(vit["measured_at"]), grade))
     for (sid, reason), (at, grade) in sorted(first.items(), key=lambda item: (item[1][0], item[0])):
         if rng.random() < 0.15:
             continue
@@ -1223,8 +1229,8 @@ def adverse_events(vital_rows: list[Row], sessions: list[Row], actions: list[Row
             start = dt.datetime.fromisoformat(row["dose_start_time"])
             add(row, note[0], start + dt.timedelta(minutes=rng.randint(15, 45)), "mild", note[1])
     for route, ae_type, action, outcome, serious, reported_to, lag in SERIOUS_PLANTS:
-        pool = [row for row in dosed if row["route"] == route and not any(r["session_id"] == row["session_id"]
-                                                                          for r in rows)]
+        taken = {r["session_id"] for r in rows}
+        pool = [row for row in dosed if row["route"] == route and row["session_id"] not in taken]
         if not pool:
             continue
         row = rng.choice(pool)
